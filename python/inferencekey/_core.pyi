@@ -1,0 +1,117 @@
+# The native module inferencekey._core (crates/inferencekey-py): conversions only, no behaviour.
+# Errors are raised as the classes of inferencekey.exceptions; the public API wraps these in typed dataclasses.
+from typing import Any
+
+from inferencekey.types import Plan
+
+__version__: str
+
+def redact(text: str) -> str:
+    """Return ``text`` with every ik_sdk_/ik_live_ token shortened to its prefix and id."""
+
+def canonical_slug(raw: str) -> str:
+    """The platform's canonical form of a slug (may be empty)."""
+
+class ManagementClient:
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        sdk_token: str | None,
+        project: str | None,
+        from_env: bool,
+        connect_timeout: float,
+        timeout: float,
+        max_retries: int,
+    ) -> None: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def project(self) -> str | None: ...
+    def ensure(self, spec: Any, on_drift: str, project: str | None) -> tuple[str, str, Plan, bool]:
+        """Returns (project_slug, workload_slug, plan, applied)."""
+    def plan(self, spec: Any, project: str | None) -> Plan: ...
+    def delete(self, workload_slug: str, project: str | None) -> bool: ...
+    def list(self, project: str | None) -> list[dict[str, Any]]: ...
+    def watch_readiness(self, workload_slug: str, project: str | None, timeout: float) -> ReadinessWatch: ...
+    def close(self) -> None: ...
+
+class ReadinessWatch:
+    def __iter__(self) -> ReadinessWatch: ...
+    def __next__(self) -> tuple[str, str, int, str | None]:
+        """(phase, message, elapsed_ms, step); StopIteration after the ready event."""
+
+class DataClient:
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        project: str | None,
+        api_key: str | None,
+        from_env: bool,
+        connect_timeout: float,
+        timeout: float,
+        max_retries: int,
+    ) -> None: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def project(self) -> str: ...
+    def endpoint(self, workload_slug: str, api_key: str | None) -> Endpoint: ...
+    def close(self) -> None: ...
+
+class Endpoint:
+    @property
+    def workload_slug(self) -> str: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    def chat(
+        self,
+        prompt: str | None,
+        messages: list[Any] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> tuple[str, str, str | None, dict[str, Any]]:
+        """Returns (text, model, finish_reason, raw)."""
+    def chat_stream(
+        self,
+        prompt: str | None,
+        messages: list[Any] | None,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> ChatStream: ...
+    def embed(self, input: list[str], base64: bool) -> tuple[list[list[float]], str, dict[str, Any]]: ...
+    def rerank(
+        self, query: str, documents: list[str], top_n: int | None
+    ) -> tuple[list[tuple[int, float]], str, dict[str, Any]]: ...
+
+class ChatStream:
+    def next_batch(self) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """The chunks ready now (waits for at least one); [] once the stream has finished."""
+    def close(self) -> None: ...
+
+class LocalPlatform:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        project: str = "local",
+        seed: int = 0,
+        state_dir: str | None = None,
+    ) -> None: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def sdk_token(self) -> str: ...
+    @property
+    def api_key(self) -> str: ...
+    @property
+    def admin_token(self) -> str: ...
+    @property
+    def ready_text(self) -> str:
+        """The JSON ready line and the four export lines, exactly as `inferencekey-local` prints them."""
+    def stop(self) -> None: ...
