@@ -1,0 +1,46 @@
+# The project's commands: `make demo` (the quickstart on the embedded local platform), `make test` (everything CI runs).
+# Tools go into a local virtualenv (.venv) so a fresh machine needs only Rust and Python 3.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CARGO ?= cargo
+
+.PHONY: demo test test-rust test-python develop lint fmt bench clean-venv
+
+$(VENV)/.tools: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+# The extension, built once in release mode into the virtualenv.
+develop: $(VENV)/.tools
+	$(VENV)/bin/maturin develop --release -q
+
+demo: develop
+	$(VENV)/bin/inferencekey local exec -- $(PY) examples/quickstart.py
+
+test-rust:
+	$(CARGO) test --workspace --exclude inferencekey-py
+
+test-python: develop
+	$(PY) -m pytest -q tests
+
+test: test-rust test-python
+
+lint: $(VENV)/.tools
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests examples benches
+	$(VENV)/bin/ruff format --check python tests examples benches
+	$(VENV)/bin/mypy
+
+fmt: $(VENV)/.tools
+	$(CARGO) fmt --all
+	$(VENV)/bin/ruff format python tests examples benches
+
+bench: develop
+	$(PY) benches/run.py
+
+clean-venv:
+	rm -rf $(VENV)
