@@ -1,0 +1,93 @@
+//! `LocalPlatform`: the embedded local platform (crates/inferencekey-local) started in-process,
+//! on its own runtime thread, for tests, demos and `inferencekey local`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+
+use inferencekey_local::{Config, LocalPlatform as Platform, ReadyInfo};
+
+use crate::errors::{internal_error, local_error};
+
+/// A running local platform; `stop()` (or garbage collection) shuts it down.
+#[pyclass(module = "inferencekey._core", frozen)]
+pub struct LocalPlatform {
+    info: ReadyInfo,
+    platform: Mutex<Option<Platform>>,
+}
+
+#[pymethods]
+impl LocalPlatform {
+    #[new]
+    #[pyo3(signature = (*, port = 0, project = "local".to_owned(), seed = 0, state_dir = None))]
+    fn new(
+        py: Python<'_>,
+        port: u16,
+        project: String,
+        seed: u64,
+        state_dir: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let config = Config {
+            port,
+            project,
+            seed,
+            state_dir,
+            ..Config::default()
+        };
+        let platform = py.detach(move || Platform::start(config)).map_err(|err| {
+            local_error(
+                py,
+                "ConfigurationError",
+                &format!("cannot start the local platform: {err}"),
+            )
+        })?;
+        Ok(Self {
+            info: platform.info().clone(),
+            platform: Mutex::new(Some(platform)),
+        })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        &self.info.url
+    }
+
+    #[getter]
+    fn project(&self) -> &str {
+        &self.info.project
+    }
+
+    #[getter]
+    fn sdk_token(&self) -> &str {
+        &self.info.sdk_token
+    }
+
+    #[getter]
+    fn api_key(&self) -> &str {
+        &self.info.api_key
+    }
+
+    #[getter]
+    fn admin_token(&self) -> &str {
+        &self.info.admin_token
+    }
+
+    #[getter]
+    fn ready_text(&self) -> String {
+        self.info.ready_text()
+    }
+
+    /// Stop serving and release the port; idempotent.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let running = self
+            .platform
+            .lock()
+            .map_err(|_| internal_error("the local platform lock was poisoned"))?
+            .take();
+        if let Some(platform) = running {
+            py.detach(move || platform.stop());
+        }
+        Ok(())
+    }
+}
