@@ -1,1 +1,30 @@
-//! placeholder
+//! The InferenceKey SDK core (pure Rust): configuration, specs, slugs, the secret scan, wire types, drift
+//! plans, SSE, transport with retries, and the control and data pipelines. See README.md for the public API.
+
+// `Error` is large on purpose (its public fields are the contract with the binding); errors are the cold path.
+#![allow(clippy::result_large_err)]
+#![warn(missing_docs)]
+
+mod config;
+mod control;
+mod data;
+mod error;
+mod plan;
+mod spec;
+mod sse;
+mod token;
+mod transport;
+mod wire;
+
+pub use config::{resolve_setting, TransportOptions, DEFAULT_BASE_URL};
+pub use control::{EnsureOutcome, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
+pub use data::{
+    ChatChunk, ChatCompletion, ChatRequest, ChatStream, DataClient, EmbeddingFormat, Embeddings,
+    Endpoint, Rerank, RerankResult,
+};
+pub use error::{Error, ErrorBody, ErrorKind, Result};
+pub use plan::{FieldChange, Plan, PlanAction};
+pub use spec::{canonical_slug, checked_slug, WorkloadSpec};
+pub use sse::{SseDecoder, SseEvent};
+pub use token::redact;
+pub use wire::Workload;

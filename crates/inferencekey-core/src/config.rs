@@ -1,0 +1,183 @@
+//! Client configuration: settings resolved explicit > environment > default (trimmed, blank = unset),
+//! the base URL check, and the transport options (timeouts, retries, user agent).
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The platform's public base URL, used when none is configured.
+pub const DEFAULT_BASE_URL: &str = "https://api.inferencekey.com";
+
+/// Environment variable for the base URL.
+pub(crate) const ENV_BASE_URL: &str = "INFERENCEKEY_BASE_URL";
+/// Environment variable for the project slug.
+pub(crate) const ENV_PROJECT: &str = "INFERENCEKEY_PROJECT";
+/// Environment variable for the control-plane token.
+pub(crate) const ENV_SDK_TOKEN: &str = "INFERENCEKEY_SDK_TOKEN";
+/// Environment variable for the default data-plane key.
+pub(crate) const ENV_API_KEY: &str = "INFERENCEKEY_API_KEY";
+
+/// A setting resolved explicit > environment variable `env_var`; values are trimmed and a blank one counts
+/// as unset (so `project=""` falls back to the environment, and a blank environment value to the default).
+pub fn resolve_setting(explicit: Option<&str>, env_var: &str) -> Option<String> {
+    non_blank(explicit).or_else(|| {
+        std::env::var(env_var)
+            .ok()
+            .as_deref()
+            .and_then(|v| non_blank(Some(v)))
+    })
+}
+
+/// `value` trimmed, or `None` when absent or blank.
+pub(crate) fn non_blank(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// The base URL to use: `DEFAULT_BASE_URL` when unset, trailing `/` stripped, http(s) only.
+pub(crate) fn normalize_base_url(raw: Option<String>) -> Result<String> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_BASE_URL.to_owned());
+    };
+    let trimmed = raw.trim().trim_end_matches('/');
+    let lower = trimmed.to_ascii_lowercase();
+    let scheme_len = if lower.starts_with("https://") {
+        "https://".len()
+    } else if lower.starts_with("http://") {
+        "http://".len()
+    } else {
+        return Err(Error::configuration(format!(
+            "configuration error: base_url must start with http:// or https:// (got {raw:?})"
+        )));
+    };
+    if trimmed.len() == scheme_len {
+        return Err(Error::configuration(format!(
+            "configuration error: base_url has no host (got {raw:?})"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The `host[:port]` part of a normalized base URL, for error messages.
+pub(crate) fn host_of(base_url: &str) -> &str {
+    let rest = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    // Never show credentials embedded in the URL.
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
+/// Transport settings of one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// Limit on establishing a connection (TCP + TLS).
+    pub connect_timeout: Duration,
+    /// Idle read timeout: the longest wait for the next bytes of a response. Never a total deadline, so a
+    /// long stream that keeps producing is never cut.
+    pub read_timeout: Duration,
+    /// Retries after the first attempt, for the failures the retry policy allows.
+    pub max_retries: u32,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(600),
+            max_retries: 2,
+            user_agent: format!("inferencekey-rust/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::error::ErrorKind;
+
+    // Each test uses its own variable name: tests run in parallel threads of one process.
+    #[test]
+    fn explicit_wins_and_is_trimmed() {
+        std::env::set_var("IK_TEST_RESOLVE_A", "from-env");
+        assert_eq!(
+            resolve_setting(Some("  acme "), "IK_TEST_RESOLVE_A").as_deref(),
+            Some("acme")
+        );
+    }
+
+    #[test]
+    fn blank_explicit_falls_back_to_env() {
+        std::env::set_var("IK_TEST_RESOLVE_B", "  from-env\n");
+        assert_eq!(
+            resolve_setting(Some("   "), "IK_TEST_RESOLVE_B").as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            resolve_setting(None, "IK_TEST_RESOLVE_B").as_deref(),
+            Some("from-env")
+        );
+    }
+
+    #[test]
+    fn blank_env_is_unset() {
+        std::env::set_var("IK_TEST_RESOLVE_C", " \t ");
+        assert_eq!(resolve_setting(None, "IK_TEST_RESOLVE_C"), None);
+        assert_eq!(resolve_setting(None, "IK_TEST_RESOLVE_NEVER_SET"), None);
+    }
+
+    #[test]
+    fn base_url_default_strip_and_scheme() {
+        assert_eq!(normalize_base_url(None).unwrap(), DEFAULT_BASE_URL);
+        assert_eq!(
+            normalize_base_url(Some("http://127.0.0.1:8080//".into())).unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_base_url(Some("HTTPS://x.example/api/".into())).unwrap(),
+            "HTTPS://x.example/api"
+        );
+        let err = normalize_base_url(Some("api.inferencekey.com".into())).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Configuration);
+        assert!(err
+            .message
+            .starts_with("configuration error: base_url must start with http:// or https://"));
+        assert_eq!(
+            normalize_base_url(Some("ftp://x".into())).unwrap_err().kind,
+            ErrorKind::Configuration
+        );
+        assert_eq!(
+            normalize_base_url(Some("http://".into())).unwrap_err().kind,
+            ErrorKind::Configuration
+        );
+    }
+
+    #[test]
+    fn host_for_messages() {
+        assert_eq!(host_of("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(
+            host_of("https://api.inferencekey.com/base"),
+            "api.inferencekey.com"
+        );
+        assert_eq!(
+            host_of("https://user:pw@proxy.example:8443/x"),
+            "proxy.example:8443"
+        );
+    }
+
+    #[test]
+    fn default_options() {
+        let options = TransportOptions::default();
+        assert_eq!(options.connect_timeout, Duration::from_secs(10));
+        assert_eq!(options.read_timeout, Duration::from_secs(600));
+        assert_eq!(options.max_retries, 2);
+        assert!(options.user_agent.starts_with("inferencekey-rust/0."));
+    }
+}

@@ -1,0 +1,794 @@
+//! The control plane: `ManagementClient` (credential checks, project resolution, list, plan, ensure with the
+//! five OnDrift behaviours and create-race recovery, delete) and the readiness watch with reconnects and a deadline.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use tokio::time::{sleep, timeout_at, Instant};
+
+use crate::config::{
+    non_blank, normalize_base_url, resolve_setting, TransportOptions, ENV_BASE_URL, ENV_PROJECT,
+    ENV_SDK_TOKEN,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::plan::{create_plan, diff, patch_body, Plan, PlanAction};
+use crate::spec::{checked_slug, WorkloadSpec};
+use crate::sse::SseDecoder;
+use crate::token::{redact, token_kind, Secret, TokenKind};
+use crate::transport::{bearer, AttemptError, Failure, Method, Request, Transport};
+use crate::wire::{decode_readiness, decode_workload_list, ReadinessPayload, Workload};
+
+/// The documented message when no project can be resolved.
+const NO_PROJECT: &str =
+    "No project configured. Set INFERENCEKEY_PROJECT, pass project=, or set spec.project.";
+
+/// How many create attempts a run of slug races may take before giving up.
+const MAX_CREATE_ROUNDS: usize = 3;
+
+/// Reconnect delays of the readiness watch; the last one repeats.
+const WATCH_BACKOFF: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(5),
+];
+
+/// Longest `Retry-After` the readiness watch honours.
+const WATCH_RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+
+/// What `ensure` does when the live workload differs from the spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnDrift {
+    /// PATCH the drifted fields (the default).
+    #[default]
+    Reconcile,
+    /// Change nothing and fail with `ErrorKind::Drift`.
+    Fail,
+    /// Change nothing at all, not even a create; return the plan.
+    DryRun,
+    /// Change nothing; return the plan so the caller can warn.
+    Warn,
+    /// Change nothing, silently.
+    Ignore,
+}
+
+impl OnDrift {
+    /// The wire/Python spelling: `reconcile`, `fail`, `dry_run`, `warn`, `ignore`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reconcile => "reconcile",
+            Self::Fail => "fail",
+            Self::DryRun => "dry_run",
+            Self::Warn => "warn",
+            Self::Ignore => "ignore",
+        }
+    }
+}
+
+impl FromStr for OnDrift {
+    type Err = Error;
+
+    /// Parses the spellings of `as_str` (case-insensitive); anything else is a `ValidationError`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "reconcile" => Ok(Self::Reconcile),
+            "fail" => Ok(Self::Fail),
+            "dry_run" => Ok(Self::DryRun),
+            "warn" => Ok(Self::Warn),
+            "ignore" => Ok(Self::Ignore),
+            _ => Err(Error::validation(format_args!(
+                "unknown on_drift {s:?}: expected one of reconcile, fail, dry_run, warn, ignore"
+            ))),
+        }
+    }
+}
+
+/// What `ensure` did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnsureOutcome {
+    /// The project the workload lives in (the one in the URL).
+    pub project_slug: String,
+    /// The canonical workload slug.
+    pub workload_slug: String,
+    /// The plan that was computed (create, update or noop).
+    pub plan: Plan,
+    /// True when the platform was changed (created or patched).
+    pub applied: bool,
+}
+
+/// One readiness progress update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadinessEvent {
+    /// `scheduling`, `provisioning`, `bootstrapping`, `ready`, `error` (or a newer phase, kept as sent).
+    pub phase: String,
+    /// What the platform is doing (`""` when the server sent none).
+    pub message: String,
+    /// Milliseconds since the watch started, on the SDK's monotonic clock.
+    pub elapsed_ms: u64,
+    /// The bootstrap step, when the server names one.
+    pub step: Option<String>,
+}
+
+/// Control-plane client, holding one `ik_sdk_` token and one connection pool. Cloning shares both.
+#[derive(Clone)]
+pub struct ManagementClient {
+    inner: Arc<ControlInner>,
+}
+
+struct ControlInner {
+    transport: Transport,
+    token: Secret,
+    auth: HeaderValue,
+    project: Option<String>,
+}
+
+impl fmt::Debug for ManagementClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagementClient")
+            .field("base_url", &self.inner.transport.base_url())
+            .field("project", &self.inner.project)
+            .field("sdk_token", &self.inner.token)
+            .finish()
+    }
+}
+
+impl ManagementClient {
+    /// A client from explicit values only (`base_url` `None` means the default). A missing or blank token is a
+    /// `ConfigurationError`; an `ik_live_` key is `PermissionDenied [wrong_credential_type]`. Nothing is sent.
+    pub fn new(
+        base_url: Option<&str>,
+        sdk_token: Option<&str>,
+        project: Option<&str>,
+        options: TransportOptions,
+    ) -> Result<Self> {
+        Self::build(
+            non_blank(base_url),
+            non_blank(sdk_token),
+            non_blank(project),
+            &options,
+        )
+    }
+
+    /// Like `new`, each value resolved explicit > `INFERENCEKEY_BASE_URL` / `INFERENCEKEY_SDK_TOKEN` /
+    /// `INFERENCEKEY_PROJECT` > default.
+    pub fn from_env(
+        base_url: Option<&str>,
+        sdk_token: Option<&str>,
+        project: Option<&str>,
+        options: TransportOptions,
+    ) -> Result<Self> {
+        Self::build(
+            resolve_setting(base_url, ENV_BASE_URL),
+            resolve_setting(sdk_token, ENV_SDK_TOKEN),
+            resolve_setting(project, ENV_PROJECT),
+            &options,
+        )
+    }
+
+    fn build(
+        base_url: Option<String>,
+        token: Option<String>,
+        project: Option<String>,
+        options: &TransportOptions,
+    ) -> Result<Self> {
+        let Some(token) = token else {
+            return Err(Error::configuration(
+                "configuration error: no sdk_token: pass sdk_token= or set INFERENCEKEY_SDK_TOKEN",
+            ));
+        };
+        if token_kind(&token) == TokenKind::Live {
+            return Err(Error::permission_denied(
+                "wrong_credential_type",
+                format_args!(
+                    "{} is a data key; the management plane requires an ik_sdk_ token",
+                    redact(&token)
+                ),
+            ));
+        }
+        let token = Secret::new(token);
+        let auth = bearer(&token)?;
+        let transport = Transport::new(normalize_base_url(base_url)?, options)?;
+        Ok(Self {
+            inner: Arc::new(ControlInner {
+                transport,
+                token,
+                auth,
+                project,
+            }),
+        })
+    }
+
+    /// The normalized base URL.
+    pub fn base_url(&self) -> &str {
+        self.inner.transport.base_url()
+    }
+
+    /// The client's own project, if it has one.
+    pub fn project(&self) -> Option<&str> {
+        self.inner.project.as_deref()
+    }
+
+    /// `explicit` > `spec_project` > the client's project > `INFERENCEKEY_PROJECT` now; else ConfigurationError.
+    fn resolve_project(
+        &self,
+        explicit: Option<&str>,
+        spec_project: Option<&str>,
+    ) -> Result<String> {
+        non_blank(explicit)
+            .or_else(|| non_blank(spec_project))
+            .or_else(|| self.inner.project.clone())
+            .or_else(|| resolve_setting(None, ENV_PROJECT))
+            .ok_or_else(|| Error::configuration(NO_PROJECT))
+    }
+
+    fn request<'a>(&'a self, method: Method, url: &'a str, body: Option<Bytes>) -> Request<'a> {
+        Request {
+            method,
+            url,
+            auth: &self.inner.auth,
+            body,
+            event_stream: false,
+        }
+    }
+
+    /// Every workload of the project (C1), odd items skipped.
+    pub async fn list(&self, project: Option<&str>) -> Result<Vec<Workload>> {
+        let project = self.resolve_project(project, None)?;
+        self.list_in(&project).await
+    }
+
+    async fn list_in(&self, project: &str) -> Result<Vec<Workload>> {
+        let transport = &self.inner.transport;
+        let url = transport.url(&["api", "projects", project, "workloads"]);
+        let response = transport
+            .send(&self.request(Method::Get, &url, None))
+            .await?;
+        decode_workload_list(&transport.read_body(response).await?)
+    }
+
+    async fn find(&self, project: &str, slug: &str) -> Result<Option<Workload>> {
+        Ok(self
+            .list_in(project)
+            .await?
+            .into_iter()
+            .find(|w| w.slug == slug))
+    }
+
+    /// The plan `ensure` would follow, computed without changing anything.
+    pub async fn plan(&self, spec: &WorkloadSpec, project: Option<&str>) -> Result<Plan> {
+        spec.validate()?;
+        let slug = checked_slug(&spec.slug)?;
+        let project = self.resolve_project(project, spec.project.as_deref())?;
+        Ok(match self.find(&project, &slug).await? {
+            Some(live) => diff(spec, &live, &project),
+            None => create_plan(spec, &project),
+        })
+    }
+
+    /// Make the platform match `spec`: create when absent (except `DryRun`), then act on drift per `on_drift`.
+    /// A create answered with another slug (a concurrent create won) deletes the duplicate and continues with
+    /// the existing workload.
+    pub async fn ensure(
+        &self,
+        spec: &WorkloadSpec,
+        on_drift: OnDrift,
+        project: Option<&str>,
+    ) -> Result<EnsureOutcome> {
+        spec.validate()?;
+        let slug = checked_slug(&spec.slug)?;
+        let project = self.resolve_project(project, spec.project.as_deref())?;
+        let outcome = |plan: Plan, applied: bool| EnsureOutcome {
+            project_slug: project.clone(),
+            workload_slug: slug.clone(),
+            plan,
+            applied,
+        };
+        let mut stored_slug = String::new();
+        for _ in 0..MAX_CREATE_ROUNDS {
+            if let Some(live) = self.find(&project, &slug).await? {
+                let plan = diff(spec, &live, &project);
+                let applied = self.act_on_drift(spec, &plan, on_drift).await?;
+                return Ok(outcome(plan, applied));
+            }
+            let mut plan = create_plan(spec, &project);
+            if on_drift == OnDrift::DryRun {
+                return Ok(outcome(plan, false));
+            }
+            let created = self.create(&project, spec).await?;
+            if created.slug == slug {
+                plan.workload_id = Some(created.id);
+                return Ok(outcome(plan, true));
+            }
+            log::info!(
+                "workload {slug:?} was created concurrently (ours came back as {:?}); deleting the duplicate",
+                created.slug
+            );
+            self.delete_id(&created.id).await?;
+            stored_slug = created.slug;
+        }
+        Err(Error::api(format!(
+            "workload {slug:?} could not be created: the platform stored it as {stored_slug:?} {MAX_CREATE_ROUNDS} times"
+        )))
+    }
+
+    /// Apply `on_drift` to an existing workload's plan; true when a PATCH was sent.
+    async fn act_on_drift(
+        &self,
+        spec: &WorkloadSpec,
+        plan: &Plan,
+        on_drift: OnDrift,
+    ) -> Result<bool> {
+        if plan.action != PlanAction::Update {
+            return Ok(false);
+        }
+        match on_drift {
+            OnDrift::Reconcile => {
+                let id = plan.workload_id.as_deref().unwrap_or_default();
+                self.patch(id, &patch_body(spec, plan)).await?;
+                Ok(true)
+            }
+            OnDrift::Fail => Err(Error::drift(plan.clone())),
+            OnDrift::DryRun | OnDrift::Warn | OnDrift::Ignore => Ok(false),
+        }
+    }
+
+    async fn create(&self, project: &str, spec: &WorkloadSpec) -> Result<Workload> {
+        let transport = &self.inner.transport;
+        let url = transport.url(&["api", "projects", project, "workloads"]);
+        let body = Bytes::from(spec.create_body().to_string());
+        let response = transport
+            .send(&self.request(Method::Post, &url, Some(body)))
+            .await?;
+        Workload::from_body(&transport.read_body(response).await?)
+    }
+
+    async fn patch(&self, id: &str, body: &serde_json::Value) -> Result<()> {
+        let transport = &self.inner.transport;
+        let url = transport.url(&["api", "workloads", id]);
+        let body = Bytes::from(body.to_string());
+        let response = transport
+            .send(&self.request(Method::Patch, &url, Some(body)))
+            .await?;
+        // The answer is the updated workload; reading it returns the connection to the pool.
+        transport.read_body(response).await?;
+        Ok(())
+    }
+
+    /// C4; true when deleted, false when it was already gone (404).
+    async fn delete_id(&self, id: &str) -> Result<bool> {
+        let transport = &self.inner.transport;
+        let url = transport.url(&["api", "workloads", id]);
+        match transport
+            .send(&self.request(Method::Delete, &url, None))
+            .await
+        {
+            Ok(response) => {
+                transport.read_body(response).await?;
+                Ok(true)
+            }
+            Err(err) if err.status == Some(404) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Delete the workload with this slug: true when it existed and was removed, false when it was not there.
+    pub async fn delete(&self, workload_slug: &str, project: Option<&str>) -> Result<bool> {
+        let slug = checked_slug(workload_slug)?;
+        let project = self.resolve_project(project, None)?;
+        match self.find(&project, &slug).await? {
+            Some(live) => self.delete_id(&live.id).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Start watching a workload's readiness (C5); the connection opens on the first `next()`. The `timeout`
+    /// runs from now and bounds everything, connects and backoff included.
+    pub fn watch_readiness(
+        &self,
+        workload_slug: &str,
+        project: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ReadinessWatch> {
+        let slug = checked_slug(workload_slug)?;
+        let project = self.resolve_project(project, None)?;
+        let transport = self.inner.transport.clone();
+        let url = transport.url(&[
+            "api",
+            "projects",
+            &project,
+            "workloads",
+            &slug,
+            "readiness-events",
+        ]);
+        let started = Instant::now();
+        Ok(ReadinessWatch {
+            transport,
+            auth: self.inner.auth.clone(),
+            url,
+            slug,
+            started,
+            deadline: started
+                .checked_add(timeout)
+                .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365)),
+            timeout,
+            response: None,
+            decoder: SseDecoder::new(),
+            pending: VecDeque::new(),
+            failures: 0,
+            backoff_first: false,
+            retry_after: None,
+            fresh_connection: false,
+            last: None,
+            state: WatchState::Running,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum WatchState {
+    Running,
+    /// `ready` was yielded.
+    Done,
+    /// An `error` phase was yielded; the next call raises this.
+    Failing(Error),
+}
+
+/// The readiness events of one workload: reconnects (1, 2, 4, 5, 5 ... s) when the stream ends without a
+/// terminal phase or on transient failures, and fails with `WaitTimeout` at the deadline.
+pub struct ReadinessWatch {
+    transport: Transport,
+    auth: HeaderValue,
+    url: String,
+    slug: String,
+    started: Instant,
+    deadline: Instant,
+    timeout: Duration,
+    response: Option<reqwest::Response>,
+    decoder: SseDecoder,
+    pending: VecDeque<ReadinessPayload>,
+    /// Consecutive connections that failed or ended without events (indexes `WATCH_BACKOFF`).
+    failures: usize,
+    /// Wait before the next connect (the previous one ended or failed).
+    backoff_first: bool,
+    /// A server-requested wait for the next connect.
+    retry_after: Option<Duration>,
+    /// The next event is the snapshot a new connection starts with.
+    fresh_connection: bool,
+    last: Option<ReadinessPayload>,
+    state: WatchState,
+}
+
+impl fmt::Debug for ReadinessWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadinessWatch")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("last_phase", &self.last.as_ref().map(|p| p.phase.as_str()))
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl ReadinessWatch {
+    /// The next event; `Ok(None)` after `ready`. An `error` phase is yielded, then the next call returns an
+    /// `Api` error with the server's message. Permanent HTTP errors (401, 403, 404, ...) are returned at once.
+    pub async fn next(&mut self) -> Result<Option<ReadinessEvent>> {
+        loop {
+            match std::mem::replace(&mut self.state, WatchState::Running) {
+                WatchState::Running => {}
+                WatchState::Done => {
+                    self.state = WatchState::Done;
+                    return Ok(None);
+                }
+                WatchState::Failing(err) => {
+                    self.state = WatchState::Done;
+                    return Err(err);
+                }
+            }
+            if let Some(payload) = self.pending.pop_front() {
+                let resync = std::mem::replace(&mut self.fresh_connection, false);
+                if resync && self.last.as_ref() == Some(&payload) {
+                    // The snapshot after a reconnect repeats what the caller has already seen.
+                    continue;
+                }
+                return Ok(Some(self.emit(payload)));
+            }
+            if self.response.is_none() {
+                self.connect().await?;
+            } else {
+                self.read_more().await?;
+            }
+        }
+    }
+
+    fn emit(&mut self, payload: ReadinessPayload) -> ReadinessEvent {
+        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match payload.phase.as_str() {
+            "ready" => {
+                self.state = WatchState::Done;
+                self.response = None;
+            }
+            "error" => {
+                let message = if payload.message.is_empty() {
+                    "no message from the platform"
+                } else {
+                    &payload.message
+                };
+                self.state = WatchState::Failing(Error::api(format!(
+                    "workload {:?} failed: {message}",
+                    self.slug
+                )));
+                self.response = None;
+            }
+            _ => {}
+        }
+        let event = ReadinessEvent {
+            phase: payload.phase.clone(),
+            message: payload.message.clone(),
+            elapsed_ms,
+            step: payload.step.clone(),
+        };
+        self.last = Some(payload);
+        event
+    }
+
+    fn wait_timeout(&self) -> Error {
+        let last = match &self.last {
+            Some(payload) => format!("last phase: {}", payload.phase),
+            None => "no phase reported".to_owned(),
+        };
+        Error::new(
+            ErrorKind::WaitTimeout,
+            format!(
+                "workload {:?} not ready after {:.1} s ({last})",
+                self.slug,
+                self.timeout.as_secs_f64()
+            ),
+        )
+    }
+
+    /// Sleep before a reconnect, never past the deadline.
+    async fn back_off(&mut self) -> Result<()> {
+        let delay = match self.retry_after.take() {
+            Some(wait) => wait.min(WATCH_RETRY_AFTER_CAP),
+            None => WATCH_BACKOFF[self.failures.min(WATCH_BACKOFF.len() - 1)],
+        };
+        self.failures += 1;
+        timeout_at(self.deadline, sleep(delay))
+            .await
+            .map_err(|_| self.wait_timeout())
+    }
+
+    async fn connect(&mut self) -> Result<()> {
+        loop {
+            if std::mem::replace(&mut self.backoff_first, false) {
+                self.back_off().await?;
+            }
+            let request = Request {
+                method: Method::Get,
+                url: &self.url,
+                auth: &self.auth,
+                body: None,
+                event_stream: true,
+            };
+            let attempt = timeout_at(self.deadline, self.transport.attempt(&request)).await;
+            match attempt {
+                Err(_) => return Err(self.wait_timeout()),
+                Ok(Ok(response)) => {
+                    if let Some(kind) = non_sse_content_type(&response) {
+                        return Err(Error::api(format!(
+                            "readiness of workload {:?}: expected an event stream, got content-type {kind:?}",
+                            self.slug
+                        )));
+                    }
+                    self.response = Some(response);
+                    self.decoder = SseDecoder::new();
+                    self.fresh_connection = true;
+                    return Ok(());
+                }
+                Ok(Err(AttemptError { error, failure })) => {
+                    let transient = match failure {
+                        Failure::Connect | Failure::Transport => true,
+                        Failure::Status {
+                            status,
+                            retry_after,
+                        } => {
+                            self.retry_after = retry_after;
+                            matches!(status, 429 | 502 | 503 | 504)
+                        }
+                    };
+                    if !transient {
+                        return Err(error);
+                    }
+                    log::debug!(
+                        "readiness stream of {:?}: {}; reconnecting",
+                        self.slug,
+                        error.message
+                    );
+                    self.backoff_first = true;
+                }
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> Result<()> {
+        let Some(response) = self.response.as_mut() else {
+            return Ok(());
+        };
+        let read = timeout_at(self.deadline, response.chunk())
+            .await
+            .map_err(|_| self.wait_timeout())?;
+        let before = self.pending.len();
+        match read {
+            Ok(Some(bytes)) => {
+                let pending = &mut self.pending;
+                self.decoder
+                    .feed_with(&bytes, |event| push_payload(pending, event.data));
+            }
+            Ok(None) => {
+                let pending = &mut self.pending;
+                self.decoder
+                    .finish_with(|event| push_payload(pending, event.data));
+                log::debug!(
+                    "readiness stream of {:?} ended before a terminal phase; reconnecting",
+                    self.slug
+                );
+                self.response = None;
+                self.backoff_first = true;
+            }
+            Err(err) => {
+                let (error, _) = self
+                    .transport
+                    .transport_error(&err, "reading readiness events from");
+                log::debug!(
+                    "readiness stream of {:?}: {}; reconnecting",
+                    self.slug,
+                    error.message
+                );
+                self.response = None;
+                self.backoff_first = true;
+            }
+        }
+        if self.pending.len() > before {
+            // The connection delivered: the next reconnect starts from the shortest delay.
+            self.failures = 0;
+        }
+        Ok(())
+    }
+}
+
+fn push_payload(pending: &mut VecDeque<ReadinessPayload>, data: &[u8]) {
+    match decode_readiness(data) {
+        Some(payload) => pending.push_back(payload),
+        None => log::debug!(
+            "ignored a readiness event without a phase: {}",
+            redact(&String::from_utf8_lossy(data))
+        ),
+    }
+}
+
+/// The content type of a response when it is present and not `text/event-stream`.
+fn non_sse_content_type(response: &reqwest::Response) -> Option<String> {
+    let value = response.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    (mime != "text/event-stream").then_some(mime)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const SDK: &str = "ik_sdk_a1b2c3d4_0123456789abcdef";
+
+    fn options() -> TransportOptions {
+        TransportOptions::default()
+    }
+
+    #[test]
+    fn on_drift_parsing() {
+        for (text, value) in [
+            ("reconcile", OnDrift::Reconcile),
+            ("fail", OnDrift::Fail),
+            ("dry_run", OnDrift::DryRun),
+            ("warn", OnDrift::Warn),
+            ("IGNORE", OnDrift::Ignore),
+        ] {
+            assert_eq!(text.parse::<OnDrift>().unwrap(), value);
+            assert_eq!(value.as_str().parse::<OnDrift>().unwrap(), value);
+        }
+        let err = "dry-run".parse::<OnDrift>().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+        assert_eq!(
+            err.message,
+            "validation error: unknown on_drift \"dry-run\": expected one of reconcile, fail, dry_run, warn, ignore"
+        );
+        assert_eq!(OnDrift::default(), OnDrift::Reconcile);
+    }
+
+    #[test]
+    fn blank_or_missing_token_is_a_configuration_error() {
+        for token in [None, Some(""), Some("  \n")] {
+            let err = ManagementClient::new(Some("http://127.0.0.1:1"), token, None, options())
+                .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Configuration);
+            assert_eq!(
+                err.message,
+                "configuration error: no sdk_token: pass sdk_token= or set INFERENCEKEY_SDK_TOKEN"
+            );
+            assert_eq!(err.status, None);
+        }
+    }
+
+    #[test]
+    fn live_key_is_the_wrong_credential() {
+        let key = "ik_live_proj1234_ffffffffffffffff";
+        let err = ManagementClient::new(None, Some(key), None, options()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PermissionDenied);
+        assert_eq!(err.code.as_deref(), Some("wrong_credential_type"));
+        assert_eq!(
+            err.message,
+            "permission denied [wrong_credential_type]: ik_live_proj1234\u{2026} is a data key; the management plane requires an ik_sdk_ token"
+        );
+    }
+
+    #[test]
+    fn new_uses_explicit_values_only() {
+        let client = ManagementClient::new(None, Some(SDK), Some("  "), options()).unwrap();
+        assert_eq!(client.base_url(), crate::DEFAULT_BASE_URL);
+        assert_eq!(client.project(), None);
+        let client = ManagementClient::new(
+            Some("http://127.0.0.1:9/"),
+            Some(SDK),
+            Some(" acme "),
+            options(),
+        )
+        .unwrap();
+        assert_eq!(client.base_url(), "http://127.0.0.1:9");
+        assert_eq!(client.project(), Some("acme"));
+        let err =
+            ManagementClient::new(Some("localhost:9"), Some(SDK), None, options()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Configuration);
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let client = ManagementClient::new(None, Some(SDK), None, options()).unwrap();
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("ik_sdk_a1b2c3d4\u{2026}"));
+    }
+
+    #[test]
+    fn project_resolution_order() {
+        let client = ManagementClient::new(None, Some(SDK), Some("client"), options()).unwrap();
+        assert_eq!(
+            client.resolve_project(Some("arg"), Some("spec")).unwrap(),
+            "arg"
+        );
+        assert_eq!(
+            client.resolve_project(Some(" "), Some("spec")).unwrap(),
+            "spec"
+        );
+        assert_eq!(client.resolve_project(None, None).unwrap(), "client");
+    }
+
+    #[test]
+    fn watch_checks_slug_before_anything() {
+        let client = ManagementClient::new(None, Some(SDK), Some("p"), options()).unwrap();
+        let err = client
+            .watch_readiness("--", None, Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+    }
+}

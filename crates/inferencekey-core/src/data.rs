@@ -1,0 +1,1217 @@
+//! The data plane: `DataClient` and per-workload `Endpoint`s (key checks, chat, streamed chat decoded by a
+//! background task into batches, embeddings as floats or base64, rerank), tolerant of every engine dialect.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use serde::ser::SerializeSeq;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{
+    non_blank, normalize_base_url, resolve_setting, TransportOptions, ENV_API_KEY, ENV_BASE_URL,
+    ENV_PROJECT,
+};
+use crate::error::{extract_code_message, Error, ErrorBody, Result};
+use crate::spec::checked_slug;
+use crate::sse::{EventRef, SseDecoder};
+use crate::token::{token_kind, Secret, TokenKind};
+use crate::transport::{bearer, Method, Request, Transport};
+
+/// Decoded batches queued ahead of the consumer; a full queue stops reading the socket (backpressure).
+const STREAM_QUEUE: usize = 32;
+/// Standard base64, padding optional (engines differ).
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+/// How long a finished stream keeps reading to the end of the body so the connection can be reused.
+const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
+
+/// Data-plane client: a project, a connection pool and an optional default `ik_live_` key. Cloning shares them.
+#[derive(Clone)]
+pub struct DataClient {
+    inner: Arc<DataInner>,
+}
+
+struct DataInner {
+    transport: Transport,
+    project: String,
+    api_key: Option<Secret>,
+}
+
+impl fmt::Debug for DataClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataClient")
+            .field("base_url", &self.inner.transport.base_url())
+            .field("project", &self.inner.project)
+            .field("api_key", &self.inner.api_key)
+            .finish()
+    }
+}
+
+impl DataClient {
+    /// A client from explicit values only (`base_url` `None` means the default). A blank project is a
+    /// `ConfigurationError`; the key is checked when an endpoint is made.
+    pub fn new(
+        base_url: Option<&str>,
+        project: Option<&str>,
+        api_key: Option<&str>,
+        options: TransportOptions,
+    ) -> Result<Self> {
+        Self::build(
+            non_blank(base_url),
+            non_blank(project),
+            non_blank(api_key),
+            &options,
+        )
+    }
+
+    /// Like `new`, each value resolved explicit > `INFERENCEKEY_BASE_URL` / `INFERENCEKEY_PROJECT` /
+    /// `INFERENCEKEY_API_KEY` > default.
+    pub fn from_env(
+        base_url: Option<&str>,
+        project: Option<&str>,
+        api_key: Option<&str>,
+        options: TransportOptions,
+    ) -> Result<Self> {
+        Self::build(
+            resolve_setting(base_url, ENV_BASE_URL),
+            resolve_setting(project, ENV_PROJECT),
+            resolve_setting(api_key, ENV_API_KEY),
+            &options,
+        )
+    }
+
+    fn build(
+        base_url: Option<String>,
+        project: Option<String>,
+        api_key: Option<String>,
+        options: &TransportOptions,
+    ) -> Result<Self> {
+        let Some(project) = project else {
+            return Err(Error::configuration(
+                "configuration error: no project: pass project= or set INFERENCEKEY_PROJECT",
+            ));
+        };
+        let transport = Transport::new(normalize_base_url(base_url)?, options)?;
+        Ok(Self {
+            inner: Arc::new(DataInner {
+                transport,
+                project,
+                api_key: api_key.map(Secret::new),
+            }),
+        })
+    }
+
+    /// The normalized base URL.
+    pub fn base_url(&self) -> &str {
+        self.inner.transport.base_url()
+    }
+
+    /// The project every endpoint of this client lives in.
+    pub fn project(&self) -> &str {
+        &self.inner.project
+    }
+
+    /// The endpoint of one workload, bound to `api_key` > the client's default key. No key is a
+    /// `ConfigurationError`; an `ik_sdk_` token is `PermissionDenied [wrong_credential_type]`. Nothing is sent.
+    pub fn endpoint(&self, workload_slug: &str, api_key: Option<&str>) -> Result<Endpoint> {
+        let slug = checked_slug(workload_slug)?;
+        let key = match non_blank(api_key) {
+            Some(key) => Secret::new(key),
+            None => self.inner.api_key.clone().ok_or_else(|| {
+                Error::configuration(format!(
+                    "No ik_live_ key for workload \"{slug}\". Pass api_key= or set INFERENCEKEY_API_KEY."
+                ))
+            })?,
+        };
+        if token_kind(key.expose()) == TokenKind::Sdk {
+            return Err(Error::permission_denied(
+                "wrong_credential_type",
+                format_args!(
+                    "{} is a control token; the data plane requires an ik_live_ key",
+                    key.redacted()
+                ),
+            ));
+        }
+        let transport = self.inner.transport.clone();
+        let project = self.inner.project.clone();
+        let base_url = transport.url(&["endpoint", &project, &slug, "v1"]);
+        Ok(Endpoint {
+            inner: Arc::new(EndpointInner {
+                auth: bearer(&key)?,
+                key,
+                chat_url: format!("{base_url}/chat/completions"),
+                embeddings_url: format!("{base_url}/embeddings"),
+                rerank_url: format!("{base_url}/rerank"),
+                base_url,
+                transport,
+                project,
+                slug,
+            }),
+        })
+    }
+}
+
+/// A chat request: exactly one of `prompt` / `messages`; unset parameters are not sent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChatRequest {
+    /// One user turn.
+    pub prompt: Option<String>,
+    /// OpenAI-style message dicts, forwarded as given.
+    pub messages: Option<Vec<Value>>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Completion length limit.
+    pub max_tokens: Option<u64>,
+}
+
+/// A non-streamed chat completion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatCompletion {
+    /// `choices[0].message.content` (`""` when null).
+    pub text: String,
+    /// The body's `model` (the workload slug when the body has none).
+    pub model: String,
+    /// `choices[0].finish_reason`.
+    pub finish_reason: Option<String>,
+    /// The response body.
+    pub raw: Value,
+}
+
+/// One streamed event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatChunk {
+    /// `choices[0].delta.content` (`""` when null, absent, or `choices` is empty).
+    pub text: String,
+    /// Set only on the chunk that carries it.
+    pub finish_reason: Option<String>,
+    /// The chunk JSON.
+    pub raw: Value,
+}
+
+/// How embeddings travel on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EmbeddingFormat {
+    /// JSON arrays of numbers.
+    #[default]
+    Float,
+    /// Base64 of little-endian float32 (4x fewer bytes); float replies are still accepted.
+    Base64,
+}
+
+/// Embedding vectors, one per input, in input order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    /// The vectors, ordered by `index`.
+    pub vectors: Vec<Vec<f32>>,
+    /// The body's `model` (the workload slug when the body has none).
+    pub model: String,
+    /// The response body.
+    pub raw: Value,
+}
+
+/// One reranked document.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RerankResult {
+    /// Position of the document in the request.
+    pub index: usize,
+    /// The engine's relevance score.
+    pub relevance_score: f64,
+}
+
+/// A rerank answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rerank {
+    /// Results in the order the server gave (best first).
+    pub results: Vec<RerankResult>,
+    /// The body's `model` (the workload slug when the body has none).
+    pub model: String,
+    /// The response body.
+    pub raw: Value,
+}
+
+/// One workload's OpenAI-compatible endpoint, bound to one `ik_live_` key. Cloning shares the pool.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<EndpointInner>,
+}
+
+struct EndpointInner {
+    transport: Transport,
+    project: String,
+    slug: String,
+    key: Secret,
+    auth: HeaderValue,
+    base_url: String,
+    chat_url: String,
+    embeddings_url: String,
+    rerank_url: String,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base_url", &self.inner.base_url)
+            .field("api_key", &self.inner.key)
+            .finish()
+    }
+}
+
+/// The chat body: exactly `model`, `messages`, `stream` and the parameters that are set.
+#[derive(Serialize)]
+struct ChatBody<'a> {
+    model: &'a str,
+    messages: Messages<'a>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+}
+
+enum Messages<'a> {
+    Prompt(&'a str),
+    List(&'a [Value]),
+}
+
+#[derive(Serialize)]
+struct UserMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::Prompt(prompt) => {
+                let mut seq = serializer.serialize_seq(Some(1))?;
+                seq.serialize_element(&UserMessage {
+                    role: "user",
+                    content: prompt,
+                })?;
+                seq.end()
+            }
+            Self::List(messages) => messages.serialize(serializer),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EmbedBody<'a> {
+    model: &'a str,
+    input: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding_format: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RerankBody<'a> {
+    model: &'a str,
+    query: &'a str,
+    documents: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_n: Option<u32>,
+}
+
+fn encode(body: &impl Serialize) -> Result<Bytes> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|err| Error::api(format!("cannot encode the request: {err}")))
+}
+
+impl Endpoint {
+    /// The canonical workload slug.
+    pub fn workload_slug(&self) -> &str {
+        &self.inner.slug
+    }
+
+    /// The project.
+    pub fn project(&self) -> &str {
+        &self.inner.project
+    }
+
+    /// `{base_url}/endpoint/{project}/{workload}/v1`, for OpenAI-compatible clients.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    fn post<'a>(&'a self, url: &'a str, body: Bytes, event_stream: bool) -> Request<'a> {
+        Request {
+            method: Method::Post,
+            url,
+            auth: &self.inner.auth,
+            body: Some(body),
+            event_stream,
+        }
+    }
+
+    /// The chat body, after the local checks (exactly one of prompt/messages; a finite temperature).
+    fn chat_body(&self, request: &ChatRequest, stream: bool) -> Result<Bytes> {
+        let messages = match (&request.prompt, &request.messages) {
+            (Some(_), Some(_)) => {
+                return Err(Error::validation(
+                    "pass either prompt or messages, not both",
+                ))
+            }
+            (None, None) => return Err(Error::validation("pass prompt or messages")),
+            (Some(prompt), None) => Messages::Prompt(prompt),
+            (None, Some(messages)) => Messages::List(messages),
+        };
+        if request.temperature.is_some_and(|t| !t.is_finite()) {
+            return Err(Error::validation("temperature must be a finite number"));
+        }
+        encode(&ChatBody {
+            model: &self.inner.slug,
+            messages,
+            stream,
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
+        })
+    }
+
+    async fn post_json(&self, url: &str, body: Bytes, what: &str) -> Result<Value> {
+        let transport = &self.inner.transport;
+        let response = transport.send(&self.post(url, body, false)).await?;
+        let bytes = transport.read_body(response).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|err| Error::api(format!("malformed response: {what} is not JSON ({err})")))?;
+        match inband_error(&value, &self.inner.slug) {
+            Some(err) => Err(err),
+            None => Ok(value),
+        }
+    }
+
+    fn model_of(&self, body: &Value) -> String {
+        body.get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.inner.slug)
+            .to_owned()
+    }
+
+    /// A non-streamed chat completion.
+    pub async fn chat(&self, request: &ChatRequest) -> Result<ChatCompletion> {
+        let body = self.chat_body(request, false)?;
+        let raw = self
+            .post_json(&self.inner.chat_url, body, "chat completion")
+            .await?;
+        let (text, finish_reason) = completion_parts(&raw);
+        Ok(ChatCompletion {
+            text,
+            model: self.model_of(&raw),
+            finish_reason,
+            raw,
+        })
+    }
+
+    /// A streamed chat completion. The request is made here, so HTTP errors are returned by this call; the
+    /// body is then read and decoded by a background task.
+    pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
+        let body = self.chat_body(request, true)?;
+        let transport = &self.inner.transport;
+        let response = transport
+            .send(&self.post(&self.inner.chat_url, body, true))
+            .await?;
+        let mime = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        match mime.as_deref() {
+            None | Some("text/event-stream") => Ok(ChatStream::spawn(response, self.inner.clone())),
+            Some(mime) if mime == "application/json" || mime.ends_with("+json") => {
+                // An engine that ignored `stream: true`: its whole answer is one chunk.
+                let bytes = transport.read_body(response).await?;
+                let raw: Value = serde_json::from_slice(&bytes)
+                    .map_err(|err| Error::api(format!("malformed response: chat completion is not JSON ({err})")))?;
+                if let Some(err) = inband_error(&raw, &self.inner.slug) {
+                    return Err(err);
+                }
+                let (text, finish_reason) = completion_parts(&raw);
+                Ok(ChatStream::ready(ChatChunk { text, finish_reason, raw }))
+            }
+            Some(other) => Err(Error::api(format!(
+                "workload {:?} answered a stream request with content-type {other:?}, not an event stream",
+                self.inner.slug
+            ))),
+        }
+    }
+
+    /// Embeddings for `input`, one vector per item in input order.
+    pub async fn embed(&self, input: Vec<String>, format: EmbeddingFormat) -> Result<Embeddings> {
+        let encoding_format = match format {
+            EmbeddingFormat::Float => None,
+            EmbeddingFormat::Base64 => Some("base64"),
+        };
+        let body = encode(&EmbedBody {
+            model: &self.inner.slug,
+            input: &input,
+            encoding_format,
+        })?;
+        let raw = self
+            .post_json(&self.inner.embeddings_url, body, "embeddings")
+            .await?;
+        let vectors = decode_embeddings(&raw, input.len())?;
+        Ok(Embeddings {
+            vectors,
+            model: self.model_of(&raw),
+            raw,
+        })
+    }
+
+    /// Rerank `documents` against `query`; `top_n` limits the results when set.
+    pub async fn rerank(
+        &self,
+        query: &str,
+        documents: Vec<String>,
+        top_n: Option<u32>,
+    ) -> Result<Rerank> {
+        let body = encode(&RerankBody {
+            model: &self.inner.slug,
+            query,
+            documents: &documents,
+            top_n,
+        })?;
+        let raw = self
+            .post_json(&self.inner.rerank_url, body, "rerank")
+            .await?;
+        let results = decode_rerank(&raw)?;
+        Ok(Rerank {
+            results,
+            model: self.model_of(&raw),
+            raw,
+        })
+    }
+}
+
+/// Message text: a string, or the `text` of each part of list-form content; anything else is `""`.
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Text and finish reason of a completion body (`message`, or `delta` for a chunk-shaped body).
+fn completion_parts(body: &Value) -> (String, Option<String>) {
+    let choice = body.get("choices").and_then(|c| c.get(0));
+    let message = choice.and_then(|c| c.get("message").or_else(|| c.get("delta")));
+    let text = content_text(message.and_then(|m| m.get("content")));
+    let finish_reason = choice
+        .and_then(|c| c.get("finish_reason"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    (text, finish_reason)
+}
+
+/// An error carried in a 200 body: `{"error": {...}}` / `{"error": "..."}`, or a flat `{"object": "error"}`.
+fn inband_error(body: &Value, slug: &str) -> Option<Error> {
+    let map = body.as_object()?;
+    let is_error = map.get("error").is_some_and(|e| !e.is_null())
+        || map.get("object").and_then(Value::as_str) == Some("error");
+    if !is_error {
+        return None;
+    }
+    Some(workload_error(body, slug))
+}
+
+fn workload_error(body: &Value, slug: &str) -> Error {
+    let (code, message) = extract_code_message(body);
+    let message = message
+        .filter(|m| !m.is_empty())
+        .or_else(|| code.clone())
+        .unwrap_or_else(|| "unknown error".to_owned());
+    let mut err = Error::api(format!("workload {slug:?} reported an error: {message}"));
+    err.code = code;
+    err.body = Some(ErrorBody::Json(body.clone()));
+    err
+}
+
+/// Vectors from an embeddings body: each `embedding` a number array or base64 little-endian f32, by `index`.
+fn decode_embeddings(body: &Value, expected: usize) -> Result<Vec<Vec<f32>>> {
+    let malformed = |why: &str| Error::api(format!("malformed response: embeddings {why}"));
+    let items = body
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("without a data list"))?;
+    let mut indexed = Vec::with_capacity(items.len());
+    for (position, item) in items.iter().enumerate() {
+        let index = match item.get("index") {
+            Some(index) => index
+                .as_u64()
+                .ok_or_else(|| malformed("item with a non-integer index"))?,
+            None => position as u64,
+        };
+        let vector = match item.get("embedding") {
+            Some(Value::Array(numbers)) => numbers
+                .iter()
+                .map(|n| n.as_f64().map(|x| x as f32))
+                .collect::<Option<Vec<f32>>>()
+                .ok_or_else(|| malformed("vector holding a non-number"))?,
+            Some(Value::String(encoded)) => decode_base64_f32(encoded)
+                .ok_or_else(|| malformed("vector that is not base64 float32"))?,
+            _ => return Err(malformed("item without an embedding")),
+        };
+        indexed.push((index, vector));
+    }
+    if indexed.len() != expected {
+        return Err(malformed(&format!(
+            "count {} for {expected} inputs",
+            indexed.len()
+        )));
+    }
+    indexed.sort_by_key(|(index, _)| *index);
+    Ok(indexed.into_iter().map(|(_, vector)| vector).collect())
+}
+
+fn decode_base64_f32(encoded: &str) -> Option<Vec<f32>> {
+    let bytes = BASE64.decode(encoded.trim()).ok()?;
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+fn decode_rerank(body: &Value) -> Result<Vec<RerankResult>> {
+    let malformed = |why: &str| Error::api(format!("malformed response: rerank {why}"));
+    let items = body
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("without a results list"))?;
+    items
+        .iter()
+        .map(|item| {
+            let index = item
+                .get("index")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| malformed("result without an index"))?;
+            let score = item
+                .get("relevance_score")
+                .or_else(|| item.get("score"))
+                .and_then(Value::as_f64)
+                .ok_or_else(|| malformed("result without a relevance_score"))?;
+            let index =
+                usize::try_from(index).map_err(|_| malformed("result index out of range"))?;
+            Ok(RerankResult {
+                index,
+                relevance_score: score,
+            })
+        })
+        .collect()
+}
+
+enum StreamMessage {
+    Chunks(Vec<ChatChunk>),
+    Failed(Error),
+}
+
+/// An open chat stream. A background task reads the body, decodes SSE and JSON, and queues chunks;
+/// dropping or closing the stream aborts the task, which closes the connection.
+pub struct ChatStream {
+    receiver: Option<mpsc::Receiver<StreamMessage>>,
+    buffered: VecDeque<ChatChunk>,
+    failed: Option<Error>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatStream")
+            .field("open", &self.receiver.is_some())
+            .field("buffered", &self.buffered.len())
+            .finish()
+    }
+}
+
+impl ChatStream {
+    fn spawn(response: reqwest::Response, endpoint: Arc<EndpointInner>) -> Self {
+        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        let task = tokio::spawn(pump(response, sender, endpoint));
+        Self {
+            receiver: Some(receiver),
+            buffered: VecDeque::new(),
+            failed: None,
+            task: Some(task),
+        }
+    }
+
+    fn ready(chunk: ChatChunk) -> Self {
+        Self {
+            receiver: None,
+            buffered: VecDeque::from([chunk]),
+            failed: None,
+            task: None,
+        }
+    }
+
+    /// Wait for at least one chunk, then take every chunk already decoded (at most `max`). An empty batch
+    /// means the stream finished; a stream failure is returned after the chunks that preceded it.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<ChatChunk>> {
+        let max = max.max(1);
+        let from_buffer = self.buffered.len().min(max);
+        let mut out: Vec<ChatChunk> = self.buffered.drain(..from_buffer).collect();
+        if out.is_empty() && self.failed.is_none() {
+            if let Some(receiver) = self.receiver.as_mut() {
+                match receiver.recv().await {
+                    Some(message) => self.accept(message, &mut out, max),
+                    None => self.receiver = None,
+                }
+            }
+        }
+        // Then whatever is already decoded, without waiting; leftovers wait in `buffered`, in order.
+        while out.len() < max && self.buffered.is_empty() && self.failed.is_none() {
+            let Some(receiver) = self.receiver.as_mut() else {
+                break;
+            };
+            match receiver.try_recv() {
+                Ok(message) => self.accept(message, &mut out, max),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.receiver = None,
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        match self.failed.take() {
+            Some(err) => {
+                self.close();
+                Err(err)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn accept(&mut self, message: StreamMessage, out: &mut Vec<ChatChunk>, max: usize) {
+        match message {
+            StreamMessage::Chunks(mut chunks) => {
+                if out.is_empty() && chunks.len() <= max {
+                    // The common case: the task's batch is handed over as it is, no copy.
+                    *out = chunks;
+                    return;
+                }
+                let room = max.saturating_sub(out.len());
+                if chunks.len() > room {
+                    self.buffered.extend(chunks.drain(room..));
+                }
+                out.append(&mut chunks);
+            }
+            StreamMessage::Failed(err) => self.failed = Some(err),
+        }
+    }
+
+    /// Stop reading and close the connection; later batches are empty.
+    pub fn close(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.receiver = None;
+        self.buffered.clear();
+    }
+}
+
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Per-stream decoding state of the background task.
+struct StreamState<'a> {
+    slug: &'a str,
+    /// `[DONE]` seen: later frames are ignored.
+    done: bool,
+    /// A `finish_reason` was seen: an end without `[DONE]` is then complete.
+    finished: bool,
+    error: Option<Error>,
+}
+
+impl StreamState<'_> {
+    fn on_event(&mut self, event: EventRef<'_>, batch: &mut Vec<ChatChunk>) {
+        if self.done || self.error.is_some() {
+            return;
+        }
+        let data = event.data.trim_ascii();
+        if event.event == b"error" {
+            let body = serde_json::from_slice::<Value>(data)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+            self.error = Some(workload_error(&body, self.slug));
+            return;
+        }
+        if data.is_empty() {
+            return;
+        }
+        if data == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        // The one JSON decode of this event, straight from the decoder's buffer.
+        let raw: Value = match serde_json::from_slice(data) {
+            Ok(raw) => raw,
+            Err(err) => {
+                self.error = Some(Error::api(format!(
+                    "malformed JSON in a stream event from workload {:?}: {err}",
+                    self.slug
+                )));
+                return;
+            }
+        };
+        if let Some(err) = inband_error(&raw, self.slug) {
+            self.error = Some(err);
+            return;
+        }
+        let choice = raw.get("choices").and_then(|c| c.get(0));
+        let text = content_text(
+            choice
+                .and_then(|c| c.get("delta"))
+                .and_then(|d| d.get("content")),
+        );
+        let finish_reason = choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        self.finished |= finish_reason.is_some();
+        batch.push(ChatChunk {
+            text,
+            finish_reason,
+            raw,
+        });
+    }
+}
+
+/// The background task of a chat stream: read, decode, queue one batch per network read.
+async fn pump(
+    mut response: reqwest::Response,
+    sender: mpsc::Sender<StreamMessage>,
+    endpoint: Arc<EndpointInner>,
+) {
+    let mut decoder = SseDecoder::new();
+    let mut state = StreamState {
+        slug: &endpoint.slug,
+        done: false,
+        finished: false,
+        error: None,
+    };
+    let mut batch = Vec::new();
+    loop {
+        let ended = match response.chunk().await {
+            Ok(Some(bytes)) => {
+                decoder.feed_with(&bytes, |event| state.on_event(event, &mut batch));
+                false
+            }
+            Ok(None) => {
+                decoder.finish_with(|event| state.on_event(event, &mut batch));
+                if !state.done && !state.finished && state.error.is_none() {
+                    state.error = Some(Error::api(format!(
+                        "stream ended before completion (workload {:?} sent no [DONE] and no finish_reason)",
+                        endpoint.slug
+                    )));
+                }
+                true
+            }
+            Err(err) => {
+                // After `[DONE]` or a finish_reason the answer is complete; a broken connection then loses nothing.
+                if !state.done && !state.finished && state.error.is_none() {
+                    state.error = Some(
+                        endpoint
+                            .transport
+                            .transport_error(&err, "reading the stream from")
+                            .0,
+                    );
+                }
+                true
+            }
+        };
+        if !batch.is_empty()
+            && sender
+                .send(StreamMessage::Chunks(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Some(err) = state.error.take() {
+            let _ = sender.send(StreamMessage::Failed(err)).await;
+            return;
+        }
+        if state.done || ended {
+            break;
+        }
+    }
+    // The consumer sees the end now; reading the (normally empty) rest lets the connection be reused.
+    drop(sender);
+    let _ = tokio::time::timeout(DRAIN_AFTER_DONE, async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::error::ErrorKind;
+    use serde_json::json;
+
+    const LIVE: &str = "ik_live_a1b2c3d4_ffffffffffffffff";
+    const SDK: &str = "ik_sdk_0a1b2c3d_0123456789abcdef";
+
+    fn client(api_key: Option<&str>) -> DataClient {
+        DataClient::new(
+            Some("http://127.0.0.1:9"),
+            Some("acme"),
+            api_key,
+            TransportOptions::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn blank_project_is_a_configuration_error() {
+        for project in [None, Some(""), Some("  ")] {
+            let err = DataClient::new(None, project, Some(LIVE), TransportOptions::default())
+                .unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Configuration);
+        }
+    }
+
+    #[test]
+    fn endpoint_key_resolution_and_checks() {
+        let err = client(None).endpoint("Support Bot", None).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Configuration);
+        assert_eq!(err.message, "No ik_live_ key for workload \"support-bot\". Pass api_key= or set INFERENCEKEY_API_KEY.");
+        let err = client(Some(LIVE))
+            .endpoint("support-bot", Some(SDK))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PermissionDenied);
+        assert_eq!(err.code.as_deref(), Some("wrong_credential_type"));
+        assert_eq!(
+            err.message,
+            "permission denied [wrong_credential_type]: ik_sdk_0a1b2c3d\u{2026} is a control token; the data plane requires an ik_live_ key"
+        );
+        let err = client(Some(SDK)).endpoint("support-bot", None).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PermissionDenied);
+        let ep = client(Some(LIVE))
+            .endpoint(" Support Bot ", Some("  "))
+            .unwrap();
+        assert_eq!(ep.workload_slug(), "support-bot");
+        assert_eq!(ep.project(), "acme");
+        assert_eq!(
+            ep.base_url(),
+            "http://127.0.0.1:9/endpoint/acme/support-bot/v1"
+        );
+        assert!(!format!("{ep:?}").contains("ffffffff"));
+        assert_eq!(
+            client(Some(LIVE)).endpoint("__", None).unwrap_err().kind,
+            ErrorKind::Validation
+        );
+    }
+
+    #[test]
+    fn chat_body_exact_shapes() {
+        let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+        let body = |r: &ChatRequest, stream| {
+            serde_json::from_slice::<Value>(&ep.chat_body(r, stream).unwrap()).unwrap()
+        };
+        let prompt = ChatRequest {
+            prompt: Some("Hola".into()),
+            ..ChatRequest::default()
+        };
+        assert_eq!(
+            body(&prompt, false),
+            json!({"model": "support-bot", "messages": [{"role": "user", "content": "Hola"}], "stream": false})
+        );
+        let messages = vec![
+            json!({"role": "system", "content": "x", "name": "n"}),
+            json!({"role": "user", "content": [{"type": "text", "text": "hi"}]}),
+        ];
+        let full = ChatRequest {
+            prompt: None,
+            messages: Some(messages.clone()),
+            temperature: Some(0.2),
+            max_tokens: Some(300),
+        };
+        assert_eq!(
+            body(&full, true),
+            json!({"model": "support-bot", "messages": messages, "stream": true, "temperature": 0.2, "max_tokens": 300})
+        );
+        let keys: Vec<String> = body(&full, true)
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            ["model", "messages", "stream", "temperature", "max_tokens"]
+        );
+    }
+
+    #[test]
+    fn chat_request_checks() {
+        let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+        let both = ChatRequest {
+            prompt: Some("a".into()),
+            messages: Some(vec![]),
+            ..ChatRequest::default()
+        };
+        let err = ep.chat_body(&both, false).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+        assert_eq!(
+            err.message,
+            "validation error: pass either prompt or messages, not both"
+        );
+        let err = ep.chat_body(&ChatRequest::default(), false).unwrap_err();
+        assert_eq!(err.message, "validation error: pass prompt or messages");
+        let nan = ChatRequest {
+            prompt: Some("a".into()),
+            temperature: Some(f64::NAN),
+            ..ChatRequest::default()
+        };
+        assert_eq!(
+            ep.chat_body(&nan, false).unwrap_err().kind,
+            ErrorKind::Validation
+        );
+    }
+
+    #[test]
+    fn completion_parts_tolerate_nulls() {
+        assert_eq!(
+            completion_parts(
+                &json!({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]})
+            ),
+            ("hi".to_owned(), Some("stop".to_owned()))
+        );
+        assert_eq!(
+            completion_parts(&json!({"choices": [{"message": {"content": null}}]})),
+            (String::new(), None)
+        );
+        assert_eq!(
+            completion_parts(&json!({"choices": []})),
+            (String::new(), None)
+        );
+        assert_eq!(completion_parts(&json!({})), (String::new(), None));
+    }
+
+    #[test]
+    fn inband_error_shapes() {
+        let nested =
+            json!({"error": {"message": "boom", "type": "InternalServerError", "code": 500}});
+        let err = inband_error(&nested, "w").unwrap();
+        assert_eq!(err.kind, ErrorKind::Api);
+        assert_eq!(err.message, "workload \"w\" reported an error: boom");
+        assert_eq!(err.code.as_deref(), Some("500"));
+        let flat = json!({"object": "error", "message": "bad request", "type": "BadRequestError", "code": 400});
+        assert!(inband_error(&flat, "w")
+            .unwrap()
+            .message
+            .ends_with("bad request"));
+        assert!(inband_error(&json!({"error": null, "choices": []}), "w").is_none());
+        assert!(inband_error(&json!({"choices": []}), "w").is_none());
+    }
+
+    fn stream_events(input: &[u8]) -> (Vec<ChatChunk>, StreamState<'static>) {
+        let mut decoder = SseDecoder::new();
+        let mut state = StreamState {
+            slug: "w",
+            done: false,
+            finished: false,
+            error: None,
+        };
+        let mut batch = Vec::new();
+        decoder.feed_with(input, |event| state.on_event(event, &mut batch));
+        decoder.finish_with(|event| state.on_event(event, &mut batch));
+        (batch, state)
+    }
+
+    #[test]
+    fn stream_dialects_decode() {
+        let llama = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},\"finish_reason\":null}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"timings\":{}}\n\n\
+data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n\
+data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
+        let (chunks, state) = stream_events(llama);
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["", "Hi", "", ""]);
+        assert_eq!(chunks[2].finish_reason.as_deref(), Some("stop"));
+        assert_eq!(chunks[0].finish_reason, None);
+        assert!(state.done && state.finished && state.error.is_none());
+    }
+
+    #[test]
+    fn stream_errors() {
+        let (chunks, state) = stream_events(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"oom\",\"code\":500}}\n\ndata: [DONE]\n\n");
+        assert_eq!(chunks.len(), 1);
+        assert!(state.error.unwrap().message.ends_with("oom"));
+        let (_, state) = stream_events(b"event: error\ndata: {\"message\":\"evt\"}\n\n");
+        assert!(state.error.unwrap().message.ends_with("evt"));
+        let (_, state) = stream_events(b"event: error\ndata: plain words\n\n");
+        assert!(state.error.unwrap().message.ends_with("plain words"));
+        let (_, state) = stream_events(b"data: {not json\n\n");
+        assert!(state
+            .error
+            .unwrap()
+            .message
+            .starts_with("malformed JSON in a stream event"));
+        let (chunks, state) = stream_events(b"data:\n\n: ping\n\ndata: [DONE]\n\n");
+        assert!(chunks.is_empty() && state.done && state.error.is_none());
+    }
+
+    #[test]
+    fn embeddings_floats_and_base64_by_index() {
+        let b64 = base64::engine::general_purpose::STANDARD
+            .encode([1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
+        let body = json!({"data": [{"index": 1, "embedding": b64}, {"index": 0, "embedding": [0.25, 1]}], "model": "e"});
+        assert_eq!(
+            decode_embeddings(&body, 2).unwrap(),
+            vec![vec![0.25, 1.0], vec![1.5, -2.0]]
+        );
+        assert_eq!(
+            decode_embeddings(&json!({"data": [{"embedding": [1]}]}), 1).unwrap(),
+            vec![vec![1.0]]
+        );
+        let unpadded =
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(1.5f32.to_le_bytes());
+        assert_eq!(
+            decode_embeddings(&json!({"data": [{"embedding": unpadded}]}), 1).unwrap(),
+            vec![vec![1.5]]
+        );
+        for bad in [
+            json!({"data": [{"embedding": "AAA"}]}),
+            json!({"data": [{"embedding": "not base64!"}]}),
+            json!({"data": [{"embedding": ["x"]}]}),
+            json!({"data": [{"index": "0", "embedding": [1]}]}),
+            json!({"data": [{}]}),
+            json!({"nodata": true}),
+        ] {
+            assert_eq!(
+                decode_embeddings(&bad, 1).unwrap_err().kind,
+                ErrorKind::Api,
+                "{bad}"
+            );
+        }
+        assert!(decode_embeddings(&json!({"data": [{"embedding": [1]}]}), 2).is_err());
+    }
+
+    #[test]
+    fn rerank_results() {
+        let body =
+            json!({"results": [{"index": 2, "relevance_score": 0.9}, {"index": 0, "score": 0.1}]});
+        assert_eq!(
+            decode_rerank(&body).unwrap(),
+            vec![
+                RerankResult {
+                    index: 2,
+                    relevance_score: 0.9
+                },
+                RerankResult {
+                    index: 0,
+                    relevance_score: 0.1
+                }
+            ]
+        );
+        assert!(decode_rerank(&json!({"results": [{"index": 0}]})).is_err());
+        assert!(decode_rerank(&json!({})).is_err());
+    }
+
+    fn chunk(text: &str) -> ChatChunk {
+        ChatChunk {
+            text: text.into(),
+            finish_reason: None,
+            raw: json!({}),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_and_error_comes_last() {
+        let (sender, receiver) = mpsc::channel(8);
+        let mut stream = ChatStream {
+            receiver: Some(receiver),
+            buffered: VecDeque::new(),
+            failed: None,
+            task: None,
+        };
+        sender
+            .send(StreamMessage::Chunks(vec![
+                chunk("a"),
+                chunk("b"),
+                chunk("c"),
+            ]))
+            .await
+            .unwrap();
+        sender
+            .send(StreamMessage::Chunks(vec![chunk("d"), chunk("e")]))
+            .await
+            .unwrap();
+        sender
+            .send(StreamMessage::Failed(Error::api("boom")))
+            .await
+            .unwrap();
+        drop(sender);
+        let texts = |batch: Vec<ChatChunk>| batch.into_iter().map(|c| c.text).collect::<Vec<_>>();
+        assert_eq!(
+            texts(stream.next_batch(4).await.unwrap()),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(texts(stream.next_batch(4).await.unwrap()), ["e"]);
+        assert_eq!(stream.next_batch(4).await.unwrap_err().message, "boom");
+        assert!(stream.next_batch(4).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn batch_of_one_and_clean_end() {
+        let (sender, receiver) = mpsc::channel(8);
+        let mut stream = ChatStream {
+            receiver: Some(receiver),
+            buffered: VecDeque::new(),
+            failed: None,
+            task: None,
+        };
+        sender
+            .send(StreamMessage::Chunks(vec![chunk("a"), chunk("b")]))
+            .await
+            .unwrap();
+        drop(sender);
+        assert_eq!(stream.next_batch(0).await.unwrap().len(), 1);
+        assert_eq!(stream.next_batch(1).await.unwrap()[0].text, "b");
+        assert!(stream.next_batch(1).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ready_stream_yields_then_finishes() {
+        let mut stream = ChatStream::ready(ChatChunk {
+            text: "x".into(),
+            finish_reason: Some("stop".into()),
+            raw: json!({}),
+        });
+        let batch = stream.next_batch(8).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(stream.next_batch(8).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,413 @@
+//! The workload spec: local validation (required fields, then the secret scan), the platform's canonical
+//! slug, and the create body of platform-wire section 3 (with the config merge decision).
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::token::{contains_token, redact};
+
+/// The task type sent when the spec sets none (the platform's default).
+pub(crate) const DEFAULT_TASK_TYPE: &str = "text2text";
+
+/// A declarative workload definition, as the user wrote it (spec field names, not wire names).
+#[derive(Clone, Default, PartialEq)]
+pub struct WorkloadSpec {
+    /// Display name. Required.
+    pub name: String,
+    /// Stable identifier and the idempotency key of `ensure`; canonicalised before use. Required.
+    pub slug: String,
+    /// Model reference (wire `model_name`). Required.
+    pub model: String,
+    /// Backend wire string (`vllm`, `ollama`, ... or a custom backend slug). Required.
+    pub backend: String,
+    /// Project slug overriding the client's project for this spec.
+    pub project: Option<String>,
+    /// Free-text note.
+    pub description: Option<String>,
+    /// Launch command; sent inside wire `config`.
+    pub command: Option<String>,
+    /// vLLM image version; sent inside wire `config`.
+    pub vllm_version: Option<String>,
+    /// Workload modality; `text2text` when unset.
+    pub task_type: Option<String>,
+    /// Backend-specific configuration; `command`/`vllm_version` are laid over it.
+    pub config: Option<Map<String, Value>>,
+    /// `fixed` / `scheduled` / `autoscaling` (other strings go to the server as they are).
+    pub execution_policy: Option<String>,
+    /// Policy settings, passed through.
+    pub execution_policy_config: Option<Map<String, Value>>,
+    /// Pin to a worker.
+    pub worker_id: Option<String>,
+    /// Pin to a GPU resource.
+    pub gpu_resource_id: Option<String>,
+}
+
+impl WorkloadSpec {
+    /// Check the spec locally, before any request: `name`, `slug`, `model`, `backend` must not be blank (in
+    /// that order), the slug must canonicalise to something, and no string anywhere may hold a token.
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in [
+            ("name", &self.name),
+            ("slug", &self.slug),
+            ("model", &self.model),
+            ("backend", &self.backend),
+        ] {
+            if value.trim().is_empty() {
+                return Err(Error::validation(format_args!("{field} must not be empty")));
+            }
+        }
+        checked_slug(&self.slug)?;
+        if self.holds_secret() {
+            return Err(Error::configuration(
+                "configuration error: secrets must never go in specs",
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when any string of the spec (dict keys and values included, at any depth) holds a token.
+    fn holds_secret(&self) -> bool {
+        let strings = [
+            Some(&self.name),
+            Some(&self.slug),
+            Some(&self.model),
+            Some(&self.backend),
+            self.project.as_ref(),
+            self.description.as_ref(),
+            self.command.as_ref(),
+            self.vllm_version.as_ref(),
+            self.task_type.as_ref(),
+            self.execution_policy.as_ref(),
+            self.worker_id.as_ref(),
+            self.gpu_resource_id.as_ref(),
+        ];
+        strings.into_iter().flatten().any(|s| contains_token(s))
+            || [&self.config, &self.execution_policy_config]
+                .into_iter()
+                .flatten()
+                .any(map_holds_secret)
+    }
+
+    /// The wire `config`: the user's `config` with `command` and `vllm_version` laid over it (the explicit
+    /// fields win); `None` when that leaves it empty.
+    pub(crate) fn wire_config(&self) -> Option<Map<String, Value>> {
+        let mut config = self.config.clone().unwrap_or_default();
+        if let Some(command) = &self.command {
+            config.insert("command".to_owned(), Value::String(command.clone()));
+        }
+        if let Some(version) = &self.vllm_version {
+            config.insert("vllm_version".to_owned(), Value::String(version.clone()));
+        }
+        Some(config).filter(|c| !c.is_empty())
+    }
+
+    /// The create (C2) body: wire names, canonical slug, `task_type` defaulted, optional fields only when set.
+    /// `project` is never in a body.
+    pub fn create_body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("name".to_owned(), Value::String(self.name.clone()));
+        body.insert("slug".to_owned(), Value::String(canonical_slug(&self.slug)));
+        if let Some(description) = &self.description {
+            body.insert("description".to_owned(), Value::String(description.clone()));
+        }
+        let task_type = self.task_type.as_deref().unwrap_or(DEFAULT_TASK_TYPE);
+        body.insert("task_type".to_owned(), Value::String(task_type.to_owned()));
+        body.insert("backend".to_owned(), Value::String(self.backend.clone()));
+        body.insert("model_name".to_owned(), Value::String(self.model.clone()));
+        if let Some(config) = self.wire_config() {
+            body.insert("config".to_owned(), Value::Object(config));
+        }
+        if let Some(policy) = &self.execution_policy {
+            body.insert("execution_policy".to_owned(), Value::String(policy.clone()));
+        }
+        if let Some(policy_config) = &self.execution_policy_config {
+            body.insert(
+                "execution_policy_config".to_owned(),
+                Value::Object(policy_config.clone()),
+            );
+        }
+        if let Some(worker) = &self.worker_id {
+            body.insert("worker_id".to_owned(), Value::String(worker.clone()));
+        }
+        if let Some(gpu) = &self.gpu_resource_id {
+            body.insert("gpu_resource_id".to_owned(), Value::String(gpu.clone()));
+        }
+        Value::Object(body)
+    }
+}
+
+/// Shows the spec with any token redacted (a spec holding one is rejected, but may be logged first).
+impl fmt::Debug for WorkloadSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |s: &String| redact(s);
+        let opt = |s: &Option<String>| s.as_ref().map(|s| redact(s));
+        let map = |m: &Option<Map<String, Value>>| {
+            m.as_ref()
+                .map(|m| redact(&Value::Object(m.clone()).to_string()))
+        };
+        f.debug_struct("WorkloadSpec")
+            .field("name", &text(&self.name))
+            .field("slug", &text(&self.slug))
+            .field("model", &text(&self.model))
+            .field("backend", &text(&self.backend))
+            .field("project", &opt(&self.project))
+            .field("description", &opt(&self.description))
+            .field("command", &opt(&self.command))
+            .field("vllm_version", &opt(&self.vllm_version))
+            .field("task_type", &opt(&self.task_type))
+            .field("config", &map(&self.config))
+            .field("execution_policy", &opt(&self.execution_policy))
+            .field(
+                "execution_policy_config",
+                &map(&self.execution_policy_config),
+            )
+            .field("worker_id", &opt(&self.worker_id))
+            .field("gpu_resource_id", &opt(&self.gpu_resource_id))
+            .finish()
+    }
+}
+
+fn map_holds_secret(map: &Map<String, Value>) -> bool {
+    map.iter()
+        .any(|(key, value)| contains_token(key) || value_holds_secret(value))
+}
+
+fn value_holds_secret(value: &Value) -> bool {
+    match value {
+        Value::String(s) => contains_token(s),
+        Value::Array(items) => items.iter().any(value_holds_secret),
+        Value::Object(map) => map_holds_secret(map),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// The platform's canonical slug: every character that is not an ASCII letter or digit becomes `-`, the
+/// result is lower-cased, runs of `-` collapse, leading and trailing `-` are dropped. May be empty.
+pub fn canonical_slug(raw: &str) -> String {
+    let mut slug = String::with_capacity(raw.len());
+    let mut pending_dash = false;
+    for c in raw.chars() {
+        if c.is_ascii_alphanumeric() {
+            if pending_dash && !slug.is_empty() {
+                slug.push('-');
+            }
+            pending_dash = false;
+            slug.push(c.to_ascii_lowercase());
+        } else {
+            pending_dash = true;
+        }
+    }
+    slug
+}
+
+/// The canonical slug, or a `ValidationError` when it would be empty.
+pub fn checked_slug(raw: &str) -> Result<String> {
+    if raw.trim().is_empty() {
+        return Err(Error::validation("slug must not be empty"));
+    }
+    let slug = canonical_slug(raw);
+    if slug.is_empty() {
+        return Err(Error::validation(format_args!(
+            "slug {raw:?} has no ASCII letter or digit"
+        )));
+    }
+    Ok(slug)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::error::ErrorKind;
+    use serde_json::json;
+
+    fn spec() -> WorkloadSpec {
+        WorkloadSpec {
+            name: "support-bot".into(),
+            slug: "support-bot".into(),
+            model: "meta-llama/Llama-3.1-8B-Instruct".into(),
+            backend: "vllm".into(),
+            ..WorkloadSpec::default()
+        }
+    }
+
+    fn obj(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn canonical_slugs() {
+        assert_eq!(
+            canonical_slug("Gemma 4 26B (llama.cpp / GGUF) on R9700"),
+            "gemma-4-26b-llama-cpp-gguf-on-r9700"
+        );
+        assert_eq!(canonical_slug("  Mixed_Case--Slug  "), "mixed-case-slug");
+        assert_eq!(canonical_slug("support-bot"), "support-bot");
+        assert_eq!(canonical_slug("café-au-lait"), "caf-au-lait");
+        assert_eq!(canonical_slug("---"), "");
+        assert_eq!(canonical_slug(""), "");
+        assert_eq!(canonical_slug("A"), "a");
+    }
+
+    #[test]
+    fn checked_slug_rejects_empty_canonical_forms() {
+        assert_eq!(checked_slug(" Support Bot ").unwrap(), "support-bot");
+        let err = checked_slug("  ").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+        assert_eq!(err.message, "validation error: slug must not be empty");
+        let err = checked_slug("--- ").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+        assert_eq!(
+            err.message,
+            "validation error: slug \"--- \" has no ASCII letter or digit"
+        );
+    }
+
+    #[test]
+    fn required_fields_in_order() {
+        let empty = WorkloadSpec::default();
+        assert_eq!(
+            empty.validate().unwrap_err().message,
+            "validation error: name must not be empty"
+        );
+        let cases = [
+            ("name", "validation error: name must not be empty"),
+            ("slug", "validation error: slug must not be empty"),
+            ("model", "validation error: model must not be empty"),
+            ("backend", "validation error: backend must not be empty"),
+        ];
+        for (field, message) in cases {
+            let mut s = spec();
+            match field {
+                "name" => s.name = " \t".into(),
+                "slug" => s.slug = "   ".into(),
+                "model" => s.model = String::new(),
+                _ => s.backend = "\n".into(),
+            }
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation, "{field}");
+            assert_eq!(err.message, message);
+            assert_eq!(err.status, None);
+        }
+        let mut s = spec();
+        s.model = String::new();
+        s.backend = String::new();
+        assert_eq!(
+            s.validate().unwrap_err().message,
+            "validation error: model must not be empty"
+        );
+        assert!(spec().validate().is_ok());
+    }
+
+    #[test]
+    fn slug_of_symbols_only_is_invalid() {
+        let mut s = spec();
+        s.slug = "(/)".into();
+        assert_eq!(s.validate().unwrap_err().kind, ErrorKind::Validation);
+    }
+
+    #[test]
+    fn secret_scan_everywhere() {
+        let token = "ik_live_a1b2c3d4_ffff";
+        let secret_message = "configuration error: secrets must never go in specs";
+        let mut placements: Vec<WorkloadSpec> = Vec::new();
+        let mut s = spec();
+        s.command = Some(format!("vllm serve m --api-key {token}"));
+        placements.push(s);
+        let mut s = spec();
+        s.description = Some("ik_sdk_0".into());
+        placements.push(s);
+        let mut s = spec();
+        s.config = Some(obj(
+            json!({"env": {"list": [1, {"deep": format!("x{token}")}]}}),
+        ));
+        placements.push(s);
+        let mut s = spec();
+        s.execution_policy_config = Some(obj(json!({"headers": [token]})));
+        placements.push(s);
+        let mut s = spec();
+        s.config = Some(obj(json!({token: 1})));
+        placements.push(s);
+        let mut s = spec();
+        s.worker_id = Some(token.into());
+        placements.push(s);
+        for s in placements {
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Configuration);
+            assert_eq!(err.message, secret_message);
+        }
+    }
+
+    #[test]
+    fn prefixes_without_token_are_not_secrets() {
+        let mut s = spec();
+        s.description = Some("uses an ik_live_ key, never an ik_sdk_-token".into());
+        s.config = Some(obj(
+            json!({"note": "ik_sdk_", "n": 3, "b": true, "z": null}),
+        ));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let mut s = spec();
+        s.command = Some("serve ik_sdk_a1b2c3d4_supersecretvalue".into());
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("supersecretvalue"), "{shown}");
+        assert!(shown.contains("ik_sdk_a1b2c3d4\u{2026}"));
+    }
+
+    #[test]
+    fn minimal_create_body() {
+        assert_eq!(
+            spec().create_body(),
+            json!({"name": "support-bot", "slug": "support-bot", "task_type": "text2text", "backend": "vllm",
+                   "model_name": "meta-llama/Llama-3.1-8B-Instruct"})
+        );
+    }
+
+    #[test]
+    fn full_create_body_with_config_merge() {
+        let s = WorkloadSpec {
+            name: "Support Bot".into(),
+            slug: "Support Bot".into(),
+            model: "m".into(),
+            backend: "my-custom".into(),
+            project: Some("acme".into()),
+            description: Some("d".into()),
+            command: Some("vllm serve m".into()),
+            vllm_version: Some("0.6.3".into()),
+            task_type: Some("embedding".into()),
+            config: Some(obj(json!({"max_model_len": 8192, "command": "ignored"}))),
+            execution_policy: Some("autoscaling".into()),
+            execution_policy_config: Some(obj(json!({"min": 0, "max": 2}))),
+            worker_id: Some("w1".into()),
+            gpu_resource_id: Some("g1".into()),
+        };
+        let body = s.create_body();
+        assert_eq!(
+            body,
+            json!({"name": "Support Bot", "slug": "support-bot", "description": "d", "task_type": "embedding",
+                   "backend": "my-custom", "model_name": "m",
+                   "config": {"max_model_len": 8192, "command": "vllm serve m", "vllm_version": "0.6.3"},
+                   "execution_policy": "autoscaling", "execution_policy_config": {"min": 0, "max": 2},
+                   "worker_id": "w1", "gpu_resource_id": "g1"})
+        );
+        assert!(body.get("project").is_none());
+    }
+
+    #[test]
+    fn vllm_version_without_command_and_empty_config() {
+        let mut s = spec();
+        s.vllm_version = Some("0.6.3".into());
+        assert_eq!(s.create_body()["config"], json!({"vllm_version": "0.6.3"}));
+        let mut s = spec();
+        s.config = Some(Map::new());
+        assert!(s.create_body().get("config").is_none());
+    }
+}

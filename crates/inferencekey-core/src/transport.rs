@@ -1,0 +1,547 @@
+//! HTTP for one SDK client: a reqwest pool (rustls, HTTP/1.1 + 2, connect and idle-read timeouts, never a
+//! total deadline), request headers, the retry policy of platform-wire sections 9-10, and transport errors.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+
+use crate::config::{host_of, TransportOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::token::Secret;
+
+/// Path segments keep only RFC 3986 unreserved characters; everything else is percent-encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// First retry delay before jitter; doubles per retry.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// Longest computed backoff.
+const BACKOFF_CAP: Duration = Duration::from_secs(8);
+/// Longest `Retry-After` honoured (a server asking for more gets this).
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The HTTP methods the SDK uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    fn as_reqwest(self) -> reqwest::Method {
+        match self {
+            Self::Get => reqwest::Method::GET,
+            Self::Post => reqwest::Method::POST,
+            Self::Patch => reqwest::Method::PATCH,
+            Self::Delete => reqwest::Method::DELETE,
+        }
+    }
+
+    /// GET and DELETE may be repeated safely; POST and PATCH only when they provably did not arrive.
+    fn is_idempotent(self) -> bool {
+        matches!(self, Self::Get | Self::Delete)
+    }
+}
+
+/// How one attempt failed, as far as the retry policy cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No connection was made: the request never reached the server.
+    Connect,
+    /// The connection failed or timed out after the request may have been sent.
+    Transport,
+    /// The server answered with a non-2xx status.
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A failed attempt: the error to report and what kind of failure it was.
+#[derive(Debug)]
+pub(crate) struct AttemptError {
+    pub(crate) error: Error,
+    pub(crate) failure: Failure,
+}
+
+/// The delay before retry number `retries_done + 1`, or `None` when the policy says not to retry.
+/// `jitter` is a uniform draw in `[0, 1)`.
+pub(crate) fn retry_delay(
+    method: Method,
+    failure: Failure,
+    retries_done: u32,
+    max_retries: u32,
+    jitter: f64,
+) -> Option<Duration> {
+    if retries_done >= max_retries {
+        return None;
+    }
+    let retry_after = match failure {
+        Failure::Connect => None,
+        Failure::Transport if method.is_idempotent() => None,
+        Failure::Transport => return None,
+        Failure::Status {
+            status,
+            retry_after,
+        } => {
+            let retryable = if method.is_idempotent() {
+                matches!(status, 408 | 429 | 502 | 503 | 504)
+            } else {
+                // The server refused before doing anything and said when to come back.
+                matches!(status, 429 | 503) && retry_after.is_some()
+            };
+            if !retryable {
+                return None;
+            }
+            retry_after
+        }
+    };
+    Some(match retry_after {
+        Some(wait) => wait.min(RETRY_AFTER_CAP),
+        None => backoff(retries_done, jitter),
+    })
+}
+
+/// Exponential backoff with "equal jitter": half the step fixed, half random, so retries spread out.
+pub(crate) fn backoff(retries_done: u32, jitter: f64) -> Duration {
+    let step = BACKOFF_BASE
+        .saturating_mul(1u32 << retries_done.min(16))
+        .min(BACKOFF_CAP);
+    step.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// A uniform draw in `[0, 1)`, from the standard library's randomly keyed hasher (no RNG dependency needed).
+pub(crate) fn jitter() -> f64 {
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A `Retry-After` value in seconds (integer or decimal); HTTP dates are not honoured.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// The `Authorization: Bearer` header for a credential, marked sensitive so it is never logged.
+pub(crate) fn bearer(token: &Secret) -> Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        Error::configuration(
+            "configuration error: the token holds characters that cannot go in an HTTP header",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// One request, reusable across retries (the body is reference-counted bytes).
+pub(crate) struct Request<'a> {
+    pub(crate) method: Method,
+    pub(crate) url: &'a str,
+    pub(crate) auth: &'a HeaderValue,
+    pub(crate) body: Option<Bytes>,
+    pub(crate) event_stream: bool,
+}
+
+/// The pool and settings of one SDK client; cloning shares the pool.
+#[derive(Clone, Debug)]
+pub(crate) struct Transport {
+    client: reqwest::Client,
+    base_url: Arc<str>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    max_retries: u32,
+}
+
+impl Transport {
+    /// A pool for `base_url` (already normalized).
+    pub(crate) fn new(base_url: String, options: &TransportOptions) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(options.user_agent.as_str())
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .pool_idle_timeout(POOL_IDLE)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|err| {
+                Error::configuration(format!(
+                    "configuration error: cannot build the HTTP client: {err}"
+                ))
+            })?;
+        Ok(Self {
+            client,
+            base_url: base_url.into(),
+            connect_timeout: options.connect_timeout,
+            read_timeout: options.read_timeout,
+            max_retries: options.max_retries,
+        })
+    }
+
+    /// The normalized base URL.
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn host(&self) -> &str {
+        host_of(&self.base_url)
+    }
+
+    /// `base_url` followed by each segment, percent-encoded.
+    pub(crate) fn url(&self, segments: &[&str]) -> String {
+        let mut url = String::with_capacity(self.base_url.len() + 64);
+        url.push_str(&self.base_url);
+        for segment in segments {
+            url.push('/');
+            url.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        url
+    }
+
+    /// Send with the retry policy; returns the first 2xx response (its body unread) or the last error.
+    pub(crate) async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
+        let mut retries_done = 0;
+        loop {
+            match self.attempt(request).await {
+                Ok(response) => return Ok(response),
+                Err(AttemptError { error, failure }) => {
+                    match retry_delay(
+                        request.method,
+                        failure,
+                        retries_done,
+                        self.max_retries,
+                        jitter(),
+                    ) {
+                        Some(delay) => {
+                            log::debug!(
+                                "retrying {:?} {} in {} ms after: {}",
+                                request.method,
+                                request.url,
+                                delay.as_millis(),
+                                error.message
+                            );
+                            tokio::time::sleep(delay).await;
+                            retries_done += 1;
+                        }
+                        None => return Err(error),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: a 2xx response, or the mapped error (a non-2xx body is read for the error).
+    pub(crate) async fn attempt(
+        &self,
+        request: &Request<'_>,
+    ) -> std::result::Result<reqwest::Response, AttemptError> {
+        let started = Instant::now();
+        let mut builder = self
+            .client
+            .request(request.method.as_reqwest(), request.url)
+            .header(AUTHORIZATION, request.auth.clone());
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        if request.event_stream {
+            builder = builder.header(ACCEPT, "text/event-stream");
+        }
+        let response = builder.send().await.map_err(|err| {
+            let (error, failure) = self.transport_error(&err, "sending the request to");
+            AttemptError { error, failure }
+        })?;
+        let status = response.status().as_u16();
+        log::debug!(
+            "{:?} {} -> {} in {} ms",
+            request.method,
+            request.url,
+            status,
+            started.elapsed().as_millis()
+        );
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let request_id = request_id(&response);
+        // An unreadable error body still leaves the status to report.
+        let body = response.bytes().await.unwrap_or_default();
+        Err(AttemptError {
+            error: Error::from_response(status, request_id, &body),
+            failure: Failure::Status {
+                status,
+                retry_after,
+            },
+        })
+    }
+
+    /// The whole body of a 2xx response.
+    pub(crate) async fn read_body(&self, response: reqwest::Response) -> Result<Bytes> {
+        response
+            .bytes()
+            .await
+            .map_err(|err| self.transport_error(&err, "reading the response from").0)
+    }
+
+    /// The error for a reqwest failure, saying what happened and to which host.
+    pub(crate) fn transport_error(&self, err: &reqwest::Error, doing: &str) -> (Error, Failure) {
+        let host = self.host();
+        let detail = error_chain(err);
+        if err.is_connect() {
+            let error = if err.is_timeout() {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "timed out connecting to {host} after {}",
+                        seconds(self.connect_timeout)
+                    ),
+                )
+            } else {
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("could not connect to {host}: {detail}"),
+                )
+            };
+            (error, Failure::Connect)
+        } else if err.is_timeout() {
+            let error = Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "timed out {doing} {host}: no data for {} (read timeout)",
+                    seconds(self.read_timeout)
+                ),
+            );
+            (error, Failure::Transport)
+        } else {
+            (
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("connection failed while {doing} {host}: {detail}"),
+                ),
+                Failure::Transport,
+            )
+        }
+    }
+}
+
+/// The `x-request-id` header of a response.
+pub(crate) fn request_id(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A duration for messages: `10 s`, `0.5 s`.
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
+
+/// The error and its causes, innermost last, skipping the URL-bearing wrapper text reqwest repeats.
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn status(status: u16, retry_after: Option<u64>) -> Failure {
+        Failure::Status {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn idempotent_methods_retry_transient_failures() {
+        for method in [Method::Get, Method::Delete] {
+            for failure in [
+                Failure::Connect,
+                Failure::Transport,
+                status(408, None),
+                status(429, None),
+                status(502, None),
+                status(503, None),
+                status(504, None),
+            ] {
+                assert!(
+                    retry_delay(method, failure, 0, 2, 0.0).is_some(),
+                    "{method:?} {failure:?}"
+                );
+            }
+            for code in [400, 401, 403, 404, 409, 422, 500, 501] {
+                assert_eq!(
+                    retry_delay(method, status(code, Some(1)), 0, 2, 0.0),
+                    None,
+                    "{code}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn post_retries_only_when_it_provably_did_not_land() {
+        for method in [Method::Post, Method::Patch] {
+            assert!(retry_delay(method, Failure::Connect, 0, 2, 0.0).is_some());
+            assert_eq!(retry_delay(method, Failure::Transport, 0, 2, 0.0), None);
+            assert_eq!(retry_delay(method, status(500, None), 0, 2, 0.0), None);
+            assert_eq!(retry_delay(method, status(502, Some(1)), 0, 2, 0.0), None);
+            assert_eq!(retry_delay(method, status(504, None), 0, 2, 0.0), None);
+            assert_eq!(retry_delay(method, status(429, None), 0, 2, 0.0), None);
+            assert_eq!(retry_delay(method, status(503, None), 0, 2, 0.0), None);
+            assert_eq!(
+                retry_delay(method, status(429, Some(3)), 0, 2, 0.0),
+                Some(Duration::from_secs(3))
+            );
+            assert_eq!(
+                retry_delay(method, status(503, Some(0)), 0, 2, 0.0),
+                Some(Duration::ZERO)
+            );
+        }
+    }
+
+    #[test]
+    fn max_retries_bounds_attempts() {
+        assert!(retry_delay(Method::Get, Failure::Connect, 1, 2, 0.5).is_some());
+        assert_eq!(retry_delay(Method::Get, Failure::Connect, 2, 2, 0.5), None);
+        assert_eq!(retry_delay(Method::Get, Failure::Connect, 0, 0, 0.5), None);
+    }
+
+    #[test]
+    fn retry_after_honoured_and_capped() {
+        assert_eq!(
+            retry_delay(Method::Get, status(503, Some(7)), 0, 2, 0.9),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_delay(Method::Get, status(429, Some(3600)), 0, 2, 0.9),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_cap() {
+        assert_eq!(backoff(0, 0.0), Duration::from_millis(250));
+        assert_eq!(backoff(0, 1.0), Duration::from_millis(500));
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(30, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(30, 0.0), Duration::from_secs(4));
+        let d = backoff(2, 0.5);
+        assert!(d >= Duration::from_millis(1000) && d <= Duration::from_millis(2000));
+    }
+
+    #[test]
+    fn jitter_in_unit_interval() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j));
+        }
+    }
+
+    #[test]
+    fn retry_after_parsing() {
+        assert_eq!(parse_retry_after("5"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_retry_after(" 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn url_segments_are_percent_encoded() {
+        let transport =
+            Transport::new("http://127.0.0.1:9".into(), &TransportOptions::default()).unwrap();
+        assert_eq!(
+            transport.url(&["api", "projects", "a b/c?d#e%", "workloads"]),
+            "http://127.0.0.1:9/api/projects/a%20b%2Fc%3Fd%23e%25/workloads"
+        );
+        assert_eq!(
+            transport.url(&["x", "é~._-"]),
+            "http://127.0.0.1:9/x/%C3%A9~._-"
+        );
+    }
+
+    #[test]
+    fn bearer_is_sensitive_and_checked() {
+        let value = bearer(&Secret::new("ik_sdk_a_b".into())).unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().unwrap(), "Bearer ik_sdk_a_b");
+        assert_eq!(
+            bearer(&Secret::new("bad\ntoken".into())).unwrap_err().kind,
+            ErrorKind::Configuration
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_a_connection_error_naming_the_host() {
+        // Bind then drop a listener so the port is (almost certainly) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = TransportOptions {
+            max_retries: 1,
+            ..TransportOptions::default()
+        };
+        let transport = Transport::new(format!("http://127.0.0.1:{port}"), &options).unwrap();
+        let auth = bearer(&Secret::new("ik_sdk_a1b2c3d4_secret".into())).unwrap();
+        let url = transport.url(&["api"]);
+        let request = Request {
+            method: Method::Post,
+            url: &url,
+            auth: &auth,
+            body: None,
+            event_stream: false,
+        };
+        let err = transport.send(&request).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Connection, "{err:?}");
+        assert!(
+            err.message.contains(&format!("127.0.0.1:{port}")),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.starts_with("could not connect to"),
+            "{}",
+            err.message
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! The data plane against the local platform: chat, streamed chat in every engine dialect and framing,
+//! in-band errors, truncation, non-SSE replies, errors at open, closing early, embeddings and rerank.
+
+use std::time::Duration;
+
+use inferencekey_core::{
+    ChatChunk, ChatRequest, ChatStream, EmbeddingFormat, Endpoint, ErrorKind, TransportOptions,
+};
+use serde_json::{json, Value};
+
+use crate::common::{options, prompt, Local};
+
+const BACKENDS: [&str; 4] = ["vllm", "llamacpp", "ollama", "sglang"];
+
+/// Every chunk of a stream, or the error that ended it with the chunks before it.
+async fn collect(stream: &mut ChatStream) -> (Vec<ChatChunk>, Option<inferencekey_core::Error>) {
+    let mut chunks = Vec::new();
+    loop {
+        match stream.next_batch(64).await {
+            Ok(batch) if batch.is_empty() => return (chunks, None),
+            Ok(batch) => chunks.extend(batch),
+            Err(err) => return (chunks, Some(err)),
+        }
+    }
+}
+
+fn text(chunks: &[ChatChunk]) -> String {
+    chunks.iter().map(|c| c.text.as_str()).collect()
+}
+
+async fn streamed_text(endpoint: &Endpoint, request: &ChatRequest) -> String {
+    let mut stream = endpoint.chat_stream(request).await.unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert!(err.is_none(), "{err:?}");
+    text(&chunks)
+}
+
+#[tokio::test]
+async fn chat_in_every_dialect_matches_its_stream() {
+    let local = Local::start();
+    for backend in BACKENDS {
+        let endpoint = local.workload(&format!("bot-{backend}"), backend).await;
+        let request = prompt("Hola, ¿qué tal?");
+        let completion = endpoint.chat(&request).await.unwrap();
+        assert!(!completion.text.is_empty(), "{backend}");
+        assert!(completion.finish_reason.is_some(), "{backend}");
+        assert!(!completion.model.is_empty());
+        assert_eq!(
+            completion.raw["choices"][0]["message"]["content"],
+            json!(completion.text)
+        );
+
+        let mut stream = endpoint.chat_stream(&request).await.unwrap();
+        let (chunks, err) = collect(&mut stream).await;
+        assert!(err.is_none(), "{backend}: {err:?}");
+        assert_eq!(text(&chunks), completion.text, "{backend}");
+        let finishes: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| c.finish_reason.as_deref())
+            .collect();
+        assert_eq!(
+            finishes.len(),
+            1,
+            "{backend}: one chunk carries the finish reason"
+        );
+        assert!(chunks.iter().all(|c| c.raw.is_object()));
+    }
+}
+
+#[tokio::test]
+async fn chat_body_is_exactly_what_was_set() {
+    let local = Local::start();
+    let endpoint = local.workload("exact", "vllm").await;
+    local.clear_journal().await;
+    let messages = vec![
+        json!({"role": "system", "content": "be brief", "name": "sys"}),
+        json!({"role": "user", "content": [{"type": "text", "text": "hi"}]}),
+    ];
+    let request = ChatRequest {
+        messages: Some(messages.clone()),
+        temperature: Some(0.2),
+        max_tokens: Some(5),
+        ..Default::default()
+    };
+    endpoint.chat(&request).await.unwrap();
+    endpoint.chat_stream(&prompt("x")).await.unwrap().close();
+    let journal = local.journal().await;
+    assert_eq!(
+        journal[0]["path"],
+        format!("/endpoint/{}/exact/v1/chat/completions", local.project())
+    );
+    assert_eq!(
+        journal[0]["body"],
+        json!({"model": "exact", "messages": messages, "stream": false, "temperature": 0.2, "max_tokens": 5})
+    );
+    assert_eq!(
+        journal[1]["body"],
+        json!({"model": "exact", "messages": [{"role": "user", "content": "x"}], "stream": true, "max_tokens": 12})
+    );
+    assert_eq!(journal[1]["headers"]["accept"], "text/event-stream");
+    assert!(journal[1]["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer ik_live_"));
+}
+
+#[tokio::test]
+async fn every_framing_gives_the_same_text() {
+    let local = Local::start();
+    let endpoint = local.workload("framed", "llamacpp").await;
+    let request = prompt("the same words, framed differently ñ 🦀");
+    let plain = streamed_text(&endpoint, &request).await;
+    let framings = [
+        json!({"type": "framing", "line_ending": "crlf"}),
+        json!({"type": "framing", "line_ending": "cr"}),
+        json!({"type": "framing", "bom": true, "comments": true}),
+        json!({"type": "framing", "multiline": true, "line_ending": "cr"}),
+        json!({"type": "framing", "split_utf8": true}),
+        json!({"type": "framing", "huge_frame_bytes": 1_048_576}),
+        json!({"type": "drip", "bytes_per_write": 3, "interval_ms": 0}),
+    ];
+    for fault in framings {
+        local
+            .fault(json!({"route": "chat_stream", "fault": fault}))
+            .await;
+        assert_eq!(streamed_text(&endpoint, &request).await, plain, "{fault}");
+    }
+    let fired: Vec<Value> = local
+        .admin(reqwest::Method::GET, "/_local/faults", None)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(fired.iter().all(|rule| rule["fired"] == 1), "{fired:?}");
+}
+
+#[tokio::test]
+async fn truncated_stream_is_an_error_after_its_chunks() {
+    let local = Local::start();
+    let endpoint = local.workload("cut", "vllm").await;
+    local
+        .fault(json!({"route": "chat_stream", "fault": {"type": "truncate", "after_events": 3}}))
+        .await;
+    let mut stream = endpoint
+        .chat_stream(&prompt("a long enough answer please"))
+        .await
+        .unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert_eq!(chunks.len(), 3);
+    let err = err.unwrap();
+    assert_eq!(err.kind, ErrorKind::Api);
+    assert!(
+        err.message.starts_with("stream ended before completion"),
+        "{}",
+        err.message
+    );
+    assert!(stream.next_batch(8).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn in_band_errors_in_every_shape() {
+    let local = Local::start();
+    for (backend, shape) in [
+        ("vllm", "nested"),
+        ("llamacpp", "nested"),
+        ("sglang", "flat"),
+        ("ollama", "event"),
+    ] {
+        let slug = format!("err-{backend}");
+        let endpoint = local.workload(&slug, backend).await;
+        local
+            .fault(json!({"route": "chat_stream", "workload": slug, "fault":
+                {"type": "inband_error", "after_events": 2, "shape": shape, "message": "GPU fell off the bus"}}))
+            .await;
+        let mut stream = endpoint.chat_stream(&prompt("hello there")).await.unwrap();
+        let (chunks, err) = collect(&mut stream).await;
+        assert_eq!(chunks.len(), 2, "{backend}/{shape}");
+        let err = err.unwrap_or_else(|| panic!("{backend}/{shape}: no error"));
+        assert_eq!(err.kind, ErrorKind::Api);
+        assert!(
+            err.message.ends_with("GPU fell off the bus"),
+            "{backend}/{shape}: {}",
+            err.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_frame_is_an_error() {
+    let local = Local::start();
+    let endpoint = local.workload("garbled", "ollama").await;
+    local
+        .fault(
+            json!({"route": "chat_stream", "fault": {"type": "malformed_json", "after_events": 1}}),
+        )
+        .await;
+    let mut stream = endpoint.chat_stream(&prompt("hi")).await.unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert_eq!(chunks.len(), 1);
+    assert!(err
+        .unwrap()
+        .message
+        .starts_with("malformed JSON in a stream event"));
+}
+
+#[tokio::test]
+async fn non_sse_reply_is_one_chunk() {
+    let local = Local::start();
+    let endpoint = local.workload("plain", "vllm").await;
+    let request = prompt("hi there");
+    let expected = endpoint.chat(&request).await.unwrap();
+    local
+        .fault(json!({"route": "chat_stream", "fault": {"type": "non_sse"}}))
+        .await;
+    let mut stream = endpoint.chat_stream(&request).await.unwrap();
+    let (chunks, err) = collect(&mut stream).await;
+    assert!(err.is_none());
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].text, expected.text);
+    assert_eq!(chunks[0].finish_reason, expected.finish_reason);
+}
+
+#[tokio::test]
+async fn errors_raise_when_the_stream_opens() {
+    let local = Local::start();
+    let endpoint = local.workload("guarded", "vllm").await;
+    let bogus = "ik_live_deadbeef_0000000000000000000000000000000000000000000000000000000000000000";
+    let wrong = local.data().endpoint("guarded", Some(bogus)).unwrap();
+    let err = wrong.chat_stream(&prompt("hi")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Auth);
+    assert!(!err.message.contains("0000000000000000"));
+
+    local
+        .fault(
+            json!({"route": "chat_stream", "fault": {"type": "status", "status": 422,
+        "body": {"detail": "max_tokens too large"}}}),
+        )
+        .await;
+    let err = endpoint.chat_stream(&prompt("hi")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Validation);
+    assert_eq!(err.message, "validation error: max_tokens too large");
+
+    let other = local
+        .token(json!({"kind": "live", "project": local.project(), "workload": "someone-else"}))
+        .await;
+    let err = local
+        .data()
+        .endpoint("guarded", Some(&other))
+        .unwrap()
+        .chat(&prompt("hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PermissionDenied, "{err:?}");
+    assert_eq!(err.status, Some(403));
+}
+
+#[tokio::test]
+async fn post_retries_only_with_retry_after() {
+    let local = Local::start();
+    let endpoint = local.workload("limited", "vllm").await;
+    local.clear_journal().await;
+    local.fault(json!({"route": "chat_stream", "fault": {"type": "status", "status": 429, "retry_after": 0}})).await;
+    assert!(!streamed_text(&endpoint, &prompt("hi")).await.is_empty());
+    local
+        .fault(json!({"route": "chat", "fault": {"type": "status", "status": 502}}))
+        .await;
+    assert_eq!(
+        endpoint.chat(&prompt("hi")).await.unwrap_err().status,
+        Some(502)
+    );
+    local
+        .fault(json!({"route": "chat", "fault": {"type": "status", "status": 429}}))
+        .await;
+    assert_eq!(
+        endpoint.chat(&prompt("hi")).await.unwrap_err().status,
+        Some(429)
+    );
+    assert_eq!(local.journal().await.len(), 4);
+}
+
+#[tokio::test]
+async fn closing_early_disconnects() {
+    let local = Local::start();
+    let endpoint = local.workload("chatty", "vllm").await;
+    local.settings("chatty", json!({"itl_ms": 50})).await;
+    local.clear_journal().await;
+    let mut request = prompt("talk for a while");
+    request.max_tokens = Some(200);
+    let mut stream = endpoint.chat_stream(&request).await.unwrap();
+    assert!(!stream.next_batch(4).await.unwrap().is_empty());
+    drop(stream);
+    let entries = local.settled_entries("/chat/completions").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0]["outcome"], "client_disconnected",
+        "{}",
+        entries[0]
+    );
+}
+
+#[tokio::test]
+async fn idle_stream_times_out() {
+    let local = Local::start();
+    let endpoint_slug = "stalled";
+    local.workload(endpoint_slug, "vllm").await;
+    let data = local.data_with(TransportOptions {
+        read_timeout: Duration::from_millis(300),
+        ..options()
+    });
+    let endpoint = data.endpoint(endpoint_slug, None).unwrap();
+    local.fault(json!({"route": "chat_stream", "fault": {"type": "stall", "at": "mid_stream", "ms": 3000}})).await;
+    let mut stream = endpoint.chat_stream(&prompt("hello")).await.unwrap();
+    let (_, err) = collect(&mut stream).await;
+    let err = err.unwrap();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
+    assert!(err.message.contains("read timeout"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn embeddings_float_and_base64_agree() {
+    let local = Local::start();
+    let endpoint = local.typed_workload("embedder", "vllm", "embedding").await;
+    local.clear_journal().await;
+    let input = vec![
+        "first text".to_owned(),
+        "second".to_owned(),
+        "third, ñ".to_owned(),
+    ];
+    let floats = endpoint
+        .embed(input.clone(), EmbeddingFormat::Float)
+        .await
+        .unwrap();
+    let packed = endpoint
+        .embed(input.clone(), EmbeddingFormat::Base64)
+        .await
+        .unwrap();
+    assert_eq!(floats.vectors.len(), 3);
+    assert_eq!(floats.vectors[0].len(), 64);
+    assert_eq!(floats.vectors, packed.vectors);
+    assert_ne!(floats.vectors[0], floats.vectors[1]);
+    let norm: f32 = floats.vectors[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+    let journal = local.journal().await;
+    assert_eq!(
+        journal[0]["body"],
+        json!({"model": "embedder", "input": input})
+    );
+    assert_eq!(
+        journal[1]["body"],
+        json!({"model": "embedder", "input": input, "encoding_format": "base64"})
+    );
+}
+
+#[tokio::test]
+async fn base64_asked_floats_returned_still_decodes() {
+    let local = Local::start();
+    let endpoint = local
+        .typed_workload("sg-embed", "sglang", "embedding")
+        .await;
+    let input = vec!["a".to_owned(), "b".to_owned()];
+    let floats = endpoint
+        .embed(input.clone(), EmbeddingFormat::Float)
+        .await
+        .unwrap();
+    let asked = endpoint
+        .embed(input, EmbeddingFormat::Base64)
+        .await
+        .unwrap();
+    assert_eq!(floats.vectors, asked.vectors);
+}
+
+#[tokio::test]
+async fn rerank_scores_documents() {
+    let local = Local::start();
+    let endpoint = local.typed_workload("ranker", "vllm", "reranker").await;
+    let documents = vec![
+        "cats purr".to_owned(),
+        "dogs bark loudly".to_owned(),
+        "the stock market".to_owned(),
+    ];
+    let rerank = endpoint
+        .rerank("why do dogs bark", documents, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(rerank.results.len(), 2);
+    assert_eq!(rerank.results[0].index, 1);
+    assert!(rerank.results[0].relevance_score >= rerank.results[1].relevance_score);
+}
+
+#[tokio::test]
+async fn a_200_that_is_neither_sse_nor_json_is_an_error() {
+    let local = Local::start();
+    let endpoint = local.workload("odd", "vllm").await;
+    let plain_text = json!({"type": "status", "status": 200, "body": "<html>maintenance</html>"});
+    local
+        .fault(json!({"route": "chat_stream", "fault": plain_text}))
+        .await;
+    let err = endpoint.chat_stream(&prompt("hi")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Api);
+    assert!(err.message.contains("text/plain"), "{}", err.message);
+    local
+        .fault(json!({"route": "chat", "fault": plain_text}))
+        .await;
+    let err = endpoint.chat(&prompt("hi")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Api);
+    assert!(
+        err.message
+            .starts_with("malformed response: chat completion is not JSON"),
+        "{}",
+        err.message
+    );
+}

@@ -1,0 +1,222 @@
+//! The readiness watch against the local platform: the phase sequence, SDK-measured elapsed time,
+//! reconnects, the error phase, the deadline, and permanent errors.
+
+use std::time::{Duration, Instant};
+
+use inferencekey_core::{ErrorKind, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
+use serde_json::json;
+
+use crate::common::{options, spec, Local};
+
+/// Every event until the end or the first error.
+async fn drain(
+    watch: &mut ReadinessWatch,
+) -> (Vec<ReadinessEvent>, Option<inferencekey_core::Error>) {
+    let mut events = Vec::new();
+    loop {
+        match watch.next().await {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return (events, None),
+            Err(err) => return (events, Some(err)),
+        }
+    }
+}
+
+async fn created(local: &Local, slug: &str) -> ManagementClient {
+    let mgmt = local.mgmt();
+    mgmt.ensure(&spec(slug), OnDrift::Reconcile, None)
+        .await
+        .unwrap();
+    mgmt
+}
+
+#[tokio::test]
+async fn phases_until_ready_with_monotonic_elapsed() {
+    let local = Local::start();
+    let mgmt = created(&local, "warmup").await;
+    let mut watch = mgmt
+        .watch_readiness("Warmup", None, Duration::from_secs(20))
+        .unwrap();
+    let (events, err) = drain(&mut watch).await;
+    assert!(err.is_none(), "{err:?}");
+    let phases: Vec<&str> = events.iter().map(|e| e.phase.as_str()).collect();
+    assert_eq!(phases.last(), Some(&"ready"), "{phases:?}");
+    assert!(phases.contains(&"bootstrapping"), "{phases:?}");
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].elapsed_ms <= w[1].elapsed_ms));
+    assert!(watch.next().await.unwrap().is_none());
+    let path = format!(
+        "/api/projects/{}/workloads/warmup/readiness-events",
+        local.project()
+    );
+    let entry = local
+        .journal()
+        .await
+        .into_iter()
+        .find(|e| e["path"] == path)
+        .unwrap();
+    assert_eq!(entry["headers"]["accept"], "text/event-stream");
+}
+
+#[tokio::test]
+async fn error_phase_is_yielded_then_raised() {
+    let local = Local::start();
+    let mgmt = created(&local, "broken").await;
+    local
+        .settings(
+            "broken",
+            json!({"readiness": "error", "error_message": "CUDA out of memory"}),
+        )
+        .await;
+    let mut watch = mgmt
+        .watch_readiness("broken", None, Duration::from_secs(20))
+        .unwrap();
+    let (events, err) = drain(&mut watch).await;
+    assert_eq!(events.last().unwrap().phase, "error");
+    assert_eq!(events.last().unwrap().message, "CUDA out of memory");
+    let err = err.unwrap();
+    assert_eq!(err.kind, ErrorKind::Api);
+    assert_eq!(
+        err.message,
+        "workload \"broken\" failed: CUDA out of memory"
+    );
+}
+
+#[tokio::test]
+async fn deadline_is_a_wait_timeout_naming_the_last_phase() {
+    let local = Local::start();
+    let mgmt = created(&local, "stuck").await;
+    local.settings("stuck", json!({"readiness": "stuck"})).await;
+    let started = Instant::now();
+    let mut watch = mgmt
+        .watch_readiness("stuck", None, Duration::from_millis(800))
+        .unwrap();
+    let (events, err) = drain(&mut watch).await;
+    let err = err.unwrap();
+    assert_eq!(err.kind, ErrorKind::WaitTimeout);
+    assert_eq!(
+        err.message,
+        "workload \"stuck\" not ready after 0.8 s (last phase: provisioning)"
+    );
+    assert_eq!(events.last().unwrap().phase, "provisioning");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(790) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn stream_ending_early_is_reconnected() {
+    let local = Local::start();
+    let mgmt = created(&local, "flaky").await;
+    local
+        .fault(json!({"route": "readiness", "fault": {"type": "truncate", "after_events": 1}}))
+        .await;
+    let mut watch = mgmt
+        .watch_readiness("flaky", None, Duration::from_secs(20))
+        .unwrap();
+    let (events, err) = drain(&mut watch).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(events.last().unwrap().phase, "ready");
+    let connects = local
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.ends_with("/readiness-events"))
+        .count();
+    assert_eq!(connects, 2);
+    // The snapshot of the second connection repeats the event already seen: it is not yielded twice.
+    let key = |e: &ReadinessEvent| (e.phase.clone(), e.message.clone(), e.step.clone());
+    assert!(
+        events.windows(2).all(|w| key(&w[0]) != key(&w[1])),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn transient_status_is_retried_after_retry_after() {
+    let local = Local::start();
+    let mgmt = created(&local, "busy").await;
+    local
+        .fault(json!({"route": "readiness", "fault": {"type": "status", "status": 503, "retry_after": 0}}))
+        .await;
+    let mut watch = mgmt
+        .watch_readiness("busy", None, Duration::from_secs(20))
+        .unwrap();
+    let (events, err) = drain(&mut watch).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(events.last().unwrap().phase, "ready");
+}
+
+#[tokio::test]
+async fn permanent_errors_raise_at_once() {
+    let local = Local::start();
+    let mgmt = local.mgmt();
+    let started = Instant::now();
+    let mut watch = mgmt
+        .watch_readiness("never-made", None, Duration::from_secs(30))
+        .unwrap();
+    let err = watch.next().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Api);
+    assert_eq!(err.status, Some(404));
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    created(&local, "private").await;
+    let bogus = "ik_sdk_deadbeef_0000000000000000000000000000000000000000000000000000000000000000";
+    let mut watch = local
+        .mgmt_token(bogus)
+        .watch_readiness("private", None, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(watch.next().await.unwrap_err().kind, ErrorKind::Auth);
+}
+
+#[tokio::test]
+async fn unreachable_host_waits_until_the_deadline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mgmt = ManagementClient::new(
+        Some(&format!("http://127.0.0.1:{port}")),
+        Some("ik_sdk_a1b2c3d4_00"),
+        Some("p"),
+        options(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut watch = mgmt
+        .watch_readiness("w", None, Duration::from_millis(1500))
+        .unwrap();
+    let err = watch.next().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::WaitTimeout, "{err:?}");
+    assert_eq!(
+        err.message,
+        "workload \"w\" not ready after 1.5 s (no phase reported)"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1490) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn stalled_server_cannot_block_past_the_deadline() {
+    let local = Local::start();
+    let mgmt = created(&local, "silent").await;
+    local
+        .fault(
+            json!({"route": "readiness", "fault": {"type": "stall", "at": "headers", "ms": 10000}}),
+        )
+        .await;
+    let started = Instant::now();
+    let mut watch = mgmt
+        .watch_readiness("silent", None, Duration::from_millis(700))
+        .unwrap();
+    let err = watch.next().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::WaitTimeout);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
