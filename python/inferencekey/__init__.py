@@ -1,0 +1,93 @@
+"""inferencekey: the Python SDK of the InferenceKey AI platform.
+
+Declare a workload with ``WorkloadSpec``, provision it idempotently with ``ManagementClient.ensure``, wait until it
+serves, call its OpenAI-compatible ``Endpoint`` (text, streaming, embeddings, rerank) and delete it when done::
+
+    from inferencekey import Backend, DataClient, ManagementClient, WorkloadSpec
+
+    mgmt = ManagementClient.from_env()  # INFERENCEKEY_BASE_URL / _PROJECT / _SDK_TOKEN
+    ref = mgmt.ensure(WorkloadSpec(name="Support Bot", slug="support-bot", model="m", backend=Backend.VLLM))
+    try:
+        mgmt.wait_until_ready(ref.workload_slug)
+        ep = DataClient.from_env().endpoint(ref.workload_slug)  # INFERENCEKEY_API_KEY
+        print(ep.generate_text(prompt="Hola").text)
+    finally:
+        mgmt.delete(ref.workload_slug)
+
+``LocalPlatform`` (and the ``inferencekey local`` command) runs a local copy of the platform for development and CI.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from inferencekey import _core
+from inferencekey._data import DataClient, Endpoint, TextStream
+from inferencekey._management import ManagementClient
+from inferencekey.enums import Backend, ExecutionPolicy, OnDrift, TaskType
+from inferencekey.exceptions import (
+    ApiConnectionError,
+    ApiError,
+    ApiTimeoutError,
+    AuthError,
+    ConfigurationError,
+    DriftError,
+    DriftWarning,
+    InferenceKeyError,
+    PermissionDenied,
+    ValidationError,
+    WaitTimeoutError,
+)
+from inferencekey.local import LocalPlatform
+from inferencekey.types import (
+    EmbedResult,
+    EndpointRef,
+    FieldChange,
+    Plan,
+    ReadinessEvent,
+    RerankItem,
+    RerankResult,
+    TextChunk,
+    TextResult,
+    WorkloadSpec,
+)
+
+__version__: str = _core.__version__
+"""The package version (that of the native module it ships with)."""
+
+# A library never configures logging; without a handler, drift warnings would also print via logging's last resort.
+logging.getLogger("inferencekey").addHandler(logging.NullHandler())
+
+__all__ = [
+    "ApiConnectionError",
+    "ApiError",
+    "ApiTimeoutError",
+    "AuthError",
+    "Backend",
+    "ConfigurationError",
+    "DataClient",
+    "DriftError",
+    "DriftWarning",
+    "EmbedResult",
+    "Endpoint",
+    "EndpointRef",
+    "ExecutionPolicy",
+    "FieldChange",
+    "InferenceKeyError",
+    "LocalPlatform",
+    "ManagementClient",
+    "OnDrift",
+    "PermissionDenied",
+    "Plan",
+    "ReadinessEvent",
+    "RerankItem",
+    "RerankResult",
+    "TaskType",
+    "TextChunk",
+    "TextResult",
+    "TextStream",
+    "ValidationError",
+    "WaitTimeoutError",
+    "WorkloadSpec",
+    "__version__",
+]

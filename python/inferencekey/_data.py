@@ -1,0 +1,243 @@
+"""``DataClient``, ``Endpoint`` and ``TextStream``: the data-plane clients (``ik_live_`` keys) that call a workload's
+OpenAI-compatible endpoint. Requests, SSE decoding and error mapping happen in the native core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import starmap
+from types import TracebackType
+from typing import Any, TypeVar
+
+from inferencekey import _core
+from inferencekey.types import EmbedResult, RerankItem, RerankResult, TextChunk, TextResult
+
+__all__ = ["DataClient", "Endpoint", "TextStream"]
+
+_D = TypeVar("_D", bound="DataClient")
+
+
+class DataClient:
+    """Data-plane client for one project; derive an ``Endpoint`` per workload, each bound to its own key.
+
+    One client keeps one connection pool shared by its endpoints: reuse it, and ``close()`` it (or use it as a
+    context manager) when done.
+
+    Args:
+        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
+        project: The project slug; a blank one raises ``ConfigurationError``.
+        api_key: The default ``ik_live_`` key, used by ``endpoint()`` when it is given none.
+        timeout: The longest silence, in seconds, allowed while reading a response (or between stream events).
+        connect_timeout: The longest wait, in seconds, for a connection to the platform.
+        max_retries: How many times a transient failure is retried (see the retry policy).
+    """
+
+    _native: _core.DataClient
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        project: str,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 2,
+    ) -> None:
+        self._native = _core.DataClient(
+            base_url=base_url,
+            project=project,
+            api_key=api_key,
+            from_env=False,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+
+    @classmethod
+    def from_env(
+        cls: type[_D],
+        *,
+        base_url: str | None = None,
+        project: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 2,
+    ) -> _D:
+        """Build a client from configuration, each value resolved as explicit > environment > default.
+
+        Reads ``INFERENCEKEY_BASE_URL`` (default ``https://api.inferencekey.com``), ``INFERENCEKEY_PROJECT`` and
+        ``INFERENCEKEY_API_KEY`` (the default ``ik_live_`` key). Blank environment values count as unset.
+        """
+        client = cls.__new__(cls)
+        client._native = _core.DataClient(
+            base_url=base_url,
+            project=project,
+            api_key=api_key,
+            from_env=True,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        return client
+
+    @property
+    def base_url(self) -> str:
+        """The platform base URL this client talks to (no trailing slash)."""
+        return self._native.base_url
+
+    @property
+    def project(self) -> str:
+        """The project slug of this client's endpoints."""
+        return self._native.project
+
+    def endpoint(self, workload_slug: str, *, api_key: str | None = None) -> Endpoint:
+        """Bind an ``Endpoint`` to ``workload_slug`` (canonicalised) and an ``ik_live_`` key.
+
+        The key resolves as ``api_key=`` > the client's default key (``INFERENCEKEY_API_KEY``). No request is sent.
+
+        Raises:
+            ConfigurationError: No key is available.
+            PermissionDenied: The key is an ``ik_sdk_`` control token.
+            ValidationError: The slug is empty once canonicalised.
+        """
+        return Endpoint(self._native.endpoint(workload_slug, api_key))
+
+    def close(self) -> None:
+        """Close the client's pooled connections (a later call opens new ones)."""
+        self._native.close()
+
+    def __enter__(self: _D) -> _D:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
+
+
+class Endpoint:
+    """One workload's OpenAI-compatible endpoint, bound to one ``ik_live_`` key.
+
+    Obtain instances with ``DataClient.endpoint`` rather than constructing them.
+
+    Attributes:
+        workload_slug: The canonical slug of the bound workload.
+        project: The project the workload lives in.
+        base_url: The OpenAI-compatible base of this endpoint (``.../endpoint/{project}/{workload}/v1``).
+    """
+
+    def __init__(self, native: _core.Endpoint) -> None:
+        self._native = native
+        self.workload_slug: str = native.workload_slug
+        self.project: str = native.project
+        self.base_url: str = native.base_url
+
+    def generate_text(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: list[Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> TextResult:
+        """Run a non-streaming chat completion.
+
+        Pass either ``prompt`` (one user turn) or ``messages`` (OpenAI-style role/content dicts, forwarded as given),
+        not both. Unset parameters are omitted from the request.
+        """
+        text, model, finish_reason, raw = self._native.chat(prompt, messages, temperature, max_tokens)
+        return TextResult(text=text, model=model, finish_reason=finish_reason, raw=raw)
+
+    def generate_text_stream(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: list[Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> TextStream:
+        """Run a streaming chat completion: an iterator of one ``TextChunk`` per server-sent event.
+
+        Same parameters as ``generate_text``. The connection opens here, so auth and validation errors raise from
+        this call, not mid-iteration; chunks are then pulled as you iterate. Concatenate ``chunk.text`` to rebuild
+        the reply. Use it as a context manager (or call ``close()``) to release the connection when stopping early.
+        """
+        return TextStream(self._native.chat_stream(prompt, messages, temperature, max_tokens))
+
+    def embed(self, *, input: str | list[str]) -> EmbedResult:
+        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch."""
+        inputs = [input] if isinstance(input, str) else input
+        # base64 float32 is 4x fewer bytes and no float parsing; the core also accepts servers that send floats anyway.
+        embeddings, model, raw = self._native.embed(inputs, True)
+        return EmbedResult(embeddings=embeddings, model=model, raw=raw)
+
+    def rerank(self, *, query: str, documents: list[str], top_n: int | None = None) -> RerankResult:
+        """Score ``documents`` against ``query``; results are ordered best first (at most ``top_n`` when given)."""
+        results, model, raw = self._native.rerank(query, documents, top_n)
+        items = [RerankItem(index=index, relevance_score=score) for index, score in results]
+        return RerankResult(results=items, model=model, raw=raw)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(project={self.project!r}, workload_slug={self.workload_slug!r})"
+
+
+class TextStream(Iterator[TextChunk]):
+    """The chunks of one streaming chat completion; an iterator and a context manager.
+
+    Chunks arrive from the native stream in batches (everything decoded so far, in one crossing) and are served from
+    a local buffer. Leaving the ``with`` block, ``close()``, or garbage collection closes the connection.
+    """
+
+    def __init__(self, native: _core.ChatStream) -> None:
+        self._native: _core.ChatStream | None = native
+        self._pending: Iterator[TextChunk] = iter(())
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> TextChunk:
+        chunk = next(self._pending, None)
+        if chunk is None:
+            chunk = self._refill()
+        return chunk
+
+    def _refill(self) -> TextChunk:
+        native = self._native
+        if native is None:
+            raise StopIteration
+        try:
+            batch = native.next_batch()
+        except BaseException:
+            self.close()
+            raise
+        if not batch:
+            self.close()
+            raise StopIteration
+        self._pending = starmap(TextChunk, batch)
+        return next(self._pending)
+
+    def close(self) -> None:
+        """Close the stream and its connection; iteration ends. Idempotent."""
+        native, self._native = self._native, None
+        self._pending = iter(())
+        if native is not None:
+            native.close()
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,225 @@
+"""``ManagementClient``: the control-plane client (``ik_sdk_`` token) that provisions and reconciles workloads.
+
+Every request, check and decision is made by the native core; this module only shapes arguments and results,
+and shows drift (warning, log) and readiness progress the Python way.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from inferencekey import _core
+from inferencekey._progress import ProgressView
+from inferencekey.enums import OnDrift
+from inferencekey.exceptions import DriftWarning, ValidationError
+from inferencekey.types import EndpointRef, Plan, ReadinessEvent, WorkloadSpec
+
+__all__ = ["ManagementClient"]
+
+logger = logging.getLogger("inferencekey")
+
+_M = TypeVar("_M", bound="ManagementClient")
+
+
+class ManagementClient:
+    """Control-plane client, scoped to one project by its ``ik_sdk_`` token; it has no inference methods.
+
+    It provisions workloads idempotently (``ensure``), shows what would change (``plan``), waits until a workload
+    serves (``wait_until_ready``) and deletes it (``delete``). One client keeps one connection pool: reuse it, and
+    ``close()`` it (or use it as a context manager) when done.
+
+    Args:
+        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
+        sdk_token: The ``ik_sdk_`` control token. A blank token raises ``ConfigurationError``; an ``ik_live_`` data
+            key raises ``PermissionDenied``.
+        project: The default project slug for calls that do not name one.
+        timeout: The longest silence, in seconds, allowed while reading a response.
+        connect_timeout: The longest wait, in seconds, for a connection to the platform.
+        max_retries: How many times a transient failure is retried (see the retry policy).
+    """
+
+    _native: _core.ManagementClient
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        sdk_token: str,
+        project: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 2,
+    ) -> None:
+        self._native = _core.ManagementClient(
+            base_url=base_url,
+            sdk_token=sdk_token,
+            project=project,
+            from_env=False,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+
+    @classmethod
+    def from_env(
+        cls: type[_M],
+        *,
+        base_url: str | None = None,
+        project: str | None = None,
+        sdk_token: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 2,
+    ) -> _M:
+        """Build a client from configuration, each value resolved as explicit > environment > default.
+
+        Reads ``INFERENCEKEY_BASE_URL`` (default ``https://api.inferencekey.com``), ``INFERENCEKEY_PROJECT`` and
+        ``INFERENCEKEY_SDK_TOKEN``. Blank environment values count as unset.
+        """
+        client = cls.__new__(cls)
+        client._native = _core.ManagementClient(
+            base_url=base_url,
+            sdk_token=sdk_token,
+            project=project,
+            from_env=True,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        return client
+
+    @property
+    def base_url(self) -> str:
+        """The platform base URL this client talks to (no trailing slash)."""
+        return self._native.base_url
+
+    @property
+    def project(self) -> str | None:
+        """The client's default project slug, if it has one."""
+        return self._native.project
+
+    def ensure(
+        self,
+        spec: WorkloadSpec,
+        *,
+        on_drift: OnDrift | str = OnDrift.RECONCILE,
+        project: str | None = None,
+    ) -> EndpointRef:
+        """Idempotently provision or reconcile ``spec`` and return the ref of its endpoint.
+
+        Idempotency is keyed off the canonical ``spec.slug``. The project resolves as ``project=`` > ``spec.project``
+        > the client's project > ``INFERENCEKEY_PROJECT``; with none, ``ConfigurationError`` is raised. When the live
+        workload differs from the spec, ``on_drift`` decides: ``reconcile`` patches the drifted fields, ``fail``
+        raises ``DriftError`` (with ``.plan``), ``dry_run`` changes nothing and logs the plan (logger
+        ``inferencekey``, INFO), ``warn`` changes nothing and emits a ``DriftWarning`` (and a log warning),
+        ``ignore`` changes nothing. Under ``dry_run`` an absent workload is not created either.
+
+        Raises:
+            ValidationError: ``on_drift`` is not one of the accepted values, or the spec is invalid.
+            DriftError: ``on_drift="fail"`` and the workload drifted.
+        """
+        mode = _on_drift(on_drift)
+        project_slug, workload_slug, plan, _applied = self._native.ensure(spec, mode.value, project)
+        if mode is OnDrift.DRY_RUN:
+            logger.info("ensure dry run for %s/%s, nothing changed:\n%s", project_slug, workload_slug, plan)
+        elif mode is OnDrift.WARN and plan.action == "update":
+            message = _drift_message(plan)
+            logger.warning("%s", message)
+            warnings.warn(DriftWarning(message, plan=plan), stacklevel=2)
+        return EndpointRef(project_slug=project_slug, workload_slug=workload_slug)
+
+    def plan(self, spec: WorkloadSpec, *, project: str | None = None) -> Plan:
+        """Compute what ``ensure(spec)`` would do (create, update which fields, or nothing), without changing anything.
+
+        ``str(plan)`` is a readable diff; ``plan.action`` is ``create``, ``update`` or ``noop``.
+        """
+        return self._native.plan(spec, project)
+
+    def wait_until_ready(
+        self,
+        workload_slug: str,
+        *,
+        project: str | None = None,
+        timeout: float = 600.0,
+        on_progress: Callable[[ReadinessEvent], None] | None = None,
+        silent: bool = False,
+    ) -> None:
+        """Wait until ``workload_slug`` is serving, reporting progress as the platform brings it up.
+
+        Progress goes to ``on_progress`` when given (one ``ReadinessEvent`` per update); otherwise a live view is
+        written to stderr (a phase bar on a terminal, plain lines in CI or when redirected), unless ``silent``.
+        Dropped event streams are reconnected. Ctrl+C interrupts the wait.
+
+        Raises:
+            ApiError: The platform reported the ``error`` phase (the message is the platform's).
+            WaitTimeoutError: ``timeout`` seconds passed first (also a builtin ``TimeoutError``).
+        """
+        watch = self._native.watch_readiness(workload_slug, project, timeout)
+        view = ProgressView() if on_progress is None and not silent else None
+        report = on_progress if on_progress is not None else view
+        try:
+            for phase, message, elapsed_ms, step in watch:
+                if report is not None:
+                    report(ReadinessEvent(phase=phase, message=message, elapsed_ms=elapsed_ms, step=step))
+                if phase == "ready":
+                    break
+        finally:
+            if view is not None:
+                view.close()
+
+    def delete(self, workload_slug: str, *, project: str | None = None) -> bool:
+        """Delete the workload; ``True`` if it existed and was removed, ``False`` if it was already gone.
+
+        Idempotent, so it is safe to call on shutdown (e.g. in a ``finally``) without checking first. The project
+        falls back like ``ensure``.
+
+        Raises:
+            PermissionDenied: The token is for another project or lacks the delete capability.
+        """
+        return self._native.delete(workload_slug, project)
+
+    def list_workloads(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        """The project's workloads, as the platform's JSON objects."""
+        return self._native.list(project)
+
+    def close(self) -> None:
+        """Close the client's pooled connections (a later call opens new ones)."""
+        self._native.close()
+
+    def __enter__(self: _M) -> _M:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
+
+
+def _on_drift(value: OnDrift | str) -> OnDrift:
+    """The ``OnDrift`` member for a member or its wire string; anything else is a local ``ValidationError``."""
+    if isinstance(value, OnDrift):
+        return value
+    if isinstance(value, str):
+        try:
+            return OnDrift(value)
+        except ValueError:
+            pass
+    accepted = ", ".join(member.value for member in OnDrift)
+    shown = _core.redact(repr(value))
+    raise ValidationError(f"validation error: on_drift must be one of {accepted}; got {shown}")
+
+
+def _drift_message(plan: Plan) -> str:
+    """The warning text for a drifted plan: the drifted field names, then the rendered plan."""
+    fields = ", ".join(change.field for change in plan.changes)
+    return f"workload {plan.workload_slug!r} drifted from spec: {fields} (on_drift=warn: not changed)\n{plan}"

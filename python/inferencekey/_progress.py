@@ -1,0 +1,100 @@
+"""The built-in progress view of ``ManagementClient.wait_until_ready``, written to stderr.
+
+On an interactive terminal (and ``CI`` unset) it redraws one phase-bar line in place; otherwise it prints one plain
+line per event, which reads well in CI logs and files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from inferencekey import _core
+from inferencekey.types import ReadinessEvent
+
+PHASES = ("scheduling", "provisioning", "bootstrapping", "ready")
+
+# Carriage return plus "erase line": redraws the bar without leaving the previous, longer text behind.
+_CLEAR_LINE = "\r\x1b[2K"
+
+
+class ProgressView:
+    """Renders readiness events; call it with each event, then ``close()`` once the wait is over."""
+
+    def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        if interactive is None:
+            interactive = _is_tty(self._stream) and not os.environ.get("CI")
+        self._interactive = interactive
+        self._drawn = False
+
+    def __call__(self, event: ReadinessEvent) -> None:
+        """Show one event."""
+        if self._interactive:
+            self._write(_CLEAR_LINE + _fit(bar_line(event), _width(self._stream)))
+            self._drawn = True
+        else:
+            self._write(plain_line(event) + "\n")
+
+    def close(self) -> None:
+        """End the view: the phase bar stays on screen and the cursor moves to the next line."""
+        if self._drawn:
+            self._write("\n")
+            self._drawn = False
+
+    def _write(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.flush()
+
+
+def plain_line(event: ReadinessEvent) -> str:
+    """One log line, e.g. ``[  1.2s] provisioning: Provisioning a GPU``."""
+    phase = event.phase if event.step is None else f"{event.phase} ({event.step})"
+    message = _printable(event.message)
+    text = f"[{event.elapsed_ms / 1000:5.1f}s] {phase}"
+    return f"{text}: {message}" if message else text
+
+
+def bar_line(event: ReadinessEvent) -> str:
+    """The phase bar: elapsed time, every phase with the current one bracketed, then the step and the message."""
+    if event.phase in PHASES:
+        current = PHASES.index(event.phase)
+        phases = " > ".join(f"[{name}]" if i == current else name for i, name in enumerate(PHASES))
+    else:
+        phases = f"[{event.phase}]"
+    line = f"{event.elapsed_ms / 1000:5.1f}s  {phases}"
+    detail = ": ".join(part for part in (event.step, _printable(event.message)) if part)
+    return f"{line}  {detail}" if detail else line
+
+
+def _printable(message: str) -> str:
+    # Server text goes to a terminal: no tokens, and no line breaks or control characters that would garble the view.
+    kept = "".join(ch for ch in _core.redact(message) if ch.isprintable() or ch.isspace())
+    return " ".join(kept.split())
+
+
+def _fit(line: str, width: int) -> str:
+    # A line that wraps cannot be redrawn in place with "\r", so cut it short of the terminal's last column.
+    limit = width - 1
+    return line if len(line) <= limit else line[: max(limit - 3, 0)] + "..."
+
+
+def _width(stream: TextIO) -> int:
+    """The terminal width for ``stream``: ``COLUMNS`` if set, else the terminal's own, else 80."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        size = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        size = 0
+    # A terminal that reports no size (a fresh pty) gets the usual default.
+    return size if size > 0 else 80
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,131 @@
+"""The SDK's exception hierarchy, raised by both this package and the native module.
+
+Every error derives from ``InferenceKeyError`` and carries ``status_code``, ``code``, ``request_id`` and ``body``.
+Messages never contain a full token: the native layer redacts them before an exception is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferencekey.types import Plan
+
+__all__ = [
+    "ApiConnectionError",
+    "ApiError",
+    "ApiTimeoutError",
+    "AuthError",
+    "ConfigurationError",
+    "DriftError",
+    "DriftWarning",
+    "InferenceKeyError",
+    "PermissionDenied",
+    "ValidationError",
+    "WaitTimeoutError",
+]
+
+
+class InferenceKeyError(Exception):
+    """Base class for every SDK error.
+
+    Attributes:
+        message: The human-readable message (also ``str(error)``).
+        status_code: The HTTP status of the response, or ``None`` for local and transport errors.
+        code: The platform's error code (e.g. ``scope_insufficient``), when it sent one.
+        request_id: The ``x-request-id`` response header, when present.
+        body: The decoded error body (JSON value or text), when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r}, "
+            f"code={self.code!r}, request_id={self.request_id!r})"
+        )
+
+
+class PermissionDenied(InferenceKeyError):
+    """The credential may not perform the operation (HTTP 403, or a wrong kind of token caught locally).
+
+    ``code`` is one of ``wrong_credential_type``, ``project_scope_mismatch`` or ``scope_insufficient``.
+    """
+
+
+class AuthError(InferenceKeyError):
+    """Credentials are missing or invalid (HTTP 401)."""
+
+
+class ValidationError(InferenceKeyError):
+    """A request argument failed local or server validation (local checks, HTTP 400 or 422)."""
+
+
+class DriftError(ValidationError):
+    """``ensure(on_drift=OnDrift.FAIL)`` found the live workload differing from the spec; nothing was changed.
+
+    Attributes:
+        plan: The computed ``Plan`` (what would change), when available.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        body: object = None,
+        plan: Plan | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, code=code, request_id=request_id, body=body)
+        self.plan = plan
+
+
+class ConfigurationError(InferenceKeyError):
+    """The client is misconfigured before any request is sent (no token, no project, no data key, secret in spec)."""
+
+
+class ApiError(InferenceKeyError):
+    """Any other non-2xx response, an in-band stream error, a malformed response or a transport failure."""
+
+
+class ApiConnectionError(ApiError):
+    """The platform could not be reached, or the connection broke before a complete response."""
+
+
+class ApiTimeoutError(ApiError, TimeoutError):
+    """A transport timeout (connect, or no data for longer than the read timeout); also a builtin ``TimeoutError``."""
+
+
+class WaitTimeoutError(InferenceKeyError, TimeoutError):
+    """``wait_until_ready`` reached its deadline before the workload was ready; also a builtin ``TimeoutError``."""
+
+
+class DriftWarning(UserWarning):
+    """Emitted by ``ensure(on_drift=OnDrift.WARN)`` when the live workload differs from the spec.
+
+    Attributes:
+        plan: The computed ``Plan`` (what would change), when available.
+    """
+
+    def __init__(self, message: str, *, plan: Plan | None = None) -> None:
+        super().__init__(message)
+        self.plan = plan

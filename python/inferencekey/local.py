@@ -1,0 +1,96 @@
+"""``LocalPlatform``: a local copy of the InferenceKey platform, run in-process on a background thread.
+
+It speaks the platform's wire protocol on 127.0.0.1, so the SDK (and anything else) can be developed and tested
+against it offline, with no account and no GPU.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from inferencekey import _core
+
+__all__ = ["LocalPlatform"]
+
+
+class LocalPlatform:
+    """A running local platform, listening on 127.0.0.1 from construction until ``stop()``.
+
+    Use it as a context manager (``with LocalPlatform() as lp:``) to stop it on exit. Tokens derive from ``seed``,
+    so the same seed gives the same tokens.
+
+    Args:
+        port: The TCP port to listen on; ``0`` picks a free one (see ``url``).
+        project: The slug of the default project.
+        seed: Seed of the tokens and of the synthetic engines.
+        state_dir: A directory to persist state in (written through atomically); ``None`` keeps it in memory.
+
+    Raises:
+        ConfigurationError: The platform could not start (e.g. the port is taken).
+    """
+
+    def __init__(self, *, port: int = 0, project: str = "local", seed: int = 0, state_dir: str | None = None) -> None:
+        self._native = _core.LocalPlatform(port=port, project=project, seed=seed, state_dir=state_dir)
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:41234``."""
+        return self._native.url
+
+    @property
+    def project(self) -> str:
+        """The slug of the default project."""
+        return self._native.project
+
+    @property
+    def sdk_token(self) -> str:
+        """An ``ik_sdk_`` control token with every scope on the default project."""
+        return self._native.sdk_token
+
+    @property
+    def api_key(self) -> str:
+        """An ``ik_live_`` data key for any workload of the default project."""
+        return self._native.api_key
+
+    @property
+    def admin_token(self) -> str:
+        """The bearer token of the admin API under ``/_local/``."""
+        return self._native.admin_token
+
+    @property
+    def ready_text(self) -> str:
+        """The JSON ready line and the four ``export INFERENCEKEY_...`` lines, as ``inferencekey local serve`` shows."""
+        return self._native.ready_text
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The four ``INFERENCEKEY_`` environment variables that point the SDK at this platform."""
+        return {
+            "INFERENCEKEY_BASE_URL": self.url,
+            "INFERENCEKEY_PROJECT": self.project,
+            "INFERENCEKEY_SDK_TOKEN": self.sdk_token,
+            "INFERENCEKEY_API_KEY": self.api_key,
+        }
+
+    def stop(self) -> None:
+        """Stop serving and release the port. Idempotent."""
+        self._native.stop()
+
+    def __enter__(self) -> LocalPlatform:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        sdk_token = _core.redact(self.sdk_token)
+        api_key = _core.redact(self.api_key)
+        return (
+            f"{type(self).__name__}(url={self.url!r}, project={self.project!r}, sdk_token={sdk_token!r}, "
+            f"api_key={api_key!r}, admin_token='<hidden>')"
+        )

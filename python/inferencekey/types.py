@@ -1,0 +1,217 @@
+"""The SDK's data types: the workload spec, results, stream chunks, readiness events and drift plans.
+
+All are plain dataclasses with no behaviour beyond presentation; the native module builds the result types by
+calling them with keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferencekey.enums import Backend, ExecutionPolicy, TaskType
+
+__all__ = [
+    "EmbedResult",
+    "EndpointRef",
+    "FieldChange",
+    "Plan",
+    "ReadinessEvent",
+    "RerankItem",
+    "RerankResult",
+    "TextChunk",
+    "TextResult",
+    "WorkloadSpec",
+]
+
+
+@dataclass
+class WorkloadSpec:
+    """The declarative definition of a workload, handed to ``ManagementClient.ensure``.
+
+    ``name``, ``slug``, ``model`` and ``backend`` are required; every other field is optional and, when left unset,
+    never counts as drift. ``slug`` is the idempotency key of ``ensure()``. Placement (provider, VRAM) is the
+    platform's job, so there is no field for it. Secrets must never go in a spec: a token found anywhere in it raises
+    ``ConfigurationError`` before any request.
+
+    Attributes:
+        name: Human-readable display name.
+        slug: Stable identifier; canonicalised the way the platform stores it.
+        model: Model reference, e.g. ``meta-llama/Llama-3.1-8B-Instruct``.
+        backend: Inference engine (a ``Backend`` or a custom backend slug).
+        project: Project slug; overrides the client's project for this spec.
+        description: Free-text note shown in the dashboard.
+        command: Launch command (vLLM/SGLang), e.g. ``vllm serve ...``.
+        vllm_version: Pin the vLLM image version (vllm / vllm-omni backends).
+        task_type: Workload modality; the server default is ``text2text``.
+        config: Backend-specific configuration (``command`` and ``vllm_version`` are laid over it when set).
+        execution_policy: How the Manager schedules the workload.
+        execution_policy_config: Policy-specific settings (e.g. autoscaling bounds).
+        worker_id: Pin to a specific worker.
+        gpu_resource_id: Pin to a specific GPU resource.
+    """
+
+    name: str
+    slug: str
+    model: str
+    backend: Backend | str
+    project: str | None = None
+    description: str | None = None
+    command: str | None = None
+    vllm_version: str | None = None
+    task_type: TaskType | str | None = None
+    config: dict[str, Any] | None = None
+    execution_policy: ExecutionPolicy | str | None = None
+    execution_policy_config: dict[str, Any] | None = None
+    worker_id: str | None = None
+    gpu_resource_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    """The slugs addressing a workload's data-plane endpoint, returned by ``ensure``.
+
+    Attributes:
+        project_slug: The project the workload lives in.
+        workload_slug: The workload's canonical slug.
+    """
+
+    project_slug: str
+    workload_slug: str
+
+
+@dataclass(frozen=True)
+class TextResult:
+    """The result of ``Endpoint.generate_text``.
+
+    Attributes:
+        text: The generated completion text.
+        model: The model that produced the result.
+        finish_reason: Why generation stopped (e.g. ``stop``, ``length``), when reported.
+        raw: The underlying response JSON, untouched.
+    """
+
+    text: str
+    model: str
+    finish_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """One streamed event of ``Endpoint.generate_text_stream``.
+
+    Attributes:
+        text: The delta of this chunk; concatenate across chunks to rebuild the reply.
+        finish_reason: Set only on the chunk that carries it (e.g. ``stop``, ``length``).
+        raw: The underlying chunk JSON, untouched.
+    """
+
+    text: str
+    finish_reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReadinessEvent:
+    """One progress update of ``ManagementClient.wait_until_ready``.
+
+    Attributes:
+        phase: ``scheduling``, ``provisioning``, ``bootstrapping``, ``ready`` or ``error``.
+        message: Short, printable description of what the platform is doing.
+        elapsed_ms: Milliseconds since the wait started (monotonic; never goes backwards).
+        step: The bootstrap step (e.g. ``model_load``), when applicable.
+    """
+
+    phase: str
+    message: str
+    elapsed_ms: int = 0
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """The result of ``Endpoint.embed``: one vector per input, in input order.
+
+    Attributes:
+        embeddings: One embedding vector per input.
+        model: The embedding model that produced the vectors.
+        raw: The underlying response JSON, untouched.
+    """
+
+    embeddings: list[list[float]]
+    model: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RerankItem:
+    """One scored document of a rerank result.
+
+    Attributes:
+        index: Position of the document in the request's ``documents`` list.
+        relevance_score: Relevance to the query; higher is more relevant.
+    """
+
+    index: int
+    relevance_score: float
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """The result of ``Endpoint.rerank``: documents ordered by relevance, best first.
+
+    Attributes:
+        results: The scored documents.
+        model: The model that scored them.
+        raw: The underlying response JSON, untouched.
+    """
+
+    results: list[RerankItem]
+    model: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field of a drift plan: its live value and the value the spec wants.
+
+    Attributes:
+        field: The ``WorkloadSpec`` field name, dotted inside dicts (e.g. ``config.max_model_len``).
+        live: The live value (``None`` when the live workload lacks it).
+        desired: The spec's value.
+    """
+
+    field: str
+    live: Any
+    desired: Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``ensure`` would do for a spec: create it, update drifted fields, or nothing.
+
+    ``str(plan)`` is the readable, terraform-like rendering (``~ command: "a" -> "b"``).
+
+    Attributes:
+        action: ``create``, ``update`` or ``noop``.
+        project: The project slug the plan applies to.
+        workload_slug: The canonical workload slug.
+        changes: The fields that would change, in comparison order: every field the spec sets for a ``create``, the
+            drifted ones for an ``update``, none for a ``noop``.
+        rendered: The human-readable rendering.
+    """
+
+    action: str
+    project: str
+    workload_slug: str
+    changes: tuple[FieldChange, ...] = ()
+    rendered: str = ""
+
+    @property
+    def drifted(self) -> bool:
+        """Whether applying the plan would change any field (``changes`` is non-empty): ``False`` for a ``noop``."""
+        return bool(self.changes)
+
+    def __str__(self) -> str:
+        return self.rendered
