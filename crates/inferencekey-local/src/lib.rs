@@ -1,1 +1,28 @@
-//! placeholder
+//! inferencekey-local: a faithful local copy of the InferenceKey platform API (control plane, data
+//! plane, admin API) for development, tests and benchmarks. See README.md for the contract.
+
+mod admin;
+mod app;
+mod auth;
+mod clock;
+mod config;
+mod control;
+mod data;
+mod dialects;
+mod engines;
+mod error;
+mod faults;
+mod journal;
+mod platform;
+mod readiness;
+mod reply;
+mod rng;
+mod server;
+mod settings;
+mod slug;
+mod sse;
+mod state;
+
+pub use config::{Config, ReadyInfo};
+pub use error::LocalError;
+pub use platform::LocalPlatform;

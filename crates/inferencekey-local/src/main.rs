@@ -1,1 +1,169 @@
-fn main() {}
+//! The `inferencekey-local` binary: parses the command line, starts the local platform, prints the
+//! ready line and export lines, and serves until Ctrl+C or SIGTERM.
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use inferencekey_local::{Config, LocalPlatform};
+
+const USAGE: &str = "\
+usage: inferencekey-local [--port 0] [--host 127.0.0.1] [--allow-remote] [--project local]
+                          [--seed 0] [--state-dir DIR]
+
+Runs a local copy of the InferenceKey platform API. Prints a JSON ready line and the
+INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM.";
+
+enum Command {
+    Serve(Config),
+    Help,
+    Version,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut config = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_string(), Some(value.to_string()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--allow-remote" => config.allow_remote = true,
+            "--port" => {
+                let text = value("--port")?;
+                config.port = text.parse().map_err(|_| format!("invalid port {text:?}"))?;
+            }
+            "--host" => {
+                let text = value("--host")?;
+                config.host = if text == "localhost" {
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                } else {
+                    text.parse()
+                        .map_err(|_| format!("invalid host {text:?} (an IP address)"))?
+                };
+            }
+            "--project" => config.project = value("--project")?,
+            "--seed" => {
+                let text = value("--seed")?;
+                config.seed = text.parse().map_err(|_| format!("invalid seed {text:?}"))?;
+            }
+            "--state-dir" => config.state_dir = Some(PathBuf::from(value("--state-dir")?)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Command::Serve(config))
+}
+
+/// Waits for Ctrl+C or (on Unix) SIGTERM.
+fn wait_for_signal() -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => result,
+                _ = terminate.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let config = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Serve(config)) => config,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("inferencekey-local {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("inferencekey-local: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let platform = match LocalPlatform::start(config) {
+        Ok(platform) => platform,
+        Err(error) => {
+            eprintln!("inferencekey-local: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    // Whoever started us reads this line to learn the URL and tokens: flush it at once.
+    if write!(stdout, "{}", platform.info().ready_text())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        eprintln!("inferencekey-local: cannot write the ready line to stdout");
+        return ExitCode::FAILURE;
+    }
+    drop(stdout);
+    let waited = wait_for_signal();
+    platform.stop();
+    match waited {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("inferencekey-local: cannot wait for signals: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn flags() {
+        let Ok(Command::Serve(config)) = parse(&[
+            "--port",
+            "8080",
+            "--host=::1",
+            "--allow-remote",
+            "--project",
+            "acme",
+            "--seed=7",
+            "--state-dir",
+            "/tmp/x",
+        ]) else {
+            panic!("expected serve");
+        };
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.host, "::1".parse::<IpAddr>().unwrap());
+        assert!(config.allow_remote);
+        assert_eq!((config.project.as_str(), config.seed), ("acme", 7));
+        assert_eq!(config.state_dir, Some(PathBuf::from("/tmp/x")));
+        assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
+        assert!(parse(&["--port"]).is_err());
+        assert!(parse(&["--port", "x"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! Credentials: minting real-shaped tokens, the token table with each token's grant (project,
+//! scopes, workload), the checks of both planes, and token redaction for every output.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use axum::http::{header, HeaderMap};
+use serde::{Deserialize, Serialize};
+
+use crate::reply::ApiError;
+use crate::rng::SplitMix64;
+
+/// Prefix of management-plane tokens.
+pub const SDK_PREFIX: &str = "ik_sdk_";
+/// Prefix of data-plane keys.
+pub const LIVE_PREFIX: &str = "ik_live_";
+/// Prefix of the local admin token.
+pub const ADMIN_PREFIX: &str = "ik_admin_";
+
+/// A capability of an `ik_sdk_` token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// List workloads and watch readiness.
+    #[serde(rename = "workload:read")]
+    WorkloadRead,
+    /// Create and patch workloads.
+    #[serde(rename = "workload:write")]
+    WorkloadWrite,
+    /// Delete workloads.
+    #[serde(rename = "workload:delete")]
+    WorkloadDelete,
+    /// Set `worker_id` / `gpu_resource_id`.
+    #[serde(rename = "assignment:write")]
+    AssignmentWrite,
+}
+
+impl Scope {
+    /// Every scope, the default grant of an `ik_sdk_` token.
+    pub const ALL: [Scope; 4] = [
+        Scope::WorkloadRead,
+        Scope::WorkloadWrite,
+        Scope::WorkloadDelete,
+        Scope::AssignmentWrite,
+    ];
+
+    /// The wire name (`workload:read`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::WorkloadRead => "workload:read",
+            Scope::WorkloadWrite => "workload:write",
+            Scope::WorkloadDelete => "workload:delete",
+            Scope::AssignmentWrite => "assignment:write",
+        }
+    }
+
+    /// The scope named `name`, if any.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == name)
+    }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Grant {
+    /// An `ik_sdk_` management token on one project.
+    Sdk {
+        /// Project slug.
+        project: String,
+        /// Granted scopes.
+        scopes: Vec<Scope>,
+    },
+    /// An `ik_live_` data key on one workload, or on a whole project when `workload` is `None`.
+    Live {
+        /// Project slug.
+        project: String,
+        /// Workload slug, or the whole project.
+        workload: Option<String>,
+    },
+}
+
+impl Grant {
+    /// The project the grant is scoped to.
+    pub fn project(&self) -> &str {
+        match self {
+            Grant::Sdk { project, .. } | Grant::Live { project, .. } => project,
+        }
+    }
+}
+
+/// A stored token with its grant (the persisted form).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The full token.
+    pub token: String,
+    /// What it may do.
+    #[serde(flatten)]
+    pub grant: Grant,
+}
+
+/// Every token the platform accepts, by full token text.
+#[derive(Default)]
+pub struct TokenTable {
+    by_token: HashMap<String, Grant>,
+}
+
+impl fmt::Debug for TokenTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print full tokens, even in debug output.
+        f.debug_struct("TokenTable")
+            .field("len", &self.by_token.len())
+            .finish()
+    }
+}
+
+impl TokenTable {
+    /// Registers (or re-registers) a token.
+    pub fn insert(&mut self, token: String, grant: Grant) {
+        self.by_token.insert(token, grant);
+    }
+
+    /// The grant of `token`, if known.
+    pub fn get(&self, token: &str) -> Option<&Grant> {
+        self.by_token.get(token)
+    }
+
+    /// Keeps only the tokens for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Grant) -> bool) {
+        self.by_token.retain(|token, grant| keep(token, grant));
+    }
+
+    /// All tokens, sorted for a stable persisted order.
+    pub fn records(&self) -> Vec<TokenRecord> {
+        let mut records: Vec<TokenRecord> = self
+            .by_token
+            .iter()
+            .map(|(token, grant)| TokenRecord {
+                token: token.clone(),
+                grant: grant.clone(),
+            })
+            .collect();
+        records.sort_by(|a, b| a.token.cmp(&b.token));
+        records
+    }
+
+    /// The management grant of the request's bearer token: 401 when absent or unknown, 403
+    /// `wrong_credential_type` for a data key.
+    pub fn management(&self, headers: &HeaderMap) -> Result<(String, Vec<Scope>), ApiError> {
+        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        match self.get(token) {
+            Some(Grant::Sdk { project, scopes }) => Ok((project.clone(), scopes.clone())),
+            Some(Grant::Live { .. }) => Err(ApiError::forbidden(
+                "wrong_credential_type",
+                format!(
+                    "{} is a data key; the management plane requires an ik_sdk_ token",
+                    redact_token(token)
+                ),
+            )),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+
+    /// The data-plane grant (project, workload) of the request's bearer token: 401 when absent
+    /// or unknown, 403 `wrong_credential_type` for a management token.
+    pub fn data(&self, headers: &HeaderMap) -> Result<(String, Option<String>), ApiError> {
+        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        match self.get(token) {
+            Some(Grant::Live { project, workload }) => Ok((project.clone(), workload.clone())),
+            Some(Grant::Sdk { .. }) => Err(ApiError::forbidden(
+                "wrong_credential_type",
+                format!(
+                    "{} is a management token; the data plane requires an ik_live_ key",
+                    redact_token(token)
+                ),
+            )),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// 403 `project_scope_mismatch` unless `granted` is `project`.
+pub fn require_project(granted: &str, project: &str) -> Result<(), ApiError> {
+    if granted == project {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "project_scope_mismatch",
+            format!("token is not scoped to project \"{project}\""),
+        ))
+    }
+}
+
+/// 403 `scope_insufficient` unless `scopes` holds `needed`.
+pub fn require_scope(scopes: &[Scope], needed: Scope) -> Result<(), ApiError> {
+    if scopes.contains(&needed) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "scope_insufficient",
+            format!("token lacks the \"{}\" scope", needed.as_str()),
+        ))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A new token `<prefix><8 hex>_<64 hex>`.
+pub fn mint(prefix: &str, rng: &mut SplitMix64) -> String {
+    format!("{prefix}{}_{}", rng.hex(8), rng.hex(64))
+}
+
+/// `ik_sdk_0a1b2c3d…`: the prefix and the first 8 characters of the id.
+pub fn redact_token(token: &str) -> String {
+    redact_text(token)
+}
+
+/// `text` with every `ik_sdk_` / `ik_live_` / `ik_admin_` token cut to its prefix and id.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((start, prefix)) = find_token_start(rest) {
+        out.push_str(&rest[..start]);
+        let body = &rest[start + prefix.len()..];
+        let token_len = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        let id: String = body[..token_len].chars().take(8).collect();
+        out.push_str(prefix);
+        out.push_str(&id);
+        out.push('…');
+        rest = &body[token_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The first token prefix in `text` followed by an alphanumeric: (byte offset, prefix).
+fn find_token_start(text: &str) -> Option<(usize, &'static str)> {
+    [SDK_PREFIX, LIVE_PREFIX, ADMIN_PREFIX]
+        .into_iter()
+        .flat_map(|prefix| {
+            text.match_indices(prefix)
+                .filter(move |(at, _)| {
+                    text[at + prefix.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphanumeric())
+                })
+                .map(move |(at, _)| (at, prefix))
+                .take(1)
+        })
+        .min_by_key(|(at, _)| *at)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn minted_tokens_have_the_real_shape() {
+        let token = mint(SDK_PREFIX, &mut SplitMix64::new(1));
+        let rest = token.strip_prefix("ik_sdk_").unwrap();
+        let (id, secret) = rest.split_once('_').unwrap();
+        assert_eq!(id.len(), 8);
+        assert_eq!(secret.len(), 64);
+        assert!(id
+            .chars()
+            .chain(secret.chars())
+            .all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn redaction_keeps_prefix_and_id_only() {
+        let token = "ik_live_0a1b2c3d_".to_string() + &"f".repeat(64);
+        assert_eq!(redact_token(&token), "ik_live_0a1b2c3d…");
+        let text = format!("Bearer {token}, ik_sdk_ alone, x ik_admin_99887766_abc!");
+        assert_eq!(
+            redact_text(&text),
+            "Bearer ik_live_0a1b2c3d…, ik_sdk_ alone, x ik_admin_99887766…!"
+        );
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, "bearer  abc ".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+}

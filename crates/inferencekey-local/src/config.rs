@@ -1,0 +1,173 @@
+//! Start-up configuration (`Config`), the ready-line tokens derived from the seed, and the ready
+//! information (`ReadyInfo`) with its text form as the binary prints it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::auth::{mint, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
+use crate::rng::{mix64, SplitMix64};
+
+/// Separates the ready-line tokens' stream from the other seeded streams.
+const TOKENS_STREAM: u64 = 0x746f_6b65_6e73_0001;
+
+/// How to run the local platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on (loopback unless `allow_remote`).
+    pub host: IpAddr,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// Allow a non-loopback `host`.
+    pub allow_remote: bool,
+    /// Slug of the default project.
+    pub project: String,
+    /// Seed of tokens, ids, synthetic text and fault draws.
+    pub seed: u64,
+    /// Where to keep state across restarts.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            allow_remote: false,
+            project: "local".to_string(),
+            seed: 0,
+            state_dir: None,
+        }
+    }
+}
+
+/// The tokens of the ready line, derived from the seed (same seed, same tokens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReadyTokens {
+    /// `ik_sdk_` token with every scope on the default project.
+    pub sdk: String,
+    /// `ik_live_` key on the whole default project.
+    pub live: String,
+    /// `ik_admin_` token of the admin API.
+    pub admin: String,
+}
+
+impl std::fmt::Debug for ReadyTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyTokens { .. }")
+    }
+}
+
+impl ReadyTokens {
+    /// The tokens for `seed`.
+    pub fn derive(seed: u64) -> Self {
+        let mut rng = SplitMix64::new(mix64(seed ^ TOKENS_STREAM));
+        Self {
+            sdk: mint(SDK_PREFIX, &mut rng),
+            live: mint(LIVE_PREFIX, &mut rng),
+            admin: mint(ADMIN_PREFIX, &mut rng),
+        }
+    }
+}
+
+/// What a client needs to talk to the running platform; serialises as the ready line.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct ReadyInfo {
+    /// Base URL (`http://127.0.0.1:41234`).
+    pub url: String,
+    /// Default project slug.
+    pub project: String,
+    /// `ik_sdk_` token.
+    pub sdk_token: String,
+    /// `ik_live_` key.
+    pub api_key: String,
+    /// `ik_admin_` token.
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for ReadyInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The tokens are secrets of the running platform: keep them out of debug output.
+        f.debug_struct("ReadyInfo")
+            .field("url", &self.url)
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadyInfo {
+    /// The ready information of a platform listening on `addr`.
+    pub fn new(addr: SocketAddr, project: &str, tokens: &ReadyTokens) -> Self {
+        Self {
+            url: base_url(addr),
+            project: project.to_string(),
+            sdk_token: tokens.sdk.clone(),
+            api_key: tokens.live.clone(),
+            admin_token: tokens.admin.clone(),
+        }
+    }
+
+    /// The JSON ready line and the four `export` lines, each ending in a newline, exactly as
+    /// `inferencekey-local` prints them.
+    pub fn ready_text(&self) -> String {
+        let line = serde_json::to_string(self).unwrap_or_default();
+        format!(
+            "{line}\nexport INFERENCEKEY_BASE_URL={}\nexport INFERENCEKEY_PROJECT={}\n\
+             export INFERENCEKEY_SDK_TOKEN={}\nexport INFERENCEKEY_API_KEY={}\n",
+            self.url, self.project, self.sdk_token, self.api_key
+        )
+    }
+}
+
+/// The URL clients use: a wildcard listen address is reached through loopback.
+fn base_url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(host, addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn tokens_follow_the_seed() {
+        assert_eq!(ReadyTokens::derive(4), ReadyTokens::derive(4));
+        assert_ne!(ReadyTokens::derive(4).sdk, ReadyTokens::derive(5).sdk);
+        let tokens = ReadyTokens::derive(0);
+        assert!(tokens.sdk.starts_with("ik_sdk_") && tokens.sdk.len() == 7 + 8 + 1 + 64);
+        assert!(tokens.live.starts_with("ik_live_") && tokens.live.len() == 8 + 8 + 1 + 64);
+        assert!(tokens.admin.starts_with("ik_admin_"));
+    }
+
+    #[test]
+    fn ready_text_has_five_lines() {
+        let addr: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        let info = ReadyInfo::new(addr, "local", &ReadyTokens::derive(0));
+        assert_eq!(info.url, "http://127.0.0.1:4000");
+        let text = info.ready_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5);
+        let parsed: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(parsed["api_key"], info.api_key);
+        assert_eq!(
+            lines[1],
+            "export INFERENCEKEY_BASE_URL=http://127.0.0.1:4000"
+        );
+        assert_eq!(
+            lines[4],
+            format!("export INFERENCEKEY_API_KEY={}", info.api_key)
+        );
+        assert!(!format!("{info:?}").contains("ik_"));
+        let v6: SocketAddr = "[::1]:5".parse().unwrap();
+        assert_eq!(
+            ReadyInfo::new(v6, "p", &ReadyTokens::derive(0)).url,
+            "http://[::1]:5"
+        );
+    }
+}

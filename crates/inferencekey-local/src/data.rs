@@ -1,0 +1,409 @@
+//! The data plane (platform-wire section 7): chat completions (non-stream and SSE in the workload
+//! engine's dialect), embeddings (float or base64) and rerank, behind key, scope and readiness checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Extension;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use crate::app::{lock, App, RequestCtx};
+use crate::auth::require_project;
+use crate::clock::unix_now;
+use crate::dialects::{completion_json, ChatHead, ChatStream, Dialect, Tokens, Usage};
+use crate::engines::{self, BENCH_DEFAULT_TOKENS};
+use crate::faults::{preflight, tag, Fault, Route};
+use crate::readiness::Phase;
+use crate::reply::{json_response, ApiError, Params, Reply};
+use crate::rng::{fnv1a, SplitMix64, FNV_BASIS};
+use crate::settings::EngineSettings;
+use crate::sse::{stream_response, EventSource};
+
+/// Task types that serve chat completions.
+const CHAT_TASKS: [&str; 2] = ["text2text", "omni"];
+
+/// The workload a data-plane request reaches, once the key, scope and readiness checks passed.
+struct Target {
+    slug: String,
+    task_type: String,
+    dialect: Dialect,
+    settings: EngineSettings,
+}
+
+impl Target {
+    /// 400 in the engine's own error shape.
+    fn engine_error(&self, message: impl AsRef<str>) -> Response {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &self.dialect.request_error(message.as_ref()),
+        )
+    }
+
+    /// 400 in the platform's shape when the workload does not serve this kind of request.
+    fn require_task(&self, accepted: &[&str], what: &str) -> Result<(), ApiError> {
+        if accepted.contains(&self.task_type.as_str()) {
+            return Ok(());
+        }
+        Err(ApiError::validation(format!(
+            "workload \"{}\" has task_type \"{}\"; {what} need a workload with task_type {}",
+            self.slug,
+            self.task_type,
+            accepted.join(" or ")
+        )))
+    }
+}
+
+/// Key (401/403), project (403), workload scope (403), existence (404) and readiness (503).
+fn target(app: &App, headers: &HeaderMap, project: &str, slug: &str) -> Result<Target, ApiError> {
+    let store = lock(&app.store);
+    let (granted, scoped_workload) = store.tokens.data(headers)?;
+    require_project(&granted, project)?;
+    if let Some(scoped) = scoped_workload.filter(|scoped| scoped != slug) {
+        return Err(ApiError::forbidden(
+            "scope_insufficient",
+            format!("key is scoped to workload \"{scoped}\", not \"{slug}\""),
+        ));
+    }
+    let workload = store.workload_by_slug(project, slug).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "workload \"{slug}\" not found in project \"{project}\""
+        ))
+    })?;
+    let stage = workload.readiness_now();
+    if stage.phase != Phase::Ready {
+        return Err(ApiError::not_ready(format!(
+            "workload \"{slug}\" is not ready (phase: {}; {})",
+            stage.phase.as_str(),
+            stage.message
+        )));
+    }
+    Ok(Target {
+        slug: slug.to_string(),
+        task_type: workload.record.task_type.clone(),
+        dialect: Dialect::for_backend(&workload.record.backend),
+        settings: workload.settings.clone(),
+    })
+}
+
+/// The `model` echoed back: the request's, else the workload slug.
+fn echoed_model(body: &Map<String, Value>, slug: &str) -> String {
+    body.get("model")
+        .and_then(Value::as_str)
+        .filter(|model| !model.is_empty())
+        .unwrap_or(slug)
+        .to_string()
+}
+
+/// A per-request generator for completion ids, seeded from the request id.
+fn request_rng(app: &App, ctx: &RequestCtx) -> SplitMix64 {
+    SplitMix64::new(fnv1a(FNV_BASIS ^ app.seed, ctx.request_id.as_bytes()))
+}
+
+/// The parameters of a chat request this platform acts on.
+struct ChatParams {
+    messages: Value,
+    stream: bool,
+    max_tokens: Option<u64>,
+    include_usage: bool,
+}
+
+impl ChatParams {
+    fn parse(body: &Map<String, Value>) -> Result<Self, String> {
+        let messages = match body.get("messages") {
+            Some(Value::Array(list)) if list.is_empty() => {
+                return Err("messages must not be empty".to_string())
+            }
+            Some(Value::Array(list)) if list.iter().all(Value::is_object) => {
+                Value::Array(list.clone())
+            }
+            Some(_) => return Err("messages must be a list of message objects".to_string()),
+            None => return Err("messages is required".to_string()),
+        };
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(flag)) => *flag,
+            Some(_) => return Err("stream must be a boolean".to_string()),
+        };
+        let max_tokens = match body
+            .get("max_tokens")
+            .or_else(|| body.get("max_completion_tokens"))
+        {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .ok_or_else(|| "max_tokens must be a non-negative integer".to_string())?,
+            ),
+        };
+        if body
+            .get("temperature")
+            .is_some_and(|t| !(t.is_null() || t.is_number()))
+        {
+            return Err("temperature must be a number".to_string());
+        }
+        let include_usage = body
+            .get("stream_options")
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(Self {
+            messages,
+            stream,
+            max_tokens,
+            include_usage,
+        })
+    }
+}
+
+/// `POST /endpoint/{project}/{workload}/v1/chat/completions`.
+pub async fn chat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    Params((project, slug)): Params<(String, String)>,
+) -> Reply {
+    let target = target(&app, &headers, &project, &slug)?;
+    let body = ctx.object().map_err(|m| target.engine_error(m))?;
+    let params = ChatParams::parse(body).map_err(|m| target.engine_error(m))?;
+    target.require_task(&CHAT_TASKS, "chat completions")?;
+    let route = if params.stream {
+        Route::ChatStream
+    } else {
+        Route::Chat
+    };
+    let fired = preflight(&app, route, Some(&target.slug)).await?;
+    let fault = fired.as_ref().map(|f| f.fault.clone());
+    let settings = &target.settings;
+    let incoming_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    let head = ChatHead {
+        id: target
+            .dialect
+            .completion_id(&mut request_rng(&app, &ctx), incoming_id),
+        created: unix_now(),
+        model: echoed_model(body, &target.slug),
+    };
+    let prompt = engines::prompt_tokens(&params.messages);
+    let (tokens, finish_reason) = if settings.bench {
+        let n = params.max_tokens.unwrap_or(BENCH_DEFAULT_TOKENS);
+        let finish = if params.max_tokens.is_some() {
+            "length"
+        } else {
+            "stop"
+        };
+        (
+            Tokens::Bench(usize::try_from(n).unwrap_or(usize::MAX)),
+            finish,
+        )
+    } else {
+        let reply = engines::complete(app.seed, &params.messages, params.max_tokens);
+        (Tokens::Generated(reply.tokens), reply.finish_reason)
+    };
+    // Bench mode sends as fast as the socket allows: no latencies.
+    let (ttft, itl) = if settings.bench {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        (
+            Duration::from_millis(settings.ttft_ms),
+            Duration::from_millis(settings.itl_ms),
+        )
+    };
+
+    if !params.stream || fault == Some(Fault::NonSse {}) {
+        let (text, count) = match &tokens {
+            Tokens::Generated(list) => (list.concat(), list.len()),
+            Tokens::Bench(n) => ((0..*n).map(engines::bench_token).collect(), *n),
+        };
+        // Generation time of the whole reply, as a real engine would take.
+        let steps = u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX);
+        let generation = ttft + itl.saturating_mul(steps);
+        if count > 0 && !generation.is_zero() {
+            tokio::time::sleep(generation).await;
+        }
+        let usage = Usage {
+            prompt,
+            completion: count as u64,
+        };
+        let completion = completion_json(&head, &text, finish_reason, usage);
+        return Ok(tag(
+            json_response(StatusCode::OK, &completion),
+            fired.as_ref(),
+        ));
+    }
+
+    let include_usage = settings.include_usage.unwrap_or(params.include_usage);
+    let completion = match &tokens {
+        Tokens::Generated(list) => list.len() as u64,
+        Tokens::Bench(n) => *n as u64,
+    };
+    let usage = include_usage.then_some(Usage { prompt, completion });
+    let stream = ChatStream::new(
+        target.dialect,
+        head,
+        tokens,
+        finish_reason,
+        usage,
+        (ttft, itl),
+    );
+    Ok(tag(
+        stream_response(
+            EventSource::Chat(stream),
+            fault,
+            Some(target.dialect),
+            settings.bench,
+        ),
+        fired.as_ref(),
+    ))
+}
+
+/// The texts of an embeddings `input`: a string or a list of strings.
+fn embedding_inputs(body: &Map<String, Value>) -> Result<Vec<String>, String> {
+    match body.get("input") {
+        Some(Value::String(text)) => Ok(vec![text.clone()]),
+        Some(Value::Array(items)) if items.is_empty() => Err("input must not be empty".to_string()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| "input must be a string or a list of strings".to_string())
+            })
+            .collect(),
+        Some(_) => Err("input must be a string or a list of strings".to_string()),
+        None => Err("input is required".to_string()),
+    }
+}
+
+/// `POST /endpoint/{project}/{workload}/v1/embeddings`.
+pub async fn embeddings(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    Params((project, slug)): Params<(String, String)>,
+) -> Reply {
+    let target = target(&app, &headers, &project, &slug)?;
+    let body = ctx.object().map_err(|m| target.engine_error(m))?;
+    let inputs = embedding_inputs(body).map_err(|m| target.engine_error(m))?;
+    let base64 = match body.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(format)) if format == "float" => false,
+        Some(Value::String(format)) if format == "base64" => true,
+        Some(_) => {
+            return Err(target.engine_error("encoding_format must be \"float\" or \"base64\""))
+        }
+    };
+    target.require_task(&["embedding"], "embeddings")?;
+    let fired = preflight(&app, Route::Embeddings, Some(&target.slug)).await?;
+    let as_base64 = base64 && !target.dialect.ignores_base64();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let vector = engines::embed(app.seed, text, target.settings.embedding_dim);
+            let embedding = if as_base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|text| engines::count_words(text)).sum();
+    let reply = json!({
+        "object": "list",
+        "data": data,
+        "model": echoed_model(body, &target.slug),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    Ok(tag(json_response(StatusCode::OK, &reply), fired.as_ref()))
+}
+
+/// The parameters of a rerank request.
+struct RerankParams {
+    query: String,
+    documents: Vec<String>,
+    top_n: Option<usize>,
+}
+
+impl RerankParams {
+    fn parse(body: &Map<String, Value>) -> Result<Self, String> {
+        let query = body
+            .get("query")
+            .and_then(Value::as_str)
+            .ok_or_else(|| "query must be a string".to_string())?
+            .to_string();
+        let documents = body
+            .get("documents")
+            .and_then(Value::as_array)
+            .ok_or_else(|| "documents must be a list".to_string())?
+            .iter()
+            .map(|doc| {
+                doc.as_str()
+                    .or_else(|| doc.get("text").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .ok_or_else(|| "each document must be a string or {\"text\": ...}".to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let top_n = match body.get("top_n") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| "top_n must be a non-negative integer".to_string())?,
+            ),
+        };
+        Ok(Self {
+            query,
+            documents,
+            top_n,
+        })
+    }
+}
+
+/// `POST /endpoint/{project}/{workload}/v1/rerank`.
+pub async fn rerank(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    Params((project, slug)): Params<(String, String)>,
+) -> Reply {
+    let target = target(&app, &headers, &project, &slug)?;
+    let body = ctx.object().map_err(|m| target.engine_error(m))?;
+    let params = RerankParams::parse(body).map_err(|m| target.engine_error(m))?;
+    target.require_task(&["reranker"], "rerank requests")?;
+    let fired = preflight(&app, Route::Rerank, Some(&target.slug)).await?;
+    let scores = engines::rerank_scores(&params.query, &params.documents);
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    // Stable sort: equal scores keep document order.
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    order.truncate(params.top_n.unwrap_or(order.len()));
+    let results: Vec<Value> = order
+        .iter()
+        .map(|&index| {
+            json!({
+                "index": index,
+                "relevance_score": scores[index],
+                "document": {"text": params.documents[index]},
+            })
+        })
+        .collect();
+    let words = engines::count_words(&params.query)
+        + params
+            .documents
+            .iter()
+            .map(|doc| engines::count_words(doc))
+            .sum::<u64>();
+    let mut rng = request_rng(&app, &ctx);
+    let reply = json!({
+        "id": format!("rerank-{}", rng.hex(32)),
+        "model": echoed_model(body, &target.slug),
+        "results": results,
+        "usage": {"total_tokens": words},
+    });
+    Ok(tag(json_response(StatusCode::OK, &reply), fired.as_ref()))
+}

@@ -1,0 +1,51 @@
+//! Errors of starting the local platform (`LocalError`); request-level errors are HTTP replies
+//! (see `reply`), never Rust errors.
+
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Why the local platform could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// A non-loopback host without `allow_remote`.
+    #[error(
+        "refusing to listen on {0}: only loopback addresses are allowed without --allow-remote"
+    )]
+    RemoteNotAllowed(IpAddr),
+    /// The project name has no letter or digit.
+    #[error("invalid project name {0:?}: it must contain a letter or a digit")]
+    InvalidProject(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server thread or its runtime could not start.
+    #[error("cannot start the server runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The state directory could not be used.
+    #[error("state directory {path}: {message}")]
+    State {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server thread stopped before it was listening.
+    #[error("the local platform stopped during start-up")]
+    Startup,
+}
+
+impl LocalError {
+    /// A state-directory error about `path`.
+    pub fn state(path: &Path, cause: impl Display) -> Self {
+        LocalError::State {
+            path: path.to_path_buf(),
+            message: cause.to_string(),
+        }
+    }
+}

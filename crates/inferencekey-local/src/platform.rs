@@ -1,0 +1,133 @@
+//! `LocalPlatform`: runs the server on its own tokio runtime on a background thread, returns once
+//! it listens, and shuts it down on `stop()` or drop. No global state: instances are independent.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::app::App;
+use crate::config::{Config, ReadyInfo};
+use crate::error::LocalError;
+use crate::server;
+use crate::slug::canonical_slug;
+
+/// Worker threads of each platform's runtime (the platform is I/O-bound and small).
+const WORKER_THREADS: usize = 2;
+/// On stop, in-flight tasks are cancelled; this only bounds the wait for blocking work.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
+/// A running local platform.
+#[derive(Debug)]
+pub struct LocalPlatform {
+    info: ReadyInfo,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+type Started = Result<(ReadyInfo, oneshot::Sender<()>), LocalError>;
+
+impl LocalPlatform {
+    /// Starts the platform on a background thread and returns once it is listening.
+    pub fn start(config: Config) -> Result<Self, LocalError> {
+        if !config.host.is_loopback() && !config.allow_remote {
+            return Err(LocalError::RemoteNotAllowed(config.host));
+        }
+        let project = canonical_slug(&config.project);
+        if project.is_empty() {
+            return Err(LocalError::InvalidProject(config.project));
+        }
+        let config = Config { project, ..config };
+        let (ready_tx, ready_rx) = mpsc::channel::<Started>();
+        let thread = std::thread::Builder::new()
+            .name("inferencekey-local".to_string())
+            .spawn(move || run(config, ready_tx))
+            .map_err(LocalError::Runtime)?;
+        match ready_rx.recv() {
+            Ok(Ok((info, stop))) => Ok(Self {
+                info,
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(LocalError::Startup)
+            }
+        }
+    }
+
+    /// What clients need: URL, project, tokens.
+    pub fn info(&self) -> &ReadyInfo {
+        &self.info
+    }
+
+    /// Stops the server and waits for its thread (also done on drop).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the local platform thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for LocalPlatform {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The server thread: build a runtime, bind, report, serve until stopped, shut down.
+fn run(config: Config, ready: mpsc::Sender<Started>) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("inferencekey-local-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(LocalError::Runtime(error)));
+            return;
+        }
+    };
+    let setup = runtime.block_on(async {
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| LocalError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| LocalError::Bind { addr, source })?;
+        let app = Arc::new(App::new(&config, local)?);
+        Ok::<_, LocalError>((listener, app))
+    });
+    match setup {
+        Ok((listener, app)) => {
+            let (stop_tx, stop_rx) = oneshot::channel();
+            if ready.send(Ok((app.info.clone(), stop_tx))).is_ok() {
+                let router = server::router(app.clone());
+                runtime.block_on(server::serve(listener, app, router, stop_rx));
+            }
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error));
+        }
+    }
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+}

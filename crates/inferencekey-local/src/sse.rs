@@ -1,0 +1,398 @@
+//! Server-sent event streams: the event type, the byte framing (with the framing faults), and the
+//! producer task that writes a stream body as raw bytes, applying the stream faults exactly.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::dialects::{inband_error, ChatStream, Dialect};
+use crate::faults::{Fault, Framing, StallAt};
+use crate::readiness::ReadinessEvents;
+
+/// Bench mode hands the socket writes of about this size.
+const BATCH_BYTES: usize = 32 * 1024;
+/// Pause between the two halves of a split UTF-8 character, so they travel in separate reads.
+const SPLIT_PAUSE: Duration = Duration::from_millis(5);
+/// The body of a `malformed_json` fault: a `data:` line that is not JSON.
+const MALFORMED: &[u8] = br#"{"id": "chatcmpl-broken", "choices": [{"delta": {"content": "oo"#;
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// One SSE event before framing.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// The `event:` field, if any.
+    pub name: Option<&'static str>,
+    /// The `data:` payload (JSON text or `[DONE]`).
+    pub data: Bytes,
+    /// Carries a finish (`finish_reason`, a terminal phase, usage, `[DONE]`): truncation and
+    /// in-band errors cut before it.
+    pub terminal: bool,
+    /// Wait before sending it (time to first token, inter-token latency).
+    pub delay: Duration,
+}
+
+impl SseEvent {
+    /// An event with raw `data`.
+    pub fn data(data: Bytes, terminal: bool) -> Self {
+        Self {
+            name: None,
+            data,
+            terminal,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// An event carrying `value` as JSON.
+    pub fn json(value: &Value, terminal: bool) -> Self {
+        Self::data(
+            Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+            terminal,
+        )
+    }
+
+    /// `data: [DONE]`.
+    pub fn done() -> Self {
+        Self::data(Bytes::from_static(b"[DONE]"), true)
+    }
+
+    /// The event with an `event:` name.
+    pub fn named(self, name: &'static str) -> Self {
+        Self {
+            name: Some(name),
+            ..self
+        }
+    }
+
+    /// The event sent after waiting `delay`.
+    pub fn after(self, delay: Duration) -> Self {
+        Self { delay, ..self }
+    }
+
+    /// The event with its JSON object padded by an unknown field of `bytes` bytes.
+    fn padded(self, bytes: usize) -> Self {
+        let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&self.data) else {
+            return self;
+        };
+        fields.insert("x_padding".to_string(), Value::from("p".repeat(bytes)));
+        Self {
+            data: Bytes::from(serde_json::to_vec(&fields).unwrap_or_default()),
+            ..self
+        }
+    }
+}
+
+/// Where a stream's events come from.
+pub enum EventSource {
+    /// A chat completion in an engine dialect.
+    Chat(ChatStream),
+    /// A workload's readiness.
+    Readiness(ReadinessEvents),
+}
+
+impl EventSource {
+    async fn next(&mut self) -> Option<SseEvent> {
+        match self {
+            EventSource::Chat(stream) => stream.next_event(),
+            EventSource::Readiness(events) => events.next().await,
+        }
+    }
+}
+
+/// A `text/event-stream` response whose body a spawned task writes from `source`, shaped by
+/// `fault`. `dialect` picks the error frames (`None` on readiness); `bench` batches writes.
+pub fn stream_response(
+    source: EventSource,
+    fault: Option<Fault>,
+    dialect: Option<Dialect>,
+    bench: bool,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let writer = Writer {
+        tx,
+        drip: match &fault {
+            Some(Fault::Drip {
+                bytes_per_write,
+                interval_ms,
+            }) => Some((*bytes_per_write, Duration::from_millis(*interval_ms))),
+            _ => None,
+        },
+        batch: bench.then(|| BytesMut::with_capacity(BATCH_BYTES * 2)),
+    };
+    tokio::spawn(async move {
+        // An Err only means the client went away; there is nobody left to tell.
+        let _ = produce(source, fault, dialect, writer).await;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<Bytes, std::convert::Infallible>(bytes), rx))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The client is gone (the body was dropped).
+struct Closed;
+
+/// Writes body bytes to the response: directly, dripped, or batched (bench mode).
+struct Writer {
+    tx: mpsc::Sender<Bytes>,
+    drip: Option<(usize, Duration)>,
+    batch: Option<BytesMut>,
+}
+
+impl Writer {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), Closed> {
+        if let Some((size, interval)) = self.drip {
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let piece = rest.split_to(size.min(rest.len()));
+                self.send(piece).await?;
+                self.pause(interval).await?;
+            }
+            return Ok(());
+        }
+        if let Some(batch) = &mut self.batch {
+            batch.extend_from_slice(&bytes);
+            if batch.len() < BATCH_BYTES {
+                return Ok(());
+            }
+            return self.flush().await;
+        }
+        self.send(bytes).await
+    }
+
+    async fn flush(&mut self) -> Result<(), Closed> {
+        match &mut self.batch {
+            Some(batch) if !batch.is_empty() => {
+                let bytes = batch.split().freeze();
+                self.send(bytes).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn send(&self, bytes: Bytes) -> Result<(), Closed> {
+        self.tx.send(bytes).await.map_err(|_| Closed)
+    }
+
+    /// Waits `duration`, cut short when the client goes away.
+    async fn pause(&mut self, duration: Duration) -> Result<(), Closed> {
+        if duration.is_zero() {
+            return Ok(());
+        }
+        self.flush().await?;
+        tokio::select! {
+            () = tokio::time::sleep(duration) => Ok(()),
+            () = self.tx.closed() => Err(Closed),
+        }
+    }
+}
+
+async fn produce(
+    mut source: EventSource,
+    fault: Option<Fault>,
+    dialect: Option<Dialect>,
+    mut out: Writer,
+) -> Result<(), Closed> {
+    let framing = match &fault {
+        Some(Fault::Framing(framing)) => framing.clone(),
+        _ => Framing::default(),
+    };
+    if let Some(Fault::Stall {
+        at: StallAt::FirstChunk,
+        ms,
+    }) = fault
+    {
+        out.pause(Duration::from_millis(ms)).await?;
+    }
+    if framing.bom {
+        out.write(Bytes::from_static(BOM)).await?;
+    }
+    let mut sent = 0usize;
+    let mut malformed_sent = false;
+    let mut padding = framing.huge_frame_bytes;
+    let mut split_pending = framing.split_utf8;
+    while let Some(mut event) = source.next().await {
+        out.pause(event.delay).await?;
+        let cut_here = |after: usize| event.terminal || sent >= after;
+        match &fault {
+            Some(Fault::Truncate { after_events }) if cut_here(*after_events) => break,
+            Some(Fault::InbandError {
+                after_events,
+                shape,
+                message,
+            }) if cut_here(*after_events) => {
+                for error in inband_error(dialect, *shape, message) {
+                    out.write(encode(&error, &framing)).await?;
+                }
+                break;
+            }
+            Some(Fault::MalformedJson { after_events })
+                if !malformed_sent && cut_here(*after_events) =>
+            {
+                malformed_sent = true;
+                let bad = SseEvent::data(Bytes::from_static(MALFORMED), false);
+                out.write(encode(&bad, &Framing::default())).await?;
+            }
+            _ => {}
+        }
+        if let Some(bytes) = padding.take() {
+            event = event.padded(bytes);
+        }
+        let encoded = encode(&event, &framing);
+        match split_point(&encoded).filter(|_| split_pending) {
+            Some(at) => {
+                split_pending = false;
+                let mut first = encoded;
+                let second = first.split_off(at);
+                out.write(first).await?;
+                out.pause(SPLIT_PAUSE).await?;
+                out.write(second).await?;
+            }
+            None => out.write(encoded).await?,
+        }
+        sent += 1;
+        if let Some(Fault::Stall {
+            at: StallAt::MidStream,
+            ms,
+        }) = fault
+        {
+            if sent == 1 {
+                out.pause(Duration::from_millis(ms)).await?;
+            }
+        }
+    }
+    out.flush().await
+}
+
+/// A position inside the first multi-byte UTF-8 character of `bytes` (after its lead byte).
+fn split_point(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b >= 0xC0).map(|lead| lead + 1)
+}
+
+/// The bytes of `event` framed per `framing`.
+fn encode(event: &SseEvent, framing: &Framing) -> Bytes {
+    let eol = framing.line_ending.as_bytes();
+    let mut out = BytesMut::with_capacity(event.data.len() + 32);
+    if framing.comments {
+        out.put_slice(b": keep-alive");
+        out.put_slice(eol);
+    }
+    if let Some(name) = event.name {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_slice(eol);
+    }
+    let lines = if framing.multiline {
+        split_json_lines(&event.data)
+    } else {
+        vec![&event.data[..]]
+    };
+    for line in lines {
+        out.put_slice(b"data: ");
+        out.put_slice(line);
+        out.put_slice(eol);
+        if framing.comments {
+            out.put_slice(b": keep-alive");
+            out.put_slice(eol);
+        }
+    }
+    out.put_slice(eol);
+    out.freeze()
+}
+
+/// JSON text cut after each `,` outside strings: joined again with `\n` (as SSE joins `data:`
+/// lines) it is the same JSON, since a newline is whitespace between tokens.
+fn split_json_lines(json: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, byte) in json.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if *byte == b'"' {
+            in_string = true;
+        } else if *byte == b',' {
+            lines.push(&json[start..=i]);
+            start = i + 1;
+        }
+    }
+    lines.push(&json[start..]);
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::faults::LineEnding;
+    use serde_json::json;
+
+    #[test]
+    fn multiline_split_rejoins_to_the_same_json() {
+        let value = json!({"a": "x,\"y\",z", "b": [1, 2, {"c": "日本,"}]});
+        let text = serde_json::to_vec(&value).unwrap();
+        let lines = split_json_lines(&text);
+        assert!(lines.len() > 3);
+        let joined = lines
+            .iter()
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(serde_json::from_str::<Value>(&joined).unwrap(), value);
+    }
+
+    #[test]
+    fn framing_variants() {
+        let event = SseEvent::json(&json!({"a": 1, "b": 2}), false).named("error");
+        assert_eq!(
+            &encode(&event, &Framing::default())[..],
+            b"event: error\ndata: {\"a\":1,\"b\":2}\n\n"
+        );
+        let framing = Framing {
+            line_ending: LineEnding::Crlf,
+            multiline: true,
+            comments: true,
+            ..Framing::default()
+        };
+        assert_eq!(
+            &encode(&SseEvent::json(&json!({"a": 1, "b": 2}), false), &framing)[..],
+            &b": keep-alive\r\ndata: {\"a\":1,\r\n: keep-alive\r\ndata: \"b\":2}\r\n: keep-alive\r\n\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn split_point_lands_inside_a_character() {
+        let bytes = "data: ¡Hola".as_bytes();
+        let at = split_point(bytes).unwrap();
+        assert!(std::str::from_utf8(&bytes[..at]).is_err());
+        assert_eq!(split_point(b"ascii"), None);
+    }
+
+    #[test]
+    fn padding_adds_an_unknown_field() {
+        let event = SseEvent::json(&json!({"a": 1}), false).padded(100);
+        let value: Value = serde_json::from_slice(&event.data).unwrap();
+        assert_eq!(value["x_padding"].as_str().unwrap().len(), 100);
+        assert_eq!(&SseEvent::done().padded(10).data[..], b"[DONE]");
+    }
+}

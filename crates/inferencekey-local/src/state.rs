@@ -1,0 +1,458 @@
+//! The platform's state: projects, tokens, workloads (wire record, engine settings, readiness
+//! clock) and default settings, in memory, written through atomically to `--state-dir` if set.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use crate::auth::{mint, Grant, Scope, TokenRecord, TokenTable};
+use crate::clock::rfc3339_now;
+use crate::config::{Config, ReadyTokens};
+use crate::error::LocalError;
+use crate::readiness::{ReadinessClock, Stage};
+use crate::rng::{mix64, SplitMix64};
+use crate::settings::EngineSettings;
+
+/// Version of the state file layout.
+const STATE_VERSION: u32 = 1;
+/// Name of the state file inside `--state-dir`.
+const STATE_FILE: &str = "state.json";
+/// Separates the id generator's stream from the other seeded streams.
+const IDS_STREAM: u64 = 0x6964_735f_7374_7265;
+
+/// A project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Slug (in URLs).
+    pub slug: String,
+    /// Server id (`proj_...`).
+    pub id: String,
+}
+
+/// The workload object of platform-wire section 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// `wl_` + 26 lowercase alphanumerics.
+    pub id: String,
+    /// The project's id.
+    pub project_id: String,
+    /// The project's slug.
+    pub project_slug: String,
+    /// Display name.
+    pub name: String,
+    /// Canonical, unique slug within the project.
+    pub slug: String,
+    /// Description.
+    pub description: Option<String>,
+    /// One of the 13 platform task types.
+    pub task_type: String,
+    /// Backend wire string.
+    pub backend: String,
+    /// Model.
+    pub model_name: String,
+    /// Engine configuration as sent.
+    pub config: Map<String, Value>,
+    /// `fixed` / `scheduled` / `autoscaling`.
+    pub execution_policy: Option<String>,
+    /// Passed through.
+    pub execution_policy_config: Option<Value>,
+    /// Worker assignment.
+    pub worker_id: Option<String>,
+    /// GPU assignment.
+    pub gpu_resource_id: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+impl WorkloadRecord {
+    /// The wire object, keys in the order of the spec.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "project_id": self.project_id,
+            "project_slug": self.project_slug,
+            "name": self.name,
+            "slug": self.slug,
+            "workload_slug": self.slug,
+            "description": self.description,
+            "task_type": self.task_type,
+            "backend": self.backend,
+            "model_name": self.model_name,
+            "config": self.config,
+            "execution_policy": self.execution_policy,
+            "execution_policy_config": self.execution_policy_config,
+            "worker_id": self.worker_id,
+            "gpu_resource_id": self.gpu_resource_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
+    }
+}
+
+/// The fields of a workload to create (validated, slug canonical).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWorkload {
+    /// Display name.
+    pub name: String,
+    /// Canonical slug asked for (de-duplicated on insert).
+    pub slug: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Task type.
+    pub task_type: String,
+    /// Backend.
+    pub backend: String,
+    /// Model.
+    pub model_name: String,
+    /// Config.
+    pub config: Map<String, Value>,
+    /// Execution policy.
+    pub execution_policy: Option<String>,
+    /// Execution policy config.
+    pub execution_policy_config: Option<Value>,
+    /// Worker.
+    pub worker_id: Option<String>,
+    /// GPU.
+    pub gpu_resource_id: Option<String>,
+}
+
+/// A workload: its wire record, its engine settings and its readiness clock.
+#[derive(Debug)]
+pub struct Workload {
+    /// The wire object.
+    pub record: WorkloadRecord,
+    /// Engine settings in force.
+    pub settings: EngineSettings,
+    clock: watch::Sender<ReadinessClock>,
+}
+
+impl Workload {
+    fn new(record: WorkloadRecord, settings: EngineSettings) -> Self {
+        let clock = ReadinessClock::start(
+            settings.readiness,
+            &settings.error_message,
+            &record.model_name,
+        );
+        Self {
+            record,
+            settings,
+            clock: watch::Sender::new(clock),
+        }
+    }
+
+    /// Follows the readiness clock (the readiness stream ends when the workload goes away).
+    pub fn subscribe(&self) -> watch::Receiver<ReadinessClock> {
+        self.clock.subscribe()
+    }
+
+    /// The readiness stage in force now.
+    pub fn readiness_now(&self) -> Stage {
+        self.clock.borrow().current(Instant::now()).1
+    }
+
+    /// Restarts readiness at `scheduling` under the current settings.
+    pub fn restart_readiness(&self) {
+        let settings = &self.settings;
+        let model = &self.record.model_name;
+        self.clock.send_modify(|clock| {
+            *clock = clock.restarted(settings.readiness, &settings.error_message, model);
+        });
+    }
+
+    /// Sends the workload back through `bootstrapping` (what runs has changed).
+    pub fn rebootstrap(&self) {
+        let model = &self.record.model_name;
+        self.clock
+            .send_modify(|clock| *clock = clock.rebootstrapped(model));
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredWorkload {
+    #[serde(flatten)]
+    record: WorkloadRecord,
+    settings: EngineSettings,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    ids_state: u64,
+    projects: Vec<Project>,
+    tokens: Vec<TokenRecord>,
+    workloads: Vec<StoredWorkload>,
+    defaults: EngineSettings,
+}
+
+/// All platform state.
+#[derive(Debug)]
+pub struct Store {
+    default_project: String,
+    ready: ReadyTokens,
+    projects: Vec<Project>,
+    /// Every accepted token.
+    pub tokens: TokenTable,
+    workloads: Vec<Workload>,
+    defaults: EngineSettings,
+    ids: SplitMix64,
+    state_file: Option<PathBuf>,
+}
+
+impl Store {
+    /// The state for `config`: loaded from its state directory when there is one, with the
+    /// default project and the ready-line tokens always present.
+    pub fn open(config: &Config, ready: &ReadyTokens) -> Result<Self, LocalError> {
+        let mut store = Self {
+            default_project: config.project.clone(),
+            ready: ready.clone(),
+            projects: Vec::new(),
+            tokens: TokenTable::default(),
+            workloads: Vec::new(),
+            defaults: EngineSettings::default(),
+            ids: SplitMix64::new(mix64(config.seed ^ IDS_STREAM)),
+            state_file: None,
+        };
+        if let Some(dir) = &config.state_dir {
+            std::fs::create_dir_all(dir).map_err(|e| LocalError::state(dir, e))?;
+            let file = dir.join(STATE_FILE);
+            if file.exists() {
+                store.load(&file)?;
+            }
+            store.state_file = Some(file);
+        }
+        store.ensure_defaults();
+        store.save();
+        Ok(store)
+    }
+
+    fn load(&mut self, file: &Path) -> Result<(), LocalError> {
+        let text = std::fs::read_to_string(file).map_err(|e| LocalError::state(file, e))?;
+        let snapshot: Snapshot =
+            serde_json::from_str(&text).map_err(|e| LocalError::state(file, e))?;
+        if snapshot.version != STATE_VERSION {
+            return Err(LocalError::state(
+                file,
+                format!("unsupported state version {}", snapshot.version),
+            ));
+        }
+        self.ids = SplitMix64::new(snapshot.ids_state);
+        self.projects = snapshot.projects;
+        for record in snapshot.tokens {
+            self.tokens.insert(record.token, record.grant);
+        }
+        // A restart re-provisions: each workload's readiness clock starts again now.
+        self.workloads = snapshot
+            .workloads
+            .into_iter()
+            .map(|stored| Workload::new(stored.record, stored.settings))
+            .collect();
+        self.defaults = snapshot.defaults;
+        Ok(())
+    }
+
+    fn ensure_defaults(&mut self) {
+        if self.project(&self.default_project).is_none() {
+            let project = Project {
+                slug: self.default_project.clone(),
+                id: self.new_id("proj_"),
+            };
+            self.projects.push(project);
+        }
+        let project = self.default_project.clone();
+        self.tokens.insert(
+            self.ready.sdk.clone(),
+            Grant::Sdk {
+                project: project.clone(),
+                scopes: Scope::ALL.to_vec(),
+            },
+        );
+        self.tokens.insert(
+            self.ready.live.clone(),
+            Grant::Live {
+                project,
+                workload: None,
+            },
+        );
+    }
+
+    /// Writes the state file atomically (temp file + rename), when there is a state directory.
+    /// A failure is logged, not fatal: the in-memory state stays authoritative.
+    pub fn save(&self) {
+        let Some(file) = &self.state_file else {
+            return;
+        };
+        let snapshot = Snapshot {
+            version: STATE_VERSION,
+            ids_state: self.ids.state(),
+            projects: self.projects.clone(),
+            tokens: self.tokens.records(),
+            workloads: self
+                .workloads
+                .iter()
+                .map(|w| StoredWorkload {
+                    record: w.record.clone(),
+                    settings: w.settings.clone(),
+                })
+                .collect(),
+            defaults: self.defaults.clone(),
+        };
+        let temp = file.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&snapshot)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temp, bytes))
+            .and_then(|()| std::fs::rename(&temp, file));
+        if let Err(error) = written {
+            log::warn!("cannot write state file {}: {error}", file.display());
+        }
+    }
+
+    /// Back to a fresh platform: only the default project and the ready-line tokens remain.
+    pub fn reset(&mut self) {
+        self.workloads.clear();
+        let default = self.default_project.clone();
+        self.projects.retain(|p| p.slug == default);
+        let ready = self.ready.clone();
+        self.tokens
+            .retain(|token, _| token == ready.sdk || token == ready.live);
+        self.defaults = EngineSettings::default();
+        self.ensure_defaults();
+        self.save();
+    }
+
+    /// A new id: `prefix` + 26 lowercase alphanumerics.
+    pub fn new_id(&mut self, prefix: &str) -> String {
+        format!("{prefix}{}", self.ids.base36(26))
+    }
+
+    /// A new token with the given prefix, registered with `grant`.
+    pub fn add_token(&mut self, prefix: &str, grant: Grant) -> String {
+        let token = mint(prefix, &mut self.ids);
+        self.tokens.insert(token.clone(), grant);
+        self.save();
+        token
+    }
+
+    /// The project `slug`.
+    pub fn project(&self, slug: &str) -> Option<&Project> {
+        self.projects.iter().find(|p| p.slug == slug)
+    }
+
+    /// Creates project `slug` (canonical); `None` if it exists.
+    pub fn add_project(&mut self, slug: &str) -> Option<Project> {
+        if self.project(slug).is_some() {
+            return None;
+        }
+        let project = Project {
+            slug: slug.to_string(),
+            id: self.new_id("proj_"),
+        };
+        self.projects.push(project.clone());
+        self.save();
+        Some(project)
+    }
+
+    /// Default engine settings for new workloads.
+    pub fn defaults(&self) -> &EngineSettings {
+        &self.defaults
+    }
+
+    /// Replaces the default engine settings.
+    pub fn set_defaults(&mut self, defaults: EngineSettings) {
+        self.defaults = defaults;
+        self.save();
+    }
+
+    /// The workloads of `project`, in creation order.
+    pub fn workloads_in<'a>(&'a self, project: &'a str) -> impl Iterator<Item = &'a Workload> {
+        self.workloads
+            .iter()
+            .filter(move |w| w.record.project_slug == project)
+    }
+
+    /// The workload with server id `id`.
+    pub fn workload_by_id(&self, id: &str) -> Option<&Workload> {
+        self.workloads.iter().find(|w| w.record.id == id)
+    }
+
+    /// The workload `slug` of `project`.
+    pub fn workload_by_slug(&self, project: &str, slug: &str) -> Option<&Workload> {
+        self.workloads
+            .iter()
+            .find(|w| w.record.project_slug == project && w.record.slug == slug)
+    }
+
+    /// Creates a workload in `project` under the first free slug among `slug`, `slug-1`,
+    /// `slug-2`, ...; returns its wire object (`None` if the project does not exist).
+    pub fn create_workload(&mut self, project: &str, new: NewWorkload) -> Option<Value> {
+        let project_id = self.project(project)?.id.clone();
+        let slug = (0u64..)
+            .map(|n| match n {
+                0 => new.slug.clone(),
+                n => format!("{}-{n}", new.slug),
+            })
+            .find(|candidate| self.workload_by_slug(project, candidate).is_none())?;
+        let now = rfc3339_now();
+        let record = WorkloadRecord {
+            id: self.new_id("wl_"),
+            project_id,
+            project_slug: project.to_string(),
+            name: new.name,
+            slug,
+            description: new.description,
+            task_type: new.task_type,
+            backend: new.backend,
+            model_name: new.model_name,
+            config: new.config,
+            execution_policy: new.execution_policy,
+            execution_policy_config: new.execution_policy_config,
+            worker_id: new.worker_id,
+            gpu_resource_id: new.gpu_resource_id,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let body = record.to_json();
+        self.workloads
+            .push(Workload::new(record, self.defaults.clone()));
+        self.save();
+        Some(body)
+    }
+
+    /// Runs `change` on the workload with id `id`, then saves; `None` if there is none.
+    pub fn update_by_id<R>(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut Workload) -> R,
+    ) -> Option<R> {
+        let workload = self.workloads.iter_mut().find(|w| w.record.id == id)?;
+        let result = change(workload);
+        self.save();
+        Some(result)
+    }
+
+    /// Runs `change` on workload `slug` of `project`, then saves; `None` if there is none.
+    pub fn update_by_slug<R>(
+        &mut self,
+        project: &str,
+        slug: &str,
+        change: impl FnOnce(&mut Workload) -> R,
+    ) -> Option<R> {
+        let id = self.workload_by_slug(project, slug)?.record.id.clone();
+        self.update_by_id(&id, change)
+    }
+
+    /// Deletes the workload with id `id`; whether it existed.
+    pub fn remove_workload(&mut self, id: &str) -> bool {
+        let before = self.workloads.len();
+        self.workloads.retain(|w| w.record.id != id);
+        let removed = self.workloads.len() != before;
+        if removed {
+            self.save();
+        }
+        removed
+    }
+}
