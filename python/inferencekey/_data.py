@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import starmap
-from types import TracebackType
 from typing import Any, TypeVar
 
 from inferencekey import _core
+from inferencekey._closing import Closing
 from inferencekey.types import EmbedResult, RerankItem, RerankResult, TextChunk, TextResult
 
 __all__ = ["DataClient", "Endpoint", "TextStream"]
@@ -17,7 +17,7 @@ __all__ = ["DataClient", "Endpoint", "TextStream"]
 _D = TypeVar("_D", bound="DataClient")
 
 
-class DataClient:
+class DataClient(Closing):
     """Data-plane client for one project; derive an ``Endpoint`` per workload, each bound to its own key.
 
     One client keeps one connection pool shared by its endpoints: reuse it, and ``close()`` it (or use it as a
@@ -108,17 +108,6 @@ class DataClient:
         """Close the client's pooled connections (a later call opens new ones)."""
         self._native.close()
 
-    def __enter__(self: _D) -> _D:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
 
@@ -189,7 +178,7 @@ class Endpoint:
         return f"{type(self).__name__}(project={self.project!r}, workload_slug={self.workload_slug!r})"
 
 
-class TextStream(Iterator[TextChunk]):
+class TextStream(Closing, Iterator[TextChunk]):
     """The chunks of one streaming chat completion; an iterator and a context manager.
 
     Chunks arrive from the native stream in batches (everything decoded so far, in one crossing) and are served from
@@ -230,14 +219,3 @@ class TextStream(Iterator[TextChunk]):
         self._pending = iter(())
         if native is not None:
             native.close()
-
-    def __enter__(self) -> TextStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

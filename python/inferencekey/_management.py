@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 from inferencekey import _core
+from inferencekey._closing import Closing
 from inferencekey._progress import ProgressView
 from inferencekey.enums import OnDrift
 from inferencekey.exceptions import DriftWarning, ValidationError
@@ -25,7 +25,7 @@ logger = logging.getLogger("inferencekey")
 _M = TypeVar("_M", bound="ManagementClient")
 
 
-class ManagementClient:
+class ManagementClient(Closing):
     """Control-plane client, scoped to one project by its ``ik_sdk_`` token; it has no inference methods.
 
     It provisions workloads idempotently (``ensure``), shows what would change (``plan``), waits until a workload
@@ -189,17 +189,6 @@ class ManagementClient:
     def close(self) -> None:
         """Close the client's pooled connections (a later call opens new ones)."""
         self._native.close()
-
-    def __enter__(self: _M) -> _M:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"

@@ -6,14 +6,13 @@ against it offline, with no account and no GPU.
 
 from __future__ import annotations
 
-from types import TracebackType
-
 from inferencekey import _core
+from inferencekey._closing import Closing
 
 __all__ = ["LocalPlatform"]
 
 
-class LocalPlatform:
+class LocalPlatform(Closing):
     """A running local platform, listening on 127.0.0.1 from construction until ``stop()``.
 
     Use it as a context manager (``with LocalPlatform() as lp:``) to stop it on exit. Tokens derive from ``seed``,
@@ -76,15 +75,8 @@ class LocalPlatform:
         """Stop serving and release the port. Idempotent."""
         self._native.stop()
 
-    def __enter__(self) -> LocalPlatform:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """The same as ``stop()``, so ``with LocalPlatform() as lp:`` stops it on exit."""
         self.stop()
 
     def __repr__(self) -> str:

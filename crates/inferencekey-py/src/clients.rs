@@ -80,7 +80,7 @@ impl<T: Clone> PerProcess<T> {
     }
 }
 
-/// The constructor arguments of a client, kept to rebuild it in a forked child.
+/// The constructor arguments of a client, kept to rebuild it in a forked child or after `close()`.
 struct ClientArgs {
     base_url: Option<String>,
     credential: Option<String>,
@@ -89,11 +89,44 @@ struct ClientArgs {
     options: core::TransportOptions,
 }
 
+/// A core client with what rebuilds it from its arguments (after `fork()` or `close()`).
+struct Rebuildable<C> {
+    args: ClientArgs,
+    build: fn(&ClientArgs) -> core::Result<C>,
+    client: PerProcess<C>,
+}
+
+impl<C: Clone> Rebuildable<C> {
+    /// Build the client now, so configuration errors raise in the constructor.
+    fn new(
+        py: Python<'_>,
+        args: ClientArgs,
+        build: fn(&ClientArgs) -> core::Result<C>,
+    ) -> PyResult<Self> {
+        let client = build(&args).map_err(|err| to_pyerr(py, err))?;
+        Ok(Self {
+            args,
+            build,
+            client: PerProcess::new(client),
+        })
+    }
+
+    fn get(&self, py: Python<'_>) -> PyResult<C> {
+        self.client
+            .get(|| (self.build)(&self.args).map_err(|err| to_pyerr(py, err)))
+    }
+
+    /// Drop the connection pool now (a later call opens a fresh one).
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        self.client
+            .replace((self.build)(&self.args).map_err(|err| to_pyerr(py, err))?)
+    }
+}
+
 /// Native control-plane client (wrapped by `inferencekey.ManagementClient`).
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct ManagementClient {
-    args: ClientArgs,
-    client: PerProcess<core::ManagementClient>,
+    client: Rebuildable<core::ManagementClient>,
 }
 
 impl ManagementClient {
@@ -112,8 +145,7 @@ impl ManagementClient {
     }
 
     fn core(&self, py: Python<'_>) -> PyResult<core::ManagementClient> {
-        self.client
-            .get(|| Self::build(&self.args).map_err(|err| to_pyerr(py, err)))
+        self.client.get(py)
     }
 }
 
@@ -140,10 +172,8 @@ impl ManagementClient {
             from_env,
             options,
         };
-        let client = Self::build(&args).map_err(|err| to_pyerr(py, err))?;
         Ok(Self {
-            args,
-            client: PerProcess::new(client),
+            client: Rebuildable::new(py, args, Self::build)?,
         })
     }
 
@@ -247,8 +277,7 @@ impl ManagementClient {
 
     /// Drop the connection pool now (a later call opens a fresh one).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.client
-            .replace(Self::build(&self.args).map_err(|err| to_pyerr(py, err))?)
+        self.client.reset(py)
     }
 }
 
@@ -292,8 +321,7 @@ impl ReadinessWatch {
 /// Native data-plane client (wrapped by `inferencekey.DataClient`).
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct DataClient {
-    args: ClientArgs,
-    client: PerProcess<core::DataClient>,
+    client: Rebuildable<core::DataClient>,
 }
 
 impl DataClient {
@@ -312,8 +340,7 @@ impl DataClient {
     }
 
     fn core(&self, py: Python<'_>) -> PyResult<core::DataClient> {
-        self.client
-            .get(|| Self::build(&self.args).map_err(|err| to_pyerr(py, err)))
+        self.client.get(py)
     }
 }
 
@@ -340,10 +367,8 @@ impl DataClient {
             from_env,
             options,
         };
-        let client = Self::build(&args).map_err(|err| to_pyerr(py, err))?;
         Ok(Self {
-            args,
-            client: PerProcess::new(client),
+            client: Rebuildable::new(py, args, Self::build)?,
         })
     }
 
@@ -379,8 +404,7 @@ impl DataClient {
 
     /// Drop the connection pool now (a later call opens a fresh one).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.client
-            .replace(Self::build(&self.args).map_err(|err| to_pyerr(py, err))?)
+        self.client.reset(py)
     }
 }
 
