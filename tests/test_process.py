@@ -1,0 +1,104 @@
+# Process-level behaviour in child interpreters: Ctrl+C interrupts a blocked call within ~2 s, and a client used
+# before os.fork() keeps working in the child and in the parent.
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import WORKLOADS_PATH, Admin, LineReader, child_env, make_spec, run_python
+
+from inferencekey import ManagementClient
+from inferencekey.local import LocalPlatform
+
+CALLS = {
+    "stalled-request": ("client.list_workloads()", WORKLOADS_PATH),
+    "stuck-readiness": (
+        'client.wait_until_ready("support-bot", timeout=60, silent=True)',
+        f"{WORKLOADS_PATH}/support-bot/readiness-events",
+    ),
+}
+
+CTRL_C_SCRIPT = """
+from inferencekey import ManagementClient
+client = ManagementClient.from_env()
+print("calling", flush=True)
+{call}
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_ctrl_c_interrupts_a_blocked_call(
+    platform: LocalPlatform, mgmt: ManagementClient, admin: Admin, call: str
+) -> None:
+    mgmt.ensure(make_spec())
+    admin.settings("support-bot", readiness="stuck")
+    admin.fault("list", {"type": "stall", "at": "headers", "ms": 20000})
+    admin.clear_journal()
+    code, path = CALLS[call]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT.format(call=code)],
+        env=child_env(platform),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert LineReader(proc.stdout.fileno()).line(timeout=30) == "calling"
+        time.sleep(0.7)
+        assert proc.poll() is None, "the call returned before the interrupt"
+        assert [e["path"] for e in admin.journal()] == [path], "the blocked request is in flight"
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        proc.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        stdout, stderr = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert elapsed < 2.5
+    assert b"KeyboardInterrupt" in stderr, stderr
+    assert b"returned" not in stdout
+    assert proc.returncode != 0
+
+
+FORK_SCRIPT = """
+import os
+from inferencekey import DataClient, ManagementClient
+
+mgmt = ManagementClient.from_env()
+endpoint = DataClient.from_env().endpoint("support-bot")
+assert [w["slug"] for w in mgmt.list_workloads()] == ["support-bot"]
+before = endpoint.generate_text(prompt="before the fork").text
+pid = os.fork()
+if pid == 0:
+    code = 0
+    try:
+        assert [w["slug"] for w in mgmt.list_workloads()] == ["support-bot"]
+        assert endpoint.generate_text(prompt="before the fork").text == before
+        assert "".join(c.text for c in endpoint.generate_text_stream(prompt="before the fork")) == before
+    except BaseException as exc:
+        print("child failed:", repr(exc), flush=True)
+        code = 1
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+assert endpoint.generate_text(prompt="before the fork").text == before
+assert [w["slug"] for w in mgmt.list_workloads()] == ["support-bot"]
+print("parent ok", flush=True)
+"""
+
+
+def test_clients_survive_fork(platform: LocalPlatform, mgmt: ManagementClient, admin: Admin) -> None:
+    mgmt.ensure(make_spec())
+    admin.clear_journal()
+    result = run_python(FORK_SCRIPT, child_env(platform), timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["child exit 0", "parent ok"]
+    lists = [e for e in admin.journal() if e["method"] == "GET" and e["path"] == WORKLOADS_PATH]
+    assert len(lists) == 3

@@ -1,0 +1,255 @@
+# wait_until_ready: every readiness profile, the deadline, reconnects after a dropped stream, on_progress events,
+# and the built-in progress view (silent, plain lines off a TTY or under CI, the phase bar on a TTY).
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+import termios
+import time
+from typing import Any
+
+import pytest
+from conftest import (
+    PHASES,
+    PROJECT,
+    WORKLOADS_PATH,
+    Admin,
+    LineReader,
+    assert_no_token,
+    child_env,
+    make_spec,
+    platform_tokens,
+)
+
+from inferencekey import ApiError, InferenceKeyError, ManagementClient, ReadinessEvent, WaitTimeoutError
+from inferencekey.local import LocalPlatform
+
+READINESS_PATH = f"{WORKLOADS_PATH}/support-bot/readiness-events"
+PLAIN_LINE = re.compile(r"^\[\s*\d+\.\d+s\] (scheduling|provisioning|bootstrapping|ready|error)\b.*$")
+
+
+def with_profile(mgmt: ManagementClient, admin: Admin, readiness: str, **settings: Any) -> None:
+    """Create `support-bot` and restart its readiness clock under `readiness`."""
+    mgmt.ensure(make_spec())
+    admin.settings("support-bot", readiness=readiness, **settings)
+    admin.clear_journal()
+
+
+def collect(mgmt: ManagementClient, timeout: float = 10.0) -> list[ReadinessEvent]:
+    """Wait for `support-bot` and return the events given to on_progress."""
+    events: list[ReadinessEvent] = []
+    mgmt.wait_until_ready("support-bot", timeout=timeout, on_progress=events.append)
+    return events
+
+
+def assert_phases_in_order(events: list[ReadinessEvent]) -> None:
+    assert events, "no progress event"
+    assert all(isinstance(event, ReadinessEvent) for event in events)
+    order = [PHASES.index(event.phase) for event in events]
+    assert order == sorted(order), [event.phase for event in events]
+    elapsed = [event.elapsed_ms for event in events]
+    assert elapsed == sorted(elapsed)
+    assert all(isinstance(event.message, str) for event in events)
+
+
+def test_immediate_returns_with_one_ready_event(mgmt: ManagementClient, admin: Admin) -> None:
+    mgmt.ensure(make_spec())
+    admin.clear_journal()
+    events = collect(mgmt)
+    assert [event.phase for event in events] == ["ready"]
+    entries = admin.wait_journal(lambda j: len(j) >= 1)
+    assert [(e["method"], e["path"]) for e in entries] == [("GET", READINESS_PATH)]
+    assert entries[0]["headers"]["accept"] == "text/event-stream"
+
+
+def test_fast_reports_phases_in_order(mgmt: ManagementClient, admin: Admin) -> None:
+    with_profile(mgmt, admin, "fast")
+    started = time.monotonic()
+    events = collect(mgmt)
+    assert time.monotonic() - started < 5
+    assert_phases_in_order(events)
+    assert events[-1].phase == "ready"
+    assert len(events) >= 2
+    steps = [event.step for event in events if event.phase == "bootstrapping"]
+    assert steps, "fast goes through bootstrapping steps"
+    assert set(steps) <= {"image_pull", "model_download", "model_load"}
+    assert all(event.step is None for event in events if event.phase != "bootstrapping")
+    assert [e["path"] for e in admin.wait_journal(lambda j: len(j) >= 1)] == [READINESS_PATH]
+
+
+def test_flapping_returns_at_the_first_ready(mgmt: ManagementClient, admin: Admin) -> None:
+    with_profile(mgmt, admin, "flapping")
+    events = collect(mgmt)
+    assert events[-1].phase == "ready"
+    assert [event.phase for event in events].count("ready") == 1
+
+
+def test_error_phase_raises_api_error_with_the_server_message(mgmt: ManagementClient, admin: Admin) -> None:
+    with_profile(mgmt, admin, "error", error_message="CUDA out of memory")
+    events: list[ReadinessEvent] = []
+    started = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        mgmt.wait_until_ready("support-bot", timeout=20, on_progress=events.append)
+    assert time.monotonic() - started < 10
+    assert "CUDA out of memory" in str(info.value)
+    assert not isinstance(info.value, TimeoutError)
+    assert len(admin.wait_journal(lambda j: len(j) >= 1)) == 1
+
+
+def test_stuck_raises_wait_timeout_within_the_deadline(mgmt: ManagementClient, admin: Admin) -> None:
+    with_profile(mgmt, admin, "stuck")
+    events: list[ReadinessEvent] = []
+    started = time.monotonic()
+    with pytest.raises(WaitTimeoutError) as info:
+        mgmt.wait_until_ready("support-bot", timeout=1.0, on_progress=events.append)
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, InferenceKeyError)
+    assert not isinstance(info.value, ApiError)
+    assert events and events[-1].phase == "provisioning"
+
+
+def test_unknown_workload_is_not_a_timeout(mgmt: ManagementClient, admin: Admin) -> None:
+    started = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        mgmt.wait_until_ready("nobody-here", timeout=30, silent=True)
+    assert time.monotonic() - started < 5
+    assert info.value.status_code == 404
+    assert not isinstance(info.value, TimeoutError)
+
+
+def test_dropped_stream_is_reconnected(mgmt: ManagementClient, admin: Admin) -> None:
+    with_profile(mgmt, admin, "fast")
+    fault = admin.fault("readiness", {"type": "truncate", "after_events": 1})
+    events = collect(mgmt, timeout=20)
+    assert admin.fired(fault) == 1
+    assert events[-1].phase == "ready"
+    assert_phases_in_order(events)
+    assert events[-1].elapsed_ms >= 900
+    entries = admin.wait_journal(lambda j: len(j) >= 2)
+    assert [(e["method"], e["path"]) for e in entries] == [("GET", READINESS_PATH)] * 2
+
+
+def test_transient_status_on_readiness_is_retried(mgmt: ManagementClient, admin: Admin) -> None:
+    mgmt.ensure(make_spec())
+    admin.clear_journal()
+    admin.fault("readiness", {"type": "status", "status": 503, "retry_after": 0, "body": {"error": "busy"}})
+    assert [event.phase for event in collect(mgmt, timeout=20)] == ["ready"]
+    assert [e["status"] for e in admin.wait_journal(lambda j: len(j) >= 2)] == [503, 200]
+
+
+def test_silent_prints_nothing(mgmt: ManagementClient, admin: Admin, capsys: pytest.CaptureFixture[str]) -> None:
+    with_profile(mgmt, admin, "fast")
+    mgmt.wait_until_ready("support-bot", timeout=10, silent=True)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_on_progress_replaces_the_view(
+    mgmt: ManagementClient, admin: Admin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_profile(mgmt, admin, "fast")
+    assert collect(mgmt)[-1].phase == "ready"
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_default_view_prints_plain_lines_off_a_tty(
+    monkeypatch: pytest.MonkeyPatch,
+    platform: LocalPlatform,
+    mgmt: ManagementClient,
+    admin: Admin,
+    capsys: pytest.CaptureFixture[str],
+    ci: str | None,
+) -> None:
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with_profile(mgmt, admin, "fast")
+    mgmt.wait_until_ready("support-bot", timeout=10)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines, "nothing printed"
+    for line in lines:
+        assert PLAIN_LINE.match(line), line
+    assert lines[-1].split("] ", 1)[1].startswith("ready")
+    assert_no_token(err, *platform_tokens(platform))
+
+
+# The child restarts the readiness clock itself, right before waiting, so its start-up time cannot eat the phases.
+TTY_SCRIPT = """
+import json, os, urllib.request
+from inferencekey import ManagementClient
+client = ManagementClient.from_env()
+request = urllib.request.Request(
+    os.environ["INFERENCEKEY_BASE_URL"] + "/_local/projects/local/workloads/support-bot/settings",
+    data=json.dumps({"readiness": "fast"}).encode(),
+    method="PUT",
+    headers={"Authorization": "Bearer " + os.environ["IK_TEST_ADMIN_TOKEN"], "Content-Type": "application/json"},
+)
+urllib.request.urlopen(request, timeout=10).close()
+client.wait_until_ready("support-bot", timeout=20)
+"""
+
+
+def run_on_a_tty(platform: LocalPlatform, **extra_env: str) -> str:
+    """Run a `fast` wait_until_ready in a child whose stderr is a terminal; return what the terminal received."""
+    master, slave = pty.openpty()
+    attributes = termios.tcgetattr(slave)
+    attributes[1] &= ~termios.ONLCR  # keep "\n" as written, so "\r" counts only the view's redraws
+    termios.tcsetattr(slave, termios.TCSANOW, attributes)
+    env = child_env(platform, IK_TEST_ADMIN_TOKEN=platform.admin_token, **extra_env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TTY_SCRIPT], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave
+    )
+    os.close(slave)
+    try:
+        output = LineReader(master).rest(timeout=30)
+        assert proc.wait(timeout=30) == 0, proc.stdout.read() if proc.stdout else b""
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    return output.decode()
+
+
+def test_default_view_draws_a_phase_bar_on_a_tty(platform: LocalPlatform, mgmt: ManagementClient, admin: Admin) -> None:
+    mgmt.ensure(make_spec())
+    output = run_on_a_tty(platform)
+    assert output.endswith("\n")
+    assert output.count("\r") >= 2, repr(output)
+    for phase in PHASES:
+        assert phase in output
+    assert_no_token(output, *platform_tokens(platform))
+
+
+def test_ci_variable_turns_the_bar_into_plain_lines(
+    platform: LocalPlatform, mgmt: ManagementClient, admin: Admin
+) -> None:
+    mgmt.ensure(make_spec())
+    output = run_on_a_tty(platform, CI="true")
+    assert "\r" not in output
+    lines = output.splitlines()
+    assert len(lines) >= 2
+    for line in lines:
+        assert PLAIN_LINE.match(line), line
+
+
+def test_project_argument_selects_the_readiness_url(
+    platform: LocalPlatform, mgmt: ManagementClient, admin: Admin
+) -> None:
+    admin.project("acme")
+    mgmt.ensure(make_spec())
+    admin.clear_journal()
+    other = ManagementClient(base_url=platform.url, sdk_token=platform.sdk_token, project="acme")
+    other.wait_until_ready("support-bot", project=PROJECT, timeout=10, silent=True)
+    assert [e["path"] for e in admin.wait_journal(lambda j: len(j) >= 1)] == [READINESS_PATH]

@@ -1,0 +1,334 @@
+# The public Python surface: names, enums, exception hierarchy, dataclasses and the documented signatures.
+# Pure Python checks; no request is sent.
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import pytest
+
+import inferencekey
+from inferencekey import (
+    ApiConnectionError,
+    ApiError,
+    ApiTimeoutError,
+    AuthError,
+    Backend,
+    ConfigurationError,
+    DataClient,
+    DriftError,
+    DriftWarning,
+    EmbedResult,
+    Endpoint,
+    EndpointRef,
+    ExecutionPolicy,
+    FieldChange,
+    InferenceKeyError,
+    ManagementClient,
+    OnDrift,
+    PermissionDenied,
+    Plan,
+    ReadinessEvent,
+    RerankItem,
+    RerankResult,
+    TaskType,
+    TextChunk,
+    TextResult,
+    ValidationError,
+    WaitTimeoutError,
+    WorkloadSpec,
+)
+
+PUBLIC_NAMES = [
+    "ManagementClient", "DataClient", "Endpoint", "WorkloadSpec", "EndpointRef", "TextResult", "EmbedResult",
+    "Backend", "TaskType", "OnDrift", "ExecutionPolicy", "InferenceKeyError", "PermissionDenied", "AuthError",
+    "ValidationError", "ConfigurationError", "ApiError", "TextChunk", "ReadinessEvent", "Plan", "FieldChange",
+    "RerankResult", "RerankItem", "TextStream", "DriftError", "DriftWarning", "ApiConnectionError",
+    "ApiTimeoutError", "WaitTimeoutError", "LocalPlatform", "__version__",
+]  # fmt: skip
+
+TASK_TYPES = [
+    "text2text", "embedding", "text2image", "text2video", "text2audio", "image2image", "image2video", "audio2text",
+    "omni", "reranker", "classification", "reward", "forecast",
+]  # fmt: skip
+
+KW = inspect.Parameter.KEYWORD_ONLY
+REQUIRED = inspect.Parameter.empty
+
+
+def test_every_public_name_is_exported_and_listed() -> None:
+    for name in PUBLIC_NAMES:
+        assert name in inferencekey.__all__, name
+        assert getattr(inferencekey, name) is not None
+    for name in inferencekey.__all__:
+        assert hasattr(inferencekey, name), name
+
+
+def test_local_platform_is_importable_from_both_places() -> None:
+    from inferencekey.local import LocalPlatform
+
+    assert inferencekey.LocalPlatform is LocalPlatform
+
+
+def test_version_is_a_release_string() -> None:
+    assert isinstance(inferencekey.__version__, str)
+    assert inferencekey.__version__.count(".") >= 2
+
+
+def test_reference_import_block_works_as_written() -> None:
+    namespace: dict[str, Any] = {}
+    exec(
+        "from inferencekey import (\n"
+        "ManagementClient, DataClient, Endpoint,\n"
+        "WorkloadSpec, EndpointRef, TextResult, EmbedResult,\n"
+        "Backend, TaskType, OnDrift, ExecutionPolicy,\n"
+        "InferenceKeyError, PermissionDenied, AuthError,\n"
+        "ValidationError, ConfigurationError, ApiError,\n"
+        ")\n",
+        namespace,
+    )
+    assert namespace["ManagementClient"] is ManagementClient
+    assert namespace["ApiError"] is ApiError
+
+
+def test_backend_values() -> None:
+    assert {member.name: member.value for member in Backend} == {
+        "OLLAMA": "ollama",
+        "VLLM": "vllm",
+        "VLLM_OMNI": "vllm-omni",
+        "SGLANG": "sglang",
+        "LLAMACPP": "llamacpp",
+        "STABLE_DIFFUSION_CPP": "stablediffusioncpp",
+    }
+
+
+def test_task_type_has_the_thirteen_platform_values() -> None:
+    assert [member.value for member in TaskType] == TASK_TYPES
+    for member in TaskType:
+        assert member.name == member.value.upper()
+
+
+def test_on_drift_and_execution_policy_values() -> None:
+    assert {m.name: m.value for m in OnDrift} == {
+        "RECONCILE": "reconcile",
+        "FAIL": "fail",
+        "DRY_RUN": "dry_run",
+        "WARN": "warn",
+        "IGNORE": "ignore",
+    }
+    assert {m.name: m.value for m in ExecutionPolicy} == {
+        "FIXED": "fixed",
+        "SCHEDULED": "scheduled",
+        "AUTOSCALING": "autoscaling",
+    }
+
+
+@pytest.mark.parametrize("enum", [Backend, TaskType, OnDrift, ExecutionPolicy])
+def test_enum_members_are_their_wire_strings(enum: Any) -> None:
+    members: list[Any] = list(enum)
+    for member in members:
+        assert member == member.value
+        assert str(member) == member.value
+        assert f"{member}" == member.value
+        assert enum(member.value) is member
+        assert isinstance(member, str)
+
+
+def test_exception_hierarchy() -> None:
+    for cls in (PermissionDenied, AuthError, ValidationError, ConfigurationError, ApiError, WaitTimeoutError):
+        assert issubclass(cls, InferenceKeyError)
+    assert issubclass(InferenceKeyError, Exception)
+    assert issubclass(DriftError, ValidationError)
+    assert issubclass(ApiConnectionError, ApiError)
+    assert issubclass(ApiTimeoutError, ApiError)
+    assert issubclass(ApiTimeoutError, TimeoutError)
+    assert issubclass(WaitTimeoutError, TimeoutError)
+    assert not issubclass(WaitTimeoutError, ApiError)
+    assert issubclass(DriftWarning, UserWarning)
+    for cls in (PermissionDenied, AuthError, ValidationError, ConfigurationError, ApiError):
+        assert not issubclass(cls, TimeoutError)
+
+
+def test_exception_attributes_str_and_repr() -> None:
+    exc = AuthError(
+        "authentication failed: nope", status_code=401, code="unauthorized", request_id="req_1", body={"a": 1}
+    )
+    assert str(exc) == "authentication failed: nope"
+    assert exc.message == "authentication failed: nope"
+    assert (exc.status_code, exc.code, exc.request_id, exc.body) == (401, "unauthorized", "req_1", {"a": 1})
+    text = repr(exc)
+    for part in ("AuthError", "authentication failed: nope", "401", "unauthorized", "req_1"):
+        assert part in text
+    bare = InferenceKeyError("plain")
+    assert (bare.status_code, bare.code, bare.request_id, bare.body) == (None, None, None, None)
+
+
+def test_drift_error_and_warning_carry_the_plan() -> None:
+    plan = Plan(action="update", project="p", workload_slug="w", changes=(FieldChange("name", "a", "b"),))
+    exc = DriftError("workload drifted from spec: name", plan=plan)
+    assert exc.plan is plan
+    assert isinstance(exc, ValidationError)
+    warning = DriftWarning("workload drifted", plan=plan)
+    assert warning.plan is plan
+
+
+def test_workload_spec_fields_and_defaults() -> None:
+    assert not WorkloadSpec.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    fields = [(f.name, f.default) for f in dataclasses.fields(WorkloadSpec)]
+    assert fields == [
+        ("name", dataclasses.MISSING),
+        ("slug", dataclasses.MISSING),
+        ("model", dataclasses.MISSING),
+        ("backend", dataclasses.MISSING),
+        ("project", None),
+        ("description", None),
+        ("command", None),
+        ("vllm_version", None),
+        ("task_type", None),
+        ("config", None),
+        ("execution_policy", None),
+        ("execution_policy_config", None),
+        ("worker_id", None),
+        ("gpu_resource_id", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (EndpointRef, [("project_slug", dataclasses.MISSING), ("workload_slug", dataclasses.MISSING)]),
+        (TextResult, [("text", dataclasses.MISSING), ("model", dataclasses.MISSING), ("finish_reason", None)]),
+        (TextChunk, [("text", dataclasses.MISSING), ("finish_reason", None)]),
+        (
+            ReadinessEvent,
+            [("phase", dataclasses.MISSING), ("message", dataclasses.MISSING), ("elapsed_ms", 0), ("step", None)],
+        ),
+        (EmbedResult, [("embeddings", dataclasses.MISSING), ("model", dataclasses.MISSING)]),
+        (RerankItem, [("index", dataclasses.MISSING), ("relevance_score", dataclasses.MISSING)]),
+        (RerankResult, [("results", dataclasses.MISSING), ("model", dataclasses.MISSING)]),
+    ],
+)
+def test_frozen_result_dataclasses(cls: Any, expected: list[tuple[str, Any]]) -> None:
+    assert cls.__dataclass_params__.frozen
+    fields = [(f.name, f.default) for f in dataclasses.fields(cls) if f.name != "raw"]
+    assert fields == expected
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: TextResult(text="a", model="m"),
+        lambda: TextChunk(text="a"),
+        lambda: EmbedResult(embeddings=[], model="m"),
+        lambda: RerankResult(results=[], model="m"),
+    ],
+)
+def test_raw_defaults_to_a_fresh_empty_dict(build: Any) -> None:
+    first, second = build(), build()
+    assert first.raw == {}
+    assert first.raw is not second.raw
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.raw = {"x": 1}
+
+
+def test_plan_renders_and_reports_drift() -> None:
+    change = FieldChange(field="command", live="a", desired="b")
+    plan = Plan(
+        action="update", project="local", workload_slug="w", changes=(change,), rendered='~ command: "a" -> "b"'
+    )
+    assert str(plan) == '~ command: "a" -> "b"'
+    assert plan.drifted is True
+    noop = Plan(action="noop", project="local", workload_slug="w")
+    assert noop.changes == ()
+    assert noop.drifted is False
+    assert (change.field, change.live, change.desired) == ("command", "a", "b")
+
+
+def parameters(func: Any) -> list[tuple[str, Any, Any]]:
+    """(name, kind, default) of every parameter after `self` / `cls`."""
+    params = list(inspect.signature(func).parameters.values())
+    if params and params[0].name in ("self", "cls"):
+        params = params[1:]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+@pytest.mark.parametrize(
+    ("func", "expected"),
+    [
+        (
+            ManagementClient.__init__,
+            [
+                ("base_url", KW, REQUIRED),
+                ("sdk_token", KW, REQUIRED),
+                ("project", KW, None),
+                ("timeout", KW, 600.0),
+                ("connect_timeout", KW, 10.0),
+                ("max_retries", KW, 2),
+            ],
+        ),
+        (
+            ManagementClient.ensure,
+            [
+                ("spec", inspect.Parameter.POSITIONAL_OR_KEYWORD, REQUIRED),
+                ("on_drift", KW, OnDrift.RECONCILE),
+                ("project", KW, None),
+            ],
+        ),
+        (
+            ManagementClient.wait_until_ready,
+            [
+                ("workload_slug", inspect.Parameter.POSITIONAL_OR_KEYWORD, REQUIRED),
+                ("project", KW, None),
+                ("timeout", KW, 600.0),
+                ("on_progress", KW, None),
+                ("silent", KW, False),
+            ],
+        ),
+        (
+            ManagementClient.delete,
+            [("workload_slug", inspect.Parameter.POSITIONAL_OR_KEYWORD, REQUIRED), ("project", KW, None)],
+        ),
+        (
+            DataClient.__init__,
+            [
+                ("base_url", KW, REQUIRED),
+                ("project", KW, REQUIRED),
+                ("api_key", KW, None),
+                ("timeout", KW, 600.0),
+                ("connect_timeout", KW, 10.0),
+                ("max_retries", KW, 2),
+            ],
+        ),
+        (
+            DataClient.endpoint,
+            [("workload_slug", inspect.Parameter.POSITIONAL_OR_KEYWORD, REQUIRED), ("api_key", KW, None)],
+        ),
+        (
+            Endpoint.generate_text,
+            [("prompt", KW, None), ("messages", KW, None), ("temperature", KW, None), ("max_tokens", KW, None)],
+        ),
+        (
+            Endpoint.generate_text_stream,
+            [("prompt", KW, None), ("messages", KW, None), ("temperature", KW, None), ("max_tokens", KW, None)],
+        ),
+        (Endpoint.embed, [("input", KW, REQUIRED)]),
+        (Endpoint.rerank, [("query", KW, REQUIRED), ("documents", KW, REQUIRED), ("top_n", KW, None)]),
+    ],
+    ids=lambda value: getattr(value, "__qualname__", ""),
+)
+def test_documented_signatures(func: Any, expected: list[tuple[str, Any, Any]]) -> None:
+    assert parameters(func) == expected
+
+
+@pytest.mark.parametrize(
+    ("func", "names"),
+    [
+        (ManagementClient.from_env, ["base_url", "project", "sdk_token"]),
+        (DataClient.from_env, ["base_url", "project", "api_key"]),
+    ],
+)
+def test_from_env_signatures_start_as_documented(func: Any, names: list[str]) -> None:
+    params = parameters(func)
+    assert [(name, kind, default) for name, kind, default in params[:3]] == [(n, KW, None) for n in names]
+    assert isinstance(inspect.getattr_static(func.__self__, "from_env"), classmethod)
