@@ -36,6 +36,26 @@ pub(crate) fn non_blank(value: Option<&str>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Where a client constructor takes its values from: `new` uses only the values passed, `from_env` falls
+/// back to the environment for each one.
+#[derive(Clone, Copy)]
+pub(crate) enum Sources {
+    /// The values passed, trimmed; blank = unset.
+    Explicit,
+    /// Each value resolved by [`resolve_setting`].
+    ExplicitThenEnv,
+}
+
+impl Sources {
+    /// The value of one setting, `env_var` naming its environment variable.
+    pub(crate) fn get(self, explicit: Option<&str>, env_var: &str) -> Option<String> {
+        match self {
+            Self::Explicit => non_blank(explicit),
+            Self::ExplicitThenEnv => resolve_setting(explicit, env_var),
+        }
+    }
+}
+
 /// The base URL to use: `DEFAULT_BASE_URL` when unset, trailing `/` stripped, http(s) only.
 pub(crate) fn normalize_base_url(raw: Option<String>) -> Result<String> {
     let Some(raw) = raw else {

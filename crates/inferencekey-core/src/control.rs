@@ -12,8 +12,8 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::config::{
-    non_blank, normalize_base_url, resolve_setting, TransportOptions, ENV_BASE_URL, ENV_PROJECT,
-    ENV_SDK_TOKEN,
+    non_blank, normalize_base_url, resolve_setting, Sources, TransportOptions, ENV_BASE_URL,
+    ENV_PROJECT, ENV_SDK_TOKEN,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::{create_plan, diff, patch_body, Plan, PlanAction};
@@ -146,12 +146,7 @@ impl ManagementClient {
         project: Option<&str>,
         options: TransportOptions,
     ) -> Result<Self> {
-        Self::build(
-            non_blank(base_url),
-            non_blank(sdk_token),
-            non_blank(project),
-            &options,
-        )
+        Self::build(Sources::Explicit, base_url, sdk_token, project, &options)
     }
 
     /// Like `new`, each value resolved explicit > `INFERENCEKEY_BASE_URL` / `INFERENCEKEY_SDK_TOKEN` /
@@ -163,19 +158,24 @@ impl ManagementClient {
         options: TransportOptions,
     ) -> Result<Self> {
         Self::build(
-            resolve_setting(base_url, ENV_BASE_URL),
-            resolve_setting(sdk_token, ENV_SDK_TOKEN),
-            resolve_setting(project, ENV_PROJECT),
+            Sources::ExplicitThenEnv,
+            base_url,
+            sdk_token,
+            project,
             &options,
         )
     }
 
     fn build(
-        base_url: Option<String>,
-        token: Option<String>,
-        project: Option<String>,
+        sources: Sources,
+        base_url: Option<&str>,
+        token: Option<&str>,
+        project: Option<&str>,
         options: &TransportOptions,
     ) -> Result<Self> {
+        let base_url = sources.get(base_url, ENV_BASE_URL);
+        let token = sources.get(token, ENV_SDK_TOKEN);
+        let project = sources.get(project, ENV_PROJECT);
         let Some(token) = token else {
             return Err(Error::configuration(
                 "configuration error: no sdk_token: pass sdk_token= or set INFERENCEKEY_SDK_TOKEN",

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{
-    non_blank, normalize_base_url, resolve_setting, TransportOptions, ENV_API_KEY, ENV_BASE_URL,
+    non_blank, normalize_base_url, Sources, TransportOptions, ENV_API_KEY, ENV_BASE_URL,
     ENV_PROJECT,
 };
 use crate::error::{extract_code_message, Error, ErrorBody, Result};
@@ -67,12 +67,7 @@ impl DataClient {
         api_key: Option<&str>,
         options: TransportOptions,
     ) -> Result<Self> {
-        Self::build(
-            non_blank(base_url),
-            non_blank(project),
-            non_blank(api_key),
-            &options,
-        )
+        Self::build(Sources::Explicit, base_url, project, api_key, &options)
     }
 
     /// Like `new`, each value resolved explicit > `INFERENCEKEY_BASE_URL` / `INFERENCEKEY_PROJECT` /
@@ -84,19 +79,24 @@ impl DataClient {
         options: TransportOptions,
     ) -> Result<Self> {
         Self::build(
-            resolve_setting(base_url, ENV_BASE_URL),
-            resolve_setting(project, ENV_PROJECT),
-            resolve_setting(api_key, ENV_API_KEY),
+            Sources::ExplicitThenEnv,
+            base_url,
+            project,
+            api_key,
             &options,
         )
     }
 
     fn build(
-        base_url: Option<String>,
-        project: Option<String>,
-        api_key: Option<String>,
+        sources: Sources,
+        base_url: Option<&str>,
+        project: Option<&str>,
+        api_key: Option<&str>,
         options: &TransportOptions,
     ) -> Result<Self> {
+        let base_url = sources.get(base_url, ENV_BASE_URL);
+        let project = sources.get(project, ENV_PROJECT);
+        let api_key = sources.get(api_key, ENV_API_KEY);
         let Some(project) = project else {
             return Err(Error::configuration(
                 "configuration error: no project: pass project= or set INFERENCEKEY_PROJECT",
@@ -1148,15 +1148,21 @@ data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
         }
     }
 
-    #[tokio::test]
-    async fn batches_keep_order_and_error_comes_last() {
+    /// A stream fed by hand through the returned sender, as `pump` feeds a real one.
+    fn channel_stream() -> (mpsc::Sender<StreamMessage>, ChatStream) {
         let (sender, receiver) = mpsc::channel(8);
-        let mut stream = ChatStream {
+        let stream = ChatStream {
             receiver: Some(receiver),
             buffered: VecDeque::new(),
             failed: None,
             task: None,
         };
+        (sender, stream)
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_and_error_comes_last() {
+        let (sender, mut stream) = channel_stream();
         sender
             .send(StreamMessage::Chunks(vec![
                 chunk("a"),
@@ -1186,13 +1192,7 @@ data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
 
     #[tokio::test]
     async fn batch_of_one_and_clean_end() {
-        let (sender, receiver) = mpsc::channel(8);
-        let mut stream = ChatStream {
-            receiver: Some(receiver),
-            buffered: VecDeque::new(),
-            failed: None,
-            task: None,
-        };
+        let (sender, mut stream) = channel_stream();
         sender
             .send(StreamMessage::Chunks(vec![chunk("a"), chunk("b")]))
             .await

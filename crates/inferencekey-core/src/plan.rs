@@ -396,23 +396,11 @@ pub(crate) fn patch_body(spec: &WorkloadSpec, plan: &Plan) -> Value {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::spec::test_support::{obj, spec_of_model};
     use serde_json::json;
 
     fn spec() -> WorkloadSpec {
-        WorkloadSpec {
-            name: "support-bot".into(),
-            slug: "support-bot".into(),
-            model: "m".into(),
-            backend: "vllm".into(),
-            ..WorkloadSpec::default()
-        }
-    }
-
-    fn obj(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => panic!("not an object"),
-        }
+        spec_of_model("m")
     }
 
     fn live(extra: Value) -> Workload {

@@ -216,28 +216,43 @@ pub fn checked_slug(raw: &str) -> Result<String> {
     Ok(slug)
 }
 
+/// Fixtures shared by the unit tests of specs and of drift plans.
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-    use crate::error::ErrorKind;
-    use serde_json::json;
+pub(crate) mod test_support {
+    #![allow(clippy::panic)]
+    use super::WorkloadSpec;
+    use serde_json::{Map, Value};
 
-    fn spec() -> WorkloadSpec {
+    /// The `support-bot` spec on vLLM serving `model`.
+    pub(crate) fn spec_of_model(model: &str) -> WorkloadSpec {
         WorkloadSpec {
             name: "support-bot".into(),
             slug: "support-bot".into(),
-            model: "meta-llama/Llama-3.1-8B-Instruct".into(),
+            model: model.into(),
             backend: "vllm".into(),
             ..WorkloadSpec::default()
         }
     }
 
-    fn obj(value: Value) -> Map<String, Value> {
+    /// The map of a JSON object literal.
+    pub(crate) fn obj(value: Value) -> Map<String, Value> {
         match value {
             Value::Object(map) => map,
             _ => panic!("not an object"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::test_support::{obj, spec_of_model};
+    use super::*;
+    use crate::error::ErrorKind;
+    use serde_json::json;
+
+    fn spec() -> WorkloadSpec {
+        spec_of_model("meta-llama/Llama-3.1-8B-Instruct")
     }
 
     #[test]

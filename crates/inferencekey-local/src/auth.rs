@@ -146,36 +146,41 @@ impl TokenTable {
     /// The management grant of the request's bearer token: 401 when absent or unknown, 403
     /// `wrong_credential_type` for a data key.
     pub fn management(&self, headers: &HeaderMap) -> Result<(String, Vec<Scope>), ApiError> {
-        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-        match self.get(token) {
-            Some(Grant::Sdk { project, scopes }) => Ok((project.clone(), scopes.clone())),
-            Some(Grant::Live { .. }) => Err(ApiError::forbidden(
-                "wrong_credential_type",
-                format!(
-                    "{} is a data key; the management plane requires an ik_sdk_ token",
-                    redact_token(token)
-                ),
+        match self.presented(headers)? {
+            (_, Grant::Sdk { project, scopes }) => Ok((project.clone(), scopes.clone())),
+            (token, Grant::Live { .. }) => Err(wrong_credential(
+                token,
+                "a data key; the management plane requires an ik_sdk_ token",
             )),
-            None => Err(ApiError::unauthorized()),
         }
     }
 
     /// The data-plane grant (project, workload) of the request's bearer token: 401 when absent
     /// or unknown, 403 `wrong_credential_type` for a management token.
     pub fn data(&self, headers: &HeaderMap) -> Result<(String, Option<String>), ApiError> {
-        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-        match self.get(token) {
-            Some(Grant::Live { project, workload }) => Ok((project.clone(), workload.clone())),
-            Some(Grant::Sdk { .. }) => Err(ApiError::forbidden(
-                "wrong_credential_type",
-                format!(
-                    "{} is a management token; the data plane requires an ik_live_ key",
-                    redact_token(token)
-                ),
+        match self.presented(headers)? {
+            (_, Grant::Live { project, workload }) => Ok((project.clone(), workload.clone())),
+            (token, Grant::Sdk { .. }) => Err(wrong_credential(
+                token,
+                "a management token; the data plane requires an ik_live_ key",
             )),
-            None => Err(ApiError::unauthorized()),
         }
     }
+
+    /// The request's bearer token and its grant: 401 when absent or unknown (both planes).
+    fn presented<'a>(&self, headers: &'a HeaderMap) -> Result<(&'a str, &Grant), ApiError> {
+        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        let grant = self.get(token).ok_or_else(ApiError::unauthorized)?;
+        Ok((token, grant))
+    }
+}
+
+/// 403 `wrong_credential_type`: `token` (redacted) is the other plane's credential, `what` says which.
+fn wrong_credential(token: &str, what: &str) -> ApiError {
+    ApiError::forbidden(
+        "wrong_credential_type",
+        format!("{} is {what}", redact_token(token)),
+    )
 }
 
 /// 403 `project_scope_mismatch` unless `granted` is `project`.

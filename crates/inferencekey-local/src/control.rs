@@ -205,6 +205,29 @@ fn management(app: &App, headers: &HeaderMap) -> Result<(String, Vec<Scope>), Ap
     lock(&app.store).tokens.management(headers)
 }
 
+/// The scopes of the request's `ik_sdk_` token, once it is known to act on `project` and to hold
+/// `needed`: the auth order of the routes under `/api/projects/{project}`.
+fn project_access(
+    app: &App,
+    headers: &HeaderMap,
+    project: &str,
+    needed: Scope,
+) -> Result<Vec<Scope>, ApiError> {
+    let (granted, scopes) = management(app, headers)?;
+    require_project(&granted, project)?;
+    require_scope(&scopes, needed)?;
+    Ok(scopes)
+}
+
+/// The fields of a create or patch body; assigning a worker or GPU also needs `assignment:write`.
+fn sent_fields(ctx: &RequestCtx, scopes: &[Scope]) -> Result<Fields, ApiError> {
+    let fields = Fields::parse(ctx.platform_object()?)?;
+    if fields.sets_assignment() {
+        require_scope(scopes, Scope::AssignmentWrite)?;
+    }
+    Ok(fields)
+}
+
 fn workload_not_found(what: &str) -> ApiError {
     ApiError::not_found(format!("workload {what} not found"))
 }
@@ -215,9 +238,7 @@ pub async fn list(
     headers: HeaderMap,
     Params(project): Params<String>,
 ) -> Reply {
-    let (granted, scopes) = management(&app, &headers)?;
-    require_project(&granted, &project)?;
-    require_scope(&scopes, Scope::WorkloadRead)?;
+    project_access(&app, &headers, &project, Scope::WorkloadRead)?;
     let fired = preflight(&app, Route::List, None).await?;
     let workloads: Vec<Value> = lock(&app.store)
         .workloads_in(&project)
@@ -234,14 +255,8 @@ pub async fn create(
     Extension(ctx): Extension<Arc<RequestCtx>>,
     Params(project): Params<String>,
 ) -> Reply {
-    let (granted, scopes) = management(&app, &headers)?;
-    require_project(&granted, &project)?;
-    require_scope(&scopes, Scope::WorkloadWrite)?;
-    let fields = Fields::parse(ctx.platform_object()?)?;
-    if fields.sets_assignment() {
-        require_scope(&scopes, Scope::AssignmentWrite)?;
-    }
-    let new = fields.into_new()?;
+    let scopes = project_access(&app, &headers, &project, Scope::WorkloadWrite)?;
+    let new = sent_fields(&ctx, &scopes)?.into_new()?;
     let fired = preflight(&app, Route::Create, Some(&new.slug)).await?;
     let mut store = lock(&app.store);
     if matches!(fired, Some(ref f) if f.fault == Fault::RaceCreate {}) {
@@ -266,10 +281,7 @@ pub async fn patch(
 ) -> Reply {
     let (granted, scopes) = management(&app, &headers)?;
     require_scope(&scopes, Scope::WorkloadWrite)?;
-    let fields = Fields::parse(ctx.platform_object()?)?;
-    if fields.sets_assignment() {
-        require_scope(&scopes, Scope::AssignmentWrite)?;
-    }
+    let fields = sent_fields(&ctx, &scopes)?;
     let slug = owned_workload(&app, &id, &granted)?;
     if let Some(sent) = &fields.slug {
         if canonical_slug(sent) != slug {
@@ -315,9 +327,7 @@ pub async fn readiness(
     headers: HeaderMap,
     Params((project, slug)): Params<(String, String)>,
 ) -> Reply {
-    let (granted, scopes) = management(&app, &headers)?;
-    require_project(&granted, &project)?;
-    require_scope(&scopes, Scope::WorkloadRead)?;
+    project_access(&app, &headers, &project, Scope::WorkloadRead)?;
     let clock = lock(&app.store)
         .workload_by_slug(&project, &slug)
         .map(Workload::subscribe)

@@ -89,6 +89,23 @@ fn target(app: &App, headers: &HeaderMap, project: &str, slug: &str) -> Result<T
     })
 }
 
+/// The checks every data route makes, in the platform's order: [`target`], then the body and its
+/// parameters, whose errors come in the engine's own shape.
+// The error is the early reply itself, as in every handler's `Reply`.
+#[allow(clippy::result_large_err)]
+fn open<'c, P>(
+    app: &App,
+    headers: &HeaderMap,
+    ctx: &'c RequestCtx,
+    (project, slug): &(String, String),
+    parse: impl FnOnce(&Map<String, Value>) -> Result<P, String>,
+) -> Result<(Target, &'c Map<String, Value>, P), Response> {
+    let target = target(app, headers, project, slug)?;
+    let body = ctx.object().map_err(|m| target.engine_error(m))?;
+    let params = parse(body).map_err(|m| target.engine_error(m))?;
+    Ok((target, body, params))
+}
+
 /// The `model` echoed back: the request's, else the workload slug.
 fn echoed_model(body: &Map<String, Value>, slug: &str) -> String {
     body.get("model")
@@ -164,11 +181,9 @@ pub async fn chat(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Extension(ctx): Extension<Arc<RequestCtx>>,
-    Params((project, slug)): Params<(String, String)>,
+    Params(path): Params<(String, String)>,
 ) -> Reply {
-    let target = target(&app, &headers, &project, &slug)?;
-    let body = ctx.object().map_err(|m| target.engine_error(m))?;
-    let params = ChatParams::parse(body).map_err(|m| target.engine_error(m))?;
+    let (target, body, params) = open(&app, &headers, &ctx, &path, ChatParams::parse)?;
     target.require_task(&CHAT_TASKS, "chat completions")?;
     let route = if params.stream {
         Route::ChatStream
@@ -282,11 +297,9 @@ pub async fn embeddings(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Extension(ctx): Extension<Arc<RequestCtx>>,
-    Params((project, slug)): Params<(String, String)>,
+    Params(path): Params<(String, String)>,
 ) -> Reply {
-    let target = target(&app, &headers, &project, &slug)?;
-    let body = ctx.object().map_err(|m| target.engine_error(m))?;
-    let inputs = embedding_inputs(body).map_err(|m| target.engine_error(m))?;
+    let (target, body, inputs) = open(&app, &headers, &ctx, &path, embedding_inputs)?;
     let base64 = match body.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(format)) if format == "float" => false,
@@ -370,11 +383,9 @@ pub async fn rerank(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Extension(ctx): Extension<Arc<RequestCtx>>,
-    Params((project, slug)): Params<(String, String)>,
+    Params(path): Params<(String, String)>,
 ) -> Reply {
-    let target = target(&app, &headers, &project, &slug)?;
-    let body = ctx.object().map_err(|m| target.engine_error(m))?;
-    let params = RerankParams::parse(body).map_err(|m| target.engine_error(m))?;
+    let (target, body, params) = open(&app, &headers, &ctx, &path, RerankParams::parse)?;
     target.require_task(&["reranker"], "rerank requests")?;
     let fired = preflight(&app, Route::Rerank, Some(&target.slug)).await?;
     let scores = engines::rerank_scores(&params.query, &params.documents);

@@ -121,16 +121,11 @@ async fn vllm_dialect() {
     assert!(plain.iter().all(|c| c.get("usage").is_none()));
     // The id honours an incoming X-Request-Id.
     let reply = read(
-        h.request(
-            Method::POST,
-            &h.data_path("bot", "chat/completions"),
-            Some(&h.key),
-            Some(&chat_body("hello", true)),
-        )
-        .header("x-request-id", "abc123")
-        .send()
-        .await
-        .unwrap(),
+        h.chat_request("bot", &chat_body("hello", true))
+            .header("x-request-id", "abc123")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(sse_json(&reply.bytes)[0]["id"], "chatcmpl-abc123");
@@ -554,16 +549,7 @@ async fn ttft_and_itl_pace_the_stream() {
     let mut body = chat_body("hello", true);
     body["max_tokens"] = json!(4);
     let begun = Instant::now();
-    let response = h
-        .request(
-            Method::POST,
-            &h.data_path("bot", "chat/completions"),
-            Some(&h.key),
-            Some(&body),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = h.chat_request("bot", &body).send().await.unwrap();
     assert!(
         begun.elapsed() < Duration::from_millis(250),
         "headers wait for no token"

@@ -14,21 +14,18 @@ use serde_json::{json, Value};
 
 /// A streamed chat with a fixed `X-Request-Id`, so vLLM ids are stable between requests.
 async fn stream_chat(h: &Harness, slug: &str, max_tokens: u64) -> Reply {
+    read(open_stream_chat(h, slug, max_tokens).await).await
+}
+
+/// The response of [`stream_chat`], its body not read yet.
+async fn open_stream_chat(h: &Harness, slug: &str, max_tokens: u64) -> reqwest::Response {
     let mut body = chat_body("fault injection", true);
     body["max_tokens"] = json!(max_tokens);
-    read(
-        h.request(
-            Method::POST,
-            &h.data_path(slug, "chat/completions"),
-            Some(&h.key),
-            Some(&body),
-        )
+    h.chat_request(slug, &body)
         .header("x-request-id", "fixed")
         .send()
         .await
-        .unwrap(),
-    )
-    .await
+        .unwrap()
 }
 
 /// Events without the `created` stamp (a clock tick apart between requests).
@@ -174,12 +171,7 @@ async fn stalls_at_headers_first_chunk_and_mid_stream() {
         .await;
         let begun = Instant::now();
         let response = h
-            .request(
-                Method::POST,
-                &h.data_path("bot", "chat/completions"),
-                Some(&h.key),
-                Some(&chat_body("x", true)),
-            )
+            .chat_request("bot", &chat_body("x", true))
             .send()
             .await
             .unwrap();
@@ -228,19 +220,7 @@ async fn drip_writes_a_few_bytes_at_a_time() {
         "interval_ms": 2}}),
     )
     .await;
-    let mut body = chat_body("fault injection", true);
-    body["max_tokens"] = json!(2);
-    let response = h
-        .request(
-            Method::POST,
-            &h.data_path("bot", "chat/completions"),
-            Some(&h.key),
-            Some(&body),
-        )
-        .header("x-request-id", "fixed")
-        .send()
-        .await
-        .unwrap();
+    let response = open_stream_chat(&h, "bot", 2).await;
     let mut stream = response.bytes_stream();
     let (mut reads, mut bytes) = (0, Vec::new());
     while let Some(chunk) = stream.next().await {
@@ -361,19 +341,7 @@ async fn framing_variants_carry_the_same_events() {
         fault["type"] = json!("framing");
         h.add_fault(json!({"route": "chat_stream", "fault": fault}))
             .await;
-        let mut body = chat_body("fault injection", true);
-        body["max_tokens"] = json!(30);
-        let response = h
-            .request(
-                Method::POST,
-                &h.data_path("bot", "chat/completions"),
-                Some(&h.key),
-                Some(&body),
-            )
-            .header("x-request-id", "fixed")
-            .send()
-            .await
-            .unwrap();
+        let response = open_stream_chat(&h, "bot", 30).await;
         let mut stream = response.bytes_stream();
         let (mut bytes, mut split_inside_char) = (Vec::new(), false);
         while let Some(chunk) = stream.next().await {
@@ -593,16 +561,7 @@ async fn journal_tracks_streams_and_disconnects() {
     h.set_settings("bot", json!({"itl_ms": 100})).await;
     let mut body = chat_body("slow", true);
     body["max_tokens"] = json!(30);
-    let response = h
-        .request(
-            Method::POST,
-            &h.data_path("bot", "chat/completions"),
-            Some(&h.key),
-            Some(&body),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = h.chat_request("bot", &body).send().await.unwrap();
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap();
     drop(stream);

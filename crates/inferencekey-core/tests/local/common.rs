@@ -65,24 +65,25 @@ impl Local {
     }
 
     pub fn mgmt_with(&self, options: TransportOptions) -> ManagementClient {
-        ManagementClient::new(
-            Some(self.url()),
-            Some(self.sdk_token()),
-            Some(self.project()),
-            options,
-        )
-        .unwrap()
+        self.mgmt_client(self.sdk_token(), options)
     }
 
     /// A management client with another token.
     pub fn mgmt_token(&self, token: &str) -> ManagementClient {
-        ManagementClient::new(
-            Some(self.url()),
-            Some(token),
-            Some(self.project()),
-            options(),
-        )
-        .unwrap()
+        self.mgmt_client(token, options())
+    }
+
+    fn mgmt_client(&self, token: &str, options: TransportOptions) -> ManagementClient {
+        ManagementClient::new(Some(self.url()), Some(token), Some(self.project()), options).unwrap()
+    }
+
+    /// A management client, once it has created the workload `spec(slug)`.
+    pub async fn created(&self, slug: &str) -> ManagementClient {
+        let mgmt = self.mgmt();
+        mgmt.ensure(&spec(slug), inferencekey_core::OnDrift::Reconcile, None)
+            .await
+            .unwrap();
+        mgmt
     }
 
     pub fn data(&self) -> DataClient {
@@ -194,17 +195,16 @@ impl Local {
 
     /// Journal entries as `METHOD path` lines.
     pub async fn requests(&self) -> Vec<String> {
-        self.journal()
+        request_lines(&self.journal().await)
+    }
+
+    /// How many journaled requests' `METHOD path` lines satisfy `matches`.
+    pub async fn count_requests(&self, matches: impl Fn(&str) -> bool) -> usize {
+        self.requests()
             .await
             .iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e["method"].as_str().unwrap(),
-                    e["path"].as_str().unwrap()
-                )
-            })
-            .collect()
+            .filter(|line| matches(line))
+            .count()
     }
 
     pub async fn clear_journal(&self) {
@@ -233,6 +233,20 @@ impl Local {
         }
         panic!("journal entries for {path_suffix} never settled");
     }
+}
+
+/// Journal entries as `METHOD path` lines (for tests that also read the entries themselves).
+pub fn request_lines(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["method"].as_str().unwrap(),
+                e["path"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 /// The JSON object of a spec's config.

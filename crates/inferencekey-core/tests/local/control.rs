@@ -1,18 +1,24 @@
 //! The control plane against the local platform: ensure (create, noop, patch, every OnDrift), plan, the
 //! create race, delete, list, project resolution, error mapping and the retry policy.
 
-use inferencekey_core::{ErrorKind, OnDrift, PlanAction};
+use inferencekey_core::{ErrorKind, OnDrift, PlanAction, WorkloadSpec};
 use serde_json::{json, Value};
 
-use crate::common::{object, options, spec, Local};
+use crate::common::{object, options, request_lines, spec, Local};
+
+/// A spec that runs `command`, with `max_model_len: 8192` in its config.
+fn served(slug: &str, command: &str) -> WorkloadSpec {
+    let mut s = spec(slug);
+    s.command = Some(command.into());
+    s.config = Some(object(json!({"max_model_len": 8192})));
+    s
+}
 
 #[tokio::test]
 async fn ensure_creates_once_then_is_a_noop() {
     let local = Local::start();
     let mgmt = local.mgmt();
-    let mut s = spec("Support Bot");
-    s.command = Some("vllm serve m --max-model-len 8192".into());
-    s.config = Some(object(json!({"max_model_len": 8192})));
+    let s = served("Support Bot", "vllm serve m --max-model-len 8192");
 
     let first = mgmt.ensure(&s, OnDrift::Reconcile, None).await.unwrap();
     assert_eq!(first.plan.action, PlanAction::Create);
@@ -31,16 +37,7 @@ async fn ensure_creates_once_then_is_a_noop() {
     assert!(!second.applied);
 
     let journal = local.journal().await;
-    let lines: Vec<String> = journal
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["method"].as_str().unwrap(),
-                e["path"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let lines = request_lines(&journal);
     let list = format!("GET /api/projects/{}/workloads", local.project());
     let create = format!("POST /api/projects/{}/workloads", local.project());
     assert_eq!(lines, [list.clone(), create, list]);
@@ -66,9 +63,7 @@ async fn ensure_creates_once_then_is_a_noop() {
 async fn drift_is_patched_with_spec_names_and_then_in_sync() {
     let local = Local::start();
     let mgmt = local.mgmt();
-    let mut s = spec("support-bot");
-    s.command = Some("vllm serve m".into());
-    s.config = Some(object(json!({"max_model_len": 8192})));
+    let mut s = served("support-bot", "vllm serve m");
     mgmt.ensure(&s, OnDrift::Reconcile, None).await.unwrap();
 
     s.command = Some("vllm serve m --max-model-len 16384".into());
@@ -230,10 +225,7 @@ async fn create_race_keeps_one_workload() {
 #[tokio::test]
 async fn delete_is_idempotent() {
     let local = Local::start();
-    let mgmt = local.mgmt();
-    mgmt.ensure(&spec("gone-soon"), OnDrift::Reconcile, None)
-        .await
-        .unwrap();
+    let mgmt = local.created("gone-soon").await;
     assert!(mgmt.delete("Gone Soon", None).await.unwrap());
     assert!(!mgmt.delete("gone-soon", None).await.unwrap());
     assert!(mgmt.list(None).await.unwrap().is_empty());
@@ -244,10 +236,7 @@ async fn delete_is_idempotent() {
 #[tokio::test]
 async fn delete_racing_another_deleter_is_false() {
     let local = Local::start();
-    let mgmt = local.mgmt();
-    mgmt.ensure(&spec("contested"), OnDrift::Reconcile, None)
-        .await
-        .unwrap();
+    let mgmt = local.created("contested").await;
     local
         .fault(json!({"route": "delete", "fault": {"type": "status", "status": 404}}))
         .await;
@@ -409,12 +398,7 @@ async fn reset_connection_is_retried_for_get_not_for_post() {
         "{}",
         err.message
     );
-    let posts = local
-        .requests()
-        .await
-        .iter()
-        .filter(|r| r.starts_with("POST"))
-        .count();
+    let posts = local.count_requests(|r| r.starts_with("POST")).await;
     assert_eq!(posts, 1);
 }
 
@@ -437,12 +421,7 @@ async fn post_is_retried_on_503_with_retry_after_only() {
         .await
         .unwrap_err();
     assert_eq!(err.status, Some(500));
-    let posts = local
-        .requests()
-        .await
-        .iter()
-        .filter(|r| r.starts_with("POST"))
-        .count();
+    let posts = local.count_requests(|r| r.starts_with("POST")).await;
     assert_eq!(posts, 3, "two for the first ensure, one for the second");
 }
 

@@ -28,9 +28,17 @@ fn text(chunks: &[ChatChunk]) -> String {
     chunks.iter().map(|c| c.text.as_str()).collect()
 }
 
-async fn streamed_text(endpoint: &Endpoint, request: &ChatRequest) -> String {
+/// Opens a stream for `request` and reads it to the end.
+async fn stream_chunks(
+    endpoint: &Endpoint,
+    request: &ChatRequest,
+) -> (Vec<ChatChunk>, Option<inferencekey_core::Error>) {
     let mut stream = endpoint.chat_stream(request).await.unwrap();
-    let (chunks, err) = collect(&mut stream).await;
+    collect(&mut stream).await
+}
+
+async fn streamed_text(endpoint: &Endpoint, request: &ChatRequest) -> String {
+    let (chunks, err) = stream_chunks(endpoint, request).await;
     assert!(err.is_none(), "{err:?}");
     text(&chunks)
 }
@@ -50,8 +58,7 @@ async fn chat_in_every_dialect_matches_its_stream() {
             json!(completion.text)
         );
 
-        let mut stream = endpoint.chat_stream(&request).await.unwrap();
-        let (chunks, err) = collect(&mut stream).await;
+        let (chunks, err) = stream_chunks(&endpoint, &request).await;
         assert!(err.is_none(), "{backend}: {err:?}");
         assert_eq!(text(&chunks), completion.text, "{backend}");
         let finishes: Vec<&str> = chunks
@@ -173,8 +180,7 @@ async fn in_band_errors_in_every_shape() {
             .fault(json!({"route": "chat_stream", "workload": slug, "fault":
                 {"type": "inband_error", "after_events": 2, "shape": shape, "message": "GPU fell off the bus"}}))
             .await;
-        let mut stream = endpoint.chat_stream(&prompt("hello there")).await.unwrap();
-        let (chunks, err) = collect(&mut stream).await;
+        let (chunks, err) = stream_chunks(&endpoint, &prompt("hello there")).await;
         assert_eq!(chunks.len(), 2, "{backend}/{shape}");
         let err = err.unwrap_or_else(|| panic!("{backend}/{shape}: no error"));
         assert_eq!(err.kind, ErrorKind::Api);
@@ -195,8 +201,7 @@ async fn malformed_json_frame_is_an_error() {
             json!({"route": "chat_stream", "fault": {"type": "malformed_json", "after_events": 1}}),
         )
         .await;
-    let mut stream = endpoint.chat_stream(&prompt("hi")).await.unwrap();
-    let (chunks, err) = collect(&mut stream).await;
+    let (chunks, err) = stream_chunks(&endpoint, &prompt("hi")).await;
     assert_eq!(chunks.len(), 1);
     assert!(err
         .unwrap()
@@ -213,8 +218,7 @@ async fn non_sse_reply_is_one_chunk() {
     local
         .fault(json!({"route": "chat_stream", "fault": {"type": "non_sse"}}))
         .await;
-    let mut stream = endpoint.chat_stream(&request).await.unwrap();
-    let (chunks, err) = collect(&mut stream).await;
+    let (chunks, err) = stream_chunks(&endpoint, &request).await;
     assert!(err.is_none());
     assert_eq!(chunks.len(), 1);
     assert_eq!(chunks[0].text, expected.text);
@@ -310,8 +314,7 @@ async fn idle_stream_times_out() {
     });
     let endpoint = data.endpoint(endpoint_slug, None).unwrap();
     local.fault(json!({"route": "chat_stream", "fault": {"type": "stall", "at": "mid_stream", "ms": 3000}})).await;
-    let mut stream = endpoint.chat_stream(&prompt("hello")).await.unwrap();
-    let (_, err) = collect(&mut stream).await;
+    let (_, err) = stream_chunks(&endpoint, &prompt("hello")).await;
     let err = err.unwrap();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
     assert!(err.message.contains("read timeout"), "{}", err.message);

@@ -3,41 +3,38 @@
 
 use std::time::{Duration, Instant};
 
-use inferencekey_core::{ErrorKind, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
+use inferencekey_core::{ErrorKind, ManagementClient, ReadinessEvent, ReadinessWatch};
 use serde_json::json;
 
-use crate::common::{options, spec, Local};
+use crate::common::{options, Local};
 
-/// Every event until the end or the first error.
-async fn drain(
-    watch: &mut ReadinessWatch,
-) -> (Vec<ReadinessEvent>, Option<inferencekey_core::Error>) {
+/// Watches `slug` for at most `within`: every event until the end or the first error, and the watch
+/// itself (for tests that read on after the end).
+async fn watch_to_end(
+    mgmt: &ManagementClient,
+    slug: &str,
+    within: Duration,
+) -> (
+    Vec<ReadinessEvent>,
+    Option<inferencekey_core::Error>,
+    ReadinessWatch,
+) {
+    let mut watch = mgmt.watch_readiness(slug, None, within).unwrap();
     let mut events = Vec::new();
     loop {
         match watch.next().await {
             Ok(Some(event)) => events.push(event),
-            Ok(None) => return (events, None),
-            Err(err) => return (events, Some(err)),
+            Ok(None) => return (events, None, watch),
+            Err(err) => return (events, Some(err), watch),
         }
     }
-}
-
-async fn created(local: &Local, slug: &str) -> ManagementClient {
-    let mgmt = local.mgmt();
-    mgmt.ensure(&spec(slug), OnDrift::Reconcile, None)
-        .await
-        .unwrap();
-    mgmt
 }
 
 #[tokio::test]
 async fn phases_until_ready_with_monotonic_elapsed() {
     let local = Local::start();
-    let mgmt = created(&local, "warmup").await;
-    let mut watch = mgmt
-        .watch_readiness("Warmup", None, Duration::from_secs(20))
-        .unwrap();
-    let (events, err) = drain(&mut watch).await;
+    let mgmt = local.created("warmup").await;
+    let (events, err, mut watch) = watch_to_end(&mgmt, "Warmup", Duration::from_secs(20)).await;
     assert!(err.is_none(), "{err:?}");
     let phases: Vec<&str> = events.iter().map(|e| e.phase.as_str()).collect();
     assert_eq!(phases.last(), Some(&"ready"), "{phases:?}");
@@ -62,17 +59,14 @@ async fn phases_until_ready_with_monotonic_elapsed() {
 #[tokio::test]
 async fn error_phase_is_yielded_then_raised() {
     let local = Local::start();
-    let mgmt = created(&local, "broken").await;
+    let mgmt = local.created("broken").await;
     local
         .settings(
             "broken",
             json!({"readiness": "error", "error_message": "CUDA out of memory"}),
         )
         .await;
-    let mut watch = mgmt
-        .watch_readiness("broken", None, Duration::from_secs(20))
-        .unwrap();
-    let (events, err) = drain(&mut watch).await;
+    let (events, err, _) = watch_to_end(&mgmt, "broken", Duration::from_secs(20)).await;
     assert_eq!(events.last().unwrap().phase, "error");
     assert_eq!(events.last().unwrap().message, "CUDA out of memory");
     let err = err.unwrap();
@@ -86,13 +80,10 @@ async fn error_phase_is_yielded_then_raised() {
 #[tokio::test]
 async fn deadline_is_a_wait_timeout_naming_the_last_phase() {
     let local = Local::start();
-    let mgmt = created(&local, "stuck").await;
+    let mgmt = local.created("stuck").await;
     local.settings("stuck", json!({"readiness": "stuck"})).await;
     let started = Instant::now();
-    let mut watch = mgmt
-        .watch_readiness("stuck", None, Duration::from_millis(800))
-        .unwrap();
-    let (events, err) = drain(&mut watch).await;
+    let (events, err, _) = watch_to_end(&mgmt, "stuck", Duration::from_millis(800)).await;
     let err = err.unwrap();
     assert_eq!(err.kind, ErrorKind::WaitTimeout);
     assert_eq!(
@@ -110,22 +101,16 @@ async fn deadline_is_a_wait_timeout_naming_the_last_phase() {
 #[tokio::test]
 async fn stream_ending_early_is_reconnected() {
     let local = Local::start();
-    let mgmt = created(&local, "flaky").await;
+    let mgmt = local.created("flaky").await;
     local
         .fault(json!({"route": "readiness", "fault": {"type": "truncate", "after_events": 1}}))
         .await;
-    let mut watch = mgmt
-        .watch_readiness("flaky", None, Duration::from_secs(20))
-        .unwrap();
-    let (events, err) = drain(&mut watch).await;
+    let (events, err, _) = watch_to_end(&mgmt, "flaky", Duration::from_secs(20)).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(events.last().unwrap().phase, "ready");
     let connects = local
-        .requests()
-        .await
-        .iter()
-        .filter(|r| r.ends_with("/readiness-events"))
-        .count();
+        .count_requests(|r| r.ends_with("/readiness-events"))
+        .await;
     assert_eq!(connects, 2);
     // The snapshot of the second connection repeats the event already seen: it is not yielded twice.
     let key = |e: &ReadinessEvent| (e.phase.clone(), e.message.clone(), e.step.clone());
@@ -138,14 +123,11 @@ async fn stream_ending_early_is_reconnected() {
 #[tokio::test]
 async fn transient_status_is_retried_after_retry_after() {
     let local = Local::start();
-    let mgmt = created(&local, "busy").await;
+    let mgmt = local.created("busy").await;
     local
         .fault(json!({"route": "readiness", "fault": {"type": "status", "status": 503, "retry_after": 0}}))
         .await;
-    let mut watch = mgmt
-        .watch_readiness("busy", None, Duration::from_secs(20))
-        .unwrap();
-    let (events, err) = drain(&mut watch).await;
+    let (events, err, _) = watch_to_end(&mgmt, "busy", Duration::from_secs(20)).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(events.last().unwrap().phase, "ready");
 }
@@ -163,7 +145,7 @@ async fn permanent_errors_raise_at_once() {
     assert_eq!(err.status, Some(404));
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    created(&local, "private").await;
+    local.created("private").await;
     let bogus = "ik_sdk_deadbeef_0000000000000000000000000000000000000000000000000000000000000000";
     let mut watch = local
         .mgmt_token(bogus)
@@ -206,7 +188,7 @@ async fn unreachable_host_waits_until_the_deadline() {
 #[tokio::test]
 async fn stalled_server_cannot_block_past_the_deadline() {
     let local = Local::start();
-    let mgmt = created(&local, "silent").await;
+    let mgmt = local.created("silent").await;
     local
         .fault(
             json!({"route": "readiness", "fault": {"type": "stall", "at": "headers", "ms": 10000}}),

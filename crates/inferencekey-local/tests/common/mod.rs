@@ -137,11 +137,14 @@ impl Harness {
     }
 
     pub async fn add_fault(&self, rule: Value) -> String {
-        let reply = self
-            .admin(Method::POST, "/_local/faults", Some(&rule))
-            .await;
+        self.admin_create("/_local/faults", &rule, "id").await
+    }
+
+    /// POSTs `body` to an admin collection, expects 201 and returns the string `field` of the reply.
+    async fn admin_create(&self, path: &str, body: &Value, field: &str) -> String {
+        let reply = self.admin(Method::POST, path, Some(body)).await;
         assert_eq!(reply.status, 201, "{}", reply.text());
-        reply.json()["id"].as_str().unwrap().to_string()
+        reply.json()[field].as_str().unwrap().to_string()
     }
 
     pub async fn journal(&self) -> Vec<Value> {
@@ -151,11 +154,7 @@ impl Harness {
     }
 
     pub async fn add_token(&self, spec: Value) -> String {
-        let reply = self
-            .admin(Method::POST, "/_local/tokens", Some(&spec))
-            .await;
-        assert_eq!(reply.status, 201, "{}", reply.text());
-        reply.json()["token"].as_str().unwrap().to_string()
+        self.admin_create("/_local/tokens", &spec, "token").await
     }
 
     pub fn workloads_path(&self) -> String {
@@ -195,13 +194,17 @@ impl Harness {
 
     /// POSTs a chat body with the default key.
     pub async fn chat(&self, slug: &str, body: Value) -> Reply {
-        self.call(
+        read(self.chat_request(slug, &body).send().await.unwrap()).await
+    }
+
+    /// The request of [`Harness::chat`], for tests that add headers or read the body as it streams.
+    pub fn chat_request(&self, slug: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.request(
             Method::POST,
             &self.data_path(slug, "chat/completions"),
             Some(&self.key),
-            Some(&body),
+            Some(body),
         )
-        .await
     }
 
     /// Polls the journal until `check` holds for it (at most 5 s).
