@@ -40,6 +40,7 @@ fmt: $(VENV)/.tools
 	$(VENV)/bin/ruff format python tests examples benches
 
 bench: develop
+	$(VENV)/bin/pip install -q -r benches/requirements.txt
 	$(PY) benches/run.py
 
 clean-venv:
