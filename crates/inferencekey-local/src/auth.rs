@@ -238,8 +238,11 @@ pub fn redact_text(text: &str) -> String {
         let id: String = body[..token_len].chars().take(8).collect();
         out.push_str(prefix);
         out.push_str(&id);
-        out.push('…');
         rest = &body[token_len..];
+        // Idempotent: text redacted once (`ik_sdk_0a1b2c3d…`) stays as it is.
+        if !rest.starts_with('…') {
+            out.push('…');
+        }
     }
     out.push_str(rest);
     out
@@ -286,10 +289,12 @@ mod tests {
         let token = "ik_live_0a1b2c3d_".to_string() + &"f".repeat(64);
         assert_eq!(redact_token(&token), "ik_live_0a1b2c3d…");
         let text = format!("Bearer {token}, ik_sdk_ alone, x ik_admin_99887766_abc!");
+        let once = redact_text(&text);
         assert_eq!(
-            redact_text(&text),
+            once,
             "Bearer ik_live_0a1b2c3d…, ik_sdk_ alone, x ik_admin_99887766…!"
         );
+        assert_eq!(redact_text(&once), once);
     }
 
     #[test]

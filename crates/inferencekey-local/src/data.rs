@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::app::{lock, App, RequestCtx};
-use crate::auth::require_project;
+use crate::auth::{redact_text, require_project};
 use crate::clock::unix_now;
 use crate::dialects::{completion_json, ChatHead, ChatStream, Dialect, Tokens, Usage};
 use crate::engines::{self, BENCH_DEFAULT_TOKENS};
@@ -22,6 +22,13 @@ use crate::reply::{json_response, ApiError, Params, Reply};
 use crate::rng::{fnv1a, SplitMix64, FNV_BASIS};
 use crate::settings::EngineSettings;
 use crate::sse::{stream_response, EventSource};
+
+/// Floats one embeddings reply may hold (texts × `embedding_dim`): above it, a 400 instead of a
+/// reply that would not fit in memory (a 4 MiB body can hold a million empty texts).
+pub const MAX_EMBEDDING_FLOATS: usize = 1 << 24;
+/// Tokens of a non-stream reply in bench mode (a stream of any length costs nothing; a
+/// non-stream reply is built in memory).
+pub const MAX_BENCH_REPLY_TOKENS: u64 = 1_000_000;
 
 /// Task types that serve chat completions.
 const CHAT_TASKS: [&str; 2] = ["text2text", "omni"];
@@ -39,7 +46,7 @@ impl Target {
     fn engine_error(&self, message: impl AsRef<str>) -> Response {
         json_response(
             StatusCode::BAD_REQUEST,
-            &self.dialect.request_error(message.as_ref()),
+            &self.dialect.request_error(&redact_text(message.as_ref())),
         )
     }
 
@@ -193,17 +200,28 @@ pub async fn chat(
     let fired = preflight(&app, route, Some(&target.slug)).await?;
     let fault = fired.as_ref().map(|f| f.fault.clone());
     let settings = &target.settings;
-    let incoming_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    // vLLM builds the completion id from it: never echo a token put there.
+    let incoming_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(redact_text);
     let head = ChatHead {
         id: target
             .dialect
-            .completion_id(&mut request_rng(&app, &ctx), incoming_id),
+            .completion_id(&mut request_rng(&app, &ctx), incoming_id.as_deref()),
         created: unix_now(),
         model: echoed_model(body, &target.slug),
     };
     let prompt = engines::prompt_tokens(&params.messages);
     let (tokens, finish_reason) = if settings.bench {
         let n = params.max_tokens.unwrap_or(BENCH_DEFAULT_TOKENS);
+        let built = !params.stream || fault == Some(Fault::NonSse {});
+        if built && n > MAX_BENCH_REPLY_TOKENS {
+            return Err(target.engine_error(format!(
+                "max_tokens {n} is too large for a non-stream reply in bench mode \
+                 (at most {MAX_BENCH_REPLY_TOKENS})"
+            )));
+        }
         let finish = if params.max_tokens.is_some() {
             "length"
         } else {
@@ -309,13 +327,21 @@ pub async fn embeddings(
         }
     };
     target.require_task(&["embedding"], "embeddings")?;
+    let dim = target.settings.embedding_dim;
+    if inputs.len().saturating_mul(dim) > MAX_EMBEDDING_FLOATS {
+        return Err(target.engine_error(format!(
+            "input has {} texts; at most {} fit in one request at embedding_dim {dim}",
+            inputs.len(),
+            MAX_EMBEDDING_FLOATS / dim.max(1)
+        )));
+    }
     let fired = preflight(&app, Route::Embeddings, Some(&target.slug)).await?;
     let as_base64 = base64 && !target.dialect.ignores_base64();
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            let vector = engines::embed(app.seed, text, target.settings.embedding_dim);
+            let vector = engines::embed(app.seed, text, dim);
             let embedding = if as_base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
                 Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))

@@ -98,8 +98,8 @@ impl Journal {
         self.entries.push_back(Entry {
             seq,
             method: method.to_string(),
-            path: path.to_string(),
-            query: query.map(str::to_string),
+            path: redact_text(path),
+            query: query.map(redact_text),
             headers: redacted_headers(headers),
             body: recorded_body(body),
             status: None,

@@ -66,26 +66,62 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     Ok(Command::Serve(config))
 }
 
-/// Waits for Ctrl+C or (on Unix) SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+/// Ctrl+C and (on Unix) SIGTERM, listened for from creation on: built before the ready line is
+/// printed, so a signal sent as soon as the line is read is handled, never fatal.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         #[cfg(unix)]
         {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => result,
-                _ = terminate.recv() => Ok(()),
-            }
+            use tokio::signal::unix::{signal, SignalKind};
+            let entered = runtime.enter();
+            let interrupt = signal(SignalKind::interrupt())?;
+            let terminate = signal(SignalKind::terminate())?;
+            drop(entered);
+            Ok(Self {
+                runtime,
+                interrupt,
+                terminate,
+            })
         }
         #[cfg(not(unix))]
         {
-            tokio::signal::ctrl_c().await
+            Ok(Self { runtime })
         }
-    })
+    }
+
+    /// Waits for Ctrl+C or (on Unix) SIGTERM.
+    fn wait(self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            let Self {
+                runtime,
+                mut interrupt,
+                mut terminate,
+            } = self;
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            });
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            self.runtime.block_on(tokio::signal::ctrl_c())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -102,6 +138,13 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("inferencekey-local: {message}\n\n{USAGE}");
             return ExitCode::from(2);
+        }
+    };
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("inferencekey-local: cannot listen for signals: {error}");
+            return ExitCode::FAILURE;
         }
     };
     let platform = match LocalPlatform::start(config) {
@@ -121,7 +164,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     drop(stdout);
-    let waited = wait_for_signal();
+    let waited = signals.wait();
     platform.stop();
     match waited {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::auth::redact_text;
+
 /// A platform error reply: status, machine code and human message, optionally with `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -81,7 +83,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        // Messages may quote the request (a path segment, a field): never a full token.
+        let message = redact_text(&self.message);
+        let body = json!({"error": {"code": self.code, "message": message}});
         let mut response = json_response(self.status, &body);
         if let Some(seconds) = self.retry_after {
             response

@@ -95,10 +95,15 @@ pub enum EventSource {
 }
 
 impl EventSource {
-    async fn next(&mut self) -> Option<SseEvent> {
+    /// The next event; `Err` when the client went away while waiting for it (a readiness stream
+    /// can wait forever on a stuck workload: its task must not outlive the client).
+    async fn next(&mut self, out: &Writer) -> Result<Option<SseEvent>, Closed> {
         match self {
-            EventSource::Chat(stream) => stream.next_event(),
-            EventSource::Readiness(events) => events.next().await,
+            EventSource::Chat(stream) => Ok(stream.next_event()),
+            EventSource::Readiness(events) => tokio::select! {
+                event = events.next() => Ok(event),
+                () = out.tx.closed() => Err(Closed),
+            },
         }
     }
 }
@@ -225,7 +230,7 @@ async fn produce(
     let mut malformed_sent = false;
     let mut padding = framing.huge_frame_bytes;
     let mut split_pending = framing.split_utf8;
-    while let Some(mut event) = source.next().await {
+    while let Some(mut event) = source.next(&out).await? {
         out.pause(event.delay).await?;
         let cut_here = |after: usize| event.terminal || sent >= after;
         match &fault {
@@ -386,6 +391,33 @@ mod tests {
         let at = split_point(bytes).unwrap();
         assert!(std::str::from_utf8(&bytes[..at]).is_err());
         assert_eq!(split_point(b"ascii"), None);
+    }
+
+    /// A readiness stream waiting on a stuck workload ends its task when the client goes away
+    /// (the task holds the clock's receiver: the count falls back to zero).
+    #[tokio::test]
+    async fn readiness_task_ends_when_the_client_goes_away() {
+        use crate::readiness::{Profile, ReadinessClock};
+        let clock =
+            tokio::sync::watch::Sender::new(ReadinessClock::start(Profile::Stuck, "x", "m"));
+        let source = EventSource::Readiness(ReadinessEvents::new(clock.subscribe()));
+        let response = stream_response(source, None, None, false);
+        let mut body = response.into_body();
+        // Snapshot, then provisioning at 40 ms; then nothing ever again.
+        for _ in 0..2 {
+            let frame = http_body_util::BodyExt::frame(&mut body).await;
+            assert!(frame.is_some());
+        }
+        assert_eq!(clock.receiver_count(), 1);
+        drop(body);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while clock.receiver_count() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stream task leaked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]

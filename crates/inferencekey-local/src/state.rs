@@ -189,6 +189,23 @@ struct Snapshot {
     defaults: EngineSettings,
 }
 
+/// Writes `bytes` to a new `path` readable by the owner only (the state holds full tokens), and
+/// flushes it to disk, so the rename that follows never exposes a partial file.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut out = options.open(path)?;
+    out.write_all(bytes)?;
+    out.sync_all()
+}
+
 /// All platform state.
 #[derive(Debug)]
 pub struct Store {
@@ -304,10 +321,18 @@ impl Store {
         let temp = file.with_extension("json.tmp");
         let written = serde_json::to_vec_pretty(&snapshot)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&temp, bytes))
+            .and_then(|bytes| write_private(&temp, &bytes))
             .and_then(|()| std::fs::rename(&temp, file));
         if let Err(error) = written {
+            let _ = std::fs::remove_file(&temp);
             log::warn!("cannot write state file {}: {error}", file.display());
+            return;
+        }
+        // Make the rename itself durable (best effort: not every platform can open a directory).
+        if let Some(dir) = file.parent() {
+            if let Ok(dir) = std::fs::File::open(dir) {
+                let _ = dir.sync_all();
+            }
         }
     }
 
