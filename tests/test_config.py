@@ -15,7 +15,7 @@ from conftest import (
 )
 
 import inferencekey
-from inferencekey import ConfigurationError, DataClient, ManagementClient, PermissionDenied
+from inferencekey import ApiError, ConfigurationError, DataClient, ManagementClient, PermissionDenied, _core
 from inferencekey.local import LocalPlatform
 
 DEFAULT_BASE_URL = "https://api.inferencekey.com"
@@ -221,3 +221,16 @@ def test_path_segments_are_percent_encoded(platform: LocalPlatform, admin: Admin
     with pytest.raises(PermissionDenied):
         mgmt.list_workloads()
     assert admin.calls() == [("GET", f"/api/projects/{encoded}/workloads")]
+
+
+def test_data_key_falls_back_to_the_environment_at_call_time(
+    monkeypatch: pytest.MonkeyPatch, platform: LocalPlatform, admin: Admin
+) -> None:
+    data = DataClient(base_url=platform.url, project=PROJECT)
+    monkeypatch.setenv("INFERENCEKEY_API_KEY", f"  {platform.api_key}  ")
+    endpoint = data.endpoint("support-bot")
+    assert admin.journal() == []
+    with pytest.raises(ApiError):  # no such workload: the point is which key went over the wire
+        endpoint.generate_text(prompt="Hola")
+    (entry,) = admin.journal()
+    assert entry["headers"]["authorization"] == f"Bearer {_core.redact(platform.api_key)}"

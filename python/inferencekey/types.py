@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferencekey import _core
 from inferencekey.enums import Backend, ExecutionPolicy, TaskType
 
 __all__ = [
@@ -185,6 +186,10 @@ class FieldChange:
     field: str
     live: Any
     desired: Any
+
+    def __repr__(self) -> str:
+        # A live value may hold a credential someone stored on the platform: the repr shows it redacted.
+        return _core.redact(f"FieldChange(field={self.field!r}, live={self.live!r}, desired={self.desired!r})")
 
 
 @dataclass(frozen=True)

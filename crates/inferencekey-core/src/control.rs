@@ -248,7 +248,8 @@ impl ManagementClient {
         let response = transport
             .send(&self.request(Method::Get, &url, None))
             .await?;
-        decode_workload_list(&transport.read_body(response).await?)
+        let (body, request_id) = transport.read_body(response).await?;
+        decode_workload_list(&body).map_err(|err| err.with_request_id(request_id.as_deref()))
     }
 
     async fn find(&self, project: &str, slug: &str) -> Result<Option<Workload>> {
@@ -344,7 +345,8 @@ impl ManagementClient {
         let response = transport
             .send(&self.request(Method::Post, &url, Some(body)))
             .await?;
-        Workload::from_body(&transport.read_body(response).await?)
+        let (body, request_id) = transport.read_body(response).await?;
+        Workload::from_body(&body).map_err(|err| err.with_request_id(request_id.as_deref()))
     }
 
     async fn patch(&self, id: &str, body: &serde_json::Value) -> Result<()> {
@@ -423,6 +425,7 @@ impl ManagementClient {
             backoff_first: false,
             retry_after: None,
             fresh_connection: false,
+            request_id: None,
             last: None,
             state: WatchState::Running,
         })
@@ -459,6 +462,8 @@ pub struct ReadinessWatch {
     retry_after: Option<Duration>,
     /// The next event is the snapshot a new connection starts with.
     fresh_connection: bool,
+    /// The `x-request-id` of the current (or last) event stream, for the error of an `error` phase.
+    request_id: Option<String>,
     last: Option<ReadinessPayload>,
     state: WatchState,
 }
@@ -519,10 +524,10 @@ impl ReadinessWatch {
                 } else {
                     &payload.message
                 };
-                self.state = WatchState::Failing(Error::api(format!(
-                    "workload {:?} failed: {message}",
-                    self.slug
-                )));
+                self.state = WatchState::Failing(
+                    Error::api(format!("workload {:?} failed: {message}", self.slug))
+                        .with_request_id(self.request_id.as_deref()),
+                );
                 self.response = None;
             }
             _ => {}
@@ -580,11 +585,13 @@ impl ReadinessWatch {
             match attempt {
                 Err(_) => return Err(self.wait_timeout()),
                 Ok(Ok(response)) => {
+                    self.request_id = crate::transport::request_id(&response);
                     if let Some(kind) = non_sse_content_type(&response) {
                         return Err(Error::api(format!(
                             "readiness of workload {:?}: expected an event stream, got content-type {kind:?}",
                             self.slug
-                        )));
+                        ))
+                        .with_request_id(self.request_id.as_deref()));
                     }
                     self.response = Some(response);
                     self.decoder = SseDecoder::new();

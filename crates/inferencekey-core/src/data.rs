@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{
-    non_blank, normalize_base_url, Sources, TransportOptions, ENV_API_KEY, ENV_BASE_URL,
-    ENV_PROJECT,
+    non_blank, normalize_base_url, resolve_setting, Sources, TransportOptions, ENV_API_KEY,
+    ENV_BASE_URL, ENV_PROJECT,
 };
 use crate::error::{extract_code_message, Error, ErrorBody, Result};
 use crate::spec::checked_slug;
@@ -128,7 +128,14 @@ impl DataClient {
         let slug = checked_slug(workload_slug)?;
         let key = match non_blank(api_key) {
             Some(key) => Secret::new(key),
-            None => self.inner.api_key.clone().ok_or_else(|| {
+            // Like the project of the control plane, the key falls back to the environment at call time,
+            // so a client built with no default key still honours INFERENCEKEY_API_KEY.
+            None => self
+                .inner
+                .api_key
+                .clone()
+                .or_else(|| resolve_setting(None, ENV_API_KEY).map(Secret::new))
+                .ok_or_else(|| {
                 Error::configuration(format!(
                     "No ik_live_ key for workload \"{slug}\". Pass api_key= or set INFERENCEKEY_API_KEY."
                 ))
@@ -379,16 +386,27 @@ impl Endpoint {
         })
     }
 
-    async fn post_json(&self, url: &str, body: Bytes, what: &str) -> Result<Value> {
+    /// POST `body` and decode the JSON answer with `decode`; every failure after the 2xx answer (malformed
+    /// JSON, an in-band error, a body `decode` refuses) carries the answer's `x-request-id`.
+    async fn post_json<T>(
+        &self,
+        url: &str,
+        body: Bytes,
+        what: &str,
+        decode: impl FnOnce(Value) -> Result<T>,
+    ) -> Result<T> {
         let transport = &self.inner.transport;
         let response = transport.send(&self.post(url, body, false)).await?;
-        let bytes = transport.read_body(response).await?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|err| Error::api(format!("malformed response: {what} is not JSON ({err})")))?;
-        match inband_error(&value, &self.inner.slug) {
-            Some(err) => Err(err),
-            None => Ok(value),
-        }
+        let (bytes, request_id) = transport.read_body(response).await?;
+        let decoded = serde_json::from_slice(&bytes)
+            .map_err(|err| Error::api(format!("malformed response: {what} is not JSON ({err})")))
+            .and_then(
+                |value: Value| match inband_error(&value, &self.inner.slug) {
+                    Some(err) => Err(err),
+                    None => decode(value),
+                },
+            );
+        decoded.map_err(|err| err.with_request_id(request_id.as_deref()))
     }
 
     fn model_of(&self, body: &Value) -> String {
@@ -401,16 +419,16 @@ impl Endpoint {
     /// A non-streamed chat completion.
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatCompletion> {
         let body = self.chat_body(request, false)?;
-        let raw = self
-            .post_json(&self.inner.chat_url, body, "chat completion")
-            .await?;
-        let (text, finish_reason) = completion_parts(&raw);
-        Ok(ChatCompletion {
-            text,
-            model: self.model_of(&raw),
-            finish_reason,
-            raw,
+        self.post_json(&self.inner.chat_url, body, "chat completion", |raw| {
+            let (text, finish_reason) = completion_parts(&raw);
+            Ok(ChatCompletion {
+                text,
+                model: self.model_of(&raw),
+                finish_reason,
+                raw,
+            })
         })
+        .await
     }
 
     /// A streamed chat completion. The request is made here, so HTTP errors are returned by this call; the
@@ -436,11 +454,14 @@ impl Endpoint {
             None | Some("text/event-stream") => Ok(ChatStream::spawn(response, self.inner.clone())),
             Some(mime) if mime == "application/json" || mime.ends_with("+json") => {
                 // An engine that ignored `stream: true`: its whole answer is one chunk.
-                let bytes = transport.read_body(response).await?;
+                let (bytes, request_id) = transport.read_body(response).await?;
                 let raw: Value = serde_json::from_slice(&bytes)
-                    .map_err(|err| Error::api(format!("malformed response: chat completion is not JSON ({err})")))?;
+                    .map_err(|err| {
+                        Error::api(format!("malformed response: chat completion is not JSON ({err})"))
+                            .with_request_id(request_id.as_deref())
+                    })?;
                 if let Some(err) = inband_error(&raw, &self.inner.slug) {
-                    return Err(err);
+                    return Err(err.with_request_id(request_id.as_deref()));
                 }
                 let (text, finish_reason) = completion_parts(&raw);
                 Ok(ChatStream::ready(ChatChunk { text, finish_reason, raw }))
@@ -448,7 +469,8 @@ impl Endpoint {
             Some(other) => Err(Error::api(format!(
                 "workload {:?} answered a stream request with content-type {other:?}, not an event stream",
                 self.inner.slug
-            ))),
+            ))
+            .with_request_id(crate::transport::request_id(&response).as_deref())),
         }
     }
 
@@ -463,15 +485,15 @@ impl Endpoint {
             input: &input,
             encoding_format,
         })?;
-        let raw = self
-            .post_json(&self.inner.embeddings_url, body, "embeddings")
-            .await?;
-        let vectors = decode_embeddings(&raw, input.len())?;
-        Ok(Embeddings {
-            vectors,
-            model: self.model_of(&raw),
-            raw,
+        let expected = input.len();
+        self.post_json(&self.inner.embeddings_url, body, "embeddings", |raw| {
+            Ok(Embeddings {
+                vectors: decode_embeddings(&raw, expected)?,
+                model: self.model_of(&raw),
+                raw,
+            })
         })
+        .await
     }
 
     /// Rerank `documents` against `query`; `top_n` limits the results when set.
@@ -487,15 +509,14 @@ impl Endpoint {
             documents: &documents,
             top_n,
         })?;
-        let raw = self
-            .post_json(&self.inner.rerank_url, body, "rerank")
-            .await?;
-        let results = decode_rerank(&raw)?;
-        Ok(Rerank {
-            results,
-            model: self.model_of(&raw),
-            raw,
+        self.post_json(&self.inner.rerank_url, body, "rerank", |raw| {
+            Ok(Rerank {
+                results: decode_rerank(&raw)?,
+                model: self.model_of(&raw),
+                raw,
+            })
         })
+        .await
     }
 }
 
@@ -810,6 +831,7 @@ async fn pump(
     sender: mpsc::Sender<StreamMessage>,
     endpoint: Arc<EndpointInner>,
 ) {
+    let request_id = crate::transport::request_id(&response);
     let mut decoder = SseDecoder::new();
     let mut state = StreamState {
         slug: &endpoint.slug,
@@ -856,6 +878,7 @@ async fn pump(
             return;
         }
         if let Some(err) = state.error.take() {
+            let err = err.with_request_id(request_id.as_deref());
             let _ = sender.send(StreamMessage::Failed(err)).await;
             return;
         }

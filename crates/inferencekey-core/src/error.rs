@@ -102,6 +102,15 @@ impl Error {
         Self::new(ErrorKind::Api, message)
     }
 
+    /// This error tagged with the `x-request-id` of the response it came from (an existing one is kept), for
+    /// failures found after a 2xx answer: a malformed body, an in-band error, a stream cut short.
+    pub(crate) fn with_request_id(mut self, request_id: Option<&str>) -> Self {
+        if self.request_id.is_none() {
+            self.request_id = request_id.map(str::to_owned);
+        }
+        self
+    }
+
     /// The drift error of `ensure(on_drift=FAIL)`: the drifted fields, then the rendered plan.
     pub(crate) fn drift(plan: Plan) -> Self {
         let message = format!(
@@ -468,5 +477,15 @@ mod tests {
         let err = Error::permission_denied("wrong_credential_type", "x");
         assert_eq!(err.code.as_deref(), Some("wrong_credential_type"));
         assert_eq!(err.message, "permission denied [wrong_credential_type]: x");
+    }
+
+    #[test]
+    fn request_id_of_a_2xx_answer_is_kept_once() {
+        let err = Error::api("malformed response").with_request_id(Some("req_a"));
+        assert_eq!(err.request_id.as_deref(), Some("req_a"));
+        assert_eq!(err.status, None);
+        let again = err.with_request_id(Some("req_b"));
+        assert_eq!(again.request_id.as_deref(), Some("req_a"));
+        assert_eq!(Error::api("x").with_request_id(None).request_id, None);
     }
 }

@@ -292,12 +292,19 @@ impl Transport {
         })
     }
 
-    /// The whole body of a 2xx response.
-    pub(crate) async fn read_body(&self, response: reqwest::Response) -> Result<Bytes> {
-        response
-            .bytes()
-            .await
-            .map_err(|err| self.transport_error(&err, "reading the response from").0)
+    /// The whole body of a 2xx response and its `x-request-id` (a read failure carries it too).
+    pub(crate) async fn read_body(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<(Bytes, Option<String>)> {
+        let request_id = request_id(&response);
+        match response.bytes().await {
+            Ok(bytes) => Ok((bytes, request_id)),
+            Err(err) => Err(self
+                .transport_error(&err, "reading the response from")
+                .0
+                .with_request_id(request_id.as_deref())),
+        }
     }
 
     /// The error for a reqwest failure, saying what happened and to which host.
