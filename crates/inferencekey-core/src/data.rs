@@ -21,6 +21,7 @@ use crate::config::{
     ENV_BASE_URL, ENV_PROJECT,
 };
 use crate::error::{extract_code_message, Error, ErrorBody, Result};
+use crate::event;
 use crate::spec::checked_slug;
 use crate::sse::{EventRef, SseDecoder};
 use crate::token::{token_kind, Secret, TokenKind};
@@ -202,8 +203,16 @@ pub struct ChatChunk {
     pub text: String,
     /// Set only on the chunk that carries it.
     pub finish_reason: Option<String>,
-    /// The chunk JSON.
-    pub raw: Value,
+    /// The chunk JSON as received (already validated): kept as bytes so the stream builds no JSON tree per
+    /// chunk; `raw` parses it on demand.
+    pub data: Bytes,
+}
+
+impl ChatChunk {
+    /// The chunk JSON (`Value::Null` if `data` is not JSON, which no chunk the SDK yields can be).
+    pub fn raw(&self) -> Value {
+        serde_json::from_slice(&self.data).unwrap_or(Value::Null)
+    }
 }
 
 /// How embeddings travel on the wire.
@@ -464,7 +473,7 @@ impl Endpoint {
                     return Err(err.with_request_id(request_id.as_deref()));
                 }
                 let (text, finish_reason) = completion_parts(&raw);
-                Ok(ChatStream::ready(ChatChunk { text, finish_reason, raw }))
+                Ok(ChatStream::ready(ChatChunk { text, finish_reason, data: bytes }))
             }
             Some(other) => Err(Error::api(format!(
                 "workload {:?} answered a stream request with content-type {other:?}, not an event stream",
@@ -791,9 +800,10 @@ impl StreamState<'_> {
             self.done = true;
             return;
         }
-        // The one JSON decode of this event, straight from the decoder's buffer.
-        let raw: Value = match serde_json::from_slice(data) {
-            Ok(raw) => raw,
+        // The one decode of this event, straight from the decoder's buffer, into only the fields the
+        // stream needs; the bytes are kept for `raw`.
+        let fields = match event::decode(data) {
+            Ok(fields) => fields,
             Err(err) => {
                 self.error = Some(Error::api(format!(
                     "malformed JSON in a stream event from workload {:?}: {err}",
@@ -802,25 +812,17 @@ impl StreamState<'_> {
                 return;
             }
         };
-        if let Some(err) = inband_error(&raw, self.slug) {
-            self.error = Some(err);
+        if fields.is_error {
+            // Rare: the error keeps the whole body, so this event alone is parsed into a tree.
+            let body = serde_json::from_slice::<Value>(data).unwrap_or(Value::Null);
+            self.error = Some(workload_error(&body, self.slug));
             return;
         }
-        let choice = raw.get("choices").and_then(|c| c.get(0));
-        let text = content_text(
-            choice
-                .and_then(|c| c.get("delta"))
-                .and_then(|d| d.get("content")),
-        );
-        let finish_reason = choice
-            .and_then(|c| c.get("finish_reason"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        self.finished |= finish_reason.is_some();
+        self.finished |= fields.finish_reason.is_some();
         batch.push(ChatChunk {
-            text,
-            finish_reason,
-            raw,
+            text: fields.text,
+            finish_reason: fields.finish_reason,
+            data: Bytes::copy_from_slice(data),
         });
     }
 }
@@ -1084,7 +1086,77 @@ data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
         assert_eq!(texts, ["", "Hi", "", ""]);
         assert_eq!(chunks[2].finish_reason.as_deref(), Some("stop"));
         assert_eq!(chunks[0].finish_reason, None);
+        assert_eq!(
+            chunks[3].raw(),
+            json!({"choices": [], "usage": {"total_tokens": 3}})
+        );
         assert!(state.done && state.finished && state.error.is_none());
+    }
+
+    /// What the stream read from one event when it parsed a `Value` tree: the reference for `event::decode`.
+    fn decode_by_value(data: &[u8]) -> std::result::Result<(bool, String, Option<String>), String> {
+        let raw: Value = serde_json::from_slice(data).map_err(|err| err.to_string())?;
+        let choice = raw.get("choices").and_then(|c| c.get(0));
+        let text = content_text(
+            choice
+                .and_then(|c| c.get("delta"))
+                .and_then(|d| d.get("content")),
+        );
+        let finish_reason = choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok((inband_error(&raw, "w").is_some(), text, finish_reason))
+    }
+
+    #[test]
+    fn typed_event_decode_matches_a_value_parse() {
+        let cases: &[&[u8]] = &[
+            br#"{"choices":[{"delta":{"content":"a\u00e9\n"},"finish_reason":null}]}"#,
+            br#"{"choices":[{"delta":{"content":[{"type":"text","text":"x"},{"text":5},"s",{"text":"y"}]}}]}"#,
+            br#"{"choices":[{"delta":{"content":"a","content":null},"finish_reason":"stop","finish_reason":1}]}"#,
+            br#"{"choices":[{"delta":{"content":"a"}}],"choices":{"0":{}}}"#,
+            br#"{"choices":[5,{"delta":{"content":"b"}}]}"#,
+            br#"{"choices":[],"usage":{"total_tokens":3}}"#,
+            br#"{"ch\u006fices":[{"d\u0065lta":{"c\u006fntent":"esc"},"finish_reason":"l\u0065ngth"}]}"#,
+            br#"{"error":null,"object":"chat.completion.chunk","choices":[]}"#,
+            br#"{"error":{"message":"oom"},"error":null}"#,
+            br#"{"error":false}"#,
+            br#"{"error":0}"#,
+            br#"{"object":"error","message":"m"}"#,
+            br#"{"object":"\u0065rror"}"#,
+            br#"{"object":["error"]}"#,
+            br#"[{"choices":[{"delta":{"content":"x"}}]}]"#,
+            br#""text""#,
+            b"5",
+            b"null",
+            br#"{"a":1e400}"#,
+            br#"{"a":-0,"b":18446744073709551615,"c":-9223372036854775808,"d":1.5e-300}"#,
+            b"{\"a\":\"\xff\"}",
+            b"{\"\xff\":1}",
+            br#"{"a":"\ud800"}"#,
+            br#"{"a":1,}"#,
+            br#"{"a":1} x"#,
+            br#"{"a":tru}"#,
+            b"{\"a\":\"tab\there\"}",
+        ];
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let nested = format!(r#"{{"x":{}1{}}}"#, "[".repeat(127), "]".repeat(127));
+        for data in cases
+            .iter()
+            .copied()
+            .chain([deep.as_bytes(), nested.as_bytes()])
+        {
+            let typed = event::decode(data)
+                .map(|f| (f.is_error, f.text, f.finish_reason))
+                .map_err(|err| err.to_string());
+            assert_eq!(
+                typed,
+                decode_by_value(data),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
     }
 
     #[test]
@@ -1167,7 +1239,7 @@ data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
         ChatChunk {
             text: text.into(),
             finish_reason: None,
-            raw: json!({}),
+            data: Bytes::from_static(b"{}"),
         }
     }
 
@@ -1231,7 +1303,7 @@ data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
         let mut stream = ChatStream::ready(ChatChunk {
             text: "x".into(),
             finish_reason: Some("stop".into()),
-            raw: json!({}),
+            data: Bytes::from_static(b"{}"),
         });
         let batch = stream.next_batch(8).await.unwrap();
         assert_eq!(batch.len(), 1);

@@ -9,6 +9,7 @@ mod config;
 mod control;
 mod data;
 mod error;
+mod event;
 mod plan;
 mod spec;
 mod sse;

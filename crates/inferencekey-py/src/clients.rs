@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 use serde_json::Value;
 
 use inferencekey_core as core;
 
-use crate::convert::{plan_to_py, py_to_value, raw_to_py, spec_from_py};
+use crate::convert::{plan_to_py, py_to_value, raw_to_py, spec_from_py, JsonToPy};
 use crate::errors::{internal_error, local_error, to_pyerr};
 use crate::runtime::wait;
 
@@ -581,9 +581,10 @@ impl ChatStream {
             }
         })?;
         let list = PyList::empty(py);
-        for chunk in chunks {
-            let raw: Bound<'py, PyDict> = raw_to_py(py, &chunk.raw)?;
-            list.append((chunk.text, chunk.finish_reason, raw))?;
+        let mut json = JsonToPy::new(py);
+        for chunk in &chunks {
+            let raw = json.dict(&chunk.data)?;
+            list.append((chunk.text.as_str(), chunk.finish_reason.as_deref(), raw))?;
         }
         Ok(list)
     }

@@ -1,10 +1,13 @@
 //! Conversions between Python objects and JSON values, done natively (never through JSON strings).
 //! Also the Python `WorkloadSpec` to core spec conversion and the core plan to Python `Plan`.
 
+use std::fmt;
+
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyModule, PyString, PyTuple};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use inferencekey_core::{Plan, WorkloadSpec};
@@ -68,6 +71,162 @@ pub fn raw_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyD
     match value {
         Value::Object(map) => map_to_py(py, map),
         _ => Ok(PyDict::new(py)),
+    }
+}
+
+/// Builds Python objects straight from JSON text in one pass (no `Value` tree, no `json.loads`). Object keys
+/// seen before are reused, as `json.loads` does: repeated keys then cost no allocation and hash once.
+pub struct JsonToPy<'de, 'py> {
+    py: Python<'py>,
+    keys: Vec<(&'de str, Bound<'py, PyString>)>,
+    failure: Option<PyErr>,
+}
+
+/// Enough for the keys of chat chunks; keys beyond it are built each time.
+const KEY_CACHE: usize = 64;
+
+impl<'de, 'py> JsonToPy<'de, 'py> {
+    pub fn new(py: Python<'py>) -> Self {
+        Self {
+            py,
+            keys: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// JSON text that should be an object, as a dict (any other value becomes an empty dict).
+    pub fn dict(&mut self, json: &'de [u8]) -> PyResult<Bound<'py, PyDict>> {
+        // One UTF-8 check of the whole text is cheaper than one per string.
+        let value = match std::str::from_utf8(json) {
+            Ok(text) => self.parse(&mut serde_json::Deserializer::from_str(text)),
+            Err(_) => self.parse(&mut serde_json::Deserializer::from_slice(json)),
+        };
+        match value {
+            Ok(value) => Ok(value
+                .cast_into::<PyDict>()
+                .unwrap_or_else(|_| PyDict::new(self.py))),
+            Err(err) => Err(self.failure.take().unwrap_or_else(|| {
+                local_error(
+                    self.py,
+                    "ApiError",
+                    &format!("malformed JSON in a stream event: {err}"),
+                )
+            })),
+        }
+    }
+
+    fn parse<R: serde_json::de::Read<'de>>(
+        &mut self,
+        deserializer: &mut serde_json::Deserializer<R>,
+    ) -> serde_json::Result<Bound<'py, PyAny>> {
+        let value = PyValue(self).deserialize(&mut *deserializer)?;
+        deserializer.end()?;
+        Ok(value)
+    }
+
+    fn key(&mut self, key: &'de str) -> Bound<'py, PyString> {
+        if let Some((_, cached)) = self.keys.iter().find(|(seen, _)| *seen == key) {
+            return cached.clone();
+        }
+        let built = PyString::new(self.py, key);
+        if self.keys.len() < KEY_CACHE {
+            self.keys.push((key, built.clone()));
+        }
+        built
+    }
+
+    /// Keep a Python failure for `dict` to raise; serde only carries a message.
+    fn fail<E: de::Error>(&mut self, err: PyErr) -> E {
+        self.failure = Some(err);
+        E::custom("a Python object could not be built")
+    }
+}
+
+struct PyValue<'b, 'de, 'py>(&'b mut JsonToPy<'de, 'py>);
+
+impl<'de, 'py> DeserializeSeed<'de> for PyValue<'_, 'de, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, 'py> Visitor<'de> for PyValue<'_, 'de, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(self.0.py.None().into_bound(self.0.py))
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(PyBool::new(self.0.py, b).to_owned().into_any())
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Self::Value, E> {
+        let Ok(int) = i.into_pyobject(self.0.py);
+        Ok(int.into_any())
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Self::Value, E> {
+        let Ok(int) = u.into_pyobject(self.0.py);
+        Ok(int.into_any())
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+        Ok(PyFloat::new(self.0.py, f).into_any())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(PyString::new(self.0.py, s).into_any())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let list = PyList::empty(self.0.py);
+        while let Some(item) = seq.next_element_seed(PyValue(&mut *self.0))? {
+            list.append(item).map_err(|err| self.0.fail(err))?;
+        }
+        Ok(list.into_any())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let dict = PyDict::new(self.0.py);
+        while let Some(key) = map.next_key_seed(PyKey(&mut *self.0))? {
+            let item = map.next_value_seed(PyValue(&mut *self.0))?;
+            dict.set_item(key, item).map_err(|err| self.0.fail(err))?;
+        }
+        Ok(dict.into_any())
+    }
+}
+
+struct PyKey<'b, 'de, 'py>(&'b mut JsonToPy<'de, 'py>);
+
+impl<'de, 'py> DeserializeSeed<'de> for PyKey<'_, 'de, 'py> {
+    type Value = Bound<'py, PyString>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, 'py> Visitor<'de> for PyKey<'_, 'de, 'py> {
+    type Value = Bound<'py, PyString>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+        Ok(self.0.key(key))
+    }
+
+    // A key with escapes lives only in the parser's scratch buffer, so it is not cached.
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(PyString::new(self.0.py, key))
     }
 }
 

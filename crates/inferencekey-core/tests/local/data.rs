@@ -70,7 +70,7 @@ async fn chat_in_every_dialect_matches_its_stream() {
             1,
             "{backend}: one chunk carries the finish reason"
         );
-        assert!(chunks.iter().all(|c| c.raw.is_object()));
+        assert!(chunks.iter().all(|c| c.raw().is_object()));
     }
 }
 
