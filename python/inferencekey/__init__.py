@@ -14,6 +14,9 @@ serves, call its OpenAI-compatible ``Endpoint`` (text, streaming, embeddings, re
     finally:
         mgmt.delete(ref.workload_slug)
 
+``AsyncManagementClient``, ``AsyncDataClient`` and ``AsyncEndpoint`` are the asyncio twins (``await`` each call,
+``async for`` over streams).
+
 ``LocalPlatform`` (and the ``inferencekey local`` command) runs a local copy of the platform for development and CI.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 
 from inferencekey import _core
+from inferencekey._async import AsyncDataClient, AsyncEndpoint, AsyncManagementClient, AsyncTextStream
 from inferencekey._data import DataClient, Endpoint, TextStream
 from inferencekey._management import ManagementClient
 from inferencekey.enums import Backend, ExecutionPolicy, OnDrift, TaskType
@@ -62,6 +66,10 @@ __all__ = [
     "ApiConnectionError",
     "ApiError",
     "ApiTimeoutError",
+    "AsyncDataClient",
+    "AsyncEndpoint",
+    "AsyncManagementClient",
+    "AsyncTextStream",
     "AuthError",
     "Backend",
     "ConfigurationError",

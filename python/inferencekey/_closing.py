@@ -1,4 +1,4 @@
-"""``Closing``: the one context-manager protocol of everything that holds a connection or a server.
+"""``Closing`` and ``AsyncClosing``: the context-manager protocols of everything that holds a connection or a server.
 
 Clients, streams and the local platform each define ``close()``; leaving a ``with`` block calls it.
 """
@@ -28,3 +28,25 @@ class Closing:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_A = TypeVar("_A", bound="AsyncClosing")
+
+
+class AsyncClosing:
+    """Base of the asynchronously closable objects: ``async with obj: ...`` awaits ``obj.close()`` on the way out."""
+
+    async def close(self) -> None:
+        """Release what the object holds; idempotent."""
+        raise NotImplementedError
+
+    async def __aenter__(self: _A) -> _A:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -14,23 +14,11 @@ from inferencekey.types import EmbedResult, RerankItem, RerankResult, TextChunk,
 
 __all__ = ["DataClient", "Endpoint", "TextStream"]
 
-_D = TypeVar("_D", bound="DataClient")
+_D = TypeVar("_D", bound="_DataBase")
 
 
-class DataClient(Closing):
-    """Data-plane client for one project; derive an ``Endpoint`` per workload, each bound to its own key.
-
-    One client keeps one connection pool shared by its endpoints: reuse it, and ``close()`` it (or use it as a
-    context manager) when done.
-
-    Args:
-        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
-        project: The project slug; a blank one raises ``ConfigurationError``.
-        api_key: The default ``ik_live_`` key, used by ``endpoint()`` when it is given none.
-        timeout: The longest silence, in seconds, allowed while reading a response (or between stream events).
-        connect_timeout: The longest wait, in seconds, for a connection to the platform.
-        max_retries: How many times a transient failure is retried (see the retry policy).
-    """
+class _DataBase:
+    """Construction and configuration shared by ``DataClient`` and ``AsyncDataClient``."""
 
     _native: _core.DataClient
 
@@ -92,6 +80,25 @@ class DataClient(Closing):
         """The project slug of this client's endpoints."""
         return self._native.project
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
+
+
+class DataClient(_DataBase, Closing):
+    """Data-plane client for one project; derive an ``Endpoint`` per workload, each bound to its own key.
+
+    One client keeps one connection pool shared by its endpoints: reuse it, and ``close()`` it (or use it as a
+    context manager) when done.
+
+    Args:
+        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
+        project: The project slug; a blank one raises ``ConfigurationError``.
+        api_key: The default ``ik_live_`` key, used by ``endpoint()`` when it is given none.
+        timeout: The longest silence, in seconds, allowed while reading a response (or between stream events).
+        connect_timeout: The longest wait, in seconds, for a connection to the platform.
+        max_retries: How many times a transient failure is retried (see the retry policy).
+    """
+
     def endpoint(self, workload_slug: str, *, api_key: str | None = None) -> Endpoint:
         """Bind an ``Endpoint`` to ``workload_slug`` (canonicalised) and an ``ik_live_`` key.
 
@@ -108,11 +115,21 @@ class DataClient(Closing):
         """Close the client's pooled connections (a later call opens new ones)."""
         self._native.close()
 
+
+class _EndpointBase:
+    """The bound workload's identity, shared by ``Endpoint`` and ``AsyncEndpoint``."""
+
+    def __init__(self, native: _core.Endpoint) -> None:
+        self._native = native
+        self.workload_slug: str = native.workload_slug
+        self.project: str = native.project
+        self.base_url: str = native.base_url
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
+        return f"{type(self).__name__}(project={self.project!r}, workload_slug={self.workload_slug!r})"
 
 
-class Endpoint:
+class Endpoint(_EndpointBase):
     """One workload's OpenAI-compatible endpoint, bound to one ``ik_live_`` key.
 
     Obtain instances with ``DataClient.endpoint`` rather than constructing them.
@@ -122,12 +139,6 @@ class Endpoint:
         project: The project the workload lives in.
         base_url: The OpenAI-compatible base of this endpoint (``.../endpoint/{project}/{workload}/v1``).
     """
-
-    def __init__(self, native: _core.Endpoint) -> None:
-        self._native = native
-        self.workload_slug: str = native.workload_slug
-        self.project: str = native.project
-        self.base_url: str = native.base_url
 
     def generate_text(
         self,
@@ -142,8 +153,7 @@ class Endpoint:
         Pass either ``prompt`` (one user turn) or ``messages`` (OpenAI-style role/content dicts, forwarded as given),
         not both. Unset parameters are omitted from the request.
         """
-        text, model, finish_reason, raw = self._native.chat(prompt, messages, temperature, max_tokens)
-        return TextResult(text=text, model=model, finish_reason=finish_reason, raw=raw)
+        return text_result(self._native.chat(prompt, messages, temperature, max_tokens))
 
     def generate_text_stream(
         self,
@@ -163,19 +173,11 @@ class Endpoint:
 
     def embed(self, *, input: str | list[str]) -> EmbedResult:
         """Create embeddings: one vector per input, in input order. A bare string is a one-element batch."""
-        inputs = [input] if isinstance(input, str) else input
-        # base64 float32 is 4x fewer bytes and no float parsing; the core also accepts servers that send floats anyway.
-        embeddings, model, raw = self._native.embed(inputs, True)
-        return EmbedResult(embeddings=embeddings, model=model, raw=raw)
+        return embed_result(self._native.embed(embed_inputs(input), EMBED_BASE64))
 
     def rerank(self, *, query: str, documents: list[str], top_n: int | None = None) -> RerankResult:
         """Score ``documents`` against ``query``; results are ordered best first (at most ``top_n`` when given)."""
-        results, model, raw = self._native.rerank(query, documents, top_n)
-        items = [RerankItem(index=index, relevance_score=score) for index, score in results]
-        return RerankResult(results=items, model=model, raw=raw)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(project={self.project!r}, workload_slug={self.workload_slug!r})"
+        return rerank_result(self._native.rerank(query, documents, top_n))
 
 
 class TextStream(Closing, Iterator[TextChunk]):
@@ -219,3 +221,31 @@ class TextStream(Closing, Iterator[TextChunk]):
         self._pending = iter(())
         if native is not None:
             native.close()
+
+
+# base64 float32 is 4x fewer bytes and no float parsing; the core also accepts servers that send floats anyway.
+EMBED_BASE64 = True
+
+
+def text_result(answer: tuple[str, str, str | None, dict[str, Any]]) -> TextResult:
+    """The ``TextResult`` of a native chat answer ``(text, model, finish_reason, raw)``."""
+    text, model, finish_reason, raw = answer
+    return TextResult(text=text, model=model, finish_reason=finish_reason, raw=raw)
+
+
+def embed_inputs(input: str | list[str]) -> list[str]:
+    """The batch of an ``embed`` input: a bare string is a one-element batch."""
+    return [input] if isinstance(input, str) else input
+
+
+def embed_result(answer: tuple[list[list[float]], str, dict[str, Any]]) -> EmbedResult:
+    """The ``EmbedResult`` of a native embed answer ``(vectors, model, raw)``."""
+    embeddings, model, raw = answer
+    return EmbedResult(embeddings=embeddings, model=model, raw=raw)
+
+
+def rerank_result(answer: tuple[list[tuple[int, float]], str, dict[str, Any]]) -> RerankResult:
+    """The ``RerankResult`` of a native rerank answer ``(results, model, raw)``."""
+    results, model, raw = answer
+    items = [RerankItem(index=index, relevance_score=score) for index, score in results]
+    return RerankResult(results=items, model=model, raw=raw)

@@ -22,25 +22,11 @@ __all__ = ["ManagementClient"]
 
 logger = logging.getLogger("inferencekey")
 
-_M = TypeVar("_M", bound="ManagementClient")
+_M = TypeVar("_M", bound="_ManagementBase")
 
 
-class ManagementClient(Closing):
-    """Control-plane client, scoped to one project by its ``ik_sdk_`` token; it has no inference methods.
-
-    It provisions workloads idempotently (``ensure``), shows what would change (``plan``), waits until a workload
-    serves (``wait_until_ready``) and deletes it (``delete``). One client keeps one connection pool: reuse it, and
-    ``close()`` it (or use it as a context manager) when done.
-
-    Args:
-        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
-        sdk_token: The ``ik_sdk_`` control token. A blank token raises ``ConfigurationError``; an ``ik_live_`` data
-            key raises ``PermissionDenied``.
-        project: The default project slug for calls that do not name one.
-        timeout: The longest silence, in seconds, allowed while reading a response.
-        connect_timeout: The longest wait, in seconds, for a connection to the platform.
-        max_retries: How many times a transient failure is retried (see the retry policy).
-    """
+class _ManagementBase:
+    """Construction and configuration shared by ``ManagementClient`` and ``AsyncManagementClient``."""
 
     _native: _core.ManagementClient
 
@@ -102,6 +88,27 @@ class ManagementClient(Closing):
         """The client's default project slug, if it has one."""
         return self._native.project
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
+
+
+class ManagementClient(_ManagementBase, Closing):
+    """Control-plane client, scoped to one project by its ``ik_sdk_`` token; it has no inference methods.
+
+    It provisions workloads idempotently (``ensure``), shows what would change (``plan``), waits until a workload
+    serves (``wait_until_ready``) and deletes it (``delete``). One client keeps one connection pool: reuse it, and
+    ``close()`` it (or use it as a context manager) when done.
+
+    Args:
+        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
+        sdk_token: The ``ik_sdk_`` control token. A blank token raises ``ConfigurationError``; an ``ik_live_`` data
+            key raises ``PermissionDenied``.
+        project: The default project slug for calls that do not name one.
+        timeout: The longest silence, in seconds, allowed while reading a response.
+        connect_timeout: The longest wait, in seconds, for a connection to the platform.
+        max_retries: How many times a transient failure is retried (see the retry policy).
+    """
+
     def ensure(
         self,
         spec: WorkloadSpec,
@@ -123,14 +130,7 @@ class ManagementClient(Closing):
             DriftError: ``on_drift="fail"`` and the workload drifted.
         """
         mode = _on_drift(on_drift)
-        project_slug, workload_slug, plan, _applied = self._native.ensure(spec, mode.value, project)
-        if mode is OnDrift.DRY_RUN:
-            logger.info("ensure dry run for %s/%s, nothing changed:\n%s", project_slug, workload_slug, plan)
-        elif mode is OnDrift.WARN and plan.action == "update":
-            message = _drift_message(plan)
-            logger.warning("%s", message)
-            warnings.warn(DriftWarning(message, plan=plan), stacklevel=2)
-        return EndpointRef(project_slug=project_slug, workload_slug=workload_slug)
+        return _ensured(mode, self._native.ensure(spec, mode.value, project))
 
     def plan(self, spec: WorkloadSpec, *, project: str | None = None) -> Plan:
         """Compute what ``ensure(spec)`` would do (create, update which fields, or nothing), without changing anything.
@@ -159,17 +159,13 @@ class ManagementClient(Closing):
             WaitTimeoutError: ``timeout`` seconds passed first (also a builtin ``TimeoutError``).
         """
         watch = self._native.watch_readiness(workload_slug, project, timeout)
-        view = ProgressView() if on_progress is None and not silent else None
-        report = on_progress if on_progress is not None else view
+        progress = Progress(on_progress, silent)
         try:
-            for phase, message, elapsed_ms, step in watch:
-                if report is not None:
-                    report(ReadinessEvent(phase=phase, message=message, elapsed_ms=elapsed_ms, step=step))
-                if phase == "ready":
+            for event in watch:
+                if progress.report(*event):
                     break
         finally:
-            if view is not None:
-                view.close()
+            progress.close()
 
     def delete(self, workload_slug: str, *, project: str | None = None) -> bool:
         """Delete the workload; ``True`` if it existed and was removed, ``False`` if it was already gone.
@@ -190,9 +186,6 @@ class ManagementClient(Closing):
         """Close the client's pooled connections (a later call opens new ones)."""
         self._native.close()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
-
 
 def _on_drift(value: OnDrift | str) -> OnDrift:
     """The ``OnDrift`` member for a member or its wire string; anything else is a local ``ValidationError``."""
@@ -206,6 +199,40 @@ def _on_drift(value: OnDrift | str) -> OnDrift:
     accepted = ", ".join(member.value for member in OnDrift)
     shown = _core.redact(repr(value))
     raise ValidationError(f"validation error: on_drift must be one of {accepted}; got {shown}")
+
+
+def _ensured(mode: OnDrift, answer: tuple[str, str, Plan, bool]) -> EndpointRef:
+    """The ref of an ensure answer, after showing what ``mode`` asks for: the dry-run plan, or the drift warning.
+
+    Called directly by the public ``ensure`` methods, so the warning points at their caller.
+    """
+    project_slug, workload_slug, plan, _applied = answer
+    if mode is OnDrift.DRY_RUN:
+        logger.info("ensure dry run for %s/%s, nothing changed:\n%s", project_slug, workload_slug, plan)
+    elif mode is OnDrift.WARN and plan.action == "update":
+        message = _drift_message(plan)
+        logger.warning("%s", message)
+        warnings.warn(DriftWarning(message, plan=plan), stacklevel=3)
+    return EndpointRef(project_slug=project_slug, workload_slug=workload_slug)
+
+
+class Progress:
+    """Where ``wait_until_ready`` reports readiness events: ``on_progress``, else the live view unless ``silent``."""
+
+    def __init__(self, on_progress: Callable[[ReadinessEvent], None] | None, silent: bool) -> None:
+        self._view = ProgressView() if on_progress is None and not silent else None
+        self._report = on_progress if on_progress is not None else self._view
+
+    def report(self, phase: str, message: str, elapsed_ms: int, step: str | None) -> bool:
+        """Report one native event; True when it is the ``ready`` event (the wait is over)."""
+        if self._report is not None:
+            self._report(ReadinessEvent(phase=phase, message=message, elapsed_ms=elapsed_ms, step=step))
+        return phase == "ready"
+
+    def close(self) -> None:
+        """Finish the live view, if one is shown."""
+        if self._view is not None:
+            self._view.close()
 
 
 def _drift_message(plan: Plan) -> str:

@@ -1,19 +1,21 @@
 //! The native client classes: `ManagementClient`, `ReadinessWatch`, `DataClient`, `Endpoint`, `ChatStream`.
-//! Each method converts its arguments, runs one core call through `runtime::wait`, and converts the result.
+//! Each operation converts its arguments into one `runtime::Call` (the core call and the conversion of its result),
+//! run blocking by the plain method and on an asyncio loop by its `_async` twin.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyBool, PyList};
 use serde_json::Value;
 
 use inferencekey_core as core;
+use inferencekey_core::Workload;
 
 use crate::convert::{plan_to_py, py_to_value, raw_to_py, spec_from_py, JsonToPy};
 use crate::errors::{internal_error, local_error, to_pyerr};
-use crate::runtime::wait;
+use crate::runtime::Call;
 
 /// Most chunks handed to Python per crossing: enough to amortise the crossing, small enough to stay interactive.
 const STREAM_BATCH: usize = 256;
@@ -147,6 +149,72 @@ impl ManagementClient {
     fn core(&self, py: Python<'_>) -> PyResult<core::ManagementClient> {
         self.client.get(py)
     }
+
+    fn ensure_call(
+        &self,
+        py: Python<'_>,
+        spec: &Bound<'_, PyAny>,
+        on_drift: &str,
+        project: Option<String>,
+    ) -> PyResult<Call<core::EnsureOutcome>> {
+        let spec = spec_from_py(spec)?;
+        let on_drift: core::OnDrift = on_drift.parse().map_err(|err| to_pyerr(py, err))?;
+        let client = self.core(py)?;
+        Ok(Call::new(
+            async move { client.ensure(&spec, on_drift, project.as_deref()).await },
+            |py, outcome| {
+                let plan = plan_to_py(py, &outcome.plan)?;
+                let fields = (
+                    outcome.project_slug,
+                    outcome.workload_slug,
+                    plan,
+                    outcome.applied,
+                );
+                Ok(fields.into_pyobject(py)?.into_any())
+            },
+        ))
+    }
+
+    fn plan_call(
+        &self,
+        py: Python<'_>,
+        spec: &Bound<'_, PyAny>,
+        project: Option<String>,
+    ) -> PyResult<Call<core::Plan>> {
+        let spec = spec_from_py(spec)?;
+        let client = self.core(py)?;
+        Ok(Call::new(
+            async move { client.plan(&spec, project.as_deref()).await },
+            |py, plan| plan_to_py(py, &plan),
+        ))
+    }
+
+    fn delete_call(
+        &self,
+        py: Python<'_>,
+        workload_slug: String,
+        project: Option<String>,
+    ) -> PyResult<Call<bool>> {
+        let client = self.core(py)?;
+        Ok(Call::new(
+            async move { client.delete(&workload_slug, project.as_deref()).await },
+            |py, deleted| Ok(PyBool::new(py, deleted).to_owned().into_any()),
+        ))
+    }
+
+    fn list_call(&self, py: Python<'_>, project: Option<String>) -> PyResult<Call<Vec<Workload>>> {
+        let client = self.core(py)?;
+        Ok(Call::new(
+            async move { client.list(project.as_deref()).await },
+            |py, workloads| {
+                let list = PyList::empty(py);
+                for workload in &workloads {
+                    list.append(raw_to_py(py, &workload.raw)?)?;
+                }
+                Ok(list.into_any())
+            },
+        ))
+    }
 }
 
 #[pymethods]
@@ -194,21 +262,20 @@ impl ManagementClient {
         spec: &Bound<'py, PyAny>,
         on_drift: &str,
         project: Option<String>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let spec = spec_from_py(spec)?;
-        let on_drift: core::OnDrift = on_drift.parse().map_err(|err| to_pyerr(py, err))?;
-        let client = self.core(py)?;
-        let outcome = wait(py, async move {
-            client.ensure(&spec, on_drift, project.as_deref()).await
-        })?;
-        let plan = plan_to_py(py, &outcome.plan)?;
-        (
-            outcome.project_slug,
-            outcome.workload_slug,
-            plan,
-            outcome.applied,
-        )
-            .into_pyobject(py)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.ensure_call(py, spec, on_drift, project)?.wait(py)
+    }
+
+    #[pyo3(signature = (future, spec, on_drift, project))]
+    fn ensure_async(
+        &self,
+        future: &Bound<'_, PyAny>,
+        spec: &Bound<'_, PyAny>,
+        on_drift: &str,
+        project: Option<String>,
+    ) -> PyResult<()> {
+        self.ensure_call(future.py(), spec, on_drift, project)?
+            .spawn(future)
     }
 
     #[pyo3(signature = (spec, project))]
@@ -218,37 +285,48 @@ impl ManagementClient {
         spec: &Bound<'py, PyAny>,
         project: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let spec = spec_from_py(spec)?;
-        let client = self.core(py)?;
-        let plan = wait(
-            py,
-            async move { client.plan(&spec, project.as_deref()).await },
-        )?;
-        plan_to_py(py, &plan)
+        self.plan_call(py, spec, project)?.wait(py)
+    }
+
+    #[pyo3(signature = (future, spec, project))]
+    fn plan_async(
+        &self,
+        future: &Bound<'_, PyAny>,
+        spec: &Bound<'_, PyAny>,
+        project: Option<String>,
+    ) -> PyResult<()> {
+        self.plan_call(future.py(), spec, project)?.spawn(future)
     }
 
     #[pyo3(signature = (workload_slug, project))]
-    fn delete(
+    fn delete<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         workload_slug: String,
         project: Option<String>,
-    ) -> PyResult<bool> {
-        let client = self.core(py)?;
-        wait(py, async move {
-            client.delete(&workload_slug, project.as_deref()).await
-        })
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.delete_call(py, workload_slug, project)?.wait(py)
+    }
+
+    #[pyo3(signature = (future, workload_slug, project))]
+    fn delete_async(
+        &self,
+        future: &Bound<'_, PyAny>,
+        workload_slug: String,
+        project: Option<String>,
+    ) -> PyResult<()> {
+        self.delete_call(future.py(), workload_slug, project)?
+            .spawn(future)
     }
 
     #[pyo3(signature = (project))]
-    fn list<'py>(&self, py: Python<'py>, project: Option<String>) -> PyResult<Bound<'py, PyList>> {
-        let client = self.core(py)?;
-        let workloads = wait(py, async move { client.list(project.as_deref()).await })?;
-        let list = PyList::empty(py);
-        for workload in &workloads {
-            list.append(raw_to_py(py, &workload.raw)?)?;
-        }
-        Ok(list)
+    fn list<'py>(&self, py: Python<'py>, project: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        self.list_call(py, project)?.wait(py)
+    }
+
+    #[pyo3(signature = (future, project))]
+    fn list_async(&self, future: &Bound<'_, PyAny>, project: Option<String>) -> PyResult<()> {
+        self.list_call(future.py(), project)?.spawn(future)
     }
 
     #[pyo3(signature = (workload_slug, project, timeout))]
@@ -287,34 +365,53 @@ pub struct ReadinessWatch {
     watch: Arc<tokio::sync::Mutex<Option<core::ReadinessWatch>>>,
 }
 
+impl ReadinessWatch {
+    /// The next event as `(phase, message, elapsed_ms, step)`, or None once the watch has finished.
+    fn next_call(&self) -> Call<Option<core::ReadinessEvent>> {
+        let watch = Arc::clone(&self.watch);
+        Call::new(
+            async move {
+                let mut guard = watch.lock().await;
+                match guard.as_mut() {
+                    Some(watch) => {
+                        let next = watch.next().await;
+                        if !matches!(next, Ok(Some(_))) {
+                            // Finished (ready, error or deadline): release the connection at once.
+                            *guard = None;
+                        }
+                        next
+                    }
+                    None => Ok(None),
+                }
+            },
+            |py, event| match event {
+                Some(event) => {
+                    let fields = (event.phase, event.message, event.elapsed_ms, event.step);
+                    Ok(fields.into_pyobject(py)?.into_any())
+                }
+                None => Ok(py.None().into_bound(py)),
+            },
+        )
+    }
+}
+
 #[pymethods]
 impl ReadinessWatch {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let watch = Arc::clone(&self.watch);
-        let event = wait(py, async move {
-            let mut guard = watch.lock().await;
-            match guard.as_mut() {
-                Some(watch) => {
-                    let next = watch.next().await;
-                    if !matches!(next, Ok(Some(_))) {
-                        // Finished (ready, error or deadline): release the connection at once.
-                        *guard = None;
-                    }
-                    next
-                }
-                None => Ok(None),
-            }
-        })?;
-        match event {
-            Some(event) => {
-                (event.phase, event.message, event.elapsed_ms, event.step).into_pyobject(py)
-            }
-            None => Err(PyStopIteration::new_err(())),
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let event = self.next_call().wait(py)?;
+        if event.is_none() {
+            return Err(PyStopIteration::new_err(()));
         }
+        Ok(event)
+    }
+
+    /// Resolve `future` with the next event, or None once the watch has finished.
+    fn next_async(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.next_call().spawn(future)
     }
 }
 
@@ -456,6 +553,103 @@ fn chat_request(
     })
 }
 
+impl Endpoint {
+    fn chat_call(
+        &self,
+        py: Python<'_>,
+        prompt: Option<String>,
+        messages: Option<&Bound<'_, PyAny>>,
+        temperature: Option<f64>,
+        max_tokens: Option<u64>,
+    ) -> PyResult<Call<core::ChatCompletion>> {
+        let request = chat_request(prompt, messages, temperature, max_tokens)?;
+        let endpoint = self.core(py)?;
+        Ok(Call::new(
+            async move { endpoint.chat(&request).await },
+            |py, completion| {
+                let raw = raw_to_py(py, &completion.raw)?;
+                let fields = (
+                    completion.text,
+                    completion.model,
+                    completion.finish_reason,
+                    raw,
+                );
+                Ok(fields.into_pyobject(py)?.into_any())
+            },
+        ))
+    }
+
+    fn chat_stream_call(
+        &self,
+        py: Python<'_>,
+        prompt: Option<String>,
+        messages: Option<&Bound<'_, PyAny>>,
+        temperature: Option<f64>,
+        max_tokens: Option<u64>,
+    ) -> PyResult<Call<core::ChatStream>> {
+        let request = chat_request(prompt, messages, temperature, max_tokens)?;
+        let endpoint = self.core(py)?;
+        Ok(Call::new(
+            async move { endpoint.chat_stream(&request).await },
+            |py, stream| {
+                let stream = ChatStream {
+                    stream: Arc::new(tokio::sync::Mutex::new(Some(stream))),
+                };
+                Ok(Bound::new(py, stream)?.into_any())
+            },
+        ))
+    }
+
+    fn embed_call(
+        &self,
+        py: Python<'_>,
+        input: Vec<String>,
+        base64: bool,
+    ) -> PyResult<Call<core::Embeddings>> {
+        let format = if base64 {
+            core::EmbeddingFormat::Base64
+        } else {
+            core::EmbeddingFormat::Float
+        };
+        let endpoint = self.core(py)?;
+        Ok(Call::new(
+            async move { endpoint.embed(input, format).await },
+            |py, embeddings| {
+                let vectors = PyList::empty(py);
+                for vector in &embeddings.vectors {
+                    vectors.append(PyList::new(py, vector.iter().map(|x| f64::from(*x)))?)?;
+                }
+                let raw = raw_to_py(py, &embeddings.raw)?;
+                Ok((vectors, embeddings.model, raw)
+                    .into_pyobject(py)?
+                    .into_any())
+            },
+        ))
+    }
+
+    fn rerank_call(
+        &self,
+        py: Python<'_>,
+        query: String,
+        documents: Vec<String>,
+        top_n: Option<u32>,
+    ) -> PyResult<Call<core::Rerank>> {
+        let endpoint = self.core(py)?;
+        Ok(Call::new(
+            async move { endpoint.rerank(&query, documents, top_n).await },
+            |py, rerank| {
+                let results: Vec<(usize, f64)> = rerank
+                    .results
+                    .iter()
+                    .map(|r| (r.index, r.relevance_score))
+                    .collect();
+                let raw = raw_to_py(py, &rerank.raw)?;
+                Ok((results, rerank.model, raw).into_pyobject(py)?.into_any())
+            },
+        ))
+    }
+}
+
 #[pymethods]
 impl Endpoint {
     #[getter]
@@ -481,35 +675,48 @@ impl Endpoint {
         messages: Option<&Bound<'py, PyAny>>,
         temperature: Option<f64>,
         max_tokens: Option<u64>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let request = chat_request(prompt, messages, temperature, max_tokens)?;
-        let endpoint = self.core(py)?;
-        let completion = wait(py, async move { endpoint.chat(&request).await })?;
-        let raw = raw_to_py(py, &completion.raw)?;
-        (
-            completion.text,
-            completion.model,
-            completion.finish_reason,
-            raw,
-        )
-            .into_pyobject(py)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.chat_call(py, prompt, messages, temperature, max_tokens)?
+            .wait(py)
     }
 
-    #[pyo3(signature = (prompt, messages, temperature, max_tokens))]
-    fn chat_stream(
+    #[pyo3(signature = (future, prompt, messages, temperature, max_tokens))]
+    fn chat_async(
         &self,
-        py: Python<'_>,
+        future: &Bound<'_, PyAny>,
         prompt: Option<String>,
         messages: Option<&Bound<'_, PyAny>>,
         temperature: Option<f64>,
         max_tokens: Option<u64>,
-    ) -> PyResult<ChatStream> {
-        let request = chat_request(prompt, messages, temperature, max_tokens)?;
-        let endpoint = self.core(py)?;
-        let stream = wait(py, async move { endpoint.chat_stream(&request).await })?;
-        Ok(ChatStream {
-            stream: Arc::new(tokio::sync::Mutex::new(Some(stream))),
-        })
+    ) -> PyResult<()> {
+        self.chat_call(future.py(), prompt, messages, temperature, max_tokens)?
+            .spawn(future)
+    }
+
+    #[pyo3(signature = (prompt, messages, temperature, max_tokens))]
+    fn chat_stream<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: Option<String>,
+        messages: Option<&Bound<'py, PyAny>>,
+        temperature: Option<f64>,
+        max_tokens: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.chat_stream_call(py, prompt, messages, temperature, max_tokens)?
+            .wait(py)
+    }
+
+    #[pyo3(signature = (future, prompt, messages, temperature, max_tokens))]
+    fn chat_stream_async(
+        &self,
+        future: &Bound<'_, PyAny>,
+        prompt: Option<String>,
+        messages: Option<&Bound<'_, PyAny>>,
+        temperature: Option<f64>,
+        max_tokens: Option<u64>,
+    ) -> PyResult<()> {
+        self.chat_stream_call(future.py(), prompt, messages, temperature, max_tokens)?
+            .spawn(future)
     }
 
     #[pyo3(signature = (input, base64))]
@@ -518,20 +725,18 @@ impl Endpoint {
         py: Python<'py>,
         input: Vec<String>,
         base64: bool,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let format = if base64 {
-            core::EmbeddingFormat::Base64
-        } else {
-            core::EmbeddingFormat::Float
-        };
-        let endpoint = self.core(py)?;
-        let embeddings = wait(py, async move { endpoint.embed(input, format).await })?;
-        let vectors = PyList::empty(py);
-        for vector in &embeddings.vectors {
-            vectors.append(PyList::new(py, vector.iter().map(|x| f64::from(*x)))?)?;
-        }
-        let raw = raw_to_py(py, &embeddings.raw)?;
-        (vectors, embeddings.model, raw).into_pyobject(py)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.embed_call(py, input, base64)?.wait(py)
+    }
+
+    #[pyo3(signature = (future, input, base64))]
+    fn embed_async(
+        &self,
+        future: &Bound<'_, PyAny>,
+        input: Vec<String>,
+        base64: bool,
+    ) -> PyResult<()> {
+        self.embed_call(future.py(), input, base64)?.spawn(future)
     }
 
     #[pyo3(signature = (query, documents, top_n))]
@@ -541,18 +746,20 @@ impl Endpoint {
         query: String,
         documents: Vec<String>,
         top_n: Option<u32>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let endpoint = self.core(py)?;
-        let rerank = wait(py, async move {
-            endpoint.rerank(&query, documents, top_n).await
-        })?;
-        let results: Vec<(usize, f64)> = rerank
-            .results
-            .iter()
-            .map(|r| (r.index, r.relevance_score))
-            .collect();
-        let raw = raw_to_py(py, &rerank.raw)?;
-        (results, rerank.model, raw).into_pyobject(py)
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.rerank_call(py, query, documents, top_n)?.wait(py)
+    }
+
+    #[pyo3(signature = (future, query, documents, top_n))]
+    fn rerank_async(
+        &self,
+        future: &Bound<'_, PyAny>,
+        query: String,
+        documents: Vec<String>,
+        top_n: Option<u32>,
+    ) -> PyResult<()> {
+        self.rerank_call(future.py(), query, documents, top_n)?
+            .spawn(future)
     }
 }
 
@@ -562,41 +769,68 @@ pub struct ChatStream {
     stream: Arc<tokio::sync::Mutex<Option<core::ChatStream>>>,
 }
 
+impl ChatStream {
+    fn next_batch_call(&self) -> Call<Vec<core::ChatChunk>> {
+        let stream = Arc::clone(&self.stream);
+        Call::new(
+            async move {
+                let mut guard = stream.lock().await;
+                match guard.as_mut() {
+                    Some(stream) => {
+                        let batch = stream.next_batch(STREAM_BATCH).await;
+                        if !matches!(&batch, Ok(chunks) if !chunks.is_empty()) {
+                            // Finished or failed: drop the stream now so its connection is released.
+                            *guard = None;
+                        }
+                        batch
+                    }
+                    None => Ok(Vec::new()),
+                }
+            },
+            |py, chunks| {
+                let list = PyList::empty(py);
+                let mut json = JsonToPy::new(py);
+                for chunk in &chunks {
+                    let raw = json.dict(&chunk.data)?;
+                    list.append((chunk.text.as_str(), chunk.finish_reason.as_deref(), raw))?;
+                }
+                Ok(list.into_any())
+            },
+        )
+    }
+
+    fn close_call(&self) -> Call<()> {
+        let stream = Arc::clone(&self.stream);
+        Call::new(
+            async move {
+                if let Some(mut open) = stream.lock().await.take() {
+                    open.close();
+                }
+                Ok(())
+            },
+            |py, ()| Ok(py.None().into_bound(py)),
+        )
+    }
+}
+
 #[pymethods]
 impl ChatStream {
-    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let stream = Arc::clone(&self.stream);
-        let chunks = wait(py, async move {
-            let mut guard = stream.lock().await;
-            match guard.as_mut() {
-                Some(stream) => {
-                    let batch = stream.next_batch(STREAM_BATCH).await;
-                    if !matches!(&batch, Ok(chunks) if !chunks.is_empty()) {
-                        // Finished or failed: drop the stream now so its connection is released.
-                        *guard = None;
-                    }
-                    batch
-                }
-                None => Ok(Vec::new()),
-            }
-        })?;
-        let list = PyList::empty(py);
-        let mut json = JsonToPy::new(py);
-        for chunk in &chunks {
-            let raw = json.dict(&chunk.data)?;
-            list.append((chunk.text.as_str(), chunk.finish_reason.as_deref(), raw))?;
-        }
-        Ok(list)
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.next_batch_call().wait(py)
+    }
+
+    /// Resolve `future` with the chunks ready now (at least one), or [] once the stream has finished.
+    fn next_batch_async(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.next_batch_call().spawn(future)
     }
 
     /// Close the stream and its connection; later batches are empty.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let stream = Arc::clone(&self.stream);
-        wait(py, async move {
-            if let Some(mut open) = stream.lock().await.take() {
-                open.close();
-            }
-            Ok(())
-        })
+        self.close_call().wait(py).map(drop)
+    }
+
+    /// Resolve `future` with None once the stream and its connection are closed.
+    fn close_async(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.close_call().spawn(future)
     }
 }

@@ -45,6 +45,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<clients::DataClient>()?;
     m.add_class::<clients::Endpoint>()?;
     m.add_class::<clients::ChatStream>()?;
+    m.add_class::<runtime::Outcome>()?;
     m.add_class::<local::LocalPlatform>()?;
     Ok(())
 }

@@ -1,0 +1,243 @@
+"""The Async twins: ``AsyncManagementClient``, ``AsyncDataClient``, ``AsyncEndpoint`` and ``AsyncTextStream``.
+
+They mirror the sync API (same names, arguments, defaults, results and exceptions) as awaitables that never block the
+event loop: each request runs as a task of the native runtime and resolves an asyncio future; cancelling the await
+aborts the task and closes its connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from itertools import starmap
+from typing import Any
+
+from inferencekey import _core
+from inferencekey._aio import call
+from inferencekey._closing import AsyncClosing
+from inferencekey._data import (
+    EMBED_BASE64,
+    _DataBase,
+    _EndpointBase,
+    embed_inputs,
+    embed_result,
+    rerank_result,
+    text_result,
+)
+from inferencekey._management import Progress, _ensured, _ManagementBase, _on_drift
+from inferencekey.enums import OnDrift
+from inferencekey.types import (
+    EmbedResult,
+    EndpointRef,
+    Plan,
+    ReadinessEvent,
+    RerankResult,
+    TextChunk,
+    TextResult,
+    WorkloadSpec,
+)
+
+__all__ = ["AsyncDataClient", "AsyncEndpoint", "AsyncManagementClient", "AsyncTextStream"]
+
+
+class AsyncManagementClient(_ManagementBase, AsyncClosing):
+    """The asyncio twin of ``ManagementClient``: the same methods and arguments, each awaited.
+
+    Control-plane client, scoped to one project by its ``ik_sdk_`` token. One client keeps one connection pool:
+    reuse it, and ``await close()`` it (or use ``async with``) when done.
+
+    Args:
+        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
+        sdk_token: The ``ik_sdk_`` control token. A blank token raises ``ConfigurationError``; an ``ik_live_`` data
+            key raises ``PermissionDenied``.
+        project: The default project slug for calls that do not name one.
+        timeout: The longest silence, in seconds, allowed while reading a response.
+        connect_timeout: The longest wait, in seconds, for a connection to the platform.
+        max_retries: How many times a transient failure is retried (see the retry policy).
+    """
+
+    async def ensure(
+        self,
+        spec: WorkloadSpec,
+        *,
+        on_drift: OnDrift | str = OnDrift.RECONCILE,
+        project: str | None = None,
+    ) -> EndpointRef:
+        """Idempotently provision or reconcile ``spec`` and return the ref of its endpoint.
+
+        Behaves as ``ManagementClient.ensure``: ``on_drift`` decides what a drifted workload gets (``reconcile``,
+        ``fail`` raising ``DriftError``, ``dry_run`` logging the plan, ``warn`` emitting a ``DriftWarning``,
+        ``ignore``).
+
+        Raises:
+            ValidationError: ``on_drift`` is not one of the accepted values, or the spec is invalid.
+            DriftError: ``on_drift="fail"`` and the workload drifted.
+        """
+        mode = _on_drift(on_drift)
+        return _ensured(mode, await call(self._native.ensure_async, spec, mode.value, project))
+
+    async def plan(self, spec: WorkloadSpec, *, project: str | None = None) -> Plan:
+        """Compute what ``ensure(spec)`` would do (create, update which fields, or nothing), changing nothing."""
+        return await call(self._native.plan_async, spec, project)
+
+    async def wait_until_ready(
+        self,
+        workload_slug: str,
+        *,
+        project: str | None = None,
+        timeout: float = 600.0,
+        on_progress: Callable[[ReadinessEvent], None] | None = None,
+        silent: bool = False,
+    ) -> None:
+        """Wait until ``workload_slug`` is serving, reporting progress as ``ManagementClient.wait_until_ready`` does.
+
+        Progress goes to ``on_progress`` when given; otherwise a live view is written to stderr, unless ``silent``.
+
+        Raises:
+            ApiError: The platform reported the ``error`` phase (the message is the platform's).
+            WaitTimeoutError: ``timeout`` seconds passed first (also a builtin ``TimeoutError``).
+        """
+        watch = self._native.watch_readiness(workload_slug, project, timeout)
+        progress = Progress(on_progress, silent)
+        try:
+            while (event := await call(watch.next_async)) is not None:
+                if progress.report(*event):
+                    break
+        finally:
+            progress.close()
+
+    async def delete(self, workload_slug: str, *, project: str | None = None) -> bool:
+        """Delete the workload; ``True`` if it existed and was removed, ``False`` if it was already gone.
+
+        Raises:
+            PermissionDenied: The token is for another project or lacks the delete capability.
+        """
+        return await call(self._native.delete_async, workload_slug, project)
+
+    async def list_workloads(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        """The project's workloads, as the platform's JSON objects."""
+        return await call(self._native.list_async, project)
+
+    async def close(self) -> None:
+        """Close the client's pooled connections (a later call opens new ones)."""
+        self._native.close()
+
+
+class AsyncDataClient(_DataBase, AsyncClosing):
+    """The asyncio twin of ``DataClient``; derive an ``AsyncEndpoint`` per workload, each bound to its own key.
+
+    One client keeps one connection pool shared by its endpoints: reuse it, and ``await close()`` it (or use
+    ``async with``) when done.
+
+    Args:
+        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
+        project: The project slug; a blank one raises ``ConfigurationError``.
+        api_key: The default ``ik_live_`` key, used by ``endpoint()`` when it is given none.
+        timeout: The longest silence, in seconds, allowed while reading a response (or between stream events).
+        connect_timeout: The longest wait, in seconds, for a connection to the platform.
+        max_retries: How many times a transient failure is retried (see the retry policy).
+    """
+
+    def endpoint(self, workload_slug: str, *, api_key: str | None = None) -> AsyncEndpoint:
+        """Bind an ``AsyncEndpoint`` to ``workload_slug`` (canonicalised) and an ``ik_live_`` key. No request is sent.
+
+        Raises:
+            ConfigurationError: No key is available.
+            PermissionDenied: The key is an ``ik_sdk_`` control token.
+            ValidationError: The slug is empty once canonicalised.
+        """
+        return AsyncEndpoint(self._native.endpoint(workload_slug, api_key))
+
+    async def close(self) -> None:
+        """Close the client's pooled connections (a later call opens new ones)."""
+        self._native.close()
+
+
+class AsyncEndpoint(_EndpointBase):
+    """The asyncio twin of ``Endpoint``: one workload's OpenAI-compatible endpoint, bound to one ``ik_live_`` key.
+
+    Obtain instances with ``AsyncDataClient.endpoint`` rather than constructing them.
+
+    Attributes:
+        workload_slug: The canonical slug of the bound workload.
+        project: The project the workload lives in.
+        base_url: The OpenAI-compatible base of this endpoint (``.../endpoint/{project}/{workload}/v1``).
+    """
+
+    async def generate_text(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: list[Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> TextResult:
+        """Run a non-streaming chat completion (pass ``prompt`` or ``messages``, not both)."""
+        return text_result(await call(self._native.chat_async, prompt, messages, temperature, max_tokens))
+
+    async def generate_text_stream(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: list[Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncTextStream:
+        """Run a streaming chat completion: an async iterator of one ``TextChunk`` per server-sent event.
+
+        The connection opens in this await, so auth and validation errors raise here, not mid-iteration. Use the
+        stream with ``async with`` (or ``await close()``) to release the connection when stopping early.
+        """
+        native = await call(self._native.chat_stream_async, prompt, messages, temperature, max_tokens)
+        return AsyncTextStream(native)
+
+    async def embed(self, *, input: str | list[str]) -> EmbedResult:
+        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch."""
+        return embed_result(await call(self._native.embed_async, embed_inputs(input), EMBED_BASE64))
+
+    async def rerank(self, *, query: str, documents: list[str], top_n: int | None = None) -> RerankResult:
+        """Score ``documents`` against ``query``; results are ordered best first (at most ``top_n`` when given)."""
+        return rerank_result(await call(self._native.rerank_async, query, documents, top_n))
+
+
+class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
+    """The chunks of one streaming chat completion; an async iterator and an async context manager.
+
+    One await fetches a batch (everything decoded so far); chunks are then served from a local buffer. Leaving the
+    ``async with`` block, ``await close()``, cancelling the task while it waits for chunks, or garbage collection
+    closes the connection.
+    """
+
+    def __init__(self, native: _core.ChatStream) -> None:
+        self._native: _core.ChatStream | None = native
+        self._pending: Iterator[TextChunk] = iter(())
+
+    def __aiter__(self) -> AsyncTextStream:
+        return self
+
+    async def __anext__(self) -> TextChunk:
+        chunk = next(self._pending, None)
+        if chunk is None:
+            chunk = await self._refill()
+        return chunk
+
+    async def _refill(self) -> TextChunk:
+        native = self._native
+        if native is None:
+            raise StopAsyncIteration
+        try:
+            batch = await call(native.next_batch_async)
+        except BaseException:
+            await self.close()
+            raise
+        if not batch:
+            await self.close()
+            raise StopAsyncIteration
+        self._pending = starmap(TextChunk, batch)
+        return next(self._pending)
+
+    async def close(self) -> None:
+        """Close the stream and its connection; iteration ends. Idempotent."""
+        native, self._native = self._native, None
+        self._pending = iter(())
+        if native is not None:
+            await call(native.close_async)
