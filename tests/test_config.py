@@ -15,7 +15,15 @@ from conftest import (
 )
 
 import inferencekey
-from inferencekey import ApiError, ConfigurationError, DataClient, ManagementClient, PermissionDenied, _core
+from inferencekey import (
+    ApiError,
+    ConfigurationError,
+    DataClient,
+    ManagementClient,
+    PermissionDenied,
+    ValidationError,
+    _core,
+)
 from inferencekey.local import LocalPlatform
 
 DEFAULT_BASE_URL = "https://api.inferencekey.com"
@@ -234,3 +242,20 @@ def test_data_key_falls_back_to_the_environment_at_call_time(
         endpoint.generate_text(prompt="Hola")
     (entry,) = admin.journal()
     assert entry["headers"]["authorization"] == f"Bearer {_core.redact(platform.api_key)}"
+
+
+def test_out_of_range_integers_are_validation_errors_before_any_request(
+    platform: LocalPlatform, data: DataClient, admin: Admin
+) -> None:
+    with pytest.raises(ValidationError, match="max_retries must be an integer of at least 0"):
+        ManagementClient(base_url=platform.url, sdk_token=platform.sdk_token, max_retries=-1)
+    with pytest.raises(ValidationError, match="max_retries"):
+        DataClient(base_url=platform.url, project=PROJECT, max_retries=2**40)
+    endpoint = data.endpoint("support-bot")
+    with pytest.raises(ValidationError, match="max_tokens must be an integer of at least 1"):
+        endpoint.generate_text(prompt="Hola", max_tokens=0)
+    with pytest.raises(ValidationError, match="max_tokens"):
+        endpoint.generate_text_stream(prompt="Hola", max_tokens=-5)
+    with pytest.raises(ValidationError, match="top_n must be an integer of at least 1"):
+        endpoint.rerank(query="q", documents=["a"], top_n=0)
+    assert admin.journal() == []

@@ -20,12 +20,28 @@ use crate::runtime::Call;
 /// Most chunks handed to Python per crossing: enough to amortise the crossing, small enough to stay interactive.
 const STREAM_BATCH: usize = 256;
 
+/// An integer argument checked against its lower bound locally (a ValidationError before any request, rather
+/// than an OverflowError from the conversion or a round trip to the server).
+fn at_least<T: TryFrom<i64>>(py: Python<'_>, name: &str, value: i64, min: i64) -> PyResult<T> {
+    let fail = || {
+        local_error(
+            py,
+            "ValidationError",
+            &format!("validation error: {name} must be an integer of at least {min}"),
+        )
+    };
+    if value < min {
+        return Err(fail());
+    }
+    T::try_from(value).map_err(|_| fail())
+}
+
 /// Transport options from the Python keyword arguments, checked before anything is built.
 fn transport_options(
     py: Python<'_>,
     connect_timeout: f64,
     timeout: f64,
-    max_retries: u32,
+    max_retries: i64,
 ) -> PyResult<core::TransportOptions> {
     let seconds = |name: &str, value: f64| {
         Duration::try_from_secs_f64(value)
@@ -42,7 +58,7 @@ fn transport_options(
     Ok(core::TransportOptions {
         connect_timeout: seconds("connect_timeout", connect_timeout)?,
         read_timeout: seconds("timeout", timeout)?,
-        max_retries,
+        max_retries: at_least(py, "max_retries", max_retries, 0)?,
         user_agent: format!("inferencekey-python/{}", env!("CARGO_PKG_VERSION")),
     })
 }
@@ -230,7 +246,7 @@ impl ManagementClient {
         from_env: bool,
         connect_timeout: f64,
         timeout: f64,
-        max_retries: u32,
+        max_retries: i64,
     ) -> PyResult<Self> {
         let options = transport_options(py, connect_timeout, timeout, max_retries)?;
         let args = ClientArgs {
@@ -454,7 +470,7 @@ impl DataClient {
         from_env: bool,
         connect_timeout: f64,
         timeout: f64,
-        max_retries: u32,
+        max_retries: i64,
     ) -> PyResult<Self> {
         let options = transport_options(py, connect_timeout, timeout, max_retries)?;
         let args = ClientArgs {
@@ -527,17 +543,21 @@ impl Endpoint {
 
 /// The chat request from the Python arguments (messages converted natively, forwarded as given).
 fn chat_request(
+    py: Python<'_>,
     prompt: Option<String>,
     messages: Option<&Bound<'_, PyAny>>,
     temperature: Option<f64>,
-    max_tokens: Option<u64>,
+    max_tokens: Option<i64>,
 ) -> PyResult<core::ChatRequest> {
+    let max_tokens = max_tokens
+        .map(|n| at_least(py, "max_tokens", n, 1))
+        .transpose()?;
     let messages = match messages {
         Some(obj) if !obj.is_none() => match py_to_value(obj, "messages")? {
             Value::Array(items) => Some(items),
             _ => {
                 return Err(local_error(
-                    obj.py(),
+                    py,
                     "ValidationError",
                     "validation error: messages must be a list",
                 ));
@@ -560,9 +580,9 @@ impl Endpoint {
         prompt: Option<String>,
         messages: Option<&Bound<'_, PyAny>>,
         temperature: Option<f64>,
-        max_tokens: Option<u64>,
+        max_tokens: Option<i64>,
     ) -> PyResult<Call<core::ChatCompletion>> {
-        let request = chat_request(prompt, messages, temperature, max_tokens)?;
+        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
         let endpoint = self.core(py)?;
         Ok(Call::new(
             async move { endpoint.chat(&request).await },
@@ -585,9 +605,9 @@ impl Endpoint {
         prompt: Option<String>,
         messages: Option<&Bound<'_, PyAny>>,
         temperature: Option<f64>,
-        max_tokens: Option<u64>,
+        max_tokens: Option<i64>,
     ) -> PyResult<Call<core::ChatStream>> {
-        let request = chat_request(prompt, messages, temperature, max_tokens)?;
+        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
         let endpoint = self.core(py)?;
         Ok(Call::new(
             async move { endpoint.chat_stream(&request).await },
@@ -632,8 +652,9 @@ impl Endpoint {
         py: Python<'_>,
         query: String,
         documents: Vec<String>,
-        top_n: Option<u32>,
+        top_n: Option<i64>,
     ) -> PyResult<Call<core::Rerank>> {
+        let top_n = top_n.map(|n| at_least(py, "top_n", n, 1)).transpose()?;
         let endpoint = self.core(py)?;
         Ok(Call::new(
             async move { endpoint.rerank(&query, documents, top_n).await },
@@ -674,7 +695,7 @@ impl Endpoint {
         prompt: Option<String>,
         messages: Option<&Bound<'py, PyAny>>,
         temperature: Option<f64>,
-        max_tokens: Option<u64>,
+        max_tokens: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.chat_call(py, prompt, messages, temperature, max_tokens)?
             .wait(py)
@@ -687,7 +708,7 @@ impl Endpoint {
         prompt: Option<String>,
         messages: Option<&Bound<'_, PyAny>>,
         temperature: Option<f64>,
-        max_tokens: Option<u64>,
+        max_tokens: Option<i64>,
     ) -> PyResult<()> {
         self.chat_call(future.py(), prompt, messages, temperature, max_tokens)?
             .spawn(future)
@@ -700,7 +721,7 @@ impl Endpoint {
         prompt: Option<String>,
         messages: Option<&Bound<'py, PyAny>>,
         temperature: Option<f64>,
-        max_tokens: Option<u64>,
+        max_tokens: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.chat_stream_call(py, prompt, messages, temperature, max_tokens)?
             .wait(py)
@@ -713,7 +734,7 @@ impl Endpoint {
         prompt: Option<String>,
         messages: Option<&Bound<'_, PyAny>>,
         temperature: Option<f64>,
-        max_tokens: Option<u64>,
+        max_tokens: Option<i64>,
     ) -> PyResult<()> {
         self.chat_stream_call(future.py(), prompt, messages, temperature, max_tokens)?
             .spawn(future)
@@ -745,7 +766,7 @@ impl Endpoint {
         py: Python<'py>,
         query: String,
         documents: Vec<String>,
-        top_n: Option<u32>,
+        top_n: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.rerank_call(py, query, documents, top_n)?.wait(py)
     }
@@ -756,7 +777,7 @@ impl Endpoint {
         future: &Bound<'_, PyAny>,
         query: String,
         documents: Vec<String>,
-        top_n: Option<u32>,
+        top_n: Option<i64>,
     ) -> PyResult<()> {
         self.rerank_call(future.py(), query, documents, top_n)?
             .spawn(future)
