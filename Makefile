@@ -34,6 +34,7 @@ lint: $(VENV)/.tools
 	$(VENV)/bin/ruff check python tests examples benches
 	$(VENV)/bin/ruff format --check python tests examples benches
 	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest inferencekey._core
 
 fmt: $(VENV)/.tools
 	$(CARGO) fmt --all

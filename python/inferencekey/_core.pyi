@@ -4,10 +4,24 @@
 # `future` (from `loop.create_future()`) with the same result or exception; cancelling `future` aborts the request.
 import builtins
 from asyncio import Future
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, final
+
+from typing_extensions import Self
 
 from inferencekey.types import Plan
 
+__all__ = [
+    "ChatStream",
+    "DataClient",
+    "Endpoint",
+    "LocalPlatform",
+    "ManagementClient",
+    "Outcome",
+    "ReadinessWatch",
+    "__version__",
+    "canonical_slug",
+    "redact",
+]
 __version__: str
 
 def redact(text: str) -> str:
@@ -18,14 +32,16 @@ def canonical_slug(raw: str) -> str:
 
 _T = TypeVar("_T")
 
+@final
 class Outcome(Generic[_T]):
     """The unconverted result of a native task, handed to `inferencekey._aio._resolve` on the loop thread."""
     def take(self) -> _T:
         """The converted result, or raises the call's exception (once)."""
 
+@final
 class ManagementClient:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         base_url: str | None,
         sdk_token: str | None,
@@ -34,7 +50,7 @@ class ManagementClient:
         connect_timeout: float,
         timeout: float,
         max_retries: int,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def base_url(self) -> str: ...
     @property
@@ -53,6 +69,7 @@ class ManagementClient:
     def watch_readiness(self, workload_slug: str, project: str | None, timeout: float) -> ReadinessWatch: ...
     def close(self) -> None: ...
 
+@final
 class ReadinessWatch:
     def __iter__(self) -> ReadinessWatch: ...
     def __next__(self) -> tuple[str, str, int, str | None]:
@@ -60,9 +77,10 @@ class ReadinessWatch:
     def next_async(self, future: Future[tuple[str, str, int, str | None] | None]) -> None:
         """Resolves `future` with the next event, or None once the watch has finished."""
 
+@final
 class DataClient:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         base_url: str | None,
         project: str | None,
@@ -71,7 +89,7 @@ class DataClient:
         connect_timeout: float,
         timeout: float,
         max_retries: int,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def base_url(self) -> str: ...
     @property
@@ -79,6 +97,7 @@ class DataClient:
     def endpoint(self, workload_slug: str, api_key: str | None) -> Endpoint: ...
     def close(self) -> None: ...
 
+@final
 class Endpoint:
     @property
     def workload_slug(self) -> str: ...
@@ -132,6 +151,7 @@ class Endpoint:
         top_n: int | None,
     ) -> None: ...
 
+@final
 class ChatStream:
     def next_batch(self) -> list[tuple[str, str | None, dict[str, Any]]]:
         """The chunks ready now (waits for at least one); [] once the stream has finished."""
@@ -139,15 +159,16 @@ class ChatStream:
     def close(self) -> None: ...
     def close_async(self, future: Future[None]) -> None: ...
 
+@final
 class LocalPlatform:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         port: int = 0,
-        project: str = "local",
+        project: str | None = None,
         seed: int = 0,
         state_dir: str | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def url(self) -> str: ...
     @property

@@ -39,7 +39,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;
-    m.add_function(wrap_pyfunction!(runtime::_reset_after_fork, m)?)?;
     m.add_class::<clients::ManagementClient>()?;
     m.add_class::<clients::ReadinessWatch>()?;
     m.add_class::<clients::DataClient>()?;

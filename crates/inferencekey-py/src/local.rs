@@ -20,20 +20,21 @@ pub struct LocalPlatform {
 #[pymethods]
 impl LocalPlatform {
     #[new]
-    #[pyo3(signature = (*, port = 0, project = "local".to_owned(), seed = 0, state_dir = None))]
+    #[pyo3(signature = (*, port = 0, project = None, seed = 0, state_dir = None))]
     fn new(
         py: Python<'_>,
         port: u16,
-        project: String,
+        project: Option<String>,
         seed: u64,
         state_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
+        let defaults = Config::default();
         let config = Config {
             port,
-            project,
+            project: project.unwrap_or(defaults.project.clone()),
             seed,
             state_dir,
-            ..Config::default()
+            ..defaults
         };
         let platform = py.detach(move || Platform::start(config)).map_err(|err| {
             local_error(

@@ -50,16 +50,6 @@ pub fn runtime() -> PyResult<Arc<Runtime>> {
     Ok(rt)
 }
 
-/// Forget the runtime after `fork()` (called from `os.register_at_fork` in the child).
-#[pyfunction]
-pub fn _reset_after_fork() {
-    if let Ok(mut slot) = RUNTIME.lock() {
-        if let Some(stale) = slot.take() {
-            std::mem::forget(stale);
-        }
-    }
-}
-
 /// Run `future` on the runtime and wait for it without holding the GIL.
 ///
 /// Every `SIGNAL_TICK` the wait re-attaches to run Python's signal handlers; when one raises
