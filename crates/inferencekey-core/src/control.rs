@@ -248,8 +248,9 @@ impl ManagementClient {
         let response = transport
             .send(&self.request(Method::Get, &url, None))
             .await?;
-        let (body, request_id) = transport.read_body(response).await?;
-        decode_workload_list(&body).map_err(|err| err.with_request_id(request_id.as_deref()))
+        transport
+            .read_body(response, |body| decode_workload_list(&body))
+            .await
     }
 
     async fn find(&self, project: &str, slug: &str) -> Result<Option<Workload>> {
@@ -345,8 +346,9 @@ impl ManagementClient {
         let response = transport
             .send(&self.request(Method::Post, &url, Some(body)))
             .await?;
-        let (body, request_id) = transport.read_body(response).await?;
-        Workload::from_body(&body).map_err(|err| err.with_request_id(request_id.as_deref()))
+        transport
+            .read_body(response, |body| Workload::from_body(&body))
+            .await
     }
 
     async fn patch(&self, id: &str, body: &serde_json::Value) -> Result<()> {
@@ -357,8 +359,7 @@ impl ManagementClient {
             .send(&self.request(Method::Patch, &url, Some(body)))
             .await?;
         // The answer is the updated workload; reading it returns the connection to the pool.
-        transport.read_body(response).await?;
-        Ok(())
+        transport.read_body(response, |_| Ok(())).await
     }
 
     /// C4; true when deleted, false when it was already gone (404).
@@ -369,10 +370,7 @@ impl ManagementClient {
             .send(&self.request(Method::Delete, &url, None))
             .await
         {
-            Ok(response) => {
-                transport.read_body(response).await?;
-                Ok(true)
-            }
+            Ok(response) => transport.read_body(response, |_| Ok(true)).await,
             Err(err) if err.status == Some(404) => Ok(false),
             Err(err) => Err(err),
         }

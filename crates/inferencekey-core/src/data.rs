@@ -406,16 +406,11 @@ impl Endpoint {
     ) -> Result<T> {
         let transport = &self.inner.transport;
         let response = transport.send(&self.post(url, body, false)).await?;
-        let (bytes, request_id) = transport.read_body(response).await?;
-        let decoded = serde_json::from_slice(&bytes)
-            .map_err(|err| Error::api(format!("malformed response: {what} is not JSON ({err})")))
-            .and_then(
-                |value: Value| match inband_error(&value, &self.inner.slug) {
-                    Some(err) => Err(err),
-                    None => decode(value),
-                },
-            );
-        decoded.map_err(|err| err.with_request_id(request_id.as_deref()))
+        transport
+            .read_body(response, |bytes| {
+                decode(answer_json(&bytes, what, &self.inner.slug)?)
+            })
+            .await
     }
 
     fn model_of(&self, body: &Value) -> String {
@@ -463,17 +458,17 @@ impl Endpoint {
             None | Some("text/event-stream") => Ok(ChatStream::spawn(response, self.inner.clone())),
             Some(mime) if mime == "application/json" || mime.ends_with("+json") => {
                 // An engine that ignored `stream: true`: its whole answer is one chunk.
-                let (bytes, request_id) = transport.read_body(response).await?;
-                let raw: Value = serde_json::from_slice(&bytes)
-                    .map_err(|err| {
-                        Error::api(format!("malformed response: chat completion is not JSON ({err})"))
-                            .with_request_id(request_id.as_deref())
-                    })?;
-                if let Some(err) = inband_error(&raw, &self.inner.slug) {
-                    return Err(err.with_request_id(request_id.as_deref()));
-                }
-                let (text, finish_reason) = completion_parts(&raw);
-                Ok(ChatStream::ready(ChatChunk { text, finish_reason, data: bytes }))
+                transport
+                    .read_body(response, |bytes| {
+                        let raw = answer_json(&bytes, "chat completion", &self.inner.slug)?;
+                        let (text, finish_reason) = completion_parts(&raw);
+                        Ok(ChatStream::ready(ChatChunk {
+                            text,
+                            finish_reason,
+                            data: bytes,
+                        }))
+                    })
+                    .await
             }
             Some(other) => Err(Error::api(format!(
                 "workload {:?} answered a stream request with content-type {other:?}, not an event stream",
@@ -551,6 +546,16 @@ fn completion_parts(body: &Value) -> (String, Option<String>) {
         .and_then(Value::as_str)
         .map(str::to_owned);
     (text, finish_reason)
+}
+
+/// A 2xx JSON answer, parsed; an in-band error in it is returned as the error it reports.
+fn answer_json(bytes: &[u8], what: &str, slug: &str) -> Result<Value> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|err| Error::api(format!("malformed response: {what} is not JSON ({err})")))?;
+    match inband_error(&value, slug) {
+        Some(err) => Err(err),
+        None => Ok(value),
+    }
 }
 
 /// An error carried in a 200 body: `{"error": {...}}` / `{"error": "..."}`, or a flat `{"object": "error"}`.

@@ -292,19 +292,19 @@ impl Transport {
         })
     }
 
-    /// The whole body of a 2xx response and its `x-request-id` (a read failure carries it too).
-    pub(crate) async fn read_body(
+    /// Read the whole body of a 2xx response and decode it; every failure after the 2xx (the read, or `decode`
+    /// refusing the body) carries the response's `x-request-id`.
+    pub(crate) async fn read_body<T>(
         &self,
         response: reqwest::Response,
-    ) -> Result<(Bytes, Option<String>)> {
+        decode: impl FnOnce(Bytes) -> Result<T>,
+    ) -> Result<T> {
         let request_id = request_id(&response);
-        match response.bytes().await {
-            Ok(bytes) => Ok((bytes, request_id)),
-            Err(err) => Err(self
-                .transport_error(&err, "reading the response from")
-                .0
-                .with_request_id(request_id.as_deref())),
-        }
+        let decoded = match response.bytes().await {
+            Ok(bytes) => decode(bytes),
+            Err(err) => Err(self.transport_error(&err, "reading the response from").0),
+        };
+        decoded.map_err(|err| err.with_request_id(request_id.as_deref()))
     }
 
     /// The error for a reqwest failure, saying what happened and to which host.
