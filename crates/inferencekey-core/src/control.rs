@@ -15,8 +15,9 @@ use crate::config::{
     non_blank, normalize_base_url, resolve_setting, Sources, TransportOptions, ENV_BASE_URL,
     ENV_PROJECT, ENV_SDK_TOKEN,
 };
+use crate::drift::{create_plan, diff, patch_body};
 use crate::error::{Error, ErrorKind, Result};
-use crate::plan::{create_plan, diff, patch_body, Plan, PlanAction};
+use crate::plan::{Plan, PlanAction};
 use crate::spec::{checked_slug, WorkloadSpec};
 use crate::sse::SseDecoder;
 use crate::token::{redact, token_kind, Secret, TokenKind};

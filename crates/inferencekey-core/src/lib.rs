@@ -8,6 +8,7 @@
 mod config;
 mod control;
 mod data;
+mod drift;
 mod error;
 mod event;
 mod plan;
