@@ -1,6 +1,7 @@
 //! The readiness engine: each workload's phase timeline per profile, on its own clock, and the
 //! live event source behind the readiness SSE route (snapshot on connect, then each transition).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,9 @@ const FAST_TIMES: [u64; 5] = [40, 80, 150, 220, 300];
 const REALISTIC_TIMES: [u64; 5] = [600, 1200, 2200, 3600, 5000];
 /// Half-period of the flapping profile.
 const FLAP_MS: u64 = 300;
+/// How many replaced timelines a clock remembers, so a watcher that wakes late can still send
+/// what happened on them before they were replaced.
+const HISTORY: usize = 16;
 
 /// A workload's readiness clock: its profile, the instant it (re)started, and from where.
 #[derive(Debug, Clone)]
@@ -107,6 +111,8 @@ pub struct ReadinessClock {
     epoch: Instant,
     from_bootstrapping: bool,
     generation: u64,
+    /// The timeline this one replaced (bounded to `HISTORY` links).
+    previous: Option<Arc<ReadinessClock>>,
 }
 
 impl ReadinessClock {
@@ -119,6 +125,7 @@ impl ReadinessClock {
             epoch: Instant::now(),
             from_bootstrapping: false,
             generation: 0,
+            previous: None,
         }
     }
 
@@ -126,6 +133,7 @@ impl ReadinessClock {
     pub fn restarted(&self, profile: Profile, error_message: &str, model: &str) -> Self {
         Self {
             generation: self.generation + 1,
+            previous: Some(self.remembered()),
             ..Self::start(profile, error_message, model)
         }
     }
@@ -137,8 +145,49 @@ impl ReadinessClock {
             epoch: Instant::now(),
             from_bootstrapping: true,
             generation: self.generation + 1,
+            previous: Some(self.remembered()),
             ..self.clone()
         }
+    }
+
+    /// This clock as a link of a successor's history, with the history cut to `HISTORY` links.
+    fn remembered(&self) -> Arc<ReadinessClock> {
+        let mut links = Vec::new();
+        let mut link = Some(self);
+        while let Some(clock) = link {
+            if links.len() == HISTORY {
+                break;
+            }
+            links.push(clock);
+            link = clock.previous.as_deref();
+        }
+        let mut chain: Option<Arc<ReadinessClock>> = None;
+        for clock in links.into_iter().rev() {
+            chain = Some(Arc::new(ReadinessClock {
+                previous: chain,
+                ..clock.clone()
+            }));
+        }
+        // `links` holds at least `self`, so the chain is never empty here.
+        chain.unwrap_or_else(|| Arc::new(self.clone()))
+    }
+
+    /// The timeline that replaced generation `generation`, from this clock's history: this clock
+    /// itself or one it remembers. `None` when it is older than the history reaches.
+    fn successor_of(&self, generation: u64) -> Option<&ReadinessClock> {
+        let mut clock = self;
+        loop {
+            let previous = clock.previous.as_deref()?;
+            if previous.generation == generation {
+                return Some(clock);
+            }
+            clock = previous;
+        }
+    }
+
+    /// The instant this clock's timeline began.
+    fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     /// The stage in force at `now`, with its index.
@@ -293,12 +342,27 @@ pub fn event_json(stage: &Stage, elapsed_ms: u64) -> Value {
     event
 }
 
-/// The live readiness events of one workload: the current phase first, then each transition,
-/// ending after a terminal phase or when the workload goes away.
+/// The live readiness events of one workload: the current stage first, then every stage the
+/// workload passes through, in order, each stamped with the time it began; it ends after a
+/// terminal phase or when the workload goes away.
+///
+/// Stages are derived from the followed timeline, never sampled from "now": a watcher that wakes
+/// late (a loaded machine, a slow client) still sends each stage it slept through. A timeline
+/// replaced meanwhile (new settings, a change of what runs) is sent up to the moment it was
+/// replaced, then the new one from its start.
 pub struct ReadinessEvents {
     clock: watch::Receiver<ReadinessClock>,
-    last: Option<(u64, usize)>,
+    /// The timeline being followed and the index of the last stage sent on it.
+    followed: Option<(ReadinessClock, usize)>,
     done: bool,
+}
+
+/// What the watcher does next.
+enum Step {
+    Send(Stage),
+    Switch(ReadinessClock),
+    SleepUntil(Instant),
+    WaitForChange,
 }
 
 impl ReadinessEvents {
@@ -306,7 +370,7 @@ impl ReadinessEvents {
     pub fn new(clock: watch::Receiver<ReadinessClock>) -> Self {
         Self {
             clock,
-            last: None,
+            followed: None,
             done: false,
         }
     }
@@ -316,30 +380,75 @@ impl ReadinessEvents {
         if self.done {
             return None;
         }
-        loop {
-            let clock = self.clock.borrow_and_update().clone();
-            let now = Instant::now();
-            let (index, stage) = clock.current(now);
-            if self.last != Some((clock.generation(), index)) {
-                self.last = Some((clock.generation(), index));
-                self.done = stage.phase.is_terminal();
-                let data = event_json(&stage, clock.elapsed_ms(now));
-                return Some(SseEvent::json(&data, self.done));
+        let (stage, elapsed_ms) = match self.followed.as_mut() {
+            None => {
+                // The snapshot on connect: the stage in force now.
+                let clock = self.clock.borrow_and_update().clone();
+                let now = Instant::now();
+                let (index, stage) = clock.current(now);
+                let elapsed_ms = clock.elapsed_ms(now);
+                self.followed = Some((clock, index));
+                (stage, elapsed_ms)
             }
-            match clock.next_transition(index) {
-                Some(at) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at.into()) => {}
-                        changed = self.clock.changed() => if changed.is_err() { return None },
+            Some((followed, index)) => loop {
+                let step = {
+                    let latest = self.clock.borrow_and_update();
+                    plan_step(followed, *index, &latest, Instant::now())
+                };
+                match step {
+                    Step::Send(stage) => {
+                        *index += 1;
+                        let at_ms = stage.at_ms;
+                        break (stage, at_ms);
                     }
-                }
-                None => {
-                    if self.clock.changed().await.is_err() {
-                        return None;
+                    Step::Switch(clock) => {
+                        // A new timeline is sent from its first stage.
+                        let stage = clock.stage(0)?;
+                        *followed = clock;
+                        *index = 0;
+                        break (stage, 0);
                     }
+                    Step::SleepUntil(at) => {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at.into()) => {}
+                            changed = self.clock.changed() => changed.ok()?,
+                        }
+                    }
+                    Step::WaitForChange => self.clock.changed().await.ok()?,
                 }
+            },
+        };
+        self.done = stage.phase.is_terminal();
+        Some(SseEvent::json(&event_json(&stage, elapsed_ms), self.done))
+    }
+}
+
+/// The next step of a watcher that has sent stage `index` of `followed`, when `latest` is the
+/// workload's clock now.
+fn plan_step(
+    followed: &ReadinessClock,
+    index: usize,
+    latest: &ReadinessClock,
+    now: Instant,
+) -> Step {
+    let next = followed.stage(index + 1);
+    if latest.generation() != followed.generation() {
+        let successor = latest.successor_of(followed.generation()).unwrap_or(latest);
+        // Stages of the followed timeline that began before it was replaced are still sent.
+        if let Some(stage) = next {
+            if followed.epoch() + Duration::from_millis(stage.at_ms) < successor.epoch() {
+                return Step::Send(stage);
             }
         }
+        return Step::Switch(ReadinessClock {
+            previous: None,
+            ..successor.clone()
+        });
+    }
+    match (next, followed.next_transition(index)) {
+        (Some(stage), Some(at)) if at <= now => Step::Send(stage),
+        (_, Some(at)) => Step::SleepUntil(at),
+        _ => Step::WaitForChange,
     }
 }
 
@@ -411,6 +520,109 @@ mod tests {
             (Phase::Bootstrapping, Some("image_pull"))
         );
         assert_eq!(phases_at(&clock, &[220])[0].0, "ready");
+    }
+
+    /// Drives a watcher's steps on a controlled clock: it wakes at `wakes` (ms from the epoch),
+    /// with `latest` as the workload's clock at each wake, and sends what it would send.
+    fn sent_at_wakes(
+        start: &ReadinessClock,
+        index: usize,
+        wakes: &[(u64, &ReadinessClock)],
+    ) -> Vec<(&'static str, Option<&'static str>, u64)> {
+        let mut followed = start.clone();
+        let mut index = index;
+        let mut sent = Vec::new();
+        for (ms, latest) in wakes {
+            let now = start.epoch + Duration::from_millis(*ms);
+            loop {
+                match plan_step(&followed, index, latest, now) {
+                    Step::Send(stage) => {
+                        index += 1;
+                        sent.push((stage.phase.as_str(), stage.step, stage.at_ms));
+                    }
+                    Step::Switch(clock) => {
+                        let stage = clock.stage(0).unwrap();
+                        sent.push((stage.phase.as_str(), stage.step, 0));
+                        followed = clock;
+                        index = 0;
+                    }
+                    Step::SleepUntil(_) | Step::WaitForChange => break,
+                }
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn a_late_watcher_sends_every_stage_with_its_start_time() {
+        let clock = ReadinessClock::start(Profile::Fast, "x", "m");
+        // Snapshot at scheduling, then one wake long after ready.
+        assert_eq!(
+            sent_at_wakes(&clock, 0, &[(10_000, &clock)]),
+            vec![
+                ("provisioning", None, 40),
+                ("bootstrapping", Some("image_pull"), 80),
+                ("bootstrapping", Some("model_download"), 150),
+                ("bootstrapping", Some("model_load"), 220),
+                ("ready", None, 300),
+            ]
+        );
+        // On time: one stage per wake, none early.
+        assert_eq!(
+            sent_at_wakes(&clock, 0, &[(39, &clock), (40, &clock), (100, &clock)]),
+            vec![
+                ("provisioning", None, 40),
+                ("bootstrapping", Some("image_pull"), 80),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replaced_timeline_is_sent_up_to_its_replacement_then_the_new_one() {
+        let clock = ReadinessClock::start(Profile::Realistic, "x", "m");
+        // Replaced 1.5 s in (after provisioning and image_pull began); the watcher slept through.
+        let mut replaced = clock.rebootstrapped("m2");
+        replaced.epoch = clock.epoch + Duration::from_millis(1500);
+        let sent = sent_at_wakes(&clock, 0, &[(1_700, &replaced)]);
+        assert_eq!(
+            sent,
+            vec![
+                ("provisioning", None, 600),
+                ("bootstrapping", Some("image_pull"), 1200),
+                ("bootstrapping", Some("image_pull"), 0),
+            ]
+        );
+        // Two replacements while asleep: each timeline in turn, none skipped.
+        let mut second = replaced.restarted(Profile::Fast, "x", "m3");
+        second.epoch = clock.epoch + Duration::from_millis(1600);
+        let sent = sent_at_wakes(&clock, 1, &[(1_700, &second)]);
+        assert_eq!(
+            sent,
+            vec![
+                ("bootstrapping", Some("image_pull"), 1200),
+                ("bootstrapping", Some("image_pull"), 0),
+                ("scheduling", None, 0),
+                ("provisioning", None, 40),
+                ("bootstrapping", Some("image_pull"), 80),
+            ]
+        );
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut clock = ReadinessClock::start(Profile::Fast, "x", "m");
+        for _ in 0..100 {
+            clock = clock.rebootstrapped("m");
+        }
+        let mut depth = 0;
+        let mut link = clock.previous.as_deref();
+        while let Some(previous) = link {
+            depth += 1;
+            link = previous.previous.as_deref();
+        }
+        assert_eq!(depth, HISTORY);
+        assert!(clock.successor_of(clock.generation() - 1).is_some());
+        assert!(clock.successor_of(0).is_none());
     }
 
     #[test]
