@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::args::{at_least, positive_seconds};
 use crate::error::{Error, Result};
 
 /// The platform's public base URL, used when none is configured.
@@ -106,13 +107,40 @@ pub struct TransportOptions {
     pub user_agent: String,
 }
 
+impl TransportOptions {
+    /// Options from the values a user passed, checked before anything is built: `connect_timeout_s` and
+    /// `timeout_s` (the idle read timeout) must be positive numbers of seconds, `max_retries` at least 0 (and
+    /// small enough to count); each failure is an `ErrorKind::Validation` naming the argument
+    /// (`connect_timeout`, `timeout`, `max_retries`). `client` names the SDK flavour for the User-Agent, see
+    /// [`TransportOptions::user_agent_for`].
+    pub fn from_user(
+        connect_timeout_s: f64,
+        timeout_s: f64,
+        max_retries: i64,
+        client: &str,
+    ) -> Result<Self> {
+        Ok(Self {
+            connect_timeout: positive_seconds("connect_timeout", connect_timeout_s)?,
+            read_timeout: positive_seconds("timeout", timeout_s)?,
+            max_retries: at_least("max_retries", max_retries, 0)?,
+            user_agent: Self::user_agent_for(client),
+        })
+    }
+
+    /// The User-Agent of an SDK flavour: `inferencekey-{client}/{version}` (e.g. `inferencekey-python/0.1.0`),
+    /// the version being this crate's, which the whole workspace shares.
+    pub fn user_agent_for(client: &str) -> String {
+        format!("inferencekey-{client}/{}", env!("CARGO_PKG_VERSION"))
+    }
+}
+
 impl Default for TransportOptions {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(600),
             max_retries: 2,
-            user_agent: format!("inferencekey-rust/{}", env!("CARGO_PKG_VERSION")),
+            user_agent: Self::user_agent_for("rust"),
         }
     }
 }
@@ -199,5 +227,52 @@ mod tests {
         assert_eq!(options.read_timeout, Duration::from_secs(600));
         assert_eq!(options.max_retries, 2);
         assert!(options.user_agent.starts_with("inferencekey-rust/0."));
+    }
+
+    #[test]
+    fn options_from_user_values() {
+        let options = TransportOptions::from_user(2.5, 30.0, 0, "python").unwrap();
+        assert_eq!(options.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(options.read_timeout, Duration::from_secs(30));
+        assert_eq!(options.max_retries, 0);
+        assert_eq!(
+            options.user_agent,
+            format!("inferencekey-python/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            TransportOptions::from_user(10.0, 600.0, 2, "rust").unwrap(),
+            TransportOptions::default()
+        );
+    }
+
+    #[test]
+    fn options_from_user_refuse_bad_values_with_their_names() {
+        let refused = |connect: f64, timeout: f64, retries: i64| {
+            let err = TransportOptions::from_user(connect, timeout, retries, "python").unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation);
+            assert_eq!(err.status, None);
+            err.message
+        };
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(
+                refused(bad, 1.0, 0),
+                "validation error: connect_timeout must be a positive number of seconds"
+            );
+            assert_eq!(
+                refused(1.0, bad, 0),
+                "validation error: timeout must be a positive number of seconds"
+            );
+        }
+        for bad in [-1, i64::MIN, 1 << 40] {
+            assert_eq!(
+                refused(1.0, 1.0, bad),
+                "validation error: max_retries must be an integer of at least 0"
+            );
+        }
+        // Checked in argument order: the first bad one is named.
+        assert_eq!(
+            refused(0.0, 0.0, -1),
+            "validation error: connect_timeout must be a positive number of seconds"
+        );
     }
 }

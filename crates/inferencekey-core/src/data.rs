@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::args::{at_least, below_bound};
 use crate::config::{
     non_blank, normalize_base_url, resolve_setting, Sources, TransportOptions, ENV_API_KEY,
     ENV_BASE_URL, ENV_PROJECT,
@@ -183,6 +184,68 @@ pub struct ChatRequest {
     pub max_tokens: Option<u64>,
 }
 
+impl ChatRequest {
+    /// A request from the values a user passed, with every chat rule checked before any request: `max_tokens`
+    /// at least 1, `messages` a JSON array (`Null` counts as not given, the way a binding passes `None`),
+    /// then [`ChatRequest::check`]. Each failure is an `ErrorKind::Validation`.
+    pub fn from_user(
+        prompt: Option<String>,
+        messages: Option<Value>,
+        temperature: Option<f64>,
+        max_tokens: Option<i64>,
+    ) -> Result<Self> {
+        let max_tokens = max_tokens
+            .map(|n| at_least("max_tokens", n, 1))
+            .transpose()?;
+        let messages = match messages {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(items),
+            Some(_) => return Err(Error::validation("messages must be a list")),
+        };
+        let request = Self {
+            prompt,
+            messages,
+            temperature,
+            max_tokens,
+        };
+        request.check()?;
+        Ok(request)
+    }
+
+    /// The rules of a chat request, which `Endpoint::chat` and `chat_stream` also apply before sending:
+    /// exactly one of `prompt` / `messages`, a finite `temperature`, `max_tokens` at least 1.
+    pub fn check(&self) -> Result<()> {
+        self.checked_messages().map(drop)
+    }
+
+    /// The messages to send, once every rule of `check` holds (one place for the rules and their wording).
+    fn checked_messages(&self) -> Result<Messages<'_>> {
+        let messages = match (&self.prompt, &self.messages) {
+            (Some(_), Some(_)) => {
+                return Err(Error::validation(
+                    "pass either prompt or messages, not both",
+                ))
+            }
+            (None, None) => return Err(Error::validation("pass prompt or messages")),
+            (Some(prompt), None) => Messages::Prompt(prompt),
+            (None, Some(messages)) => Messages::List(messages),
+        };
+        if self.temperature.is_some_and(|t| !t.is_finite()) {
+            return Err(Error::validation("temperature must be a finite number"));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(below_bound("max_tokens", 1));
+        }
+        Ok(messages)
+    }
+}
+
+/// A rerank `top_n` from the value a user passed: at least 1 and at most `u32::MAX`, else an
+/// `ErrorKind::Validation` (`validation error: top_n must be an integer of at least 1`).
+pub fn checked_top_n(top_n: i64) -> Result<u32> {
+    at_least("top_n", top_n, 1)
+}
+
 /// A non-streamed chat completion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatCompletion {
@@ -194,6 +257,8 @@ pub struct ChatCompletion {
     pub finish_reason: Option<String>,
     /// The response body.
     pub raw: Value,
+    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    pub body: Bytes,
 }
 
 /// One streamed event.
@@ -234,6 +299,8 @@ pub struct Embeddings {
     pub model: String,
     /// The response body.
     pub raw: Value,
+    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    pub body: Bytes,
 }
 
 /// One reranked document.
@@ -254,6 +321,8 @@ pub struct Rerank {
     pub model: String,
     /// The response body.
     pub raw: Value,
+    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    pub body: Bytes,
 }
 
 /// One workload's OpenAI-compatible endpoint, bound to one `ik_live_` key. Cloning shares the pool.
@@ -371,21 +440,9 @@ impl Endpoint {
         }
     }
 
-    /// The chat body, after the local checks (exactly one of prompt/messages; a finite temperature).
+    /// The chat body, after the rules of `ChatRequest::check`.
     fn chat_body(&self, request: &ChatRequest, stream: bool) -> Result<Bytes> {
-        let messages = match (&request.prompt, &request.messages) {
-            (Some(_), Some(_)) => {
-                return Err(Error::validation(
-                    "pass either prompt or messages, not both",
-                ))
-            }
-            (None, None) => return Err(Error::validation("pass prompt or messages")),
-            (Some(prompt), None) => Messages::Prompt(prompt),
-            (None, Some(messages)) => Messages::List(messages),
-        };
-        if request.temperature.is_some_and(|t| !t.is_finite()) {
-            return Err(Error::validation("temperature must be a finite number"));
-        }
+        let messages = request.checked_messages()?;
         encode(&ChatBody {
             model: &self.inner.slug,
             messages,
@@ -402,13 +459,13 @@ impl Endpoint {
         url: &str,
         body: Bytes,
         what: &str,
-        decode: impl FnOnce(Value) -> Result<T>,
+        decode: impl FnOnce(Value, Bytes) -> Result<T>,
     ) -> Result<T> {
         let transport = &self.inner.transport;
         let response = transport.send(&self.post(url, body, false)).await?;
         transport
             .read_body(response, |bytes| {
-                decode(answer_json(&bytes, what, &self.inner.slug)?)
+                decode(answer_json(&bytes, what, &self.inner.slug)?, bytes)
             })
             .await
     }
@@ -423,15 +480,21 @@ impl Endpoint {
     /// A non-streamed chat completion.
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatCompletion> {
         let body = self.chat_body(request, false)?;
-        self.post_json(&self.inner.chat_url, body, "chat completion", |raw| {
-            let (text, finish_reason) = completion_parts(&raw);
-            Ok(ChatCompletion {
-                text,
-                model: self.model_of(&raw),
-                finish_reason,
-                raw,
-            })
-        })
+        self.post_json(
+            &self.inner.chat_url,
+            body,
+            "chat completion",
+            |raw, body| {
+                let (text, finish_reason) = completion_parts(&raw);
+                Ok(ChatCompletion {
+                    text,
+                    model: self.model_of(&raw),
+                    finish_reason,
+                    raw,
+                    body,
+                })
+            },
+        )
         .await
     }
 
@@ -490,34 +553,45 @@ impl Endpoint {
             encoding_format,
         })?;
         let expected = input.len();
-        self.post_json(&self.inner.embeddings_url, body, "embeddings", |raw| {
-            Ok(Embeddings {
-                vectors: decode_embeddings(&raw, expected)?,
-                model: self.model_of(&raw),
-                raw,
-            })
-        })
+        self.post_json(
+            &self.inner.embeddings_url,
+            body,
+            "embeddings",
+            |raw, body| {
+                Ok(Embeddings {
+                    vectors: decode_embeddings(&raw, expected)?,
+                    model: self.model_of(&raw),
+                    raw,
+                    body,
+                })
+            },
+        )
         .await
     }
 
-    /// Rerank `documents` against `query`; `top_n` limits the results when set.
+    /// Rerank `documents` against `query`; `top_n` limits the results when set (at least 1: a `top_n` of 0 is
+    /// an `ErrorKind::Validation` before any request; see [`checked_top_n`] for a user's integer).
     pub async fn rerank(
         &self,
         query: &str,
         documents: Vec<String>,
         top_n: Option<u32>,
     ) -> Result<Rerank> {
+        if top_n == Some(0) {
+            return Err(below_bound("top_n", 1));
+        }
         let body = encode(&RerankBody {
             model: &self.inner.slug,
             query,
             documents: &documents,
             top_n,
         })?;
-        self.post_json(&self.inner.rerank_url, body, "rerank", |raw| {
+        self.post_json(&self.inner.rerank_url, body, "rerank", |raw, body| {
             Ok(Rerank {
                 results: decode_rerank(&raw)?,
                 model: self.model_of(&raw),
                 raw,
+                body,
             })
         })
         .await
@@ -1026,6 +1100,142 @@ mod tests {
         assert_eq!(
             ep.chat_body(&nan, false).unwrap_err().kind,
             ErrorKind::Validation
+        );
+    }
+
+    #[test]
+    fn chat_request_from_user_values() {
+        let messages = json!([{"role": "user", "content": "hi"}]);
+        let request =
+            ChatRequest::from_user(None, Some(messages.clone()), Some(0.0), Some(7)).unwrap();
+        assert_eq!(
+            request,
+            ChatRequest {
+                prompt: None,
+                messages: Some(vec![json!({"role": "user", "content": "hi"})]),
+                temperature: Some(0.0),
+                max_tokens: Some(7),
+            }
+        );
+        // Null messages are "not given", the way a binding passes None.
+        let request =
+            ChatRequest::from_user(Some("Hola".into()), Some(Value::Null), None, None).unwrap();
+        assert_eq!(request.messages, None);
+        assert_eq!(request.prompt.as_deref(), Some("Hola"));
+        assert_eq!(
+            ChatRequest::from_user(Some("a".into()), None, None, Some(i64::MAX))
+                .unwrap()
+                .max_tokens,
+            Some(i64::MAX.unsigned_abs())
+        );
+        // An empty list is a list: sent as given, the server judges it.
+        assert_eq!(
+            ChatRequest::from_user(None, Some(json!([])), None, None)
+                .unwrap()
+                .messages,
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn chat_request_from_user_refusals_and_wording() {
+        let refused =
+            |prompt: Option<&str>, messages: Option<Value>, t: Option<f64>, n: Option<i64>| {
+                let err =
+                    ChatRequest::from_user(prompt.map(str::to_owned), messages, t, n).unwrap_err();
+                assert_eq!(err.kind, ErrorKind::Validation);
+                assert_eq!(err.status, None);
+                err.message
+            };
+        let list = || Some(json!([{"role": "user", "content": "b"}]));
+        for n in [0, -5, i64::MIN] {
+            assert_eq!(
+                refused(Some("a"), None, None, Some(n)),
+                "validation error: max_tokens must be an integer of at least 1"
+            );
+        }
+        for not_a_list in [json!({"role": "user"}), json!("hi"), json!(3), json!(true)] {
+            assert_eq!(
+                refused(None, Some(not_a_list), None, None),
+                "validation error: messages must be a list"
+            );
+        }
+        assert_eq!(
+            refused(Some("a"), list(), None, None),
+            "validation error: pass either prompt or messages, not both"
+        );
+        assert_eq!(
+            refused(None, None, None, None),
+            "validation error: pass prompt or messages"
+        );
+        assert_eq!(
+            refused(None, None, Some(0.5), None),
+            "validation error: pass prompt or messages"
+        );
+        for t in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(
+                refused(Some("a"), None, Some(t), None),
+                "validation error: temperature must be a finite number"
+            );
+        }
+        // The order of the checks: bounds first, then the messages type, then prompt xor messages.
+        assert_eq!(
+            refused(Some("a"), Some(json!("x")), Some(f64::NAN), Some(0)),
+            "validation error: max_tokens must be an integer of at least 1"
+        );
+        assert_eq!(
+            refused(Some("a"), Some(json!("x")), Some(f64::NAN), None),
+            "validation error: messages must be a list"
+        );
+    }
+
+    #[test]
+    fn chat_request_check_applies_to_hand_built_requests() {
+        let zero = ChatRequest {
+            prompt: Some("a".into()),
+            max_tokens: Some(0),
+            ..ChatRequest::default()
+        };
+        assert_eq!(
+            zero.check().unwrap_err().message,
+            "validation error: max_tokens must be an integer of at least 1"
+        );
+        let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+        assert_eq!(
+            ep.chat_body(&zero, false).unwrap_err().kind,
+            ErrorKind::Validation
+        );
+        let fine = ChatRequest {
+            prompt: Some("a".into()),
+            max_tokens: Some(1),
+            ..ChatRequest::default()
+        };
+        assert!(fine.check().is_ok());
+    }
+
+    #[test]
+    fn top_n_bounds() {
+        assert_eq!(checked_top_n(1).unwrap(), 1);
+        assert_eq!(checked_top_n(i64::from(u32::MAX)).unwrap(), u32::MAX);
+        for bad in [0, -1, i64::MIN, i64::from(u32::MAX) + 1, i64::MAX] {
+            let err = checked_top_n(bad).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation);
+            assert_eq!(
+                err.message,
+                "validation error: top_n must be an integer of at least 1"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn rerank_refuses_top_n_zero_before_any_request() {
+        // Port 9 has no listener: an attempt would fail as a connection error, not a validation error.
+        let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+        let err = ep.rerank("q", vec!["a".into()], Some(0)).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+        assert_eq!(
+            err.message,
+            "validation error: top_n must be an integer of at least 1"
         );
     }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 #![warn(missing_docs)]
 
+mod args;
 mod config;
 mod control;
 mod data;
@@ -18,11 +19,12 @@ mod token;
 mod transport;
 mod wire;
 
+pub use args::readiness_timeout;
 pub use config::{resolve_setting, TransportOptions, DEFAULT_BASE_URL};
 pub use control::{EnsureOutcome, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
 pub use data::{
-    ChatChunk, ChatCompletion, ChatRequest, ChatStream, DataClient, EmbeddingFormat, Embeddings,
-    Endpoint, Rerank, RerankResult,
+    checked_top_n, ChatChunk, ChatCompletion, ChatRequest, ChatStream, DataClient, EmbeddingFormat,
+    Embeddings, Endpoint, Rerank, RerankResult,
 };
 pub use error::{Error, ErrorBody, ErrorKind, Result};
 pub use plan::{FieldChange, Plan, PlanAction};

@@ -1,0 +1,121 @@
+//! Rules for argument values as a user gives them (plain integers and float seconds, e.g. from a binding):
+//! lower bounds, durations, and their wording. Every such rule lives here or next to the type it builds, so
+//! a Rust caller and the Python surface refuse the same values with the same message, before any request.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The validation error for an integer argument below its bound (or beyond what the SDK can carry).
+pub(crate) fn below_bound(name: &str, min: i64) -> Error {
+    Error::validation(format_args!("{name} must be an integer of at least {min}"))
+}
+
+/// An integer argument checked against its lower bound: below `min`, or too large for `T`, is a validation
+/// error (never an overflow, and never a round trip to the server).
+pub(crate) fn at_least<T: TryFrom<i64>>(name: &str, value: i64, min: i64) -> Result<T> {
+    if value < min {
+        return Err(below_bound(name, min));
+    }
+    T::try_from(value).map_err(|_| below_bound(name, min))
+}
+
+/// A timeout in seconds that must be positive: zero, negative, NaN, infinite or too large for a `Duration`
+/// is a validation error naming the argument.
+pub(crate) fn positive_seconds(name: &str, seconds: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Error::validation(format_args!("{name} must be a positive number of seconds"))
+        })
+}
+
+/// The deadline of a readiness wait from the user's seconds (for `ManagementClient::watch_readiness`): zero
+/// is allowed (the wait ends at once unless the workload is ready); negative, NaN, infinite or too large for a
+/// `Duration` is a validation error.
+pub fn readiness_timeout(seconds: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| Error::validation("timeout must be a non-negative number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn integer_bounds() {
+        assert_eq!(at_least::<u32>("n", 0, 0).unwrap(), 0);
+        assert_eq!(at_least::<u32>("n", 7, 1).unwrap(), 7);
+        assert_eq!(
+            at_least::<u64>("n", i64::MAX, 1).unwrap(),
+            i64::MAX.unsigned_abs()
+        );
+        for (value, min) in [(-1, 0), (0, 1), (i64::MIN, 1), (1 << 40, 0)] {
+            let err = at_least::<u32>("max_retries", value, min).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation);
+            assert_eq!(
+                err.message,
+                format!("validation error: max_retries must be an integer of at least {min}")
+            );
+            assert_eq!(err.status, None);
+        }
+    }
+
+    #[test]
+    fn positive_seconds_rule() {
+        assert_eq!(
+            positive_seconds("timeout", 0.5).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            positive_seconds("timeout", 1e-9).unwrap(),
+            Duration::from_nanos(1)
+        );
+        for bad in [
+            0.0,
+            -0.0,
+            -1.0,
+            1e-12,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+        ] {
+            let err = positive_seconds("connect_timeout", bad).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation, "{bad}");
+            assert_eq!(
+                err.message,
+                "validation error: connect_timeout must be a positive number of seconds"
+            );
+        }
+    }
+
+    #[test]
+    fn readiness_timeout_rule() {
+        assert_eq!(readiness_timeout(0.0).unwrap(), Duration::ZERO);
+        assert_eq!(readiness_timeout(2.5).unwrap(), Duration::from_millis(2500));
+        assert_eq!(
+            readiness_timeout(86_400.0 * 365.0).unwrap(),
+            Duration::from_secs(86_400 * 365)
+        );
+        for bad in [
+            -1.0,
+            -1e-9,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+        ] {
+            let err = readiness_timeout(bad).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation, "{bad}");
+            assert_eq!(
+                err.message,
+                "validation error: timeout must be a non-negative number of seconds"
+            );
+            assert_eq!(err.status, None);
+        }
+    }
+}
