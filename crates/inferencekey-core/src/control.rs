@@ -18,6 +18,7 @@ use crate::config::{
 use crate::drift::{create_plan, diff, patch_body};
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::{Plan, PlanAction};
+use crate::quote::py_repr_str;
 use crate::spec::{checked_slug, WorkloadSpec};
 use crate::sse::SseDecoder;
 use crate::token::{redact, token_kind, Secret, TokenKind};
@@ -59,6 +60,26 @@ pub enum OnDrift {
 }
 
 impl OnDrift {
+    /// Every mode, in the documented order (the order the error for an unknown mode lists them in).
+    pub const ALL: [Self; 5] = [
+        Self::Reconcile,
+        Self::Fail,
+        Self::DryRun,
+        Self::Warn,
+        Self::Ignore,
+    ];
+
+    /// The error for an `on_drift` value that is not one of the modes; `shown` is how the caller shows the value
+    /// (the Python binding passes `repr(value)`, e.g. `'sometimes'` or `42`). Tokens in it are redacted:
+    /// `validation error: on_drift must be one of reconcile, fail, dry_run, warn, ignore; got 'sometimes'`.
+    pub fn unknown(shown: &str) -> Error {
+        let accepted: Vec<&str> = Self::ALL.iter().map(|mode| mode.as_str()).collect();
+        Error::validation(format_args!(
+            "on_drift must be one of {}; got {shown}",
+            accepted.join(", ")
+        ))
+    }
+
     /// The wire/Python spelling: `reconcile`, `fail`, `dry_run`, `warn`, `ignore`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,18 +95,13 @@ impl OnDrift {
 impl FromStr for OnDrift {
     type Err = Error;
 
-    /// Parses the spellings of `as_str` (case-insensitive); anything else is a `ValidationError`.
+    /// Parses exactly the spellings of `as_str`, as Python's `OnDrift(value)` does (no trimming, no case
+    /// folding); anything else is [`OnDrift::unknown`] with the value quoted as Python's `repr` quotes it.
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "reconcile" => Ok(Self::Reconcile),
-            "fail" => Ok(Self::Fail),
-            "dry_run" => Ok(Self::DryRun),
-            "warn" => Ok(Self::Warn),
-            "ignore" => Ok(Self::Ignore),
-            _ => Err(Error::validation(format_args!(
-                "unknown on_drift {s:?}: expected one of reconcile, fail, dry_run, warn, ignore"
-            ))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| Self::unknown(&py_repr_str(s)))
     }
 }
 
@@ -100,6 +116,40 @@ pub struct EnsureOutcome {
     pub plan: Plan,
     /// True when the platform was changed (created or patched).
     pub applied: bool,
+    /// Set when the caller must warn (`Warn` and the workload drifted): [`Plan::drift_warning`]. The Python
+    /// surface emits it as a `DriftWarning` and logs it at WARNING.
+    pub warning: Option<String>,
+    /// Set when the caller must log a note at INFO (`DryRun`, whatever the plan):
+    /// `ensure dry run for {project}/{slug}, nothing changed:` a newline, then [`Plan::render`].
+    pub info: Option<String>,
+}
+
+impl EnsureOutcome {
+    /// The outcome of `ensure` under `on_drift`, with what it shows decided here, once, for every caller.
+    fn new(
+        project_slug: String,
+        workload_slug: String,
+        plan: Plan,
+        applied: bool,
+        on_drift: OnDrift,
+    ) -> Self {
+        let warning = (on_drift == OnDrift::Warn && plan.action == PlanAction::Update)
+            .then(|| plan.drift_warning());
+        let info = (on_drift == OnDrift::DryRun).then(|| {
+            redact(&format!(
+                "ensure dry run for {project_slug}/{workload_slug}, nothing changed:\n{}",
+                plan.render()
+            ))
+        });
+        Self {
+            project_slug,
+            workload_slug,
+            plan,
+            applied,
+            warning,
+            info,
+        }
+    }
 }
 
 /// One readiness progress update.
@@ -285,11 +335,8 @@ impl ManagementClient {
         spec.validate()?;
         let slug = checked_slug(&spec.slug)?;
         let project = self.resolve_project(project, spec.project.as_deref())?;
-        let outcome = |plan: Plan, applied: bool| EnsureOutcome {
-            project_slug: project.clone(),
-            workload_slug: slug.clone(),
-            plan,
-            applied,
+        let outcome = |plan: Plan, applied: bool| {
+            EnsureOutcome::new(project.clone(), slug.clone(), plan, applied, on_drift)
         };
         let mut stored_slug = String::new();
         for _ in 0..MAX_CREATE_ROUNDS {
@@ -708,18 +755,118 @@ mod tests {
             ("fail", OnDrift::Fail),
             ("dry_run", OnDrift::DryRun),
             ("warn", OnDrift::Warn),
-            ("IGNORE", OnDrift::Ignore),
+            ("ignore", OnDrift::Ignore),
         ] {
             assert_eq!(text.parse::<OnDrift>().unwrap(), value);
             assert_eq!(value.as_str().parse::<OnDrift>().unwrap(), value);
         }
-        let err = "dry-run".parse::<OnDrift>().unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Validation);
         assert_eq!(
-            err.message,
-            "validation error: unknown on_drift \"dry-run\": expected one of reconcile, fail, dry_run, warn, ignore"
+            OnDrift::ALL.map(OnDrift::as_str),
+            ["reconcile", "fail", "dry_run", "warn", "ignore"]
         );
         assert_eq!(OnDrift::default(), OnDrift::Reconcile);
+    }
+
+    #[test]
+    fn unknown_on_drift_wording_is_pythons() {
+        // What Python's `OnDrift(value)` refuses is refused here too, and shown as `repr(value)` shows it.
+        for (text, shown) in [
+            ("sometimes", "'sometimes'"),
+            ("dry-run", "'dry-run'"),
+            ("IGNORE", "'IGNORE'"),
+            (" warn", "' warn'"),
+            ("", "''"),
+            ("it's", "\"it's\""),
+            ("a\nb", "'a\\nb'"),
+        ] {
+            let err = text.parse::<OnDrift>().unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation);
+            assert_eq!(err.status, None);
+            assert_eq!(
+                err.message,
+                format!(
+                    "validation error: on_drift must be one of reconcile, fail, dry_run, warn, ignore; got {shown}"
+                )
+            );
+        }
+        // A value that is not a string: the binding passes its repr.
+        assert_eq!(
+            OnDrift::unknown("42").message,
+            "validation error: on_drift must be one of reconcile, fail, dry_run, warn, ignore; got 42"
+        );
+        let token = "ik_sdk_a1b2c3d4_0123456789abcdef";
+        let message = token.parse::<OnDrift>().unwrap_err().message;
+        assert!(!message.contains("0123456789abcdef"), "{message}");
+        assert!(
+            message.ends_with("got 'ik_sdk_a1b2c3d4\u{2026}'"),
+            "{message}"
+        );
+    }
+
+    fn drifted_plan(action: PlanAction) -> Plan {
+        Plan {
+            action,
+            project: "acme".into(),
+            workload_slug: "support-bot".into(),
+            workload_id: Some("wl_1".into()),
+            changes: match action {
+                PlanAction::Noop => vec![],
+                PlanAction::Update | PlanAction::Create => vec![crate::plan::FieldChange {
+                    field: "command".into(),
+                    live: None,
+                    desired: serde_json::json!("serve"),
+                }],
+            },
+        }
+    }
+
+    fn outcome(action: PlanAction, on_drift: OnDrift) -> EnsureOutcome {
+        EnsureOutcome::new(
+            "acme".into(),
+            "support-bot".into(),
+            drifted_plan(action),
+            false,
+            on_drift,
+        )
+    }
+
+    #[test]
+    fn ensure_outcome_says_what_to_show() {
+        let warned = outcome(PlanAction::Update, OnDrift::Warn);
+        assert_eq!(
+            warned.warning.as_deref(),
+            Some(
+                "workload 'support-bot' drifted from spec: command (on_drift=warn: not changed)\n\
+                 ~ update support-bot in project acme\n  ~ command: (unset) -> \"serve\""
+            )
+        );
+        assert_eq!(warned.info, None);
+        for action in [PlanAction::Create, PlanAction::Update, PlanAction::Noop] {
+            let dry = outcome(action, OnDrift::DryRun);
+            assert_eq!(dry.warning, None);
+            assert_eq!(
+                dry.info,
+                Some(format!(
+                    "ensure dry run for acme/support-bot, nothing changed:\n{}",
+                    drifted_plan(action).render()
+                ))
+            );
+        }
+        assert_eq!(
+            outcome(PlanAction::Create, OnDrift::DryRun).info.as_deref(),
+            Some("ensure dry run for acme/support-bot, nothing changed:\n+ create support-bot in project acme\n  + command: \"serve\"")
+        );
+        // Warn shows nothing when nothing drifted; the other modes never show anything.
+        for action in [PlanAction::Create, PlanAction::Noop] {
+            let quiet = outcome(action, OnDrift::Warn);
+            assert_eq!((quiet.warning, quiet.info), (None, None));
+        }
+        for on_drift in [OnDrift::Reconcile, OnDrift::Fail, OnDrift::Ignore] {
+            for action in [PlanAction::Create, PlanAction::Update, PlanAction::Noop] {
+                let quiet = outcome(action, on_drift);
+                assert_eq!((quiet.warning, quiet.info), (None, None), "{on_drift:?}");
+            }
+        }
     }
 
     #[test]

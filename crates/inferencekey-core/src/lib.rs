@@ -13,6 +13,7 @@ mod drift;
 mod error;
 mod event;
 mod plan;
+mod quote;
 mod spec;
 mod sse;
 mod token;

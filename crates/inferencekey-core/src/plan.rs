@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::quote::py_repr_str;
 use crate::token::redact;
 
 /// What applying a plan does.
@@ -112,5 +113,65 @@ impl Plan {
     /// The changed field names, in comparison order.
     pub fn drifted_fields(&self) -> Vec<&str> {
         self.changes.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    /// The warning `ensure(on_drift=Warn)` shows for this plan (tokens redacted):
+    /// `workload 'support-bot' drifted from spec: command, config.k (on_drift=warn: not changed)`, a newline,
+    /// then [`Plan::render`]. The slug is quoted as Python's `repr` quotes it, as the Python surface documents.
+    pub fn drift_warning(&self) -> String {
+        redact(&format!(
+            "workload {} drifted from spec: {} (on_drift=warn: not changed)\n{}",
+            py_repr_str(&self.workload_slug),
+            self.drifted_fields().join(", "),
+            self.render()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use serde_json::json;
+
+    fn update() -> Plan {
+        Plan {
+            action: PlanAction::Update,
+            project: "acme".into(),
+            workload_slug: "support-bot".into(),
+            workload_id: Some("wl_1".into()),
+            changes: vec![
+                FieldChange {
+                    field: "command".into(),
+                    live: Some(json!("vllm serve m")),
+                    desired: json!("vllm serve m --max-model-len 16384"),
+                },
+                FieldChange {
+                    field: "config.max_model_len".into(),
+                    live: None,
+                    desired: json!(16384),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn drift_warning_text() {
+        assert_eq!(
+            update().drift_warning(),
+            "workload 'support-bot' drifted from spec: command, config.max_model_len (on_drift=warn: not changed)\n\
+             ~ update support-bot in project acme\n  \
+             ~ command: \"vllm serve m\" -> \"vllm serve m --max-model-len 16384\"\n  \
+             ~ config.max_model_len: (unset) -> 16384"
+        );
+    }
+
+    #[test]
+    fn drift_warning_redacts_live_tokens() {
+        let mut plan = update();
+        plan.changes[0].live = Some(json!("serve --key ik_live_a1b2c3d4_topsecret"));
+        let warning = plan.drift_warning();
+        assert!(!warning.contains("topsecret"), "{warning}");
+        assert!(warning.contains("ik_live_a1b2c3d4\u{2026}"), "{warning}");
     }
 }

@@ -136,6 +136,26 @@ async fn fail_warn_ignore_and_dry_run_change_nothing() {
             outcome.plan.changes[0].live,
             Some(json!("meta-llama/Llama-3.1-8B-Instruct"))
         );
+        // What the caller shows is decided by the core: the warning for Warn, the note for DryRun.
+        let rendered = outcome.plan.render();
+        let (warning, info) = match on_drift {
+            OnDrift::Warn => (
+                Some(format!(
+                    "workload 'support-bot' drifted from spec: model, task_type (on_drift=warn: not changed)\n{rendered}"
+                )),
+                None,
+            ),
+            OnDrift::DryRun => (
+                None,
+                Some(format!(
+                    "ensure dry run for {}/support-bot, nothing changed:\n{rendered}",
+                    outcome.project_slug
+                )),
+            ),
+            _ => (None, None),
+        };
+        assert_eq!(outcome.warning, warning, "{on_drift:?}");
+        assert_eq!(outcome.info, info, "{on_drift:?}");
     }
     let methods: Vec<Value> = local
         .journal()
@@ -174,6 +194,15 @@ async fn dry_run_never_creates_and_plan_matches() {
         .plan
         .render()
         .starts_with("+ create fresh in project"));
+    assert_eq!(outcome.warning, None);
+    assert_eq!(
+        outcome.info,
+        Some(format!(
+            "ensure dry run for {}/fresh, nothing changed:\n{}",
+            outcome.project_slug,
+            outcome.plan.render()
+        ))
+    );
     assert!(mgmt.list(None).await.unwrap().is_empty());
     let plan = mgmt.plan(&s, None).await.unwrap();
     assert_eq!(plan, outcome.plan);
