@@ -1,30 +1,50 @@
-"""Client benchmarks: inferencekey against openai and httpx (+ hand-written SSE parsing), one local platform.
+"""Client benchmarks: inferencekey against openai, httpx with hand parsing and a Rust floor, on one local platform.
 
 The platform runs in its own process (`inferencekey local serve`) in bench mode, so the CPU measured here is the
-client's alone (all threads of this process). Each scenario runs several times; the table shows medians and the
-ratio of each peer to inferencekey. Run it with `make bench` (which installs the peers into .venv).
+client's alone: `time.process_time()` of this whole process (all threads, including the SDK's I/O threads), or of
+the child process a leg runs in. The Rust floor is `crates/inferencekey-core/examples/bench_floor.rs`, a minimal
+consumer of the same streams, chat completions and embeddings through the SDK's Rust core, built here and driven as
+a child process that reports its own CPU time. Each leg is warmed up once, then the legs of a scenario take turns
+for `--repeats` rounds and each shows its median run by CPU. Before timing, every client's data is compared.
+Run it with `make bench` (which installs the peers into .venv and builds the floor); see benches/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-import httpx
-import openai
+import numpy
+from peers import AsyncPeers, SyncPeers, Target, has_native_numpy
 
-from inferencekey import Backend, DataClient, ManagementClient, TaskType, WorkloadSpec
+from inferencekey import Backend, ManagementClient, TaskType, WorkloadSpec
+
+BENCHES = Path(__file__).resolve().parent
+ROOT = BENCHES.parent
+FLOOR_EXAMPLE = "bench_floor"
+EMBED_DIM = 1024
+EMBED_TEXTS = 256
+# Concurrent streams get 21..31 tokens (26 on average): a stream that received another's chunks shows.
+FANOUT_TOKENS = range(21, 32)
+
+
+# --- the platform ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -37,22 +57,22 @@ class Platform:
     api_key: str
     admin_token: str
 
-    def admin(self, method: str, path: str, body: Any) -> None:
-        """One admin API call."""
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method=method)
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        """One admin API call; its JSON answer, if any."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.admin_token}")
         request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read()
+        return json.loads(text) if text else None
 
 
 @contextmanager
 def platform_process() -> Iterator[Platform]:
     """Start `inferencekey local serve` in a child process and stop it after."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "inferencekey", "local", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "inferencekey", "local", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert child.stdout is not None
@@ -63,203 +83,722 @@ def platform_process() -> Iterator[Platform]:
         child.wait(timeout=10)
 
 
+# --- samples --------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class Sample:
-    """One timed run: wall seconds, CPU seconds of this process, and how many units it handled."""
+    """One timed run: wall and CPU seconds, the units handled, and what else the leg reports."""
 
     wall: float
     cpu: float
     units: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cpu_per_unit(self) -> float:
+        return self.cpu / self.units
+
+    @property
+    def wall_per_unit(self) -> float:
+        return self.wall / self.units
+
+    @property
+    def rate(self) -> float:
+        return self.units / self.wall
 
 
-def measure(run: Callable[[], int]) -> Sample:
-    """Time one run of `run` (which returns how many units it handled)."""
+def timed(run: Callable[[], Any], units: int, check: Callable[[Any], bool] | None = None) -> Sample:
+    """Time one call of `run` in this process; `check` validates what it returned."""
     wall, cpu = time.perf_counter(), time.process_time()
-    units = run()
-    return Sample(time.perf_counter() - wall, time.process_time() - cpu, units)
+    out = run()
+    sample = Sample(time.perf_counter() - wall, time.process_time() - cpu, units)
+    if check is not None and not check(out):
+        raise AssertionError(f"a timed run returned unexpected data: {str(out)[:200]}")
+    return sample
 
 
-def median_sample(run: Callable[[], int], repeats: int) -> Sample:
-    """Warm up once, then the median of `repeats` runs by CPU time."""
-    run()
-    samples = sorted((measure(run) for _ in range(repeats)), key=lambda s: s.cpu)
-    return samples[len(samples) // 2]
+def median(samples: list[Sample]) -> Sample:
+    """The median run by CPU (extras such as peak memory take their own median)."""
+    ordered = sorted(samples, key=lambda s: s.cpu)
+    mid = ordered[len(ordered) // 2]
+    extra = dict(mid.extra)
+    for key in ("peak_rss_kib", "rss_idle_kib"):
+        values = [s.extra[key] for s in samples if key in s.extra]
+        if values:
+            extra[key] = statistics.median(values)
+    for key in ("misplaced", "failed"):
+        if any(key in s.extra for s in samples):
+            extra[key] = sum(s.extra.get(key, 0) for s in samples)  # every run, not the median's
+    return Sample(mid.wall, mid.cpu, mid.units, extra)
 
 
-class Peers:
-    """The same operations through each client."""
-
-    def __init__(self, lp: Platform, chat_slug: str, embed_slug: str) -> None:
-        self.ik = DataClient(base_url=lp.url, project=lp.project, api_key=lp.api_key)
-        self.ik_chat = self.ik.endpoint(chat_slug)
-        self.ik_embed = self.ik.endpoint(embed_slug)
-        base = f"{lp.url}/endpoint/{lp.project}"
-        self.oa_chat = openai.OpenAI(base_url=f"{base}/{chat_slug}/v1", api_key=lp.api_key, max_retries=0)
-        self.oa_embed = openai.OpenAI(base_url=f"{base}/{embed_slug}/v1", api_key=lp.api_key, max_retries=0)
-        self.hx = httpx.Client(headers={"Authorization": f"Bearer {lp.api_key}"}, timeout=60)
-        self.hx_chat_url = f"{base}/{chat_slug}/v1/chat/completions"
-        self.hx_embed_url = f"{base}/{embed_slug}/v1/embeddings"
-        self.chat_slug, self.embed_slug = chat_slug, embed_slug
-
-    # Streaming: returns the number of characters received, checked against the other clients.
-    def stream_ik(self, chunks: int) -> int:
-        with self.ik_chat.generate_text_stream(prompt="bench", max_tokens=chunks) as stream:
-            return sum(len(chunk.text) for chunk in stream)
-
-    def stream_openai(self, chunks: int) -> int:
-        stream = self.oa_chat.chat.completions.create(
-            model=self.chat_slug, messages=[{"role": "user", "content": "bench"}], stream=True, max_tokens=chunks
-        )
-        return sum(len(c.choices[0].delta.content or "") for c in stream if c.choices)
-
-    def stream_httpx(self, chunks: int) -> int:
-        body = {"model": self.chat_slug, "messages": [{"role": "user", "content": "bench"}], "stream": True}
-        body["max_tokens"] = chunks
-        total = 0
-        with self.hx.stream("POST", self.hx_chat_url, json=body) as response:
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                choices = json.loads(data)["choices"]
-                if choices:
-                    total += len(choices[0]["delta"].get("content") or "")
-        return total
-
-    # Unary chat: returns the text length.
-    def unary_ik(self) -> int:
-        return len(self.ik_chat.generate_text(prompt="bench", max_tokens=16).text)
-
-    def unary_openai(self) -> int:
-        out = self.oa_chat.chat.completions.create(
-            model=self.chat_slug, messages=[{"role": "user", "content": "bench"}], max_tokens=16
-        )
-        return len(out.choices[0].message.content or "")
-
-    def unary_httpx(self) -> int:
-        body = {"model": self.chat_slug, "messages": [{"role": "user", "content": "bench"}], "stream": False}
-        body["max_tokens"] = 16
-        out = self.hx.post(self.hx_chat_url, json=body).json()
-        return len(out["choices"][0]["message"]["content"])
-
-    # Embeddings: returns the number of floats decoded.
-    def embed_ik(self, texts: list[str]) -> int:
-        return sum(len(v) for v in self.ik_embed.embed(input=texts).embeddings)
-
-    def embed_openai(self, texts: list[str]) -> int:
-        out = self.oa_embed.embeddings.create(model=self.embed_slug, input=texts)
-        return sum(len(item.embedding) for item in out.data)
-
-    def embed_httpx(self, texts: list[str]) -> int:
-        out = self.hx.post(self.hx_embed_url, json={"model": self.embed_slug, "input": texts}).json()
-        return sum(len(item["embedding"]) for item in out["data"])
+Leg = Callable[[], Sample]
 
 
-def import_cost(module: str, repeats: int) -> tuple[float, float]:
-    """Median wall milliseconds of a fresh `import module`, and the child's resident memory after it in MiB."""
-    # VmRSS, not ru_maxrss: Linux carries the peak over from the forking parent.
-    code = (
-        f"import time; t = time.perf_counter(); import {module}; ms = (time.perf_counter() - t) * 1000; "
-        "rss = [line for line in open('/proc/self/status') if line.startswith('VmRSS')][0].split()[1]; "
-        "print(ms, int(rss) / 1024)"
-    )
-    runs = []
+def run_legs(title: str, legs: dict[str, Leg], repeats: int, warm: bool = True) -> dict[str, Sample]:
+    """Warm every leg up once, then `repeats` rounds in which the legs take turns; the median run of each."""
+    started = time.perf_counter()
+    if warm:
+        for leg in legs.values():
+            leg()
+    samples: dict[str, list[Sample]] = {name: [] for name in legs}
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-        ms, rss = (float(x) for x in out.split())
-        runs.append((ms, rss))
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        for name, leg in legs.items():
+            samples[name].append(leg())
+    log(f"{title}: {time.perf_counter() - started:.0f} s")
+    return {name: median(runs) for name, runs in samples.items()}
 
 
-def row(name: str, unit: str, samples: dict[str, Sample]) -> str:
-    """One table row: per client, CPU per unit and units per second, and the peers' CPU ratio to inferencekey."""
-    base = samples["inferencekey"].cpu / samples["inferencekey"].units
-    cells = []
-    for client in ("inferencekey", "openai", "httpx"):
-        s = samples[client]
-        per_unit = s.cpu / s.units
-        ratio = "" if client == "inferencekey" else f" ({per_unit / base:.1f}x)"
-        cells.append(f"{per_unit * 1e6:,.1f} µs{ratio}, {s.units / s.wall:,.0f}/s")
-    return f"| {name} | {unit} | " + " | ".join(cells) + " |"
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="smaller runs, to check the script")
-    args = parser.parse_args()
-    scale = 10 if args.quick else 1
-    chunks, streams = 2000 // scale, 20 // scale
-    unary_calls = 300 // scale
-    texts = [f"text number {i} about GPUs and inference" for i in range(256)]
-    embed_calls = 20 // scale
-    concurrency, concurrent_chunks = 16, 1000 // scale
+# --- the Rust floor -------------------------------------------------------------------------------------------
 
-    with platform_process() as lp:
-        lp.admin("PUT", "/_local/defaults", {"readiness": "immediate", "bench": True, "embedding_dim": 384})
-        with ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project) as mgmt:
-            chat = mgmt.ensure(WorkloadSpec(name="bench", slug="bench", model="m", backend=Backend.VLLM))
-            emb = mgmt.ensure(
-                WorkloadSpec(
-                    name="bench-embed",
-                    slug="bench-embed",
-                    model="e",
-                    backend=Backend.VLLM,
-                    task_type=TaskType.EMBEDDING,
-                )
+
+def build_floor() -> Path:
+    """`cargo build --release --example bench_floor` (a no-op when fresh); the path of the binary."""
+    command = ["cargo", "build", "--release", "-p", "inferencekey-core", "--example", FLOOR_EXAMPLE]
+    out = subprocess.run(
+        [*command, "--message-format=json-render-diagnostics"], cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    for line in out.splitlines():
+        message = json.loads(line)
+        artifact = message.get("reason") == "compiler-artifact" and message["target"]["name"] == FLOOR_EXAMPLE
+        if artifact and message.get("executable"):
+            return Path(message["executable"])
+    raise RuntimeError(f"cargo built no {FLOOR_EXAMPLE} executable")
+
+
+class Floor:
+    """The Rust floor as a child process: one JSON command per line in, one JSON answer per line out."""
+
+    def __init__(self, binary: Path, target: Target) -> None:
+        args = ["--url", target.url, "--project", target.project, "--key", target.api_key]
+        args += ["--chat", target.chat_slug, "--embed", target.embed_slug]
+        self.child = subprocess.Popen([str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.write(json.dumps(command) + "\n")
+        self.child.stdin.flush()
+        line = self.child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Rust floor exited ({self.child.wait()})")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the Rust floor failed: {answer['error']}")
+        return answer
+
+    def sample(self, command: dict[str, Any]) -> Sample:
+        answer = self.ask(command)
+        extra = {"peak_rss_kib": answer["peak_rss_kib"]}
+        if "mismatches" in answer:
+            extra["misplaced"] = answer["mismatches"]
+        return Sample(answer["wall"], answer["cpu"], answer["units"], extra)
+
+    def close(self) -> None:
+        assert self.child.stdin is not None
+        self.child.stdin.write('{"op": "exit"}\n')
+        self.child.stdin.close()
+        self.child.wait(timeout=30)
+
+
+# --- the scenarios --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sizes:
+    long_stream: int
+    short_streams: int
+    short_tokens: int
+    sequential_chats: int
+    threads: int
+    thread_chats: int
+    tasks: int
+    task_chats: int
+    embed_requests: int
+    fanout_streams: int
+
+
+FULL = Sizes(20_000, 2_000, 26, 500, 8, 800, 64, 1_280, 8, 1_000)
+QUICK = Sizes(2_000, 200, 26, 50, 8, 80, 64, 128, 2, 100)
+
+
+@dataclass
+class Scenario:
+    """The results of one scenario: per leg, the median sample."""
+
+    key: str
+    title: str
+    unit: str
+    legs: dict[str, Sample]
+    reference: str = "inferencekey"
+    notes: list[str] = field(default_factory=list)
+
+
+LABELS = {
+    "inferencekey": "inferencekey",
+    "inferencekey+raw": "inferencekey, also reading chunk.raw",
+    "openai": "openai",
+    "httpx": "httpx + hand parsing",
+    "rust": "Rust floor (inferencekey-core)",
+}
+
+
+class Bench:
+    def __init__(self, lp: Platform, target: Target, floor_binary: Path, sizes: Sizes, repeats: int) -> None:
+        self.lp, self.target, self.floor_binary = lp, target, floor_binary
+        self.sizes, self.repeats = sizes, repeats
+        self.sync = SyncPeers(target)
+        self.loop = asyncio.new_event_loop()
+        self.aio = AsyncPeers(target, connections=max(sizes.fanout_streams, sizes.tasks))
+        self.floor = Floor(floor_binary, target)
+        self.texts = [f"text number {i} about GPUs and inference" for i in range(EMBED_TEXTS)]
+        self.reference: dict[int, list[str]] = {}
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        self.floor.close()
+        self.loop.run_until_complete(self.aio.close())
+        self.loop.close()
+        self.sync.close()
+
+    def run_async(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        return self.loop.run_until_complete(make())
+
+    def timed_async(self, make: Callable[[], Awaitable[Any]], units: int, check: Callable[[Any], bool]) -> Sample:
+        return timed(lambda: self.run_async(make), units, check)
+
+    # The data every client must agree on before it is timed.
+    def chunks(self, tokens: int) -> list[str]:
+        """The non-empty chunk texts of a stream of `tokens` tokens, read by hand (httpx)."""
+        if tokens not in self.reference:
+            self.reference[tokens] = self.sync.chunks_httpx(tokens)
+        return self.reference[tokens]
+
+    def check_same_data(self) -> None:
+        for tokens in (50, self.sizes.short_tokens):
+            expected = self.chunks(tokens)
+            assert len(expected) == tokens, (tokens, len(expected))
+            got = {
+                "inferencekey": self.sync.chunks_ik(tokens),
+                "openai": self.sync.chunks_openai(tokens),
+                "httpx": self.sync.chunks_httpx(tokens),
+                "inferencekey async": self.run_async(lambda t=tokens: self.aio.chunks_ik(t)),
+                "openai async": self.run_async(lambda t=tokens: self.aio.chunks_openai(t)),
+                "httpx async": self.run_async(lambda t=tokens: self.aio.chunks_httpx(t)),
+                "rust": self.floor.ask({"op": "chunks", "tokens": tokens})["chunks"],
+            }
+            for client, chunks in got.items():
+                assert chunks == expected, f"{client} received other chunks than httpx: {chunks[:5]} ..."
+        texts = {
+            "inferencekey": self.sync.chat_ik(),
+            "openai": self.sync.chat_openai(),
+            "httpx": self.sync.chat_httpx(),
+            "inferencekey async": self.run_async(self.aio.chat_ik),
+            "openai async": self.run_async(self.aio.chat_openai),
+            "httpx async": self.run_async(self.aio.chat_httpx),
+            "rust": self.floor.ask({"op": "chat_text"})["text"],
+        }
+        assert len(set(texts.values())) == 1, texts
+        self.chat_text = texts["inferencekey"]
+        matrices = {
+            name: numpy.asarray(getattr(self.sync, f"{name}")(self.texts), dtype=numpy.float32)
+            for name in (
+                "lists_ik",
+                "lists_openai",
+                "lists_openai_float",
+                "lists_httpx_float",
+                "lists_httpx_b64",
+                "numpy_ik",
+                "numpy_openai",
+                "numpy_openai_float",
+                "numpy_httpx_float",
+                "numpy_httpx_b64",
             )
-        peers = Peers(lp, chat.workload_slug, emb.workload_slug)
-        clients = ("inferencekey", "openai", "httpx")
-        suffix = {"inferencekey": "ik", "openai": "openai", "httpx": "httpx"}
+        }
+        reference = matrices["numpy_httpx_b64"]
+        assert reference.shape == (EMBED_TEXTS, EMBED_DIM), reference.shape
+        for name, matrix in matrices.items():
+            assert matrix.shape == reference.shape and numpy.allclose(matrix, reference, atol=1e-6), name
+        for wire in ("base64", "float"):
+            answer = self.floor.ask({"op": "embed_sum", "texts": self.texts, "format": wire})
+            assert (answer["rows"], answer["dim"]) == reference.shape, answer
+            assert abs(answer["sum"] - float(reference.astype(numpy.float64).sum())) < 1e-3, answer
+        log("every client received the same chunks, completion and embeddings")
 
-        def scenario(make: Callable[[str], Callable[[], int]]) -> dict[str, Sample]:
-            return {client: median_sample(make(suffix[client]), args.repeats) for client in clients}
+    # Streaming, one stream after another.
+    def streaming(self, key: str, title: str, tokens: list[int], run_async: bool) -> Scenario:
+        chars = sum(len("".join(self.chunks(n))) for n in tokens)
+        units = sum(tokens)
 
-        def streaming(kind: str) -> Callable[[], int]:
-            fn = getattr(peers, f"stream_{kind}")
-            return lambda: sum(1 for _ in range(streams) if fn(chunks) >= 0) * chunks
+        def check(total: Any) -> bool:
+            return bool(total == chars)
 
-        def concurrent(kind: str) -> Callable[[], int]:
-            fn = getattr(peers, f"stream_{kind}")
+        def sync_leg(fn: Callable[[int], int]) -> Leg:
+            return lambda: timed(lambda: sum(fn(n) for n in tokens), units, check)
 
-            def run() -> int:
-                with ThreadPoolExecutor(concurrency) as pool:
-                    list(pool.map(lambda _: fn(concurrent_chunks), range(concurrency)))
-                return concurrency * concurrent_chunks
+        def async_leg(fn: Callable[[int], Awaitable[int]]) -> Leg:
+            async def all_streams() -> int:
+                total = 0
+                for n in tokens:
+                    total += await fn(n)
+                return total
+
+            return lambda: self.timed_async(all_streams, units, check)
+
+        peers: Any = self.aio if run_async else self.sync
+        make = async_leg if run_async else sync_leg
+        legs = {
+            "inferencekey": make(peers.stream_ik),
+            "inferencekey+raw": make(peers.stream_ik_raw),
+            "openai": make(peers.stream_openai),
+            "httpx": make(peers.stream_httpx),
+            "rust": lambda: self.floor.sample({"op": "stream", "tokens": tokens, "concurrency": 1}),
+        }
+        return Scenario(key, title, "chunk", run_legs(title, legs, self.repeats))
+
+    # Unary chat: sequential, threads on one client, asyncio tasks on one client.
+    def chat(self) -> list[Scenario]:
+        size, expected = self.sizes, len(self.chat_text)
+
+        def sequential(fn: Callable[[], str]) -> Leg:
+            n = size.sequential_chats
+            return lambda: timed(lambda: [fn() for _ in range(n)], n, lambda out: {len(t) for t in out} == {expected})
+
+        def threaded(fn: Callable[[], str]) -> Leg:
+            per = size.thread_chats // size.threads
+
+            def run() -> list[str]:
+                with ThreadPoolExecutor(size.threads) as pool:
+                    shares = pool.map(lambda _: [fn() for _ in range(per)], range(size.threads))
+                    return [text for share in shares for text in share]
+
+            return lambda: timed(run, per * size.threads, lambda out: {len(t) for t in out} == {expected})
+
+        def tasks(fn: Callable[[], Awaitable[str]]) -> Leg:
+            per = size.task_chats // size.tasks
+
+            async def worker() -> list[str]:
+                return [await fn() for _ in range(per)]
+
+            async def run() -> list[str]:
+                shares = await asyncio.gather(*(worker() for _ in range(size.tasks)))
+                return [text for share in shares for text in share]
+
+            return lambda: self.timed_async(run, per * size.tasks, lambda out: {len(t) for t in out} == {expected})
+
+        def floor(requests: int, concurrency: int) -> Leg:
+            return lambda: self.floor.sample({"op": "chat", "requests": requests, "concurrency": concurrency})
+
+        s, a = self.sync, self.aio
+        out = []
+        title = f"chat completion, sequential ({size.sequential_chats} requests)"
+        legs = {name: sequential(getattr(s, f"chat_{short}")) for name, short in self.clients()}
+        legs["rust"] = floor(size.sequential_chats, 1)
+        out.append(Scenario("chat_sequential", title, "request", run_legs(title, legs, self.repeats)))
+        title = f"chat completion, {size.threads} threads on one client ({size.thread_chats} requests)"
+        legs = {name: threaded(getattr(s, f"chat_{short}")) for name, short in self.clients()}
+        legs["rust"] = floor(size.thread_chats, size.threads)
+        out.append(Scenario("chat_threads", title, "request", run_legs(title, legs, self.repeats)))
+        title = f"chat completion, {size.tasks} asyncio tasks on one client ({size.task_chats} requests)"
+        legs = {name: tasks(getattr(a, f"chat_{short}")) for name, short in self.clients()}
+        legs["rust"] = floor(size.task_chats, size.tasks)
+        out.append(Scenario("chat_async", title, "request", run_legs(title, legs, self.repeats)))
+        return out
+
+    @staticmethod
+    def clients() -> list[tuple[str, str]]:
+        return [("inferencekey", "ik"), ("openai", "openai"), ("httpx", "httpx")]
+
+    # Embeddings, 256 texts at dimension 1,024.
+    def embeddings(self) -> list[Scenario]:
+        requests, texts = self.sizes.embed_requests, self.texts
+        shape = (EMBED_TEXTS, EMBED_DIM)
+
+        def leg(fn: Callable[[list[str]], Any]) -> Leg:
+            def run() -> list[Any]:
+                return [fn(texts) for _ in range(requests)]
+
+            def check(out: list[Any]) -> bool:
+                return all(numpy.shape(m) == shape if isinstance(m, numpy.ndarray) else len(m) == shape[0] for m in out)
+
+            return lambda: timed(run, requests, check)
+
+        def floor(wire: str) -> Leg:
+            return lambda: self.floor.sample({"op": "embed", "requests": requests, "texts": texts, "format": wire})
+
+        s = self.sync
+        lists = {
+            "inferencekey": leg(s.lists_ik),
+            "openai": leg(s.lists_openai),
+            "openai, float JSON": leg(s.lists_openai_float),
+            "httpx + json.loads, float JSON": leg(s.lists_httpx_float),
+            "httpx + b64decode + array.tolist": leg(s.lists_httpx_b64),
+            "Rust floor, base64": floor("base64"),
+            "Rust floor, float JSON": floor("float"),
+        }
+        to_numpy = {
+            "inferencekey": leg(s.numpy_ik),
+            "openai": leg(s.numpy_openai),
+            "openai, float JSON": leg(s.numpy_openai_float),
+            "httpx + json.loads + asarray, float JSON": leg(s.numpy_httpx_float),
+            "httpx + b64decode + frombuffer": leg(s.numpy_httpx_b64),
+            "Rust floor, base64": floor("base64"),
+        }
+        native = has_native_numpy(s.ik_embed.embed(input=texts[:1]))
+        numpy_note = (
+            "inferencekey: EmbedResult.to_numpy() (float32, from the wire bytes)"
+            if native
+            else "inferencekey: EmbedResult.to_numpy() does not exist yet, so this leg is "
+            "numpy.asarray(result.embeddings, dtype=float32): the native NumPy path is not measured"
+        )
+        wire_note = "base64 on the wire unless the leg says float JSON (inferencekey and openai ask base64 by default)"
+        title = f"embeddings, {EMBED_TEXTS} x {EMBED_DIM}, to Python lists ({requests} requests)"
+        out = [Scenario("embed_lists", title, "request", run_legs(title, lists, self.repeats), notes=[wire_note])]
+        title = f"embeddings, {EMBED_TEXTS} x {EMBED_DIM}, to a NumPy float32 matrix ({requests} requests)"
+        notes = [wire_note, numpy_note, "Rust floor: Vec<Vec<f32>>, its native form (same run as the lists leg)"]
+        out.append(Scenario("embed_numpy", title, "request", run_legs(title, to_numpy, self.repeats), notes=notes))
+        out[-1].legs["inferencekey"].extra["native_to_numpy"] = native
+        return out
+
+    # Many concurrent streams, each client in a fresh process.
+    def fanout(self) -> Scenario:
+        n = self.sizes.fanout_streams
+        tokens = [FANOUT_TOKENS[i % len(FANOUT_TOKENS)] for i in range(n)]
+        expected = {str(k): self.chunks(k) for k in FANOUT_TOKENS}
+        job = {
+            "url": self.target.url,
+            "project": self.target.project,
+            "api_key": self.target.api_key,
+            "slug": self.target.chat_slug,
+            "tokens": tokens,
+            "expected": expected,
+            "connections": n,
+        }
+
+        def child(client: str) -> Leg:
+            def run() -> Sample:
+                out = subprocess.run(
+                    [sys.executable, str(BENCHES / "fanout.py")],
+                    input=json.dumps({**job, "client": client}),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                answer = json.loads(out)
+                if answer["first_error"]:
+                    self.notes.append(
+                        f"concurrent streams, {client}: {answer['failed']} failed: {answer['first_error']}"
+                    )
+                extra = {key: answer[key] for key in ("peak_rss_kib", "rss_idle_kib", "misplaced", "failed")}
+                return Sample(answer["wall"], answer["cpu"], answer["units"], extra)
 
             return run
 
-        def unary(kind: str) -> Callable[[], int]:
-            fn = getattr(peers, f"unary_{kind}")
-            return lambda: sum(1 for _ in range(unary_calls) if fn() >= 0)
+        def floor() -> Sample:
+            fresh = Floor(self.floor_binary, self.target)
+            try:
+                command = {"op": "stream", "tokens": tokens, "concurrency": n, "expected": expected}
+                warm = fresh.sample(command)
+                sample = fresh.sample(command)
+                sample.extra["misplaced"] += warm.extra["misplaced"]
+                return sample
+            finally:
+                fresh.close()
 
-        def embedding(kind: str) -> Callable[[], int]:
-            fn = getattr(peers, f"embed_{kind}")
-            return lambda: sum(1 for _ in range(embed_calls) if fn(texts) > 0) * len(texts)
+        legs = {name: child(name) for name in ("inferencekey", "openai", "httpx")}
+        legs["rust"] = floor
+        title = f"{n:,} concurrent async streams on one client ({sum(tokens):,} chunks)"
+        scenario = Scenario("fanout", title, "chunk", run_legs(title, legs, self.repeats, warm=False))
+        scenario.notes.append(
+            "each run is a fresh process (its own warm-up round, then the timed round); peak RSS is its VmHWM; "
+            f"openai and httpx pools set to {n:,} connections, all kept alive"
+        )
+        return scenario
 
-        # The three clients must see the same text before their speed means anything.
-        lengths = {kind: getattr(peers, f"stream_{kind}")(50) for kind in suffix.values()}
-        assert len(set(lengths.values())) == 1, lengths
 
-        rows = [
-            row("stream, 1 at a time", "per chunk", scenario(streaming)),
-            row(f"stream, {concurrency} threads", "per chunk", scenario(concurrent)),
-            row("chat completion", "per request", scenario(unary)),
-            row(f"embeddings, {len(texts)} x 384", "per vector", scenario(embedding)),
-        ]
+def import_cost(repeats: int) -> dict[str, dict[str, float]]:
+    """Wall milliseconds of a fresh `import module` and the child's resident memory after it (MiB), medians."""
+    # VmRSS, not ru_maxrss: Linux carries the peak over from the forking parent.
+    code = (
+        "import time, sys; t = time.perf_counter(); __import__(sys.argv[1]); ms = (time.perf_counter() - t) * 1000; "
+        "rss = [line for line in open('/proc/self/status') if line.startswith('VmRSS')][0].split()[1]; "
+        "print(ms, int(rss) / 1024)"
+    )
+    runs: dict[str, list[tuple[float, float]]] = {m: [] for m in ("inferencekey", "httpx", "openai")}
+    for _ in range(repeats):
+        for module, into in runs.items():
+            out = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True)
+            ms, rss = (float(x) for x in out.stdout.split())
+            into.append((ms, rss))
+    return {
+        m: {"wall_ms": statistics.median(r[0] for r in rs), "rss_mib": statistics.median(r[1] for r in rs)}
+        for m, rs in runs.items()
+    }
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, medians of {args.repeats} runs")
-    print("| scenario | unit | inferencekey | openai | httpx + SSE by hand |")
-    print("|---|---|---|---|---|")
-    print("\n".join(rows))
-    print()
-    print("| import | wall ms | RSS after import, MiB |")
-    print("|---|---|---|")
-    for module in ("inferencekey", "openai", "httpx"):
-        ms, rss = import_cost(module, args.repeats)
-        print(f"| `import {module}` | {ms:.1f} | {rss:.1f} |")
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+
+def micros(seconds: float) -> str:
+    us = seconds * 1e6
+    return f"{us:,.0f} µs" if us >= 1000 else f"{us:,.2f} µs" if us < 10 else f"{us:,.1f} µs"
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+def table(scenario: Scenario) -> list[str]:
+    ref = scenario.legs[scenario.reference]
+    unit = scenario.unit
+    lines = [f"### {scenario.title}", ""]
+    if scenario.key == "fanout":
+        head = f"| client | {unit}s/s | CPU per {unit} | x inferencekey | wall s | peak RSS MiB | lost or misplaced |"
+        lines.append(head)
+        lines.append("|---|---|---|---|---|---|---|")
+        for name, s in scenario.legs.items():
+            ratio = s.cpu_per_unit / ref.cpu_per_unit
+            lines.append(
+                f"| {label(name)} | {s.rate:,.0f} | {micros(s.cpu_per_unit)} | {ratio:.2f}x | {s.wall:.2f} | "
+                f"{s.extra['peak_rss_kib'] / 1024:.1f} | {s.extra.get('misplaced', 0)} |"
+            )
+    else:
+        wall_head = f" | wall per {unit} | x inferencekey (wall)" if unit == "request" else ""
+        lines.append(f"| client | CPU per {unit} | x inferencekey (CPU){wall_head} | {unit}s/s |")
+        lines.append("|---|---|---|" + ("---|---|" if wall_head else "") + "---|")
+        for name, s in scenario.legs.items():
+            ratio = s.cpu_per_unit / ref.cpu_per_unit
+            wall = f" | {micros(s.wall_per_unit)} | {s.wall_per_unit / ref.wall_per_unit:.2f}x" if wall_head else ""
+            lines.append(f"| {label(name)} | {micros(s.cpu_per_unit)} | {ratio:.2f}x{wall} | {s.rate:,.0f} |")
+    lines += [f"\n{note}" for note in scenario.notes]
+    return [*lines, ""]
+
+
+@dataclass
+class Check:
+    target: str
+    criterion: str
+    measured: str
+    met: bool
+
+
+def cpu_ratio(scenario: Scenario, peer: str, of: str = "inferencekey") -> float:
+    """How many times more CPU per unit `peer` spends than `of`."""
+    return scenario.legs[peer].cpu_per_unit / scenario.legs[of].cpu_per_unit
+
+
+def targets(s: dict[str, Scenario], imports: dict[str, dict[str, float]], sizes: Sizes) -> list[Check]:
+    """The targets of issue 6, each judged on this run's numbers (client CPU per unit unless it says wall)."""
+    out = []
+    long, short = f"1 x {sizes.long_stream:,} chunks", f"{sizes.short_streams:,} x {sizes.short_tokens} chunks"
+    streams = {
+        "stream_long": f"sync, {long}",
+        "stream_short": f"sync, {short}",
+        "stream_long_async": f"asyncio, {long}",
+        "stream_short_async": f"asyncio, {short}",
+    }
+    for key, what in streams.items():
+        name = f"streaming (documented TextChunk, raw readable), {what}"
+        openai, hx, floor = cpu_ratio(s[key], "openai"), cpu_ratio(s[key], "httpx"), cpu_ratio(s[key], "rust")
+        out.append(Check(name, "CPU/chunk <= 1/100 of openai", f"openai spends {openai:.1f}x", openai >= 100))
+        out.append(Check(name, "CPU/chunk <= 1/5 of httpx hand parsing", f"httpx spends {hx:.1f}x", hx >= 5))
+        out.append(Check(name, "CPU/chunk <= 5x the Rust floor", f"{1 / floor:.1f}x the floor", 1 / floor <= 5))
+    chats = {"chat_sequential": "sequential", "chat_threads": f"{sizes.threads} threads, one client"}
+    for key, what in chats.items():
+        name = f"unary chat, {what}"
+        openai, hx, floor = cpu_ratio(s[key], "openai"), cpu_ratio(s[key], "httpx"), cpu_ratio(s[key], "rust")
+        out.append(Check(name, "CPU/request <= 1/10 of openai", f"openai spends {openai:.1f}x", openai >= 10))
+        out.append(Check(name, "CPU/request <= 1/4 of httpx + json.loads", f"httpx spends {hx:.1f}x", hx >= 4))
+        out.append(Check(name, "CPU/request <= 4x the Rust floor", f"{1 / floor:.1f}x the floor", 1 / floor <= 4))
+    a = s["chat_async"]
+    ratio = cpu_ratio(a, "openai")
+    rates = f"{1 / a.legs['inferencekey'].cpu_per_unit:,.0f} vs {1 / a.legs['openai'].cpu_per_unit:,.0f}"
+    out.append(
+        Check(
+            f"async unary ({sizes.tasks} tasks)",
+            ">= 10x the requests per client CPU-second of AsyncOpenAI",
+            f"{rates} requests per CPU-second ({ratio:.1f}x)",
+            ratio >= 10,
+        )
+    )
+    n = s["embed_numpy"]
+    native = n.legs["inferencekey"].extra.get("native_to_numpy")
+    name = f"embeddings {EMBED_TEXTS} x {EMBED_DIM} to NumPy" + ("" if native else " (no to_numpy() yet: asarray)")
+    faster = min(cpu_ratio(n, "openai"), cpu_ratio(n, "openai, float JSON"))
+    hand = cpu_ratio(n, "httpx + b64decode + frombuffer")
+    out.append(Check(name, ">= 15x faster than openai", f"openai spends {faster:.1f}x", faster >= 15))
+    out.append(Check(name, ">= 3x faster than httpx + base64 + frombuffer", f"httpx spends {hand:.1f}x", hand >= 3))
+    lists = s["embed_lists"]
+    faster = min(cpu_ratio(lists, "openai"), cpu_ratio(lists, "openai, float JSON"))
+    name = f"embeddings {EMBED_TEXTS} x {EMBED_DIM} to lists"
+    out.append(Check(name, ">= 5x faster than openai", f"openai spends {faster:.1f}x", faster >= 5))
+    f = s["fanout"]
+    name = f"{sizes.fanout_streams:,} concurrent async streams"
+    ik, oa = f.legs["inferencekey"], f.legs["openai"]
+    lost = ik.extra.get("misplaced", 0)
+    failed = ik.extra.get("failed", 0)
+    out.append(Check(name, "zero loss", f"{lost} chunks lost or misplaced, {failed} streams failed", lost == 0))
+    single = s["stream_long_async"].legs["inferencekey"].cpu_per_unit
+    one_by_one = s["stream_short_async"].legs["inferencekey"].cpu_per_unit
+    growth = ik.cpu_per_unit / single
+    out.append(
+        Check(
+            name,
+            "CPU/chunk <= 3x the single-stream figure",
+            f"{micros(ik.cpu_per_unit)} vs {micros(single)} for one asyncio stream ({growth:.1f}x); "
+            f"{ik.cpu_per_unit / one_by_one:.1f}x the same short streams one at a time",
+            growth <= 3,
+        )
+    )
+    peak, oa_peak = ik.extra["peak_rss_kib"] / 1024, oa.extra["peak_rss_kib"] / 1024
+    out.append(Check(name, "less peak memory than AsyncOpenAI", f"{peak:.0f} vs {oa_peak:.0f} MiB", peak < oa_peak))
+    out.append(
+        Check(
+            name,
+            ">= 10x less wall time than AsyncOpenAI",
+            f"{ik.wall:.2f} vs {oa.wall:.2f} s ({oa.wall / ik.wall:.1f}x)",
+            oa.wall / ik.wall >= 10,
+        )
+    )
+    i, h = imports["inferencekey"], imports["httpx"]
+    out.append(
+        Check(
+            "import inferencekey",
+            "under import httpx (wall time)",
+            f"{i['wall_ms']:.1f} vs {h['wall_ms']:.1f} ms (RSS {i['rss_mib']:.1f} vs {h['rss_mib']:.1f} MiB)",
+            i["wall_ms"] < h["wall_ms"],
+        )
+    )
+    return out
+
+
+def report(meta: dict[str, Any], scenarios: list[Scenario], imports: dict[str, Any], checks: list[Check]) -> str:
+    lines = [
+        f"{meta['date']}, {meta['machine']}, Python {meta['python']}, {meta['cores']} cores, "
+        f"medians of {meta['repeats']} runs{' (--quick)' if meta['quick'] else ''}; "
+        f"load average {meta['load_before']} before, {meta['load_after']} after; {meta['duration_s']:.0f} s",
+        "",
+        "CPU is client CPU (time.process_time of the client's process; the Rust floor's own threads); "
+        "`x inferencekey` is the peer's figure divided by inferencekey's (above 1: the peer spends more).",
+        "",
+    ]
+    for scenario in scenarios:
+        lines += table(scenario)
+    lines += ["### import, fresh process", "", "| import | wall ms | RSS after import, MiB |", "|---|---|---|"]
+    for module, cost in imports.items():
+        lines.append(f"| `import {module}` | {cost['wall_ms']:.1f} | {cost['rss_mib']:.1f} |")
+    lines += ["", "### Targets", "", "| target | criterion | measured | met |", "|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c.target} | {c.criterion} | {c.measured} | {'yes' if c.met else '**no**'} |")
+    lines += [f"\n{note}" for note in meta["notes"]]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{platform.system()} {platform.machine()}, {model}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per leg (the median is shown); default 3")
+    parser.add_argument("--quick", action="store_true", help="10x smaller runs and one repeat: a smoke run")
+    parser.add_argument("--json", type=Path, help="also write every number to this file")
+    parser.add_argument("--floor", type=Path, help="a built bench_floor binary (default: cargo builds it here)")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else max(1, args.repeats)
+    sizes = QUICK if args.quick else FULL
+    # 1,000 concurrent streams need ~1,000 sockets in the client and in the platform (which inherits this limit).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4 * sizes.fanout_streams + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        )
+
+    started = time.perf_counter()
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.floor is None:
+        log(f"building the Rust floor (cargo build --release --example {FLOOR_EXAMPLE})")
+    floor_binary = args.floor or build_floor()
+    with platform_process() as lp:
+        settings = {"readiness": "immediate", "bench": True, "embedding_dim": EMBED_DIM}
+        lp.admin("PUT", "/_local/defaults", settings)
+        with ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project) as mgmt:
+            chat = mgmt.ensure(WorkloadSpec(name="bench", slug="bench", model="m", backend=Backend.VLLM))
+            spec = WorkloadSpec(
+                name="bench-embed", slug="bench-embed", model="e", backend=Backend.VLLM, task_type=TaskType.EMBEDDING
+            )
+            emb = mgmt.ensure(spec)
+        dim = lp.admin("GET", f"/_local/projects/{lp.project}/workloads/{emb.workload_slug}/settings")["embedding_dim"]
+        assert dim == EMBED_DIM, dim
+        target = Target(lp.url, lp.project, lp.api_key, chat.workload_slug, emb.workload_slug)
+        bench = Bench(lp, target, floor_binary, sizes, repeats)
+        try:
+            bench.check_same_data()
+            long, short = [sizes.long_stream], [sizes.short_tokens] * sizes.short_streams
+            long_title = f"1 stream of {sizes.long_stream:,} chunks"
+            short_title = f"{sizes.short_streams:,} streams of {sizes.short_tokens} chunks, one after another"
+            scenarios = [
+                bench.streaming("stream_long", f"streaming, sync: {long_title}", long, False),
+                bench.streaming("stream_short", f"streaming, sync: {short_title}", short, False),
+                bench.streaming("stream_long_async", f"streaming, asyncio: {long_title}", long, True),
+                bench.streaming("stream_short_async", f"streaming, asyncio: {short_title}", short, True),
+                *bench.chat(),
+                *bench.embeddings(),
+                bench.fanout(),
+            ]
+        finally:
+            bench.close()
+    imports = import_cost(max(5, repeats))
+    log("imports measured")
+    by_key = {s.key: s for s in scenarios}
+    checks = targets(by_key, imports, sizes)
+    meta = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "repeats": repeats,
+        "quick": args.quick,
+        "load_before": load_before,
+        "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "duration_s": time.perf_counter() - started,
+        "notes": bench.notes,
+    }
+    print(report(meta, scenarios, imports, checks))
+    if args.json:
+        data = {
+            "meta": meta,
+            "scenarios": {
+                s.key: {
+                    "title": s.title,
+                    "unit": s.unit,
+                    "notes": s.notes,
+                    "legs": {
+                        name: {
+                            **asdict(sample),
+                            "cpu_per_unit": sample.cpu_per_unit,
+                            "units_per_second": sample.rate,
+                            "cpu_ratio_to_inferencekey": sample.cpu_per_unit / s.legs[s.reference].cpu_per_unit,
+                        }
+                        for name, sample in s.legs.items()
+                    },
+                }
+                for s in scenarios
+            },
+            "imports": imports,
+            "targets": [asdict(c) for c in checks],
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
 
