@@ -40,9 +40,13 @@ fmt: $(VENV)/.tools
 	$(CARGO) fmt --all
 	$(VENV)/bin/ruff format python tests examples benches
 
+# The client benchmarks (benches/README.md): the peers, the Rust floor (a release example of inferencekey-core),
+# then one run of every scenario. `make bench BENCH_ARGS=--quick` for a smoke run; `--json FILE` keeps the numbers.
+BENCH_ARGS ?=
 bench: develop
 	$(VENV)/bin/pip install -q -r benches/requirements.txt
-	$(PY) benches/run.py
+	$(CARGO) build --release -p inferencekey-core --example bench_floor
+	$(PY) benches/run.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
