@@ -8,22 +8,13 @@ aborts the task and closes its connection.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from itertools import starmap
 from typing import Any
 
 from inferencekey import _core
-from inferencekey._aio import call
+from inferencekey._aio import run
 from inferencekey._closing import AsyncClosing
-from inferencekey._data import (
-    EMBED_BASE64,
-    _DataBase,
-    _EndpointBase,
-    embed_inputs,
-    embed_result,
-    rerank_result,
-    text_result,
-)
-from inferencekey._management import Progress, _ensured, _ManagementBase, _on_drift
+from inferencekey._data import _DataBase, _EndpointBase
+from inferencekey._management import Progress, _ensured, _ManagementBase
 from inferencekey.enums import OnDrift
 from inferencekey.types import (
     EmbedResult,
@@ -72,12 +63,11 @@ class AsyncManagementClient(_ManagementBase, AsyncClosing):
             ValidationError: ``on_drift`` is not one of the accepted values, or the spec is invalid.
             DriftError: ``on_drift="fail"`` and the workload drifted.
         """
-        mode = _on_drift(on_drift)
-        return _ensured(mode, await call(self._native.ensure_async, spec, mode.value, project))
+        return _ensured(await run(self._native.ensure(spec, on_drift, project)))
 
     async def plan(self, spec: WorkloadSpec, *, project: str | None = None) -> Plan:
         """Compute what ``ensure(spec)`` would do (create, update which fields, or nothing), changing nothing."""
-        return await call(self._native.plan_async, spec, project)
+        return await run(self._native.plan(spec, project))
 
     async def wait_until_ready(
         self,
@@ -99,8 +89,8 @@ class AsyncManagementClient(_ManagementBase, AsyncClosing):
         watch = self._native.watch_readiness(workload_slug, project, timeout)
         progress = Progress(on_progress, silent)
         try:
-            while (event := await call(watch.next_async)) is not None:
-                if progress.report(*event):
+            while (event := await run(watch.next())) is not None:
+                if progress.report(event):
                     break
         finally:
             progress.close()
@@ -111,11 +101,11 @@ class AsyncManagementClient(_ManagementBase, AsyncClosing):
         Raises:
             PermissionDenied: The token is for another project or lacks the delete capability.
         """
-        return await call(self._native.delete_async, workload_slug, project)
+        return await run(self._native.delete(workload_slug, project))
 
     async def list_workloads(self, *, project: str | None = None) -> list[dict[str, Any]]:
         """The project's workloads, as the platform's JSON objects."""
-        return await call(self._native.list_async, project)
+        return await run(self._native.list(project))
 
     async def close(self) -> None:
         """Close the client's pooled connections (a later call opens new ones)."""
@@ -172,7 +162,7 @@ class AsyncEndpoint(_EndpointBase):
         max_tokens: int | None = None,
     ) -> TextResult:
         """Run a non-streaming chat completion (pass ``prompt`` or ``messages``, not both)."""
-        return text_result(await call(self._native.chat_async, prompt, messages, temperature, max_tokens))
+        return await run(self._native.chat(prompt, messages, temperature, max_tokens))
 
     async def generate_text_stream(
         self,
@@ -187,57 +177,59 @@ class AsyncEndpoint(_EndpointBase):
         The connection opens in this await, so auth and validation errors raise here, not mid-iteration. Use the
         stream with ``async with`` (or ``await close()``) to release the connection when stopping early.
         """
-        native = await call(self._native.chat_stream_async, prompt, messages, temperature, max_tokens)
-        return AsyncTextStream(native)
+        opened = await run(self._native.chat_stream(prompt, messages, temperature, max_tokens))
+        return AsyncTextStream(_core.ChatStream(opened))
 
     async def embed(self, *, input: str | list[str]) -> EmbedResult:
-        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch."""
-        return embed_result(await call(self._native.embed_async, embed_inputs(input), EMBED_BASE64))
+        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch.
+
+        ``result.to_numpy()`` gives them as one NumPy ``float32`` array of shape ``(n, dim)``.
+        """
+        return await run(self._native.embed(input))
 
     async def rerank(self, *, query: str, documents: list[str], top_n: int | None = None) -> RerankResult:
         """Score ``documents`` against ``query``; results are ordered best first (at most ``top_n`` when given)."""
-        return rerank_result(await call(self._native.rerank_async, query, documents, top_n))
+        return await run(self._native.rerank(query, documents, top_n))
 
 
 class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
     """The chunks of one streaming chat completion; an async iterator and an async context manager.
 
-    One await fetches a batch (everything decoded so far); chunks are then served from a local buffer. Leaving the
-    ``async with`` block, ``await close()``, cancelling the task while it waits for chunks, or garbage collection
-    closes the connection.
+    One await fetches a batch (everything decoded so far); its chunks are then handed out natively, each
+    ``TextChunk`` built as it goes. Leaving the ``async with`` block, ``await close()``, cancelling the task while it
+    waits for chunks, or garbage collection closes the connection.
     """
 
     def __init__(self, native: _core.ChatStream) -> None:
         self._native: _core.ChatStream | None = native
-        self._pending: Iterator[TextChunk] = iter(())
+        self._batch: Iterator[TextChunk] = iter(())
 
     def __aiter__(self) -> AsyncTextStream:
         return self
 
     async def __anext__(self) -> TextChunk:
-        chunk = next(self._pending, None)
-        if chunk is None:
-            chunk = await self._refill()
-        return chunk
+        for chunk in self._batch:
+            return chunk
+        return await self._refill()
 
     async def _refill(self) -> TextChunk:
         native = self._native
         if native is None:
             raise StopAsyncIteration
         try:
-            batch = await call(native.next_batch_async)
+            batch: _core.ChunkBatch = await run(native.next_batch())
+            self._batch = batch
         except BaseException:
             await self.close()
             raise
-        if not batch:
-            await self.close()
-            raise StopAsyncIteration
-        self._pending = starmap(TextChunk, batch)
-        return next(self._pending)
+        for chunk in self._batch:
+            return chunk
+        await self.close()
+        raise StopAsyncIteration
 
     async def close(self) -> None:
         """Close the stream and its connection; iteration ends. Idempotent."""
         native, self._native = self._native, None
-        self._pending = iter(())
+        self._batch = iter(())
         if native is not None:
-            await call(native.close_async)
+            native.close()

@@ -1,26 +1,35 @@
-# The native module inferencekey._core (crates/inferencekey-py): conversions only, no behaviour.
-# Errors are raised as the classes of inferencekey.exceptions; the public API wraps these in typed dataclasses.
-# Each `*_async(future, ...)` method is the twin of the method without the suffix: it returns at once and resolves
-# `future` (from `loop.create_future()`) with the same result or exception; cancelling `future` aborts the request.
+# The native module inferencekey._core (crates/inferencekey-py): conversions and waiting only, no behaviour.
+# Each operation returns a `Pending` call: `wait()` runs it on the calling thread (the sync API), `start(future)` on
+# the native I/O runtime, resolving `future` (from `loop.create_future()`) on its loop (the async API). Results are
+# instances of the classes `inferencekey.types` registers at import; errors are the classes of inferencekey.exceptions.
 import builtins
 from asyncio import Future
+from collections.abc import Iterator
 from typing import Any, Generic, TypeVar, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
-from inferencekey.types import Plan
+from inferencekey.types import EmbedResult, EndpointRef, Plan, ReadinessEvent, RerankResult, TextChunk, TextResult
 
 __all__ = [
     "ChatStream",
+    "ChunkBatch",
     "DataClient",
     "Endpoint",
+    "Ensured",
     "LocalPlatform",
     "ManagementClient",
-    "Outcome",
+    "OpenStream",
+    "Pending",
+    "RawJson",
     "ReadinessWatch",
+    "Vectors",
     "__version__",
+    "_panicking_call",
     "canonical_slug",
     "redact",
+    "register_result_types",
+    "result_fields",
 ]
 __version__: str
 
@@ -30,13 +39,53 @@ def redact(text: str) -> str:
 def canonical_slug(raw: str) -> str:
     """The platform's canonical form of a slug (may be empty)."""
 
+def register_result_types(**classes: type) -> None:
+    """Hand the binding the result classes it builds; each must declare exactly the fields of `result_fields()`."""
+
+def result_fields() -> dict[str, tuple[str, ...]]:
+    """The fields the binding fills in each result class, by class name, in dataclass order."""
+
+def _panicking_call(message: str) -> Pending[None]:
+    """Test hook: a call whose core future panics with `message` (an empty message: no panic)."""
+
 _T = TypeVar("_T")
 
 @final
-class Outcome(Generic[_T]):
-    """The unconverted result of a native task, handed to `inferencekey._aio._resolve` on the loop thread."""
-    def take(self) -> _T:
-        """The converted result, or raises the call's exception (once)."""
+class Pending(Generic[_T]):
+    """A prepared native call; each runs at most once."""
+    def wait(self) -> _T:
+        """Run the call on this thread (the interpreter released) and return its result."""
+    def start(self, future: Future[_T]) -> None:
+        """Run the call on the I/O runtime and resolve `future` on its loop; cancelling `future` aborts it."""
+
+@final
+class RawJson:
+    """JSON bytes received, parsed into a dict on demand."""
+    def parse(self) -> dict[str, Any]: ...
+
+@final
+class Vectors:
+    """Embedding vectors received, as lists or float32 bytes on demand."""
+    @property
+    def count(self) -> int: ...
+    @property
+    def dim(self) -> int | None: ...
+    def to_lists(self) -> list[list[float]]: ...
+    def to_bytearray(self) -> bytearray: ...
+
+@final
+class Ensured:
+    """What `ensure` did: the ref, the plan, and the warning or note to show."""
+    @property
+    def endpoint_ref(self) -> EndpointRef: ...
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def applied(self) -> bool: ...
+    @property
+    def warning(self) -> str | None: ...
+    @property
+    def info(self) -> str | None: ...
 
 @final
 class ManagementClient:
@@ -55,27 +104,19 @@ class ManagementClient:
     def base_url(self) -> str: ...
     @property
     def project(self) -> str | None: ...
-    def ensure(self, spec: Any, on_drift: str, project: str | None) -> tuple[str, str, Plan, bool]:
-        """Returns (project_slug, workload_slug, plan, applied)."""
-    def ensure_async(
-        self, future: Future[tuple[str, str, Plan, bool]], spec: Any, on_drift: str, project: str | None
-    ) -> None: ...
-    def plan(self, spec: Any, project: str | None) -> Plan: ...
-    def plan_async(self, future: Future[Plan], spec: Any, project: str | None) -> None: ...
-    def delete(self, workload_slug: str, project: str | None) -> bool: ...
-    def delete_async(self, future: Future[bool], workload_slug: str, project: str | None) -> None: ...
-    def list(self, project: str | None) -> list[dict[str, Any]]: ...
-    def list_async(self, future: Future[builtins.list[dict[str, Any]]], project: str | None) -> None: ...
+    def ensure(self, spec: Any, on_drift: object, project: str | None) -> Pending[Ensured]: ...
+    def plan(self, spec: Any, project: str | None) -> Pending[Plan]: ...
+    def delete(self, workload_slug: str, project: str | None) -> Pending[bool]: ...
+    def list(self, project: str | None) -> Pending[builtins.list[dict[str, Any]]]: ...
     def watch_readiness(self, workload_slug: str, project: str | None, timeout: float) -> ReadinessWatch: ...
     def close(self) -> None: ...
 
 @final
 class ReadinessWatch:
     def __iter__(self) -> ReadinessWatch: ...
-    def __next__(self) -> tuple[str, str, int, str | None]:
-        """(phase, message, elapsed_ms, step); StopIteration once the watch has finished."""
-    def next_async(self, future: Future[tuple[str, str, int, str | None] | None]) -> None:
-        """Resolves `future` with the next event, or None once the watch has finished."""
+    def __next__(self) -> ReadinessEvent: ...
+    def next(self) -> Pending[ReadinessEvent | None]:
+        """The next event, or None once the watch has finished."""
 
 @final
 class DataClient:
@@ -111,53 +152,36 @@ class Endpoint:
         messages: list[Any] | None,
         temperature: float | None,
         max_tokens: int | None,
-    ) -> tuple[str, str, str | None, dict[str, Any]]:
-        """Returns (text, model, finish_reason, raw)."""
-    def chat_async(
-        self,
-        future: Future[tuple[str, str, str | None, dict[str, Any]]],
-        prompt: str | None,
-        messages: list[Any] | None,
-        temperature: float | None,
-        max_tokens: int | None,
-    ) -> None: ...
+    ) -> Pending[TextResult]: ...
     def chat_stream(
         self,
         prompt: str | None,
         messages: list[Any] | None,
         temperature: float | None,
         max_tokens: int | None,
-    ) -> ChatStream: ...
-    def chat_stream_async(
-        self,
-        future: Future[ChatStream],
-        prompt: str | None,
-        messages: list[Any] | None,
-        temperature: float | None,
-        max_tokens: int | None,
-    ) -> None: ...
-    def embed(self, input: list[str], base64: bool) -> tuple[list[list[float]], str, dict[str, Any]]: ...
-    def embed_async(
-        self, future: Future[tuple[list[list[float]], str, dict[str, Any]]], input: list[str], base64: bool
-    ) -> None: ...
-    def rerank(
-        self, query: str, documents: list[str], top_n: int | None
-    ) -> tuple[list[tuple[int, float]], str, dict[str, Any]]: ...
-    def rerank_async(
-        self,
-        future: Future[tuple[list[tuple[int, float]], str, dict[str, Any]]],
-        query: str,
-        documents: list[str],
-        top_n: int | None,
-    ) -> None: ...
+    ) -> Pending[OpenStream]: ...
+    def embed(self, input: str | list[str]) -> Pending[EmbedResult]: ...
+    def rerank(self, query: str, documents: list[str], top_n: int | None) -> Pending[RerankResult]: ...
 
 @final
+class OpenStream:
+    """A chat stream whose response has begun, waiting to be taken by a `ChatStream`."""
+
+@disjoint_base
 class ChatStream:
-    def next_batch(self) -> list[tuple[str, str | None, dict[str, Any]]]:
-        """The chunks ready now (waits for at least one); [] once the stream has finished."""
-    def next_batch_async(self, future: Future[list[tuple[str, str | None, dict[str, Any]]]]) -> None: ...
+    """The chunks of a streamed chat completion: a native iterator, or `next_batch()` calls."""
+    def __new__(cls, open: OpenStream) -> Self: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> TextChunk: ...
+    def next_batch(self) -> Pending[ChunkBatch]:
+        """The chunks decoded so far (waits for at least one); an empty batch once the stream has finished."""
     def close(self) -> None: ...
-    def close_async(self, future: Future[None]) -> None: ...
+
+@final
+class ChunkBatch(Iterator[TextChunk]):
+    def __iter__(self) -> ChunkBatch: ...
+    def __next__(self) -> TextChunk: ...
+    def __len__(self) -> int: ...
 
 @final
 class LocalPlatform:

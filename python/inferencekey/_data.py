@@ -5,12 +5,11 @@ OpenAI-compatible endpoint. Requests, SSE decoding and error mapping happen in t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import starmap
 from typing import Any, TypeVar
 
 from inferencekey import _core
 from inferencekey._closing import Closing
-from inferencekey.types import EmbedResult, RerankItem, RerankResult, TextChunk, TextResult
+from inferencekey.types import EmbedResult, RerankResult, TextChunk, TextResult
 
 __all__ = ["DataClient", "Endpoint", "TextStream"]
 
@@ -153,7 +152,7 @@ class Endpoint(_EndpointBase):
         Pass either ``prompt`` (one user turn) or ``messages`` (OpenAI-style role/content dicts, forwarded as given),
         not both. Unset parameters are omitted from the request.
         """
-        return text_result(self._native.chat(prompt, messages, temperature, max_tokens))
+        return self._native.chat(prompt, messages, temperature, max_tokens).wait()
 
     def generate_text_stream(
         self,
@@ -169,83 +168,32 @@ class Endpoint(_EndpointBase):
         this call, not mid-iteration; chunks are then pulled as you iterate. Concatenate ``chunk.text`` to rebuild
         the reply. Use it as a context manager (or call ``close()``) to release the connection when stopping early.
         """
-        return TextStream(self._native.chat_stream(prompt, messages, temperature, max_tokens))
+        return TextStream(self._native.chat_stream(prompt, messages, temperature, max_tokens).wait())
 
     def embed(self, *, input: str | list[str]) -> EmbedResult:
-        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch."""
-        return embed_result(self._native.embed(embed_inputs(input), EMBED_BASE64))
+        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch.
+
+        ``result.to_numpy()`` gives them as one NumPy ``float32`` array of shape ``(n, dim)``, built from the vectors
+        received without Python floats in between (``result.embeddings`` is then never built).
+        """
+        return self._native.embed(input).wait()
 
     def rerank(self, *, query: str, documents: list[str], top_n: int | None = None) -> RerankResult:
         """Score ``documents`` against ``query``; results are ordered best first (at most ``top_n`` when given)."""
-        return rerank_result(self._native.rerank(query, documents, top_n))
+        return self._native.rerank(query, documents, top_n).wait()
 
 
-class TextStream(Closing, Iterator[TextChunk]):
+class TextStream(_core.ChatStream, Closing, Iterator[TextChunk]):
     """The chunks of one streaming chat completion; an iterator and a context manager.
 
-    Chunks arrive from the native stream in batches (everything decoded so far, in one crossing) and are served from
-    a local buffer. Leaving the ``with`` block, ``close()``, or garbage collection closes the connection.
+    Iteration is native: chunks are read from the connection in batches (everything decoded so far, in one
+    crossing) and each ``TextChunk`` is built as it is handed out. Leaving the ``with`` block, ``close()``, or
+    garbage collection closes the connection.
     """
-
-    def __init__(self, native: _core.ChatStream) -> None:
-        self._native: _core.ChatStream | None = native
-        self._pending: Iterator[TextChunk] = iter(())
 
     def __iter__(self) -> TextStream:
         return self
 
-    def __next__(self) -> TextChunk:
-        chunk = next(self._pending, None)
-        if chunk is None:
-            chunk = self._refill()
-        return chunk
-
-    def _refill(self) -> TextChunk:
-        native = self._native
-        if native is None:
-            raise StopIteration
-        try:
-            batch = native.next_batch()
-        except BaseException:
-            self.close()
-            raise
-        if not batch:
-            self.close()
-            raise StopIteration
-        self._pending = starmap(TextChunk, batch)
-        return next(self._pending)
-
     def close(self) -> None:
         """Close the stream and its connection; iteration ends. Idempotent."""
-        native, self._native = self._native, None
-        self._pending = iter(())
-        if native is not None:
-            native.close()
-
-
-# base64 float32 is 4x fewer bytes and no float parsing; the core also accepts servers that send floats anyway.
-EMBED_BASE64 = True
-
-
-def text_result(answer: tuple[str, str, str | None, dict[str, Any]]) -> TextResult:
-    """The ``TextResult`` of a native chat answer ``(text, model, finish_reason, raw)``."""
-    text, model, finish_reason, raw = answer
-    return TextResult(text=text, model=model, finish_reason=finish_reason, raw=raw)
-
-
-def embed_inputs(input: str | list[str]) -> list[str]:
-    """The batch of an ``embed`` input: a bare string is a one-element batch."""
-    return [input] if isinstance(input, str) else input
-
-
-def embed_result(answer: tuple[list[list[float]], str, dict[str, Any]]) -> EmbedResult:
-    """The ``EmbedResult`` of a native embed answer ``(vectors, model, raw)``."""
-    embeddings, model, raw = answer
-    return EmbedResult(embeddings=embeddings, model=model, raw=raw)
-
-
-def rerank_result(answer: tuple[list[tuple[int, float]], str, dict[str, Any]]) -> RerankResult:
-    """The ``RerankResult`` of a native rerank answer ``(results, model, raw)``."""
-    results, model, raw = answer
-    items = [RerankItem(index=index, relevance_score=score) for index, score in results]
-    return RerankResult(results=items, model=model, raw=raw)
+        _core.ChatStream.close(self)

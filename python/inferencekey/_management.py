@@ -15,7 +15,7 @@ from inferencekey import _core
 from inferencekey._closing import Closing
 from inferencekey._progress import ProgressView
 from inferencekey.enums import OnDrift
-from inferencekey.exceptions import DriftWarning, ValidationError
+from inferencekey.exceptions import DriftWarning
 from inferencekey.types import EndpointRef, Plan, ReadinessEvent, WorkloadSpec
 
 __all__ = ["ManagementClient"]
@@ -129,15 +129,14 @@ class ManagementClient(_ManagementBase, Closing):
             ValidationError: ``on_drift`` is not one of the accepted values, or the spec is invalid.
             DriftError: ``on_drift="fail"`` and the workload drifted.
         """
-        mode = _on_drift(on_drift)
-        return _ensured(mode, self._native.ensure(spec, mode.value, project))
+        return _ensured(self._native.ensure(spec, on_drift, project).wait())
 
     def plan(self, spec: WorkloadSpec, *, project: str | None = None) -> Plan:
         """Compute what ``ensure(spec)`` would do (create, update which fields, or nothing), without changing anything.
 
         ``str(plan)`` is a readable diff; ``plan.action`` is ``create``, ``update`` or ``noop``.
         """
-        return self._native.plan(spec, project)
+        return self._native.plan(spec, project).wait()
 
     def wait_until_ready(
         self,
@@ -162,7 +161,7 @@ class ManagementClient(_ManagementBase, Closing):
         progress = Progress(on_progress, silent)
         try:
             for event in watch:
-                if progress.report(*event):
+                if progress.report(event):
                     break
         finally:
             progress.close()
@@ -176,44 +175,29 @@ class ManagementClient(_ManagementBase, Closing):
         Raises:
             PermissionDenied: The token is for another project or lacks the delete capability.
         """
-        return self._native.delete(workload_slug, project)
+        return self._native.delete(workload_slug, project).wait()
 
     def list_workloads(self, *, project: str | None = None) -> list[dict[str, Any]]:
         """The project's workloads, as the platform's JSON objects."""
-        return self._native.list(project)
+        return self._native.list(project).wait()
 
     def close(self) -> None:
         """Close the client's pooled connections (a later call opens new ones)."""
         self._native.close()
 
 
-def _on_drift(value: OnDrift | str) -> OnDrift:
-    """The ``OnDrift`` member for a member or its wire string; anything else is a local ``ValidationError``."""
-    if isinstance(value, OnDrift):
-        return value
-    if isinstance(value, str):
-        try:
-            return OnDrift(value)
-        except ValueError:
-            pass
-    accepted = ", ".join(member.value for member in OnDrift)
-    shown = _core.redact(repr(value))
-    raise ValidationError(f"validation error: on_drift must be one of {accepted}; got {shown}")
-
-
-def _ensured(mode: OnDrift, answer: tuple[str, str, Plan, bool]) -> EndpointRef:
-    """The ref of an ensure answer, after showing what ``mode`` asks for: the dry-run plan, or the drift warning.
+def _ensured(outcome: _core.Ensured) -> EndpointRef:
+    """The ref of an ensure outcome, after showing what the core decided to show: the dry-run note, or the drift
+    warning (as a ``DriftWarning`` and a log record).
 
     Called directly by the public ``ensure`` methods, so the warning points at their caller.
     """
-    project_slug, workload_slug, plan, _applied = answer
-    if mode is OnDrift.DRY_RUN:
-        logger.info("ensure dry run for %s/%s, nothing changed:\n%s", project_slug, workload_slug, plan)
-    elif mode is OnDrift.WARN and plan.action == "update":
-        message = _drift_message(plan)
-        logger.warning("%s", message)
-        warnings.warn(DriftWarning(message, plan=plan), stacklevel=3)
-    return EndpointRef(project_slug=project_slug, workload_slug=workload_slug)
+    if outcome.info is not None:
+        logger.info("%s", outcome.info)
+    if outcome.warning is not None:
+        logger.warning("%s", outcome.warning)
+        warnings.warn(DriftWarning(outcome.warning, plan=outcome.plan), stacklevel=3)
+    return outcome.endpoint_ref
 
 
 class Progress:
@@ -223,19 +207,13 @@ class Progress:
         self._view = ProgressView() if on_progress is None and not silent else None
         self._report = on_progress if on_progress is not None else self._view
 
-    def report(self, phase: str, message: str, elapsed_ms: int, step: str | None) -> bool:
-        """Report one native event; True when it is the ``ready`` event (the wait is over)."""
+    def report(self, event: ReadinessEvent) -> bool:
+        """Report one event; True when it is the ``ready`` event (the wait is over)."""
         if self._report is not None:
-            self._report(ReadinessEvent(phase=phase, message=message, elapsed_ms=elapsed_ms, step=step))
-        return phase == "ready"
+            self._report(event)
+        return event.phase == "ready"
 
     def close(self) -> None:
         """Finish the live view, if one is shown."""
         if self._view is not None:
             self._view.close()
-
-
-def _drift_message(plan: Plan) -> str:
-    """The warning text for a drifted plan: the drifted field names, then the rendered plan."""
-    fields = ", ".join(change.field for change in plan.changes)
-    return f"workload {plan.workload_slug!r} drifted from spec: {fields} (on_drift=warn: not changed)\n{plan}"

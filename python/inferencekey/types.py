@@ -1,16 +1,20 @@
 """The SDK's data types: the workload spec, results, stream chunks, readiness events and drift plans.
 
-All are plain dataclasses with no behaviour beyond presentation; the native module builds the result types by
-calling them with keyword arguments.
+All are plain dataclasses with no behaviour beyond presentation. The result types are handed to the native module
+once, at import (the last lines of this file); it builds their instances by field name. What a result received but
+the user may never read (``raw``, ``embeddings``) stays as the bytes received until first read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferencekey import _core
 from inferencekey.enums import Backend, ExecutionPolicy, TaskType
+
+if TYPE_CHECKING:
+    import numpy
 
 __all__ = [
     "EmbedResult",
@@ -81,8 +85,36 @@ class EndpointRef:
     workload_slug: str
 
 
+class _Lazy:
+    """Fields the native module leaves unset and fills on first read: ``raw`` from the JSON bytes received
+    (``_raw_source``), ``embeddings`` from the vectors received (``_vectors``). Instances built by hand have every
+    field set, so this never runs for them. Copies and pickles carry the materialised fields.
+    """
+
+    __slots__ = ()
+
+    if not TYPE_CHECKING:  # a type checker would otherwise accept any attribute name
+
+        def __getattr__(self, name: str) -> Any:
+            held = self.__dict__
+            if name == "raw" and "_raw_source" in held:
+                value = held["_raw_source"].parse()
+            elif name == "embeddings" and "_vectors" in held:
+                value = held["_vectors"].to_lists()
+            else:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            object.__setattr__(self, name, value)
+            return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
+        for name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            state[name] = getattr(self, name)
+        return state
+
+
 @dataclass(frozen=True)
-class TextResult:
+class TextResult(_Lazy):
     """The result of ``Endpoint.generate_text``.
 
     Attributes:
@@ -99,7 +131,7 @@ class TextResult:
 
 
 @dataclass(frozen=True)
-class TextChunk:
+class TextChunk(_Lazy):
     """One streamed event of ``Endpoint.generate_text_stream``.
 
     Attributes:
@@ -131,7 +163,7 @@ class ReadinessEvent:
 
 
 @dataclass(frozen=True)
-class EmbedResult:
+class EmbedResult(_Lazy):
     """The result of ``Endpoint.embed``: one vector per input, in input order.
 
     Attributes:
@@ -143,6 +175,29 @@ class EmbedResult:
     embeddings: list[list[float]]
     model: str
     raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_numpy(self) -> numpy.ndarray[Any, numpy.dtype[numpy.float32]]:
+        """The vectors as a NumPy ``float32`` array of shape ``(len(embeddings), dim)``, one row per input.
+
+        For a result of ``embed()``, the array is built straight from the vectors received (no Python float in
+        between); each call returns a new, writeable array. NumPy is imported only here: without it this raises
+        ``ImportError``.
+
+        Raises:
+            ImportError: NumPy is not installed.
+            ValueError: The vectors do not all have the same length.
+        """
+        try:
+            import numpy
+        except ImportError as missing:
+            raise ImportError("EmbedResult.to_numpy() needs NumPy: pip install numpy") from missing
+        vectors = self.__dict__.get("_vectors")
+        if vectors is None:
+            return numpy.array(self.embeddings, dtype=numpy.float32).reshape(len(self.embeddings), -1)
+        dim = vectors.dim
+        if dim is None:
+            raise ValueError("embedding vectors of different lengths do not make an array")
+        return numpy.frombuffer(vectors.to_bytearray(), dtype=numpy.float32).reshape(vectors.count, dim)
 
 
 @dataclass(frozen=True)
@@ -159,7 +214,7 @@ class RerankItem:
 
 
 @dataclass(frozen=True)
-class RerankResult:
+class RerankResult(_Lazy):
     """The result of ``Endpoint.rerank``: documents ordered by relevance, best first.
 
     Attributes:
@@ -220,3 +275,16 @@ class Plan:
 
     def __str__(self) -> str:
         return self.rendered
+
+
+_core.register_result_types(
+    TextChunk=TextChunk,
+    TextResult=TextResult,
+    EmbedResult=EmbedResult,
+    RerankItem=RerankItem,
+    RerankResult=RerankResult,
+    ReadinessEvent=ReadinessEvent,
+    EndpointRef=EndpointRef,
+    FieldChange=FieldChange,
+    Plan=Plan,
+)

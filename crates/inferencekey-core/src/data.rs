@@ -280,13 +280,14 @@ impl ChatChunk {
     }
 }
 
-/// How embeddings travel on the wire.
+/// How embeddings travel on the wire. The SDK asks for base64 by default: 4x fewer bytes than JSON numbers
+/// and no float parsing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EmbeddingFormat {
     /// JSON arrays of numbers.
-    #[default]
     Float,
-    /// Base64 of little-endian float32 (4x fewer bytes); float replies are still accepted.
+    /// Base64 of little-endian float32; float replies are still accepted.
+    #[default]
     Base64,
 }
 

@@ -78,12 +78,12 @@ impl Error {
     }
 
     /// A local configuration error with exactly `message`.
-    pub(crate) fn configuration(message: impl AsRef<str>) -> Self {
+    pub fn configuration(message: impl AsRef<str>) -> Self {
         Self::new(ErrorKind::Configuration, message)
     }
 
     /// A local validation error: `validation error: <detail>`.
-    pub(crate) fn validation(detail: impl fmt::Display) -> Self {
+    pub fn validation(detail: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Validation, format!("validation error: {detail}"))
     }
 

@@ -1,66 +1,39 @@
-//! The native client classes: `ManagementClient`, `ReadinessWatch`, `DataClient`, `Endpoint`, `ChatStream`.
-//! Each operation converts its arguments into one `runtime::Call` (the core call and the conversion of its result),
-//! run blocking by the plain method and on an asyncio loop by its `_async` twin.
+//! The native client classes: `ManagementClient`, `DataClient`, `Endpoint`, `ReadinessWatch` and `ChatStream`.
+//! Each operation is defined once: it converts its arguments and returns a `Pending` call, which the sync surface
+//! runs with `wait()` and the async surface with `start(future)`. Results are built as the surface's registered
+//! classes (`results`). No rule lives here: bounds, combinations and wording are the core's.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyList};
-use serde_json::Value;
+use pyo3::types::PyBool;
 
 use inferencekey_core as core;
-use inferencekey_core::Workload;
 
-use crate::convert::{plan_to_py, py_to_value, raw_to_py, spec_from_py, JsonToPy};
-use crate::errors::{internal_error, local_error, to_pyerr};
-use crate::runtime::Call;
+use crate::args;
+use crate::errors::{internal_error, to_pyerr};
+use crate::json::raw_to_py;
+use crate::results;
+use crate::runtime::{list_of, wait, Call, Pending};
 
-/// Most chunks handed to Python per crossing: enough to amortise the crossing, small enough to stay interactive.
+/// Most chunks handed over per crossing of the I/O boundary: enough to amortise it, small enough to stay
+/// interactive.
 const STREAM_BATCH: usize = 256;
 
-/// An integer argument checked against its lower bound locally (a ValidationError before any request, rather
-/// than an OverflowError from the conversion or a round trip to the server).
-fn at_least<T: TryFrom<i64>>(py: Python<'_>, name: &str, value: i64, min: i64) -> PyResult<T> {
-    let fail = || {
-        local_error(
-            py,
-            "ValidationError",
-            &format!("validation error: {name} must be an integer of at least {min}"),
-        )
-    };
-    if value < min {
-        return Err(fail());
-    }
-    T::try_from(value).map_err(|_| fail())
-}
+/// The flavour named in the User-Agent.
+const CLIENT: &str = "python";
 
-/// Transport options from the Python keyword arguments, checked before anything is built.
+/// Transport options from the Python keyword arguments, checked by the core before anything is built.
 fn transport_options(
     py: Python<'_>,
     connect_timeout: f64,
     timeout: f64,
     max_retries: i64,
 ) -> PyResult<core::TransportOptions> {
-    let seconds = |name: &str, value: f64| {
-        Duration::try_from_secs_f64(value)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                local_error(
-                    py,
-                    "ValidationError",
-                    &format!("validation error: {name} must be a positive number of seconds"),
-                )
-            })
-    };
-    Ok(core::TransportOptions {
-        connect_timeout: seconds("connect_timeout", connect_timeout)?,
-        read_timeout: seconds("timeout", timeout)?,
-        max_retries: at_least(py, "max_retries", max_retries, 0)?,
-        user_agent: format!("inferencekey-python/{}", env!("CARGO_PKG_VERSION")),
-    })
+    core::TransportOptions::from_user(connect_timeout, timeout, max_retries, CLIENT)
+        .map_err(|err| to_pyerr(py, err))
 }
 
 /// A core client and the pid that built it: its connection pool belongs to that process's runtime,
@@ -141,7 +114,7 @@ impl<C: Clone> Rebuildable<C> {
     }
 }
 
-/// Native control-plane client (wrapped by `inferencekey.ManagementClient`).
+/// Native control-plane client (wrapped by `inferencekey.ManagementClient` and its async twin).
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct ManagementClient {
     client: Rebuildable<core::ManagementClient>,
@@ -165,72 +138,16 @@ impl ManagementClient {
     fn core(&self, py: Python<'_>) -> PyResult<core::ManagementClient> {
         self.client.get(py)
     }
+}
 
-    fn ensure_call(
-        &self,
-        py: Python<'_>,
-        spec: &Bound<'_, PyAny>,
-        on_drift: &str,
-        project: Option<String>,
-    ) -> PyResult<Call<core::EnsureOutcome>> {
-        let spec = spec_from_py(spec)?;
-        let on_drift: core::OnDrift = on_drift.parse().map_err(|err| to_pyerr(py, err))?;
-        let client = self.core(py)?;
-        Ok(Call::new(
-            async move { client.ensure(&spec, on_drift, project.as_deref()).await },
-            |py, outcome| {
-                let plan = plan_to_py(py, &outcome.plan)?;
-                let fields = (
-                    outcome.project_slug,
-                    outcome.workload_slug,
-                    plan,
-                    outcome.applied,
-                );
-                Ok(fields.into_pyobject(py)?.into_any())
-            },
-        ))
-    }
-
-    fn plan_call(
-        &self,
-        py: Python<'_>,
-        spec: &Bound<'_, PyAny>,
-        project: Option<String>,
-    ) -> PyResult<Call<core::Plan>> {
-        let spec = spec_from_py(spec)?;
-        let client = self.core(py)?;
-        Ok(Call::new(
-            async move { client.plan(&spec, project.as_deref()).await },
-            |py, plan| plan_to_py(py, &plan),
-        ))
-    }
-
-    fn delete_call(
-        &self,
-        py: Python<'_>,
-        workload_slug: String,
-        project: Option<String>,
-    ) -> PyResult<Call<bool>> {
-        let client = self.core(py)?;
-        Ok(Call::new(
-            async move { client.delete(&workload_slug, project.as_deref()).await },
-            |py, deleted| Ok(PyBool::new(py, deleted).to_owned().into_any()),
-        ))
-    }
-
-    fn list_call(&self, py: Python<'_>, project: Option<String>) -> PyResult<Call<Vec<Workload>>> {
-        let client = self.core(py)?;
-        Ok(Call::new(
-            async move { client.list(project.as_deref()).await },
-            |py, workloads| {
-                let list = PyList::empty(py);
-                for workload in &workloads {
-                    list.append(raw_to_py(py, &workload.raw)?)?;
-                }
-                Ok(list.into_any())
-            },
-        ))
-    }
+/// What `ensure` did, for the surface to show: the ref, the plan, and the warning or note the core decided on.
+#[pyclass(module = "inferencekey._core", frozen, get_all)]
+pub struct Ensured {
+    endpoint_ref: Py<PyAny>,
+    plan: Py<PyAny>,
+    applied: bool,
+    warning: Option<String>,
+    info: Option<String>,
 }
 
 #[pymethods]
@@ -271,80 +188,84 @@ impl ManagementClient {
         Ok(self.core(py)?.project().map(str::to_owned))
     }
 
+    /// Provision or reconcile `spec`; resolves to an `Ensured`.
     #[pyo3(signature = (spec, on_drift, project))]
-    fn ensure<'py>(
+    fn ensure(
         &self,
-        py: Python<'py>,
-        spec: &Bound<'py, PyAny>,
-        on_drift: &str,
-        project: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.ensure_call(py, spec, on_drift, project)?.wait(py)
-    }
-
-    #[pyo3(signature = (future, spec, on_drift, project))]
-    fn ensure_async(
-        &self,
-        future: &Bound<'_, PyAny>,
+        py: Python<'_>,
         spec: &Bound<'_, PyAny>,
-        on_drift: &str,
+        on_drift: &Bound<'_, PyAny>,
         project: Option<String>,
-    ) -> PyResult<()> {
-        self.ensure_call(future.py(), spec, on_drift, project)?
-            .spawn(future)
+    ) -> PyResult<Pending> {
+        let on_drift = args::on_drift(on_drift)?;
+        let spec = args::spec(spec)?;
+        let client = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move { client.ensure(&spec, on_drift, project.as_deref()).await },
+            |py, outcome| {
+                let ensured = Ensured {
+                    endpoint_ref: results::endpoint_ref(
+                        py,
+                        &outcome.project_slug,
+                        &outcome.workload_slug,
+                    )?
+                    .unbind(),
+                    plan: results::plan(py, &outcome.plan)?.unbind(),
+                    applied: outcome.applied,
+                    warning: outcome.warning,
+                    info: outcome.info,
+                };
+                Ok(Bound::new(py, ensured)?.into_any())
+            },
+        )))
     }
 
+    /// What `ensure(spec)` would do; resolves to a `Plan`.
     #[pyo3(signature = (spec, project))]
-    fn plan<'py>(
+    fn plan(
         &self,
-        py: Python<'py>,
-        spec: &Bound<'py, PyAny>,
-        project: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.plan_call(py, spec, project)?.wait(py)
-    }
-
-    #[pyo3(signature = (future, spec, project))]
-    fn plan_async(
-        &self,
-        future: &Bound<'_, PyAny>,
+        py: Python<'_>,
         spec: &Bound<'_, PyAny>,
         project: Option<String>,
-    ) -> PyResult<()> {
-        self.plan_call(future.py(), spec, project)?.spawn(future)
+    ) -> PyResult<Pending> {
+        let spec = args::spec(spec)?;
+        let client = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move { client.plan(&spec, project.as_deref()).await },
+            |py, plan| results::plan(py, &plan),
+        )))
     }
 
+    /// Delete a workload; resolves to whether it existed.
     #[pyo3(signature = (workload_slug, project))]
-    fn delete<'py>(
+    fn delete(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         workload_slug: String,
         project: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.delete_call(py, workload_slug, project)?.wait(py)
+    ) -> PyResult<Pending> {
+        let client = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move { client.delete(&workload_slug, project.as_deref()).await },
+            |py, deleted| Ok(PyBool::new(py, deleted).to_owned().into_any()),
+        )))
     }
 
-    #[pyo3(signature = (future, workload_slug, project))]
-    fn delete_async(
-        &self,
-        future: &Bound<'_, PyAny>,
-        workload_slug: String,
-        project: Option<String>,
-    ) -> PyResult<()> {
-        self.delete_call(future.py(), workload_slug, project)?
-            .spawn(future)
-    }
-
+    /// The project's workloads; resolves to a list of dicts.
     #[pyo3(signature = (project))]
-    fn list<'py>(&self, py: Python<'py>, project: Option<String>) -> PyResult<Bound<'py, PyAny>> {
-        self.list_call(py, project)?.wait(py)
+    fn list(&self, py: Python<'_>, project: Option<String>) -> PyResult<Pending> {
+        let client = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move { client.list(project.as_deref()).await },
+            |py, workloads| {
+                list_of(py, workloads, |py, workload| {
+                    raw_to_py(py, &workload.raw).map(Bound::into_any)
+                })
+            },
+        )))
     }
 
-    #[pyo3(signature = (future, project))]
-    fn list_async(&self, future: &Bound<'_, PyAny>, project: Option<String>) -> PyResult<()> {
-        self.list_call(future.py(), project)?.spawn(future)
-    }
-
+    /// Start watching a workload's readiness (the connection opens on the first event).
     #[pyo3(signature = (workload_slug, project, timeout))]
     fn watch_readiness(
         &self,
@@ -353,13 +274,7 @@ impl ManagementClient {
         project: Option<String>,
         timeout: f64,
     ) -> PyResult<ReadinessWatch> {
-        let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
-            local_error(
-                py,
-                "ValidationError",
-                "validation error: timeout must be a non-negative number of seconds",
-            )
-        })?;
+        let timeout = core::readiness_timeout(timeout).map_err(|err| to_pyerr(py, err))?;
         let watch = self
             .core(py)?
             .watch_readiness(&workload_slug, project.as_deref(), timeout)
@@ -375,15 +290,14 @@ impl ManagementClient {
     }
 }
 
-/// The readiness events of one workload, as an iterator of `(phase, message, elapsed_ms, step)`.
+/// The readiness events of one workload: an iterator of `ReadinessEvent` (sync), or `next()` calls (async).
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct ReadinessWatch {
     watch: Arc<tokio::sync::Mutex<Option<core::ReadinessWatch>>>,
 }
 
 impl ReadinessWatch {
-    /// The next event as `(phase, message, elapsed_ms, step)`, or None once the watch has finished.
-    fn next_call(&self) -> Call<Option<core::ReadinessEvent>> {
+    fn next_call(&self) -> Call {
         let watch = Arc::clone(&self.watch);
         Call::new(
             async move {
@@ -401,10 +315,7 @@ impl ReadinessWatch {
                 }
             },
             |py, event| match event {
-                Some(event) => {
-                    let fields = (event.phase, event.message, event.elapsed_ms, event.step);
-                    Ok(fields.into_pyobject(py)?.into_any())
-                }
+                Some(event) => results::readiness_event(py, event),
                 None => Ok(py.None().into_bound(py)),
             },
         )
@@ -417,21 +328,21 @@ impl ReadinessWatch {
         slf
     }
 
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let event = self.next_call().wait(py)?;
-        if event.is_none() {
+        if event.is_none(py) {
             return Err(PyStopIteration::new_err(()));
         }
         Ok(event)
     }
 
-    /// Resolve `future` with the next event, or None once the watch has finished.
-    fn next_async(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.next_call().spawn(future)
+    /// The next event; resolves to a `ReadinessEvent`, or None once the watch has finished.
+    fn next(&self) -> Pending {
+        Pending::from(self.next_call())
     }
 }
 
-/// Native data-plane client (wrapped by `inferencekey.DataClient`).
+/// Native data-plane client (wrapped by `inferencekey.DataClient` and its async twin).
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct DataClient {
     client: Rebuildable<core::DataClient>,
@@ -541,7 +452,7 @@ impl Endpoint {
     }
 }
 
-/// The chat request from the Python arguments (messages converted natively, forwarded as given).
+/// The chat request from the Python arguments, every rule checked by the core before any request.
 fn chat_request(
     py: Python<'_>,
     prompt: Option<String>,
@@ -549,126 +460,9 @@ fn chat_request(
     temperature: Option<f64>,
     max_tokens: Option<i64>,
 ) -> PyResult<core::ChatRequest> {
-    let max_tokens = max_tokens
-        .map(|n| at_least(py, "max_tokens", n, 1))
-        .transpose()?;
-    let messages = match messages {
-        Some(obj) if !obj.is_none() => match py_to_value(obj, "messages")? {
-            Value::Array(items) => Some(items),
-            _ => {
-                return Err(local_error(
-                    py,
-                    "ValidationError",
-                    "validation error: messages must be a list",
-                ));
-            }
-        },
-        _ => None,
-    };
-    Ok(core::ChatRequest {
-        prompt,
-        messages,
-        temperature,
-        max_tokens,
-    })
-}
-
-impl Endpoint {
-    fn chat_call(
-        &self,
-        py: Python<'_>,
-        prompt: Option<String>,
-        messages: Option<&Bound<'_, PyAny>>,
-        temperature: Option<f64>,
-        max_tokens: Option<i64>,
-    ) -> PyResult<Call<core::ChatCompletion>> {
-        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
-        let endpoint = self.core(py)?;
-        Ok(Call::new(
-            async move { endpoint.chat(&request).await },
-            |py, completion| {
-                let raw = raw_to_py(py, &completion.raw)?;
-                let fields = (
-                    completion.text,
-                    completion.model,
-                    completion.finish_reason,
-                    raw,
-                );
-                Ok(fields.into_pyobject(py)?.into_any())
-            },
-        ))
-    }
-
-    fn chat_stream_call(
-        &self,
-        py: Python<'_>,
-        prompt: Option<String>,
-        messages: Option<&Bound<'_, PyAny>>,
-        temperature: Option<f64>,
-        max_tokens: Option<i64>,
-    ) -> PyResult<Call<core::ChatStream>> {
-        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
-        let endpoint = self.core(py)?;
-        Ok(Call::new(
-            async move { endpoint.chat_stream(&request).await },
-            |py, stream| {
-                let stream = ChatStream {
-                    stream: Arc::new(tokio::sync::Mutex::new(Some(stream))),
-                };
-                Ok(Bound::new(py, stream)?.into_any())
-            },
-        ))
-    }
-
-    fn embed_call(
-        &self,
-        py: Python<'_>,
-        input: Vec<String>,
-        base64: bool,
-    ) -> PyResult<Call<core::Embeddings>> {
-        let format = if base64 {
-            core::EmbeddingFormat::Base64
-        } else {
-            core::EmbeddingFormat::Float
-        };
-        let endpoint = self.core(py)?;
-        Ok(Call::new(
-            async move { endpoint.embed(input, format).await },
-            |py, embeddings| {
-                let vectors = PyList::empty(py);
-                for vector in &embeddings.vectors {
-                    vectors.append(PyList::new(py, vector.iter().map(|x| f64::from(*x)))?)?;
-                }
-                let raw = raw_to_py(py, &embeddings.raw)?;
-                Ok((vectors, embeddings.model, raw)
-                    .into_pyobject(py)?
-                    .into_any())
-            },
-        ))
-    }
-
-    fn rerank_call(
-        &self,
-        py: Python<'_>,
-        query: String,
-        documents: Vec<String>,
-        top_n: Option<i64>,
-    ) -> PyResult<Call<core::Rerank>> {
-        let top_n = top_n.map(|n| at_least(py, "top_n", n, 1)).transpose()?;
-        let endpoint = self.core(py)?;
-        Ok(Call::new(
-            async move { endpoint.rerank(&query, documents, top_n).await },
-            |py, rerank| {
-                let results: Vec<(usize, f64)> = rerank
-                    .results
-                    .iter()
-                    .map(|r| (r.index, r.relevance_score))
-                    .collect();
-                let raw = raw_to_py(py, &rerank.raw)?;
-                Ok((results, rerank.model, raw).into_pyobject(py)?.into_any())
-            },
-        ))
-    }
+    let messages = args::json(messages, "messages")?;
+    core::ChatRequest::from_user(prompt, messages, temperature, max_tokens)
+        .map_err(|err| to_pyerr(py, err))
 }
 
 #[pymethods]
@@ -688,170 +482,268 @@ impl Endpoint {
         Ok(self.core(py)?.base_url().to_owned())
     }
 
+    /// A chat completion; resolves to a `TextResult`.
     #[pyo3(signature = (prompt, messages, temperature, max_tokens))]
-    fn chat<'py>(
+    fn chat(
         &self,
-        py: Python<'py>,
-        prompt: Option<String>,
-        messages: Option<&Bound<'py, PyAny>>,
-        temperature: Option<f64>,
-        max_tokens: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.chat_call(py, prompt, messages, temperature, max_tokens)?
-            .wait(py)
-    }
-
-    #[pyo3(signature = (future, prompt, messages, temperature, max_tokens))]
-    fn chat_async(
-        &self,
-        future: &Bound<'_, PyAny>,
+        py: Python<'_>,
         prompt: Option<String>,
         messages: Option<&Bound<'_, PyAny>>,
         temperature: Option<f64>,
         max_tokens: Option<i64>,
-    ) -> PyResult<()> {
-        self.chat_call(future.py(), prompt, messages, temperature, max_tokens)?
-            .spawn(future)
+    ) -> PyResult<Pending> {
+        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
+        let endpoint = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move { endpoint.chat(&request).await },
+            results::text_result,
+        )))
     }
 
+    /// A streamed chat completion; resolves to an `OpenStream` once the response has begun.
     #[pyo3(signature = (prompt, messages, temperature, max_tokens))]
-    fn chat_stream<'py>(
+    fn chat_stream(
         &self,
-        py: Python<'py>,
-        prompt: Option<String>,
-        messages: Option<&Bound<'py, PyAny>>,
-        temperature: Option<f64>,
-        max_tokens: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.chat_stream_call(py, prompt, messages, temperature, max_tokens)?
-            .wait(py)
-    }
-
-    #[pyo3(signature = (future, prompt, messages, temperature, max_tokens))]
-    fn chat_stream_async(
-        &self,
-        future: &Bound<'_, PyAny>,
+        py: Python<'_>,
         prompt: Option<String>,
         messages: Option<&Bound<'_, PyAny>>,
         temperature: Option<f64>,
         max_tokens: Option<i64>,
-    ) -> PyResult<()> {
-        self.chat_stream_call(future.py(), prompt, messages, temperature, max_tokens)?
-            .spawn(future)
+    ) -> PyResult<Pending> {
+        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
+        let endpoint = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move { endpoint.chat_stream(&request).await },
+            |py, stream| {
+                let open = OpenStream {
+                    stream: Mutex::new(Some(stream)),
+                };
+                Ok(Bound::new(py, open)?.into_any())
+            },
+        )))
     }
 
-    #[pyo3(signature = (input, base64))]
-    fn embed<'py>(
-        &self,
-        py: Python<'py>,
-        input: Vec<String>,
-        base64: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.embed_call(py, input, base64)?.wait(py)
+    /// Embeddings of `input` (a string or a list of strings); resolves to an `EmbedResult`.
+    #[pyo3(signature = (input))]
+    fn embed(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Pending> {
+        let texts = args::texts(input)?;
+        let endpoint = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move {
+                endpoint
+                    .embed(texts, core::EmbeddingFormat::default())
+                    .await
+            },
+            results::embed_result,
+        )))
     }
 
-    #[pyo3(signature = (future, input, base64))]
-    fn embed_async(
-        &self,
-        future: &Bound<'_, PyAny>,
-        input: Vec<String>,
-        base64: bool,
-    ) -> PyResult<()> {
-        self.embed_call(future.py(), input, base64)?.spawn(future)
-    }
-
+    /// Rerank `documents` against `query`; resolves to a `RerankResult`.
     #[pyo3(signature = (query, documents, top_n))]
-    fn rerank<'py>(
+    fn rerank(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         query: String,
         documents: Vec<String>,
         top_n: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.rerank_call(py, query, documents, top_n)?.wait(py)
-    }
-
-    #[pyo3(signature = (future, query, documents, top_n))]
-    fn rerank_async(
-        &self,
-        future: &Bound<'_, PyAny>,
-        query: String,
-        documents: Vec<String>,
-        top_n: Option<i64>,
-    ) -> PyResult<()> {
-        self.rerank_call(future.py(), query, documents, top_n)?
-            .spawn(future)
+    ) -> PyResult<Pending> {
+        let top_n = top_n
+            .map(core::checked_top_n)
+            .transpose()
+            .map_err(|err| to_pyerr(py, err))?;
+        let endpoint = self.core(py)?;
+        Ok(Pending::from(Call::new(
+            async move { endpoint.rerank(&query, documents, top_n).await },
+            results::rerank_result,
+        )))
     }
 }
 
-/// An open chat stream; `next_batch` hands Python every decoded chunk that is ready in one crossing.
+/// A chat stream whose response has begun, waiting to be taken by a `ChatStream`.
 #[pyclass(module = "inferencekey._core", frozen)]
+pub struct OpenStream {
+    stream: Mutex<Option<core::ChatStream>>,
+}
+
+/// What a `ChatStream` holds: decoded chunks not yet handed out, and the core stream while it is open.
+#[derive(Default)]
+struct StreamState {
+    buffered: VecDeque<core::ChatChunk>,
+    /// The open stream; out of the state while a batch is being read.
+    stream: Option<core::ChatStream>,
+    /// A batch is being read: the stream is out of the state.
+    reading: bool,
+    /// Closed by the user: a batch that comes back is dropped, and with it the connection.
+    closed: bool,
+}
+
+impl StreamState {
+    /// Put the stream back after a batch, unless the stream ended, failed or was closed meanwhile.
+    fn returned(&mut self, stream: core::ChatStream, batch: &core::Result<Vec<core::ChatChunk>>) {
+        self.reading = false;
+        if !self.closed && matches!(batch, Ok(chunks) if !chunks.is_empty()) {
+            self.stream = Some(stream);
+        }
+    }
+}
+
+/// The chunks of one streamed chat completion: a native iterator of `TextChunk` (the base of `TextStream`),
+/// and `next_batch()` calls for the async surface. Chunks are read from the connection in batches (everything
+/// decoded so far) and each `TextChunk` is built only when handed out.
+#[pyclass(module = "inferencekey._core", frozen, subclass)]
 pub struct ChatStream {
-    stream: Arc<tokio::sync::Mutex<Option<core::ChatStream>>>,
+    state: Arc<Mutex<StreamState>>,
 }
 
 impl ChatStream {
-    fn next_batch_call(&self) -> Call<Vec<core::ChatChunk>> {
-        let stream = Arc::clone(&self.stream);
-        Call::new(
-            async move {
-                let mut guard = stream.lock().await;
-                match guard.as_mut() {
-                    Some(stream) => {
-                        let batch = stream.next_batch(STREAM_BATCH).await;
-                        if !matches!(&batch, Ok(chunks) if !chunks.is_empty()) {
-                            // Finished or failed: drop the stream now so its connection is released.
-                            *guard = None;
-                        }
-                        batch
-                    }
-                    None => Ok(Vec::new()),
-                }
-            },
-            |py, chunks| {
-                let list = PyList::empty(py);
-                let mut json = JsonToPy::new(py);
-                for chunk in &chunks {
-                    let raw = json.dict(&chunk.data)?;
-                    list.append((chunk.text.as_str(), chunk.finish_reason.as_deref(), raw))?;
-                }
-                Ok(list.into_any())
-            },
-        )
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, StreamState>> {
+        lock_state(&self.state)
     }
 
-    fn close_call(&self) -> Call<()> {
-        let stream = Arc::clone(&self.stream);
-        Call::new(
-            async move {
-                if let Some(mut open) = stream.lock().await.take() {
-                    open.close();
-                }
-                Ok(())
-            },
-            |py, ()| Ok(py.None().into_bound(py)),
-        )
+    /// Take the open stream out of the state for reading; None once it has ended or was closed.
+    fn take_for_reading(&self) -> PyResult<Option<core::ChatStream>> {
+        let mut state = self.lock()?;
+        if state.reading {
+            return Err(internal_error(
+                "a stream was read from two places at once (use one reader per stream)",
+            ));
+        }
+        let stream = state.stream.take();
+        state.reading = stream.is_some();
+        Ok(stream)
     }
+}
+
+fn lock_state(state: &Mutex<StreamState>) -> PyResult<std::sync::MutexGuard<'_, StreamState>> {
+    state
+        .lock()
+        .map_err(|_| internal_error("a stream lock was poisoned"))
 }
 
 #[pymethods]
 impl ChatStream {
-    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.next_batch_call().wait(py)
+    #[new]
+    fn new(open: &OpenStream) -> PyResult<Self> {
+        let stream = open
+            .stream
+            .lock()
+            .map_err(|_| internal_error("a stream lock was poisoned"))?
+            .take()
+            .ok_or_else(|| internal_error("this stream was already taken"))?;
+        Ok(Self {
+            state: Arc::new(Mutex::new(StreamState {
+                stream: Some(stream),
+                ..StreamState::default()
+            })),
+        })
     }
 
-    /// Resolve `future` with the chunks ready now (at least one), or [] once the stream has finished.
-    fn next_batch_async(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.next_batch_call().spawn(future)
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
     }
 
-    /// Close the stream and its connection; later batches are empty.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.close_call().wait(py).map(drop)
+    /// The next chunk, reading the next batch when none is buffered; StopIteration at the end.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        loop {
+            if let Some(chunk) = self.lock()?.buffered.pop_front() {
+                return results::text_chunk(py, chunk);
+            }
+            let Some(mut stream) = self.take_for_reading()? else {
+                return Err(PyStopIteration::new_err(()));
+            };
+            let batch = wait(py, async move {
+                let batch = stream.next_batch(STREAM_BATCH).await;
+                Ok((stream, batch))
+            });
+            let (stream, batch) = match batch {
+                Ok(read) => read,
+                Err(interrupted) => {
+                    // Ctrl+C while waiting: the stream was dropped with the wait, so it is over.
+                    self.lock()?.reading = false;
+                    return Err(interrupted);
+                }
+            };
+            let mut state = self.lock()?;
+            state.returned(stream, &batch);
+            state
+                .buffered
+                .extend(batch.map_err(|err| to_pyerr(py, err))?);
+        }
     }
 
-    /// Resolve `future` with None once the stream and its connection are closed.
-    fn close_async(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.close_call().spawn(future)
+    /// The next batch of chunks; resolves to a `ChunkBatch` (an iterator of `TextChunk`), empty at the end.
+    fn next_batch(&self) -> PyResult<Pending> {
+        let buffered = std::mem::take(&mut self.lock()?.buffered);
+        let stream = if buffered.is_empty() {
+            self.take_for_reading()?
+        } else {
+            None
+        };
+        let state = Arc::clone(&self.state);
+        Ok(Pending::from(Call::new(
+            async move {
+                let Some(mut stream) = stream else {
+                    return Ok(buffered);
+                };
+                let batch = stream.next_batch(STREAM_BATCH).await;
+                if let Ok(mut state) = state.lock() {
+                    state.returned(stream, &batch);
+                }
+                batch.map(VecDeque::from)
+            },
+            |py, chunks| {
+                let batch = ChunkBatch {
+                    chunks: Mutex::new(chunks),
+                };
+                Ok(Bound::new(py, batch)?.into_any())
+            },
+        )))
+    }
+
+    /// Close the stream and its connection; iteration ends. Idempotent.
+    fn close(&self) -> PyResult<()> {
+        let stream = {
+            let mut state = self.lock()?;
+            state.closed = true;
+            state.buffered.clear();
+            state.stream.take()
+        };
+        if let Some(mut stream) = stream {
+            stream.close();
+        }
+        Ok(())
+    }
+}
+
+/// Chunks read in one batch, handed out one `TextChunk` at a time (built on the way out).
+#[pyclass(module = "inferencekey._core", frozen)]
+pub struct ChunkBatch {
+    chunks: Mutex<VecDeque<core::ChatChunk>>,
+}
+
+#[pymethods]
+impl ChunkBatch {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let chunk = self
+            .chunks
+            .lock()
+            .map_err(|_| internal_error("a batch lock was poisoned"))?
+            .pop_front();
+        match chunk {
+            Some(chunk) => results::text_chunk(py, chunk),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self
+            .chunks
+            .lock()
+            .map_err(|_| internal_error("a batch lock was poisoned"))?
+            .len())
     }
 }

@@ -1,5 +1,6 @@
-//! Core errors raised as the exception classes of `inferencekey.exceptions` (owned by Python),
-//! with their structured attributes; the class is chosen from the core's error kind, nothing else.
+//! Core errors raised as the exception classes of `inferencekey.exceptions` (owned by Python), with their
+//! structured attributes. The one kind-to-class table lives here: every exception the binding raises goes
+//! through `to_pyerr`, its class chosen from the core's error kind and nothing else.
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -8,7 +9,8 @@ use pyo3::types::{PyDict, PyModule};
 
 use inferencekey_core::{Error, ErrorBody, ErrorKind};
 
-use crate::convert::{cached_module, plan_to_py, value_to_py};
+use crate::json::{value_to_py, NotJson};
+use crate::results;
 
 static EXCEPTIONS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -27,14 +29,22 @@ fn class_name(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// `inferencekey.exceptions`, imported once (outside any lock Python code could need).
+fn exceptions(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    EXCEPTIONS_MODULE
+        .get_or_try_init(py, || {
+            py.import("inferencekey.exceptions").map(Bound::unbind)
+        })
+        .map(|module| module.bind(py))
+}
+
 /// Build the Python exception for a core error; a failure to build it becomes a RuntimeError.
 pub fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
     build(py, &err).unwrap_or_else(|failure| failure)
 }
 
 fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
-    let module = cached_module(&EXCEPTIONS_MODULE, py, "inferencekey.exceptions")?;
-    let class = module.getattr(class_name(err.kind))?;
+    let class = exceptions(py)?.getattr(class_name(err.kind))?;
     let kwargs = PyDict::new(py);
     kwargs.set_item("status_code", err.status)?;
     kwargs.set_item("code", err.code.as_deref())?;
@@ -45,20 +55,17 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         None => kwargs.set_item("body", py.None())?,
     }
     if let Some(plan) = &err.plan {
-        kwargs.set_item("plan", plan_to_py(py, plan)?)?;
+        kwargs.set_item("plan", results::plan(py, plan)?)?;
     }
     let instance = class.call((err.message.as_str(),), Some(&kwargs))?;
     Ok(PyErr::from_value(instance))
 }
 
-/// An exception of `inferencekey.exceptions` for a problem found in the binding itself (before any request).
-pub fn local_error(py: Python<'_>, class: &str, message: &str) -> PyErr {
-    let built = cached_module(&EXCEPTIONS_MODULE, py, "inferencekey.exceptions")
-        .and_then(|module| module.getattr(class))
-        .and_then(|cls| cls.call1((message,)));
-    match built {
-        Ok(instance) => PyErr::from_value(instance),
-        Err(failure) => failure,
+/// A Python object JSON cannot carry, raised as a `ValidationError` (or the Python error met reading it).
+pub fn not_json(py: Python<'_>, failure: NotJson) -> PyErr {
+    match failure {
+        NotJson::Python(err) => err,
+        NotJson::Invalid(message) => to_pyerr(py, Error::validation(message)),
     }
 }
 
@@ -66,7 +73,7 @@ pub fn local_error(py: Python<'_>, class: &str, message: &str) -> PyErr {
 /// `except InferenceKeyError` still catches it; a RuntimeError only if even that cannot be built.
 pub fn internal_error(message: &str) -> PyErr {
     Python::attach(|py| {
-        let built = cached_module(&EXCEPTIONS_MODULE, py, "inferencekey.exceptions")
+        let built = exceptions(py)
             .and_then(|module| module.getattr("InferenceKeyError"))
             .and_then(|cls| cls.call1((format!("internal error: {message}"),)));
         match built {

@@ -1,13 +1,26 @@
 //! The native module `inferencekey._core`: a thin PyO3 binding of `inferencekey-core` (clients) and
-//! `inferencekey-local` (the embedded platform). Conversions and error mapping only; no behaviour.
+//! `inferencekey-local` (the embedded platform). It converts and waits; it decides nothing (every rule, bound
+//! and message is the core's). See README.md beside this crate for the seam's conventions.
+//!
+//! The seam, in one place:
+//! - Results: the surface hands its result classes over once at import (`register_result_types`); the binding
+//!   builds instances of them by field name (`results`), never tuples unpacked by position, and never imports
+//!   surface modules. Fields nobody reads (`raw`, `embeddings`) stay as the bytes received until first read.
+//! - Errors: raised only through the kind-to-class table of `errors` (classes owned by `inferencekey.exceptions`).
+//! - Operations: each is one method returning a `Pending` call; sync code `wait()`s it on the calling thread
+//!   with the interpreter released, async code `start(future)`s it on the I/O runtime (`runtime`).
+//!
+//! Modules read top-down, each using only those above it: json, results, errors, runtime, args, clients, local.
 
 // The core's `Error` is large on purpose (structured fields); errors are the cold path.
 #![allow(clippy::result_large_err)]
 
+mod args;
 mod clients;
-mod convert;
 mod errors;
+mod json;
 mod local;
+mod results;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -39,12 +52,20 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;
+    m.add_function(wrap_pyfunction!(results::register_result_types, m)?)?;
+    m.add_function(wrap_pyfunction!(results::result_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::_panicking_call, m)?)?;
+    m.add_class::<runtime::Pending>()?;
+    m.add_class::<results::RawJson>()?;
+    m.add_class::<results::Vectors>()?;
     m.add_class::<clients::ManagementClient>()?;
+    m.add_class::<clients::Ensured>()?;
     m.add_class::<clients::ReadinessWatch>()?;
     m.add_class::<clients::DataClient>()?;
     m.add_class::<clients::Endpoint>()?;
+    m.add_class::<clients::OpenStream>()?;
     m.add_class::<clients::ChatStream>()?;
-    m.add_class::<runtime::Outcome>()?;
+    m.add_class::<clients::ChunkBatch>()?;
     m.add_class::<local::LocalPlatform>()?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use inferencekey_local::{Config, LocalPlatform as Platform, ReadyInfo};
 
-use crate::errors::{internal_error, local_error};
+use crate::errors::{internal_error, to_pyerr};
 
 /// A running local platform; `stop()` (or garbage collection) shuts it down.
 #[pyclass(module = "inferencekey._core", frozen)]
@@ -37,10 +37,11 @@ impl LocalPlatform {
             ..defaults
         };
         let platform = py.detach(move || Platform::start(config)).map_err(|err| {
-            local_error(
+            to_pyerr(
                 py,
-                "ConfigurationError",
-                &format!("cannot start the local platform: {err}"),
+                inferencekey_core::Error::configuration(format!(
+                    "cannot start the local platform: {err}"
+                )),
             )
         })?;
         Ok(Self {

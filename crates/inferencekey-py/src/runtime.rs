@@ -1,24 +1,37 @@
-//! The process-wide tokio runtime, the one blocking helper every synchronous call goes through (it releases the
-//! GIL while waiting and polls Python signals so Ctrl+C cancels the request), and `Call`, which runs one core call
-//! either through that helper or as a task that resolves an asyncio future.
+//! How a core call is waited for. Every operation of the binding is one `Call` (the core future and the
+//! conversion of its value), returned to Python as a `Pending`; the sync API runs it with `wait()`, the async API
+//! with `start(future)`. The two differ only in how they wait:
+//!
+//! - `wait()` drives the future on the calling thread with the interpreter released (no hand-off to another
+//!   thread), waking every `SIGNAL_TICK` to run Python's signal handlers, so Ctrl+C drops the future, which
+//!   cancels the request and closes its connection.
+//! - `start(future)` spawns the call on the I/O runtime. When it ends, the I/O thread queues the outcome for the
+//!   resolver thread and goes on: it never waits for the interpreter lock. The resolver hands each batch of
+//!   outcomes to the event loop (`call_soon_threadsafe`), where they are converted and set on their futures.
+//!   Whatever ends the task (a value, an error, a panic, the runtime going away) resolves the future; cancelling
+//!   the future aborts the task.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::PyModule;
+use pyo3::types::PyList;
 use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
-use crate::convert::cached_module;
 use crate::errors::{internal_error, to_pyerr};
 
 /// How often a waiting call wakes to let Python run signal handlers (Ctrl+C).
 const SIGNAL_TICK: Duration = Duration::from_millis(100);
+
+/// Most outcomes the resolver hands to one event loop in one callback.
+const RESOLVE_BATCH: usize = 1024;
 
 /// The runtime and the pid that built it: tokio does not survive `fork()`, so a child builds its own.
 static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
@@ -50,99 +63,102 @@ pub fn runtime() -> PyResult<Arc<Runtime>> {
     Ok(rt)
 }
 
-/// Run `future` on the runtime and wait for it without holding the GIL.
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
+/// Drive `future` to its end on this thread without holding the interpreter lock.
 ///
-/// Every `SIGNAL_TICK` the wait re-attaches to run Python's signal handlers; when one raises
-/// (KeyboardInterrupt), the task is aborted (closing its connection) and the exception propagates.
+/// Every `SIGNAL_TICK` it re-attaches to run Python's signal handlers; when one raises (KeyboardInterrupt), the
+/// future is dropped, which cancels the request and closes its connection, and the exception propagates. A
+/// panic inside the future becomes an `InferenceKeyError`, never a `PanicException`.
 pub fn wait<F, T>(py: Python<'_>, future: F) -> PyResult<T>
 where
-    F: Future<Output = inferencekey_core::Result<T>> + Send + 'static,
-    T: Send + 'static,
+    F: Future<Output = inferencekey_core::Result<T>> + Send,
+    T: Send,
 {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Only Python code run from an I/O thread could get here; blocking that thread would deadlock it.
+        return Err(internal_error(
+            "a blocking call was made from an I/O thread of the SDK",
+        ));
+    }
     let rt = runtime()?;
-    let (tx, rx) = sync_channel(1);
-    let task = rt.spawn(async move {
-        // The receiver may be gone after an interrupt; nothing is waiting for the result then.
-        let _ = tx.send(future.await);
-    });
-    let mut rx = rx;
+    let mut future = Box::pin(AssertUnwindSafe(future).catch_unwind());
     loop {
-        let (back, received) = py.detach(move || {
-            let received = rx.recv_timeout(SIGNAL_TICK);
-            (rx, received)
-        });
-        rx = back;
-        match received {
-            Ok(result) => return result.map_err(|err| to_pyerr(py, err)),
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(interrupt) = py.check_signals() {
-                    task.abort();
-                    return Err(interrupt);
-                }
+        let polled = py
+            .detach(|| rt.block_on(async { tokio::time::timeout(SIGNAL_TICK, &mut future).await }));
+        match polled {
+            Ok(Ok(result)) => return result.map_err(|err| to_pyerr(py, err)),
+            Ok(Err(payload)) => {
+                return Err(internal_error(&format!(
+                    "the request panicked: {}",
+                    panic_message(payload.as_ref())
+                )))
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(internal_error("the request task stopped unexpectedly"));
-            }
+            Err(_tick) => py.check_signals()?,
         }
     }
 }
 
-/// Turns the value of a core call into its Python object (run attached, on the thread that receives it).
-pub type Convert<T> = for<'py> fn(Python<'py>, T) -> PyResult<Bound<'py, PyAny>>;
+/// A finished call's value, converted into Python when the receiving thread holds the interpreter.
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-/// One core call, prepared from converted arguments: run it blocking (`wait`) or on an asyncio loop (`spawn`).
-pub struct Call<T> {
-    future: Pin<Box<dyn Future<Output = inferencekey_core::Result<T>> + Send>>,
-    convert: Convert<T>,
+/// Turns the value of a core call into its Python object.
+pub type ToPy<T> = for<'py> fn(Python<'py>, T) -> PyResult<Bound<'py, PyAny>>;
+
+/// One core call, prepared from converted arguments.
+pub struct Call {
+    future: Pin<Box<dyn Future<Output = inferencekey_core::Result<Convert>> + Send>>,
 }
 
-impl<T: Send + 'static> Call<T> {
-    pub fn new<F>(future: F, convert: Convert<T>) -> Self
+impl Call {
+    /// The call of `future`, whose value `to_py` converts.
+    pub fn new<F, T>(future: F, to_py: ToPy<T>) -> Self
     where
         F: Future<Output = inferencekey_core::Result<T>> + Send + 'static,
+        T: Send + 'static,
     {
+        let future = future.map(move |result| {
+            result
+                .map(|value| -> Convert { Box::new(move |py| to_py(py, value).map(Bound::unbind)) })
+        });
         Self {
             future: Box::pin(future),
-            convert,
         }
     }
 
-    /// Run the call and wait for its Python result (the synchronous API).
-    pub fn wait(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        let value = wait(py, self.future)?;
-        (self.convert)(py, value)
+    /// Run the call on this thread and return its Python result.
+    pub fn wait(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let convert = wait(py, self.future)?;
+        convert(py)
     }
 
-    /// Run the call on the runtime and resolve the asyncio `future` (from `loop.create_future()`) with it.
-    ///
-    /// The task attaches only to hand an unconverted `Outcome` to `loop.call_soon_threadsafe`; conversion and the
-    /// exception are made on the loop thread by `inferencekey._aio._resolve`. Cancelling `future` aborts the task.
-    pub fn spawn(self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = future.py();
-        let event_loop = future.call_method0("get_loop")?.unbind();
-        let resolve = cached_module(&AIO_MODULE, py, "inferencekey._aio")?
-            .getattr("_resolve")?
-            .unbind();
-        let target = future.clone().unbind();
-        let Self {
-            future: call,
-            convert,
-        } = self;
+    /// Run the call on the I/O runtime; its outcome resolves the asyncio `future` on that future's loop.
+    pub fn start(self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        let completion = Completion {
+            event_loop: future.call_method0("get_loop")?.unbind(),
+            future: future.clone().unbind(),
+            outcome: None,
+        };
+        let resolver = resolver()?;
+        let call = self.future;
         let task = runtime()?.spawn(async move {
-            let result = call.await;
-            let outcome = Outcome::new(move |py| match result {
-                Ok(value) => convert(py, value).map(Bound::unbind),
-                Err(err) => Err(to_pyerr(py, err)),
-            });
-            // Not attachable only while the interpreter shuts down: nobody awaits the result then.
-            let _ = Python::try_attach(|py| -> PyResult<()> {
-                let outcome = Py::new(py, outcome)?;
-                // Fails only when the loop is closed: nothing can receive the result then.
-                event_loop
-                    .into_bound(py)
-                    .call_method1("call_soon_threadsafe", (resolve, target, outcome))?;
-                Ok(())
-            });
+            // Dropped with the task, however it ends: a panic or an abort still resolves the future.
+            let mut guard = Resolving {
+                completion: Some(completion),
+                resolver,
+            };
+            let outcome = match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(result) => Outcome::Done(result),
+                Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+            };
+            guard.finish(outcome);
         });
         let abort = AbortOnCancel {
             handle: task.abort_handle(),
@@ -155,36 +171,144 @@ impl<T: Send + 'static> Call<T> {
     }
 }
 
-static AIO_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
-/// The conversion of a finished call's result (or of its error) into Python, run once on the loop thread.
-type Take = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
-
-/// The result of a core call awaiting conversion: `take()` returns the Python value or raises the mapped exception.
-#[pyclass(module = "inferencekey._core", frozen)]
-pub struct Outcome {
-    take: Mutex<Option<Take>>,
+/// How a spawned call ended.
+enum Outcome {
+    Done(inferencekey_core::Result<Convert>),
+    Panicked(String),
+    Dropped,
 }
 
 impl Outcome {
-    fn new(take: impl FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send + 'static) -> Self {
-        Self {
-            take: Mutex::new(Some(Box::new(take))),
+    /// The Python value, or the exception for the awaiting task.
+    fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self {
+            Outcome::Done(Ok(convert)) => convert(py),
+            Outcome::Done(Err(err)) => Err(to_pyerr(py, err)),
+            Outcome::Panicked(message) => {
+                Err(internal_error(&format!("the request panicked: {message}")))
+            }
+            Outcome::Dropped => Err(internal_error(
+                "the request task ended without a result (the I/O runtime stopped)",
+            )),
         }
     }
 }
 
+/// An outcome on its way to the future it settles.
+struct Completion {
+    event_loop: Py<PyAny>,
+    future: Py<PyAny>,
+    outcome: Option<Outcome>,
+}
+
+/// Sends the completion to the resolver when the task finishes, or when it is dropped unfinished.
+struct Resolving {
+    completion: Option<Completion>,
+    resolver: Sender<Completion>,
+}
+
+impl Resolving {
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(mut completion) = self.completion.take() {
+            completion.outcome = Some(outcome);
+            // The resolver lives as long as the process; a failed send means the interpreter is going away.
+            let _ = self.resolver.send(completion);
+        }
+    }
+}
+
+impl Drop for Resolving {
+    fn drop(&mut self) {
+        self.finish(Outcome::Dropped);
+    }
+}
+
+/// The resolver's queue and the pid that started it (a forked child starts its own).
+static RESOLVER: Mutex<Option<(u32, Sender<Completion>)>> = Mutex::new(None);
+
+/// The queue of the resolver thread, started on first use.
+fn resolver() -> PyResult<Sender<Completion>> {
+    let pid = std::process::id();
+    let mut slot = RESOLVER
+        .lock()
+        .map_err(|_| internal_error("the resolver lock was poisoned"))?;
+    if let Some((owner, sender)) = slot.as_ref() {
+        if *owner == pid {
+            return Ok(sender.clone());
+        }
+    }
+    let (sender, receiver) = channel();
+    std::thread::Builder::new()
+        .name("inferencekey-resolve".to_owned())
+        .spawn(move || resolve_forever(&receiver))
+        .map_err(|err| internal_error(&format!("cannot start the resolver thread: {err}")))?;
+    *slot = Some((pid, sender.clone()));
+    Ok(sender)
+}
+
+/// The resolver thread: waits (without the interpreter) for outcomes, then hands each loop its batch.
+fn resolve_forever(receiver: &Receiver<Completion>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < RESOLVE_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        // Not attachable only while the interpreter shuts down: nobody awaits these results then.
+        let _ = Python::try_attach(|py| hand_over(py, batch));
+    }
+}
+
+/// Schedule `settle_all` on each event loop with the completions that belong to it.
+fn hand_over(py: Python<'_>, mut batch: Vec<Completion>) {
+    while let Some(first) = batch.first() {
+        let event_loop = first.event_loop.clone_ref(py);
+        let (mine, rest): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|c| c.event_loop.is(&event_loop));
+        batch = rest;
+        let settle = Settle {
+            completions: Mutex::new(mine),
+        };
+        let scheduled = Bound::new(py, settle).and_then(|settle| {
+            event_loop
+                .bind(py)
+                .call_method1("call_soon_threadsafe", (settle,))
+        });
+        // Fails only when the loop is closed: nothing can receive these results then.
+        drop(scheduled);
+    }
+}
+
+/// Called once on an event loop's thread: converts each outcome and settles its future, unless cancelled.
+#[pyclass(module = "inferencekey._core", frozen)]
+struct Settle {
+    completions: Mutex<Vec<Completion>>,
+}
+
 #[pymethods]
-impl Outcome {
-    /// The converted result (raises the call's exception); a second call is an internal error.
-    fn take(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let take = self
-            .take
-            .lock()
-            .map_err(|_| internal_error("an outcome lock was poisoned"))?
-            .take()
-            .ok_or_else(|| internal_error("the outcome was already taken"))?;
-        take(py)
+impl Settle {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let completions = std::mem::take(
+            &mut *self
+                .completions
+                .lock()
+                .map_err(|_| internal_error("a settle lock was poisoned"))?,
+        );
+        for completion in completions {
+            let future = completion.future.bind(py);
+            if future.call_method0("cancelled")?.is_truthy()? {
+                continue;
+            }
+            let outcome = completion.outcome.unwrap_or(Outcome::Dropped);
+            match outcome.into_py(py) {
+                Ok(value) => future.call_method1("set_result", (value,))?,
+                Err(err) => future.call_method1("set_exception", (err.into_value(py),))?,
+            };
+        }
+        Ok(())
     }
 }
 
@@ -202,4 +326,73 @@ impl AbortOnCancel {
         }
         Ok(())
     }
+}
+
+/// A prepared call: `wait()` runs it here (the sync API), `start(future)` on the I/O runtime (the async API).
+/// Each runs at most once.
+#[pyclass(module = "inferencekey._core", frozen)]
+pub struct Pending {
+    call: Mutex<Option<Call>>,
+}
+
+impl Pending {
+    fn take(&self) -> PyResult<Call> {
+        self.call
+            .lock()
+            .map_err(|_| internal_error("a call lock was poisoned"))?
+            .take()
+            .ok_or_else(|| internal_error("this call was already run"))
+    }
+}
+
+impl From<Call> for Pending {
+    fn from(call: Call) -> Self {
+        Self {
+            call: Mutex::new(Some(call)),
+        }
+    }
+}
+
+#[pymethods]
+impl Pending {
+    /// Run the call on this thread (the interpreter released) and return its result.
+    fn wait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.take()?.wait(py)
+    }
+
+    /// Run the call on the I/O runtime and resolve `future` (from `loop.create_future()`) with its result.
+    fn start(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.take()?.start(future)
+    }
+}
+
+/// Test hook: a call that panics inside the core future, to prove a panic still resolves its awaiter.
+#[pyfunction]
+#[pyo3(signature = (message))]
+pub fn _panicking_call(message: String) -> Pending {
+    Pending::from(Call::new(
+        async move {
+            if !message.is_empty() {
+                #[allow(clippy::panic)]
+                {
+                    panic!("{message}");
+                }
+            }
+            Ok(())
+        },
+        |py, ()| Ok(py.None().into_bound(py)),
+    ))
+}
+
+/// A list of Python objects built from `items` (a helper for conversions of batches).
+pub fn list_of<'py, T>(
+    py: Python<'py>,
+    items: impl IntoIterator<Item = T>,
+    to_py: impl Fn(Python<'py>, T) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let list = PyList::empty(py);
+    for item in items {
+        list.append(to_py(py, item)?)?;
+    }
+    Ok(list.into_any())
 }

@@ -1,34 +1,27 @@
 //! Conversions between Python objects and JSON values, done natively (never through JSON strings).
-//! Also the Python `WorkloadSpec` to core spec conversion and the core plan to Python `Plan`.
+//! The bottom of the binding: it depends on no other module of the crate, so a value that JSON
+//! cannot carry comes back as a `NotJson` for the caller to raise through the error table.
 
 use std::fmt;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyModule, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use inferencekey_core::{Plan, WorkloadSpec};
-
-use crate::errors::local_error;
-
-static TYPES_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
-/// A module imported once and kept (the import happens outside any lock that Python code could need).
-pub fn cached_module<'py>(
-    cell: &'static PyOnceLock<Py<PyModule>>,
-    py: Python<'py>,
-    name: &str,
-) -> PyResult<&'py Bound<'py, PyModule>> {
-    cell.get_or_try_init(py, || py.import(name).map(Bound::unbind))
-        .map(|module| module.bind(py))
+/// Why a Python object could not become JSON.
+pub enum NotJson {
+    /// Python itself failed while the object was read.
+    Python(PyErr),
+    /// The object holds something JSON cannot carry; the message says what.
+    Invalid(String),
 }
 
-/// `inferencekey.types`, imported once.
-fn types_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    cached_module(&TYPES_MODULE, py, "inferencekey.types")
+impl From<PyErr> for NotJson {
+    fn from(err: PyErr) -> Self {
+        NotJson::Python(err)
+    }
 }
 
 /// A JSON value as the equivalent Python object (dict, list, str, int, float, bool, None).
@@ -105,13 +98,11 @@ impl<'de, 'py> JsonToPy<'de, 'py> {
             Ok(value) => Ok(value
                 .cast_into::<PyDict>()
                 .unwrap_or_else(|_| PyDict::new(self.py))),
-            Err(err) => Err(self.failure.take().unwrap_or_else(|| {
-                local_error(
-                    self.py,
-                    "ApiError",
-                    &format!("malformed JSON in a stream event: {err}"),
-                )
-            })),
+            // Only JSON the core has already validated reaches here, so this is a broken invariant.
+            Err(err) => Err(self
+                .failure
+                .take()
+                .unwrap_or_else(|| PyValueError::new_err(format!("malformed JSON: {err}")))),
         }
     }
 
@@ -231,7 +222,7 @@ impl<'de, 'py> Visitor<'de> for PyKey<'_, 'de, 'py> {
 }
 
 /// A Python object as JSON; `what` names it in the error for values JSON cannot hold.
-pub fn py_to_value(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
+pub fn py_to_value(obj: &Bound<'_, PyAny>, what: &str) -> Result<Value, NotJson> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -249,20 +240,18 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::Number(u.into()));
         }
-        return Err(local_error(
-            obj.py(),
-            "ValidationError",
-            &format!("validation error: {what} holds an integer too large for JSON"),
-        ));
+        return Err(NotJson::Invalid(format!(
+            "{what} holds an integer too large for JSON"
+        )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
-        return Number::from_f64(f.value()).map(Value::Number).ok_or_else(|| {
-            local_error(
-                obj.py(),
-                "ValidationError",
-                &format!("validation error: {what} holds a float JSON cannot carry (NaN or infinity)"),
-            )
-        });
+        return Number::from_f64(f.value())
+            .map(Value::Number)
+            .ok_or_else(|| {
+                NotJson::Invalid(format!(
+                    "{what} holds a float JSON cannot carry (NaN or infinity)"
+                ))
+            });
     }
     if let Ok(dict) = obj.cast::<PyDict>() {
         return dict_to_map(dict, what).map(Value::Object);
@@ -271,115 +260,30 @@ pub fn py_to_value(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
         return list
             .iter()
             .map(|item| py_to_value(&item, what))
-            .collect::<PyResult<_>>()
+            .collect::<Result<_, _>>()
             .map(Value::Array);
     }
     if let Ok(tuple) = obj.cast::<PyTuple>() {
         return tuple
             .iter()
             .map(|item| py_to_value(&item, what))
-            .collect::<PyResult<_>>()
+            .collect::<Result<_, _>>()
             .map(Value::Array);
     }
     let type_name = obj.get_type().name()?.to_string();
-    Err(local_error(
-        obj.py(),
-        "ValidationError",
-        &format!("validation error: {what} holds a value of type {type_name}, which is not JSON-compatible"),
-    ))
+    Err(NotJson::Invalid(format!(
+        "{what} holds a value of type {type_name}, which is not JSON-compatible"
+    )))
 }
 
 /// A Python dict with string keys as a JSON object.
-pub fn dict_to_map(dict: &Bound<'_, PyDict>, what: &str) -> PyResult<Map<String, Value>> {
+pub fn dict_to_map(dict: &Bound<'_, PyDict>, what: &str) -> Result<Map<String, Value>, NotJson> {
     let mut map = Map::with_capacity(dict.len());
     for (key, item) in dict.iter() {
-        let key = key.cast::<PyString>().map_err(|_| {
-            local_error(
-                dict.py(),
-                "ValidationError",
-                &format!("validation error: {what} keys must be strings"),
-            )
-        })?;
+        let key = key
+            .cast::<PyString>()
+            .map_err(|_| NotJson::Invalid(format!("{what} keys must be strings")))?;
         map.insert(key.to_str()?.to_owned(), py_to_value(&item, what)?);
     }
     Ok(map)
-}
-
-/// An optional string attribute of `obj` (None stays None; a non-string raises ValidationError).
-fn opt_str(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<String>> {
-    let value = obj.getattr(name)?;
-    if value.is_none() {
-        return Ok(None);
-    }
-    match value.cast::<PyString>() {
-        Ok(s) => Ok(Some(s.to_str()?.to_owned())),
-        Err(_) => Err(local_error(
-            obj.py(),
-            "ValidationError",
-            &format!("validation error: {name} must be a string"),
-        )),
-    }
-}
-
-/// An optional dict attribute of `obj` as a JSON object.
-fn opt_map(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Map<String, Value>>> {
-    let value = obj.getattr(name)?;
-    if value.is_none() {
-        return Ok(None);
-    }
-    match value.cast::<PyDict>() {
-        Ok(dict) => dict_to_map(dict, name).map(Some),
-        Err(_) => Err(local_error(
-            obj.py(),
-            "ValidationError",
-            &format!("validation error: {name} must be a dict"),
-        )),
-    }
-}
-
-/// The core spec from a Python `WorkloadSpec` (read by attribute, so any object with those fields works).
-pub fn spec_from_py(obj: &Bound<'_, PyAny>) -> PyResult<WorkloadSpec> {
-    if obj.getattr("slug").is_err() {
-        return Err(PyTypeError::new_err("spec must be a WorkloadSpec"));
-    }
-    Ok(WorkloadSpec {
-        name: opt_str(obj, "name")?.unwrap_or_default(),
-        slug: opt_str(obj, "slug")?.unwrap_or_default(),
-        model: opt_str(obj, "model")?.unwrap_or_default(),
-        backend: opt_str(obj, "backend")?.unwrap_or_default(),
-        project: opt_str(obj, "project")?,
-        description: opt_str(obj, "description")?,
-        command: opt_str(obj, "command")?,
-        vllm_version: opt_str(obj, "vllm_version")?,
-        task_type: opt_str(obj, "task_type")?,
-        config: opt_map(obj, "config")?,
-        execution_policy: opt_str(obj, "execution_policy")?,
-        execution_policy_config: opt_map(obj, "execution_policy_config")?,
-        worker_id: opt_str(obj, "worker_id")?,
-        gpu_resource_id: opt_str(obj, "gpu_resource_id")?,
-    })
-}
-
-/// The Python `inferencekey.types.Plan` for a core plan.
-pub fn plan_to_py<'py>(py: Python<'py>, plan: &Plan) -> PyResult<Bound<'py, PyAny>> {
-    let types = types_module(py)?;
-    let field_change = types.getattr("FieldChange")?;
-    let mut changes = Vec::with_capacity(plan.changes.len());
-    for change in &plan.changes {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("field", &change.field)?;
-        match &change.live {
-            Some(live) => kwargs.set_item("live", value_to_py(py, live)?)?,
-            None => kwargs.set_item("live", py.None())?,
-        }
-        kwargs.set_item("desired", value_to_py(py, &change.desired)?)?;
-        changes.push(field_change.call((), Some(&kwargs))?);
-    }
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("action", plan.action.as_str())?;
-    kwargs.set_item("project", &plan.project)?;
-    kwargs.set_item("workload_slug", &plan.workload_slug)?;
-    kwargs.set_item("changes", PyTuple::new(py, changes)?)?;
-    kwargs.set_item("rendered", plan.render())?;
-    types.getattr("Plan")?.call((), Some(&kwargs))
 }
