@@ -9,6 +9,7 @@ use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::dialects::{inband_error, ChatStream, Dialect};
 use crate::faults::{Fault, Framing, StallAt};
@@ -21,6 +22,9 @@ const SPLIT_PAUSE: Duration = Duration::from_millis(5);
 /// The body of a `malformed_json` fault: a `data:` line that is not JSON.
 const MALFORMED: &[u8] = br#"{"id": "chatcmpl-broken", "choices": [{"delta": {"content": "oo"#;
 const BOM: &[u8] = "\u{feff}".as_bytes();
+/// Stands in for the end of a wait too long to represent (a stall of `u64::MAX` ms): never, in
+/// practice.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
 
 /// One SSE event before framing.
 #[derive(Debug, Clone)]
@@ -32,7 +36,8 @@ pub struct SseEvent {
     /// Carries a finish (`finish_reason`, a terminal phase, usage, `[DONE]`): truncation and
     /// in-band errors cut before it.
     pub terminal: bool,
-    /// Wait before sending it (time to first token, inter-token latency).
+    /// Wait before sending it (time to first token, inter-token latency), counted on the stream's
+    /// schedule: from when the previous event was due, not from when it was sent.
     pub delay: Duration,
 }
 
@@ -97,13 +102,18 @@ pub enum EventSource {
 impl EventSource {
     /// The next event; `Err` when the client went away while waiting for it (a readiness stream
     /// can wait forever on a stuck workload: its task must not outlive the client).
-    async fn next(&mut self, out: &Writer) -> Result<Option<SseEvent>, Closed> {
+    async fn next(&mut self, out: &mut Writer) -> Result<Option<SseEvent>, Closed> {
         match self {
             EventSource::Chat(stream) => Ok(stream.next_event()),
-            EventSource::Readiness(events) => tokio::select! {
-                event = events.next() => Ok(event),
-                () = out.tx.closed() => Err(Closed),
-            },
+            EventSource::Readiness(events) => {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    () = out.tx.closed() => return Err(Closed),
+                };
+                // The wait for a transition is not on the stream's schedule.
+                out.schedule.resume(Instant::now());
+                Ok(event)
+            }
         }
     }
 }
@@ -127,6 +137,7 @@ pub fn stream_response(
             _ => None,
         },
         batch: bench.then(|| BytesMut::with_capacity(BATCH_BYTES * 2)),
+        schedule: Schedule::starting(Instant::now()),
     };
     tokio::spawn(async move {
         // An Err only means the client went away; there is nobody left to tell.
@@ -148,14 +159,58 @@ pub fn stream_response(
     response
 }
 
+/// When a stream's writes are due.
+///
+/// Latencies and drip intervals are offsets on one timeline from the stream's start (token k at
+/// ttft + k·itl, drip piece k at k·interval): a task that wakes late catches up instead of pushing
+/// every later write back by its lateness, so delays never add up to more than the timeline says.
+/// A silence (a stall, the split-UTF-8 pause) is different: it lasts at least its length from the
+/// moment it begins, however late that is, and the timeline goes on from its end; so does a wait
+/// for the source (the next readiness transition), which is not on the timeline at all.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// When the last wait on the timeline ends (or ended).
+    due: Instant,
+}
+
+impl Schedule {
+    fn starting(at: Instant) -> Self {
+        Self { due: at }
+    }
+
+    /// The end of a wait of `duration` on the timeline: `duration` after the previous one's end.
+    fn next(&mut self, duration: Duration) -> Instant {
+        self.due = later(self.due, duration);
+        self.due
+    }
+
+    /// The end of a silence of `duration` that begins at `now`; the timeline resumes from it.
+    fn silence(&mut self, now: Instant, duration: Duration) -> Instant {
+        self.due = later(self.due.max(now), duration);
+        self.due
+    }
+
+    /// The timeline resumes at `now`, after a wait that was not on it.
+    fn resume(&mut self, now: Instant) {
+        self.due = self.due.max(now);
+    }
+}
+
+/// `at` + `duration`, or a far-off instant when that cannot be represented.
+fn later(at: Instant, duration: Duration) -> Instant {
+    at.checked_add(duration).unwrap_or(at + FAR_FUTURE)
+}
+
 /// The client is gone (the body was dropped).
 struct Closed;
 
-/// Writes body bytes to the response: directly, dripped, or batched (bench mode).
+/// Writes body bytes to the response: directly, dripped, or batched (bench mode), waiting on the
+/// stream's [`Schedule`].
 struct Writer {
     tx: mpsc::Sender<Bytes>,
     drip: Option<(usize, Duration)>,
     batch: Option<BytesMut>,
+    schedule: Schedule,
 }
 
 impl Writer {
@@ -193,14 +248,30 @@ impl Writer {
         self.tx.send(bytes).await.map_err(|_| Closed)
     }
 
-    /// Waits `duration`, cut short when the client goes away.
+    /// Waits `duration` on the schedule (a latency, a drip interval).
     async fn pause(&mut self, duration: Duration) -> Result<(), Closed> {
         if duration.is_zero() {
             return Ok(());
         }
         self.flush().await?;
+        let due = self.schedule.next(duration);
+        self.sleep_until(due).await
+    }
+
+    /// Sends nothing for at least `duration` from now (a stall, the split pause).
+    async fn silence(&mut self, duration: Duration) -> Result<(), Closed> {
+        if duration.is_zero() {
+            return Ok(());
+        }
+        self.flush().await?;
+        let due = self.schedule.silence(Instant::now(), duration);
+        self.sleep_until(due).await
+    }
+
+    /// Sleeps until `due`, cut short when the client goes away.
+    async fn sleep_until(&self, due: Instant) -> Result<(), Closed> {
         tokio::select! {
-            () = tokio::time::sleep(duration) => Ok(()),
+            () = tokio::time::sleep_until(due) => Ok(()),
             () = self.tx.closed() => Err(Closed),
         }
     }
@@ -221,7 +292,7 @@ async fn produce(
         ms,
     }) = fault
     {
-        out.pause(Duration::from_millis(ms)).await?;
+        out.silence(Duration::from_millis(ms)).await?;
     }
     if framing.bom {
         out.write(Bytes::from_static(BOM)).await?;
@@ -230,7 +301,7 @@ async fn produce(
     let mut malformed_sent = false;
     let mut padding = framing.huge_frame_bytes;
     let mut split_pending = framing.split_utf8;
-    while let Some(mut event) = source.next(&out).await? {
+    while let Some(mut event) = source.next(&mut out).await? {
         out.pause(event.delay).await?;
         let cut_here = |after: usize| event.terminal || sent >= after;
         match &fault {
@@ -264,7 +335,7 @@ async fn produce(
                 let mut first = encoded;
                 let second = first.split_off(at);
                 out.write(first).await?;
-                out.pause(SPLIT_PAUSE).await?;
+                out.silence(SPLIT_PAUSE).await?;
                 out.write(second).await?;
             }
             None => out.write(encoded).await?,
@@ -276,7 +347,7 @@ async fn produce(
         }) = fault
         {
             if sent == 1 {
-                out.pause(Duration::from_millis(ms)).await?;
+                out.silence(Duration::from_millis(ms)).await?;
             }
         }
     }
@@ -417,6 +488,119 @@ mod tests {
                 "the stream task leaked"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn latencies_are_offsets_from_the_start_whenever_the_task_wakes() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut schedule = Schedule::starting(start);
+        // Time to first token 300 ms, then 40 ms per token: due instants never depend on when the
+        // task got to run, so a late wake is caught up, not carried over to every later token.
+        assert_eq!(schedule.next(ms(300)), start + ms(300));
+        assert_eq!(schedule.next(ms(40)), start + ms(340));
+        assert_eq!(schedule.next(ms(40)), start + ms(380));
+        // A wait for the source (a readiness transition) moves the timeline to its end, never back.
+        schedule.resume(start + ms(500));
+        assert_eq!(schedule.next(ms(40)), start + ms(540));
+        schedule.resume(start + ms(100));
+        assert_eq!(schedule.next(ms(40)), start + ms(580));
+    }
+
+    #[test]
+    fn a_silence_lasts_its_length_from_when_it_begins_and_moves_the_schedule() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut schedule = Schedule::starting(start);
+        schedule.next(ms(100));
+        // A stall that begins 50 ms late still lasts its full 400 ms...
+        assert_eq!(schedule.silence(start + ms(150), ms(400)), start + ms(550));
+        // ...and the next token is due one latency after it, not at 100 + 40 ms.
+        assert_eq!(schedule.next(ms(40)), start + ms(590));
+        // A silence that begins early (before the timeline's due instant) starts from that instant.
+        let mut early = Schedule::starting(start + ms(10));
+        assert_eq!(early.silence(start, ms(5)), start + ms(15));
+        // A wait that cannot be represented is a far-off one, not a panic.
+        assert!(early.next(Duration::MAX) > start + ms(15));
+    }
+
+    /// The body of a vLLM chat stream of `tokens` as the producer hands it over, one frame per
+    /// write, each with the time it came.
+    async fn chat_frames(
+        tokens: &[&str],
+        fault: Option<Fault>,
+        latency: (Duration, Duration),
+    ) -> Vec<(Duration, Bytes)> {
+        let head = crate::dialects::ChatHead {
+            id: "chatcmpl-1".to_string(),
+            created: 1,
+            model: "m".to_string(),
+        };
+        let tokens = tokens.iter().map(|t| t.to_string()).collect();
+        let stream = ChatStream::new(
+            Dialect::Vllm,
+            head,
+            crate::dialects::Tokens::Generated(tokens),
+            "stop",
+            None,
+            latency,
+        );
+        let begun = Instant::now();
+        let response =
+            stream_response(EventSource::Chat(stream), fault, Some(Dialect::Vllm), false);
+        let mut body = response.into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            frames.push((begun.elapsed(), frame.unwrap().into_data().unwrap()));
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn drip_writes_pieces_of_at_most_its_size_one_interval_apart() {
+        let none = (Duration::ZERO, Duration::ZERO);
+        let events = chat_frames(&["¡Hola", " mundo"], None, none).await;
+        let drip = Fault::Drip {
+            bytes_per_write: 7,
+            interval_ms: 1,
+        };
+        let pieces = chat_frames(&["¡Hola", " mundo"], Some(drip), none).await;
+        assert!(
+            pieces.iter().all(|(_, piece)| piece.len() <= 7),
+            "{pieces:?}"
+        );
+        let expected: usize = events.iter().map(|(_, e)| e.len().div_ceil(7)).sum();
+        assert_eq!(pieces.len(), expected);
+        let bytes = |frames: &[(Duration, Bytes)]| -> Vec<u8> {
+            frames.iter().flat_map(|(_, b)| b.to_vec()).collect()
+        };
+        assert_eq!(bytes(&pieces), bytes(&events));
+        // Piece k is due k ms after the start: none comes sooner, however the task is scheduled.
+        for (k, (at, _)) in pieces.iter().enumerate() {
+            let k = u32::try_from(k).unwrap();
+            assert!(*at >= Duration::from_millis(1) * k, "piece {k} at {at:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_come_no_sooner_than_their_place_on_the_schedule() {
+        let (ttft, itl) = (Duration::from_millis(30), Duration::from_millis(20));
+        let frames = chat_frames(&["a", "b", "c"], None, (ttft, itl)).await;
+        let tokens: Vec<Duration> = frames
+            .iter()
+            .filter(|(_, data)| {
+                let text = String::from_utf8_lossy(data);
+                ["a", "b", "c"]
+                    .iter()
+                    .any(|t| text.contains(&format!("\"content\":\"{t}\"")))
+            })
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(tokens.len(), 3, "{frames:?}");
+        for (k, at) in tokens.iter().enumerate() {
+            let k = u32::try_from(k).unwrap();
+            assert!(*at >= ttft + itl * k, "token {k} at {at:?}");
         }
     }
 
