@@ -554,6 +554,74 @@ async fn readiness_fast_goes_through_every_phase_then_closes() {
     assert_eq!(missing.error().0, "not_found");
 }
 
+/// An open readiness stream, read event by event.
+struct EventReader {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+impl EventReader {
+    async fn open(h: &Harness, slug: &str) -> Self {
+        let path = format!("{}/{slug}/readiness-events", h.workloads_path());
+        let response = h
+            .request(Method::GET, &path, Some(&h.sdk), None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        Self {
+            stream: response.bytes_stream().boxed(),
+            bytes: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        parse_sse(&self.bytes)
+            .into_iter()
+            .map(|m| serde_json::from_str(&m.data).unwrap())
+            .collect()
+    }
+
+    /// Reads until `enough` holds for the events so far or the stream closes (the client's 20 s
+    /// timeout is the hang guard).
+    async fn until(&mut self, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        while !self.closed && !enough(&self.events()) {
+            match self.stream.next().await {
+                Some(chunk) => self.bytes.extend_from_slice(&chunk.unwrap()),
+                None => self.closed = true,
+            }
+        }
+        self.events()
+    }
+}
+
+/// Whether an event of `phase` has come.
+fn reached(phase: &'static str) -> impl Fn(&[Value]) -> bool {
+    move |events| events.iter().any(|e| e["phase"] == phase)
+}
+
+/// Reads `slug`'s readiness under `settings` from its very first stage, whatever the timing: the
+/// stream opens on the `stuck` profile and is read up to its last stage (provisioning); then the
+/// workload switches to `settings`, and the stream goes on with the whole new timeline. Returns
+/// the events of that timeline once `enough` holds for them or the stream closes.
+async fn readiness_from_the_start(
+    h: &Harness,
+    slug: &str,
+    settings: Value,
+    enough: impl Fn(&[Value]) -> bool,
+) -> (EventReader, Vec<Value>) {
+    h.set_settings(slug, json!({"readiness": "stuck"})).await;
+    let mut reader = EventReader::open(h, slug).await;
+    let stuck = reader.until(reached("provisioning")).await.len();
+    h.set_settings(slug, settings).await;
+    let events = reader
+        .until(|events| enough(&events[stuck.min(events.len())..]))
+        .await;
+    (reader, events[stuck..].to_vec())
+}
+
 #[tokio::test]
 async fn readiness_profiles() {
     let h = Harness::start();
@@ -569,47 +637,63 @@ async fn readiness_profiles() {
     assert!(closed);
     assert_eq!(phases(&imm), ["ready"]);
 
+    // Stuck: provisioning, then the stream stays open with nothing more. A window can only miss a
+    // late event on a slow machine, never invent one.
     h.set_settings("stuck", json!({"readiness": "stuck"})).await;
-    let (stuck, closed) = readiness(&h, "stuck", Duration::from_millis(600)).await;
-    assert!(!closed, "a stuck workload's stream stays open");
-    assert_eq!(phases(&stuck).last().unwrap(), "provisioning");
-    assert!(phases(&stuck).len() <= 2);
+    let mut stuck = EventReader::open(&h, "stuck").await;
+    let events = stuck.until(reached("provisioning")).await;
+    assert_eq!(phases(&events).last().unwrap(), "provisioning");
+    assert!(events.len() <= 2);
+    let quiet = tokio::time::timeout(Duration::from_millis(600), stuck.stream.next()).await;
+    assert!(
+        quiet.is_err(),
+        "a stuck workload's stream stays open and silent"
+    );
 
-    h.set_settings(
+    let (reader, err) = readiness_from_the_start(
+        &h,
         "err",
         json!({"readiness": "error", "error_message": "CUDA out of memory"}),
+        |_| false,
     )
     .await;
-    let (err, closed) = readiness(&h, "err", Duration::from_secs(5)).await;
-    assert!(closed);
-    let last = err.last().unwrap();
-    assert_eq!(last["phase"], "error");
-    assert_eq!(last["message"], "CUDA out of memory");
-    assert!(phases(&err).contains(&"bootstrapping/model_load".to_string()));
+    assert!(reader.closed);
+    assert_eq!(phases(&err), [&FAST[..FAST.len() - 1], &["error"]].concat());
+    assert_eq!(err.last().unwrap()["message"], "CUDA out of memory");
 
-    h.set_settings("flap", json!({"readiness": "flapping"}))
-        .await;
-    let (flap, closed) = readiness(&h, "flap", Duration::from_secs(5)).await;
-    assert!(closed);
-    assert_eq!(flap.last().unwrap()["phase"], "ready");
-    // It keeps dropping back to bootstrapping: the data plane sees both states.
+    let (reader, flap) =
+        readiness_from_the_start(&h, "flap", json!({"readiness": "flapping"}), |_| false).await;
+    assert!(reader.closed);
+    assert_eq!(phases(&flap), FAST);
+    // It keeps dropping back to bootstrapping: the data plane sees both states. Each poll samples
+    // one instant; 30 s only guards against a flap that never happens.
     let mut statuses = HashSet::new();
     let started = Instant::now();
-    while statuses.len() < 2 && started.elapsed() < Duration::from_secs(5) {
+    while statuses.len() < 2 && started.elapsed() < Duration::from_secs(30) {
         let reply = h.chat("flap", common::chat_body("hi", false)).await;
         statuses.insert(reply.status.as_u16());
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     assert_eq!(statuses, HashSet::from([200, 503]));
 
-    h.set_settings("real", json!({"readiness": "realistic"}))
-        .await;
-    let (real, _) = readiness(&h, "real", Duration::from_millis(1500)).await;
+    let (_, real) = readiness_from_the_start(
+        &h,
+        "real",
+        json!({"readiness": "realistic"}),
+        reached("bootstrapping"),
+    )
+    .await;
     assert_eq!(
         phases(&real),
         ["scheduling", "provisioning", "bootstrapping/image_pull"]
     );
-    assert!(real[1]["elapsed_ms"].as_u64().unwrap() >= 500);
+    // Each stage is stamped with its start on the realistic timeline: seconds, not milliseconds.
+    let elapsed: Vec<u64> = real
+        .iter()
+        .map(|e| e["elapsed_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(elapsed[0], 0);
+    assert!(elapsed[1] >= 500 && elapsed[1] < elapsed[2], "{elapsed:?}");
 }
 
 #[tokio::test]

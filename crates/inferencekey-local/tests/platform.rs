@@ -141,11 +141,12 @@ fn start_refuses_remote_hosts_and_blank_projects() {
 }
 
 #[tokio::test]
-async fn starts_fast_and_instances_are_independent() {
-    let begun = Instant::now();
+async fn starts_serving_and_instances_are_independent() {
+    // `start` returns once the platform listens: the very first request is answered, no retry.
+    // (How fast it starts is for benches/, not a test on a machine of unknown load.)
     let a = Harness::start();
-    let took = begun.elapsed();
-    assert!(took < Duration::from_secs(1), "start-up took {took:?}");
+    let info = a.admin(Method::GET, "/_local/info", None).await;
+    assert_eq!(info.status, 200);
     let b = Harness::with(Config {
         seed: 1,
         ..Config::default()

@@ -58,7 +58,9 @@ async fn stop_with_open_streams_is_prompt_and_complete() {
     let begun = Instant::now();
     h.lp.stop();
     let took = begun.elapsed();
-    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    // Waiting for either stream would take ten minutes or forever: 30 s only catches that, not a
+    // slow machine.
+    assert!(took < Duration::from_secs(30), "stop took {took:?}");
     // The port is free again at once.
     std::net::TcpListener::bind(&addr).unwrap();
     // Both streams end (abruptly) instead of hanging.
