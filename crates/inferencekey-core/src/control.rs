@@ -1,15 +1,17 @@
 //! The control plane: `ManagementClient` (credential checks, project resolution, list, plan, ensure with the
 //! five OnDrift behaviours and create-race recovery, delete) and the readiness watch with reconnects and a deadline.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::config::{
     non_blank, normalize_base_url, resolve_setting, Sources, TransportOptions, ENV_BASE_URL,
@@ -42,6 +44,10 @@ const WATCH_BACKOFF: [Duration; 4] = [
 
 /// Longest `Retry-After` the readiness watch honours.
 const WATCH_RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+
+/// Decoded readiness events one connection holds for the caller before its reader waits (a handful
+/// make up a whole wait; the bound only matters against a server that floods).
+const WATCH_QUEUE: usize = 32;
 
 /// What `ensure` does when the live workload differs from the spec.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -464,11 +470,9 @@ impl ManagementClient {
                 .checked_add(timeout)
                 .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365)),
             timeout,
-            response: None,
-            decoder: SseDecoder::new(),
-            pending: VecDeque::new(),
+            connection: None,
             failures: 0,
-            backoff_first: false,
+            backoff_from: None,
             retry_after: None,
             fresh_connection: false,
             request_id: None,
@@ -497,13 +501,11 @@ pub struct ReadinessWatch {
     started: Instant,
     deadline: Instant,
     timeout: Duration,
-    response: Option<reqwest::Response>,
-    decoder: SseDecoder,
-    pending: VecDeque<ReadinessPayload>,
+    connection: Option<Connection>,
     /// Consecutive connections that failed or ended without events (indexes `WATCH_BACKOFF`).
     failures: usize,
-    /// Wait before the next connect (the previous one ended or failed).
-    backoff_first: bool,
+    /// When the previous connection ended or failed: the next connect waits its backoff from then.
+    backoff_from: Option<Instant>,
     /// A server-requested wait for the next connect.
     retry_after: Option<Duration>,
     /// The next event is the snapshot a new connection starts with.
@@ -541,28 +543,56 @@ impl ReadinessWatch {
                     return Err(err);
                 }
             }
-            if let Some(payload) = self.pending.pop_front() {
-                let resync = std::mem::replace(&mut self.fresh_connection, false);
-                if resync && self.last.as_ref() == Some(&payload) {
-                    // The snapshot after a reconnect repeats what the caller has already seen.
-                    continue;
-                }
-                return Ok(Some(self.emit(payload)));
-            }
-            if self.response.is_none() {
+            let Some(connection) = self.connection.as_mut() else {
                 self.connect().await?;
-            } else {
-                self.read_more().await?;
+                continue;
+            };
+            let arrival = timeout_at(self.deadline, connection.arrivals.recv())
+                .await
+                .map_err(|_| self.wait_timeout())?;
+            match arrival {
+                Some(Arrival::Event(payload, arrived)) => {
+                    // The connection delivered: the next reconnect starts from the shortest delay.
+                    self.failures = 0;
+                    let resync = std::mem::replace(&mut self.fresh_connection, false);
+                    if resync && self.last.as_ref() == Some(&payload) {
+                        // The snapshot after a reconnect repeats what the caller has already seen.
+                        continue;
+                    }
+                    return Ok(Some(self.emit(payload, arrived)));
+                }
+                Some(Arrival::Ended(failure, ended)) => {
+                    match failure {
+                        Some(error) => log::debug!(
+                            "readiness stream of {:?}: {}; reconnecting",
+                            self.slug,
+                            error.message
+                        ),
+                        None => log::debug!(
+                            "readiness stream of {:?} ended before a terminal phase; reconnecting",
+                            self.slug
+                        ),
+                    }
+                    self.connection = None;
+                    self.backoff_from = Some(ended);
+                }
+                // The reader is gone without a word (it cannot be, short of a panic): reconnect.
+                None => {
+                    self.connection = None;
+                    self.backoff_from = Some(Instant::now());
+                }
             }
         }
     }
 
-    fn emit(&mut self, payload: ReadinessPayload) -> ReadinessEvent {
-        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    /// The event for `payload`, stamped with when it `arrived`, not with when the caller asked for it.
+    fn emit(&mut self, payload: ReadinessPayload, arrived: Instant) -> ReadinessEvent {
+        let elapsed = arrived.saturating_duration_since(self.started);
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         match payload.phase.as_str() {
             "ready" => {
                 self.state = WatchState::Done;
-                self.response = None;
+                self.connection = None;
             }
             "error" => {
                 let message = if payload.message.is_empty() {
@@ -574,7 +604,7 @@ impl ReadinessWatch {
                     Error::api(format!("workload {:?} failed: {message}", self.slug))
                         .with_request_id(self.request_id.as_deref()),
                 );
-                self.response = None;
+                self.connection = None;
             }
             _ => {}
         }
@@ -603,22 +633,21 @@ impl ReadinessWatch {
         )
     }
 
-    /// Sleep before a reconnect, never past the deadline.
-    async fn back_off(&mut self) -> Result<()> {
-        let delay = match self.retry_after.take() {
-            Some(wait) => wait.min(WATCH_RETRY_AFTER_CAP),
-            None => WATCH_BACKOFF[self.failures.min(WATCH_BACKOFF.len() - 1)],
-        };
+    /// Waits out the backoff counted from `from` (when the previous connection ended or failed, however late
+    /// the caller noticed), never past the deadline.
+    async fn back_off(&mut self, from: Instant) -> Result<()> {
+        let delay = reconnect_delay(self.failures, self.retry_after.take());
         self.failures += 1;
-        timeout_at(self.deadline, sleep(delay))
+        let at = from.checked_add(delay).unwrap_or(self.deadline);
+        timeout_at(self.deadline, sleep_until(at))
             .await
             .map_err(|_| self.wait_timeout())
     }
 
     async fn connect(&mut self) -> Result<()> {
         loop {
-            if std::mem::replace(&mut self.backoff_first, false) {
-                self.back_off().await?;
+            if let Some(from) = self.backoff_from.take() {
+                self.back_off(from).await?;
             }
             let request = Request {
                 method: Method::Get,
@@ -639,8 +668,7 @@ impl ReadinessWatch {
                         ))
                         .with_request_id(self.request_id.as_deref()));
                     }
-                    self.response = Some(response);
-                    self.decoder = SseDecoder::new();
+                    self.connection = Some(Connection::open(response, self.transport.clone()));
                     self.fresh_connection = true;
                     return Ok(());
                 }
@@ -663,61 +691,95 @@ impl ReadinessWatch {
                         self.slug,
                         error.message
                     );
-                    self.backoff_first = true;
+                    self.backoff_from = Some(Instant::now());
                 }
             }
         }
     }
+}
 
-    async fn read_more(&mut self) -> Result<()> {
-        let Some(response) = self.response.as_mut() else {
-            return Ok(());
-        };
-        let read = timeout_at(self.deadline, response.chunk())
-            .await
-            .map_err(|_| self.wait_timeout())?;
-        let before = self.pending.len();
-        match read {
-            Ok(Some(bytes)) => {
-                let pending = &mut self.pending;
-                self.decoder
-                    .feed_with(&bytes, |event| push_payload(pending, event.data));
-            }
-            Ok(None) => {
-                let pending = &mut self.pending;
-                self.decoder
-                    .finish_with(|event| push_payload(pending, event.data));
-                log::debug!(
-                    "readiness stream of {:?} ended before a terminal phase; reconnecting",
-                    self.slug
-                );
-                self.response = None;
-                self.backoff_first = true;
-            }
-            Err(err) => {
-                let (error, _) = self
-                    .transport
-                    .transport_error(&err, "reading readiness events from");
-                log::debug!(
-                    "readiness stream of {:?}: {}; reconnecting",
-                    self.slug,
-                    error.message
-                );
-                self.response = None;
-                self.backoff_first = true;
-            }
-        }
-        if self.pending.len() > before {
-            // The connection delivered: the next reconnect starts from the shortest delay.
-            self.failures = 0;
-        }
-        Ok(())
+/// The wait before the next connect after `failures` consecutive failed connections: the server's
+/// `Retry-After` when it sent one (capped), else the backoff step.
+fn reconnect_delay(failures: usize, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(wait) => wait.min(WATCH_RETRY_AFTER_CAP),
+        None => WATCH_BACKOFF[failures.min(WATCH_BACKOFF.len() - 1)],
     }
 }
 
-fn push_payload(pending: &mut VecDeque<ReadinessPayload>, data: &[u8]) {
+/// What the reader of one readiness connection hands over, in order.
+#[derive(Debug)]
+enum Arrival {
+    /// A decoded event and the instant the bytes that completed it arrived.
+    Event(ReadinessPayload, Instant),
+    /// The body ended: cleanly (`None`) or with this failure, at this instant.
+    Ended(Option<Error>, Instant),
+}
+
+/// One open readiness connection, read by its own task so that each event is stamped when it arrives, however
+/// late the caller asks for it. Dropping it closes the connection.
+struct Connection {
+    arrivals: mpsc::Receiver<Arrival>,
+    reader: JoinHandle<()>,
+}
+
+impl Connection {
+    fn open(response: reqwest::Response, transport: Transport) -> Self {
+        let chunks = response.bytes_stream().map(move |read| {
+            read.map_err(|err| {
+                transport
+                    .transport_error(&err, "reading readiness events from")
+                    .0
+            })
+        });
+        let (sender, arrivals) = mpsc::channel(WATCH_QUEUE);
+        Self {
+            arrivals,
+            reader: tokio::spawn(read_arrivals(chunks, sender)),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Decodes a readiness body as it comes and hands over each event with the instant it arrived, then the end.
+async fn read_arrivals(chunks: impl Stream<Item = Result<Bytes>>, sender: mpsc::Sender<Arrival>) {
+    let mut chunks = std::pin::pin!(chunks);
+    let mut decoder = SseDecoder::new();
+    loop {
+        let read = chunks.next().await;
+        let arrived = Instant::now();
+        let mut payloads = Vec::new();
+        let ended = match read {
+            Some(Ok(bytes)) => {
+                decoder.feed_with(&bytes, |event| push_payload(&mut payloads, event.data));
+                None
+            }
+            Some(Err(error)) => Some(Some(error)),
+            None => {
+                decoder.finish_with(|event| push_payload(&mut payloads, event.data));
+                Some(None)
+            }
+        };
+        for payload in payloads {
+            if sender.send(Arrival::Event(payload, arrived)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(failure) = ended {
+            let _ = sender.send(Arrival::Ended(failure, arrived)).await;
+            return;
+        }
+    }
+}
+
+fn push_payload(payloads: &mut Vec<ReadinessPayload>, data: &[u8]) {
     match decode_readiness(data) {
-        Some(payload) => pending.push_back(payload),
+        Some(payload) => payloads.push(payload),
         None => log::debug!(
             "ignored a readiness event without a phase: {}",
             redact(&String::from_utf8_lossy(data))
@@ -943,5 +1005,87 @@ mod tests {
             .watch_readiness("--", None, Duration::from_secs(1))
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Validation);
+    }
+
+    #[test]
+    fn reconnect_delays_follow_the_backoff_unless_the_server_says_otherwise() {
+        let secs = Duration::from_secs;
+        let steps: Vec<Duration> = (0..6).map(|n| reconnect_delay(n, None)).collect();
+        assert_eq!(
+            steps,
+            [secs(1), secs(2), secs(4), secs(5), secs(5), secs(5)]
+        );
+        // Retry-After replaces the step, even a zero one, and is capped.
+        assert_eq!(reconnect_delay(2, Some(Duration::ZERO)), Duration::ZERO);
+        assert_eq!(reconnect_delay(0, Some(secs(3))), secs(3));
+        assert_eq!(reconnect_delay(0, Some(secs(3600))), WATCH_RETRY_AFTER_CAP);
+    }
+
+    #[tokio::test]
+    async fn events_are_stamped_when_they_arrive_not_when_they_are_asked_for() {
+        // The body, fed by hand through a one-slot queue: a send completes only once the reader took
+        // the chunk before, so two sends after a chunk mean the reader is done with it.
+        let (feed, body) = mpsc::channel::<Result<Bytes>>(1);
+        let chunks = futures_util::stream::unfold(body, |mut body| async move {
+            body.recv().await.map(|chunk| (chunk, body))
+        });
+        let (sender, mut arrivals) = mpsc::channel(WATCH_QUEUE);
+        let reader = tokio::spawn(read_arrivals(chunks, sender));
+        let chunk = |text: &'static str| Ok(Bytes::from_static(text.as_bytes()));
+        feed.send(chunk("data: {\"phase\": \"scheduling\"}\n\n"))
+            .await
+            .unwrap();
+        feed.send(chunk(": keep-alive\n")).await.unwrap();
+        feed.send(chunk(": keep-alive\n")).await.unwrap();
+        let read_by = Instant::now();
+        // The caller asks only now, late: the event still carries the instant it came.
+        let Some(Arrival::Event(payload, arrived)) = arrivals.recv().await else {
+            panic!("no event");
+        };
+        assert_eq!(payload.phase, "scheduling");
+        assert!(arrived <= read_by);
+        // Then the end, after everything that came before it.
+        drop(feed);
+        let Some(Arrival::Ended(None, ended)) = arrivals.recv().await else {
+            panic!("no clean end");
+        };
+        assert!(ended >= arrived);
+        reader.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_ends_the_connection_with_its_error() {
+        let chunks = futures_util::stream::iter([
+            Ok(Bytes::from_static(
+                b"data: {\"phase\": \"provisioning\"}\n\n",
+            )),
+            Err(Error::api("connection reset")),
+        ]);
+        let (sender, mut arrivals) = mpsc::channel(WATCH_QUEUE);
+        read_arrivals(chunks, sender).await;
+        assert!(
+            matches!(arrivals.recv().await, Some(Arrival::Event(p, _)) if p.phase == "provisioning")
+        );
+        assert!(
+            matches!(arrivals.recv().await, Some(Arrival::Ended(Some(e), _)) if e.message.contains("connection reset"))
+        );
+        assert!(arrivals.recv().await.is_none());
+    }
+
+    #[test]
+    fn elapsed_ms_is_the_arrival_since_the_wait_started() {
+        let client = ManagementClient::new(None, Some(SDK), Some("p"), options()).unwrap();
+        let mut watch = client
+            .watch_readiness("bot", None, Duration::from_secs(60))
+            .unwrap();
+        let payload = |phase: &str| ReadinessPayload {
+            phase: phase.to_owned(),
+            message: String::new(),
+            step: None,
+        };
+        let at = |ms| watch.started + Duration::from_millis(ms);
+        let (first, second) = (at(40), at(1234));
+        assert_eq!(watch.emit(payload("provisioning"), first).elapsed_ms, 40);
+        assert_eq!(watch.emit(payload("ready"), second).elapsed_ms, 1234);
     }
 }
