@@ -31,6 +31,11 @@ PROMPT = "Cuéntame algo sobre el café de Japón"
 BOGUS_SDK_TOKEN = "ik_sdk_deadbeef_" + "ab" * 32
 BOGUS_LIVE_KEY = "ik_live_deadbeef_" + "cd" * 32
 WORKLOADS_PATH = f"/api/projects/{PROJECT}/workloads"
+# Bounds a wait that must end by itself (a deadline, an error, an interrupt, a closed connection). Only a hang, or a
+# wait for something minutes away, runs into it, never a slow machine; tests assert behaviour, not speed.
+HANG_GUARD = 30.0
+# A stall no test outlives: only the client going away (or a deadline, or a timeout) can end a request it holds.
+ENDLESS_MS = 600_000
 
 Entry = dict[str, Any]
 

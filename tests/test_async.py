@@ -14,6 +14,8 @@ import pytest
 from conftest import (
     BOGUS_LIVE_KEY,
     BOGUS_SDK_TOKEN,
+    ENDLESS_MS,
+    HANG_GUARD,
     PROJECT,
     PROMPT,
     Admin,
@@ -167,11 +169,20 @@ def test_wait_until_ready_reports_progress_and_times_out(platform: LocalPlatform
     async def main() -> None:
         async with amanagement(platform) as mgmt:
             await mgmt.ensure(make_spec())
-            admin.settings("support-bot", readiness="fast")
+            # Progress before ready, whatever the timing: the workload starts stuck, and switches to `fast` once
+            # the wait has seen stuck's last stage (provisioning).
+            admin.settings("support-bot", readiness="stuck")
             events: list[ReadinessEvent] = []
-            await mgmt.wait_until_ready("support-bot", timeout=10, on_progress=events.append)
+
+            def switch_at_provisioning(event: ReadinessEvent) -> None:
+                if event.phase == "provisioning" and all(seen.phase != "provisioning" for seen in events):
+                    admin.settings("support-bot", readiness="fast")
+                events.append(event)
+
+            await mgmt.wait_until_ready("support-bot", timeout=HANG_GUARD, on_progress=switch_at_provisioning)
             phases = [event.phase for event in events]
             assert phases[0] != "ready" and phases[-1] == "ready"
+            assert "bootstrapping" in phases
             assert all(isinstance(event, ReadinessEvent) for event in events)
 
             admin.settings("support-bot", readiness="stuck")
@@ -179,9 +190,13 @@ def test_wait_until_ready_reports_progress_and_times_out(platform: LocalPlatform
             started = time.monotonic()
             with pytest.raises(WaitTimeoutError) as info:
                 await mgmt.wait_until_ready("support-bot", timeout=1.0, on_progress=events.append)
-            assert 0.9 <= time.monotonic() - started < 2.5
+            # The whole timeout was waited; the upper bound only catches a deadline that never fires.
+            assert 0.9 <= time.monotonic() - started < HANG_GUARD
             assert isinstance(info.value, TimeoutError)
-            assert events and events[-1].phase == "provisioning"
+            # How far a stuck workload got before the deadline depends on the machine; the error names the last phase.
+            assert {event.phase for event in events} <= {"scheduling", "provisioning"}
+            last = f"last phase: {events[-1].phase}" if events else "no phase reported"
+            assert f"({last})" in str(info.value)
 
     run(main())
 
@@ -299,17 +314,16 @@ def test_cancelling_mid_stream_closes_the_connection(
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    started = time.monotonic()
     run(main())
+    # The platform saw the client leave mid-stream (a stream left to finish would end "ok" instead).
     wait_for_disconnect(admin)
-    assert time.monotonic() - started < 4
     assert streams[0]._native is None  # closed by the cancellation, while the client stays open
     assert client.project == PROJECT
 
 
 def test_cancelling_a_stalled_request_returns_at_once(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
     deploy()
-    admin.fault("chat", {"type": "stall", "at": "headers", "ms": 5000})
+    admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
 
     async def main() -> TextResult:
         async with adata(platform) as data:
@@ -320,7 +334,8 @@ def test_cancelling_a_stalled_request_returns_at_once(platform: LocalPlatform, d
 
     started = time.monotonic()
     assert run(main()).text
-    assert time.monotonic() - started < 3
+    # Waiting for the stalled request would take ten minutes: the guard only catches that.
+    assert time.monotonic() - started < HANG_GUARD
 
 
 def test_one_await_per_batch_not_per_chunk(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
@@ -343,7 +358,8 @@ def test_one_await_per_batch_not_per_chunk(platform: LocalPlatform, deploy: Depl
     async def main() -> tuple[int, int]:
         async with adata(platform) as data:
             stream = await data.endpoint("support-bot").generate_text_stream(prompt=PROMPT, max_tokens=200)
-            await asyncio.sleep(0.3)  # let the whole reply arrive and queue up
+            # The whole reply has been sent before the first batch is asked for.
+            admin.wait_journal(lambda entries: [e["outcome"] for e in chat_streams(entries)] == ["ok"])
             counting = Counting(stream._native)
             stream._native = counting  # type: ignore[assignment]
             chunks = [chunk async for chunk in stream]
@@ -351,37 +367,34 @@ def test_one_await_per_batch_not_per_chunk(platform: LocalPlatform, deploy: Depl
 
     chunks, batches = run(main())
     assert chunks > 20
-    assert batches <= 3, (chunks, batches)
+    # How reads group the chunks depends on timing; one await per chunk would be `chunks + 1`, batches are far fewer.
+    assert batches <= chunks // 10, (chunks, batches)
 
 
 def test_event_loop_keeps_running_during_a_stalled_request(
     platform: LocalPlatform, deploy: Deploy, admin: Admin
 ) -> None:
     deploy()
-    admin.fault("chat", {"type": "stall", "at": "headers", "ms": 1000})
+    admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
 
-    async def main() -> tuple[int, TextResult]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
+    async def main() -> TextResult:
+        async with adata(platform) as data:
+            endpoint = data.endpoint("support-bot")
+            request = asyncio.create_task(endpoint.generate_text(prompt=PROMPT, max_tokens=4))
+            # The loop keeps ticking while the request is stalled: it could not, were the loop blocked in it.
+            for _ in range(10):
                 await asyncio.sleep(0.02)
-                ticks += 1
-
-        tick_task = asyncio.create_task(ticker())
-        try:
-            async with adata(platform) as data:
-                result = await data.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)
-        finally:
-            tick_task.cancel()
-        return ticks, result
+                assert not request.done()
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            # The fault fired once: the client still works.
+            return await endpoint.generate_text(prompt=PROMPT, max_tokens=4)
 
     started = time.monotonic()
-    ticks, result = run(main())
-    assert time.monotonic() - started >= 0.9
-    assert result.text
-    assert ticks >= 20, ticks
+    assert run(main()).text
+    # A blocked loop would wait out the ten-minute stall first: the guard only catches that.
+    assert time.monotonic() - started < HANG_GUARD
 
 
 def test_stalled_stream_times_out_with_the_sync_exception(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import (
+    HANG_GUARD,
     PHASES,
     PROJECT,
     WORKLOADS_PATH,
@@ -36,6 +37,29 @@ def with_profile(mgmt: ManagementClient, admin: Admin, readiness: str, **setting
     mgmt.ensure(make_spec())
     admin.settings("support-bot", readiness=readiness, **settings)
     admin.clear_journal()
+
+
+class SwitchAtProvisioning:
+    """on_progress for `support-bot` started `stuck`: once the wait has seen stuck's last stage (provisioning), the
+    workload switches to `readiness`, so the wait goes through that profile from its very first stage, however late
+    any task runs. `after` holds the events of the new timeline."""
+
+    def __init__(self, admin: Admin, readiness: str) -> None:
+        self.admin = admin
+        self.readiness = readiness
+        self.events: list[ReadinessEvent] = []
+        self.switched_at: int | None = None
+
+    def __call__(self, event: ReadinessEvent) -> None:
+        self.events.append(event)
+        if self.switched_at is None and event.phase == "provisioning":
+            self.switched_at = len(self.events)
+            self.admin.settings("support-bot", readiness=self.readiness)
+
+    @property
+    def after(self) -> list[ReadinessEvent]:
+        assert self.switched_at is not None, "the stuck workload never reported provisioning"
+        return self.events[self.switched_at :]
 
 
 def collect(mgmt: ManagementClient, timeout: float = 10.0) -> list[ReadinessEvent]:
@@ -65,18 +89,23 @@ def test_immediate_returns_with_one_ready_event(mgmt: ManagementClient, admin: A
     assert entries[0]["headers"]["accept"] == "text/event-stream"
 
 
-def test_fast_reports_phases_in_order(mgmt: ManagementClient, admin: Admin) -> None:
-    with_profile(mgmt, admin, "fast")
-    started = time.monotonic()
-    events = collect(mgmt)
-    assert time.monotonic() - started < 5
+def test_fast_reports_every_phase_in_order(mgmt: ManagementClient, admin: Admin) -> None:
+    with_profile(mgmt, admin, "stuck")
+    progress = SwitchAtProvisioning(admin, "fast")
+    mgmt.wait_until_ready("support-bot", timeout=HANG_GUARD, on_progress=progress)
+    events = progress.after
     assert_phases_in_order(events)
-    assert events[-1].phase == "ready"
-    assert len(events) >= 2
-    steps = [event.step for event in events if event.phase == "bootstrapping"]
-    assert steps, "fast goes through bootstrapping steps"
-    assert set(steps) <= {"image_pull", "model_download", "model_load"}
-    assert all(event.step is None for event in events if event.phase != "bootstrapping")
+    assert [(event.phase, event.step) for event in events] == [
+        ("scheduling", None),
+        ("provisioning", None),
+        ("bootstrapping", "image_pull"),
+        ("bootstrapping", "model_download"),
+        ("bootstrapping", "model_load"),
+        ("ready", None),
+    ]
+    # SDK time never goes back, not even where the platform restarted the timeline.
+    elapsed = [event.elapsed_ms for event in progress.events]
+    assert elapsed == sorted(elapsed)
     assert [e["path"] for e in admin.wait_journal(lambda j: len(j) >= 1)] == [READINESS_PATH]
 
 
@@ -90,12 +119,12 @@ def test_flapping_returns_at_the_first_ready(mgmt: ManagementClient, admin: Admi
 def test_error_phase_raises_api_error_with_the_server_message(mgmt: ManagementClient, admin: Admin) -> None:
     with_profile(mgmt, admin, "error", error_message="CUDA out of memory")
     events: list[ReadinessEvent] = []
-    started = time.monotonic()
     with pytest.raises(ApiError) as info:
-        mgmt.wait_until_ready("support-bot", timeout=20, on_progress=events.append)
-    assert time.monotonic() - started < 10
+        mgmt.wait_until_ready("support-bot", timeout=HANG_GUARD, on_progress=events.append)
     assert "CUDA out of memory" in str(info.value)
+    # Raised at the error phase, not at the deadline (that would be a WaitTimeoutError, a TimeoutError).
     assert not isinstance(info.value, TimeoutError)
+    assert events[-1].phase == "error"
     assert len(admin.wait_journal(lambda j: len(j) >= 1)) == 1
 
 
@@ -106,20 +135,24 @@ def test_stuck_raises_wait_timeout_within_the_deadline(mgmt: ManagementClient, a
     with pytest.raises(WaitTimeoutError) as info:
         mgmt.wait_until_ready("support-bot", timeout=1.0, on_progress=events.append)
     elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 2.5
+    # The wait lasted its whole timeout; the upper bound only catches a deadline that never fires (stuck never ends).
+    assert 0.9 <= elapsed < HANG_GUARD
     assert isinstance(info.value, TimeoutError)
     assert isinstance(info.value, InferenceKeyError)
     assert not isinstance(info.value, ApiError)
-    assert events and events[-1].phase == "provisioning"
+    # How far a stuck workload got before the deadline depends on the machine; the error names the last phase seen.
+    assert {event.phase for event in events} <= {"scheduling", "provisioning"}
+    last = f"last phase: {events[-1].phase}" if events else "no phase reported"
+    assert f"({last})" in str(info.value)
 
 
 def test_unknown_workload_is_not_a_timeout(mgmt: ManagementClient, admin: Admin) -> None:
-    started = time.monotonic()
     with pytest.raises(ApiError) as info:
-        mgmt.wait_until_ready("nobody-here", timeout=30, silent=True)
-    assert time.monotonic() - started < 5
+        mgmt.wait_until_ready("nobody-here", timeout=HANG_GUARD, silent=True)
     assert info.value.status_code == 404
     assert not isinstance(info.value, TimeoutError)
+    # Raised at once: one request, no reconnect.
+    assert [e["status"] for e in admin.journal()] == [404]
 
 
 def test_dropped_stream_is_reconnected(mgmt: ManagementClient, admin: Admin) -> None:
@@ -182,19 +215,36 @@ def test_default_view_prints_plain_lines_off_a_tty(
     assert_no_token(err, *platform_tokens(platform))
 
 
-# The child restarts the readiness clock itself, right before waiting, so its start-up time cannot eat the phases.
+# The child restarts the readiness clock itself, from `stuck`; once the built-in view has drawn stuck's last stage
+# (provisioning), it switches the workload to `fast`, so the view goes through every phase however late the child or
+# the platform gets to run. The view is the built-in one; the child only adds the switch after it draws.
 TTY_SCRIPT = """
 import json, os, urllib.request
 from inferencekey import ManagementClient
+from inferencekey._progress import ProgressView
+
+def set_readiness(profile):
+    request = urllib.request.Request(
+        os.environ["INFERENCEKEY_BASE_URL"] + "/_local/projects/local/workloads/support-bot/settings",
+        data=json.dumps({"readiness": profile}).encode(),
+        method="PUT",
+        headers={"Authorization": "Bearer " + os.environ["IK_TEST_ADMIN_TOKEN"], "Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+draw = ProgressView.__call__
+switched = []
+
+def draw_then_switch(view, event):
+    draw(view, event)
+    if event.phase == "provisioning" and not switched:
+        switched.append(True)
+        set_readiness("fast")
+
+ProgressView.__call__ = draw_then_switch
 client = ManagementClient.from_env()
-request = urllib.request.Request(
-    os.environ["INFERENCEKEY_BASE_URL"] + "/_local/projects/local/workloads/support-bot/settings",
-    data=json.dumps({"readiness": "fast"}).encode(),
-    method="PUT",
-    headers={"Authorization": "Bearer " + os.environ["IK_TEST_ADMIN_TOKEN"], "Content-Type": "application/json"},
-)
-urllib.request.urlopen(request, timeout=10).close()
-client.wait_until_ready("support-bot", timeout=20)
+set_readiness("stuck")
+client.wait_until_ready("support-bot", timeout=30)
 """
 
 

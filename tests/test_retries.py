@@ -6,7 +6,18 @@ import time
 from typing import Any
 
 import pytest
-from conftest import PROJECT, PROMPT, WORKLOADS_PATH, Admin, Deploy, make_spec, management, unused_port
+from conftest import (
+    ENDLESS_MS,
+    HANG_GUARD,
+    PROJECT,
+    PROMPT,
+    WORKLOADS_PATH,
+    Admin,
+    Deploy,
+    make_spec,
+    management,
+    unused_port,
+)
 
 from inferencekey import (
     ApiConnectionError,
@@ -54,8 +65,11 @@ def test_retry_after_is_honoured(platform: LocalPlatform, admin: Admin) -> None:
     admin.fault("list", status_fault(429, retry_after=1))
     started = time.monotonic()
     management(platform).list_workloads()
+    # Lower bounds: the client waited, and the platform saw the retry a second after the first attempt.
     assert time.monotonic() - started >= 0.95
     assert statuses(admin, "GET", WORKLOADS_PATH) == [429, 200]
+    first, retry = admin.requests("GET", WORKLOADS_PATH)
+    assert retry["started_ms"] - first["started_ms"] >= 950
 
 
 @pytest.mark.parametrize(
@@ -159,20 +173,19 @@ def test_connection_refused_is_api_connection_error(platform: LocalPlatform) -> 
     mgmt = ManagementClient(
         base_url=f"http://127.0.0.1:{unused_port()}", sdk_token=platform.sdk_token, project=PROJECT, max_retries=1
     )
-    started = time.monotonic()
     with pytest.raises(ApiConnectionError) as info:
         mgmt.list_workloads()
-    assert time.monotonic() - started < 10
     assert isinstance(info.value, ApiError)
     assert not isinstance(info.value, TimeoutError)
 
 
 def test_silence_longer_than_the_timeout_raises_api_timeout(platform: LocalPlatform, admin: Admin) -> None:
-    admin.fault("list", {"type": "stall", "at": "headers", "ms": 3000})
+    admin.fault("list", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
     started = time.monotonic()
     with pytest.raises(ApiTimeoutError) as info:
         management(platform, timeout=0.5, max_retries=0).list_workloads()
-    assert time.monotonic() - started < 2.5
+    # The head never comes: only the idle timeout can end the call. The guard only catches a timeout that never fires.
+    assert time.monotonic() - started < HANG_GUARD
     assert isinstance(info.value, ApiError)
     assert isinstance(info.value, TimeoutError)
     assert info.value.status_code is None

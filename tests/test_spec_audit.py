@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from conftest import (
+    ENDLESS_MS,
+    HANG_GUARD,
     MODEL,
     PROJECT,
     PROMPT,
@@ -68,7 +70,8 @@ def test_wait_on_an_unreachable_host_times_out_within_the_deadline(platform: Loc
     with pytest.raises(WaitTimeoutError) as info:
         mgmt.wait_until_ready("support-bot", timeout=1.5, silent=True)
     elapsed = time.monotonic() - started
-    assert 1.3 <= elapsed < 3.0, elapsed
+    # It kept reconnecting until the deadline; without one the reconnects would go on forever (the guard).
+    assert 1.45 <= elapsed < HANG_GUARD, elapsed
     exc = info.value
     assert isinstance(exc, TimeoutError)
     assert isinstance(exc, InferenceKeyError)
@@ -78,11 +81,12 @@ def test_wait_on_an_unreachable_host_times_out_within_the_deadline(platform: Loc
 
 def test_wait_on_a_silent_server_times_out_within_the_deadline(mgmt: ManagementClient, admin: Admin) -> None:
     mgmt.ensure(make_spec())
-    admin.fault("readiness", {"type": "stall", "at": "headers", "ms": 5000})
+    admin.fault("readiness", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
     started = time.monotonic()
     with pytest.raises(WaitTimeoutError):
         mgmt.wait_until_ready("support-bot", timeout=1.0, silent=True)
-    assert time.monotonic() - started < 2.5
+    # The head never comes: only the deadline can end the wait. The guard only catches a deadline that never fires.
+    assert 0.95 <= time.monotonic() - started < HANG_GUARD
 
 
 # --- section 6: which readiness failures are transient ----------------------------------------------------------
@@ -102,12 +106,14 @@ def test_gateway_statuses_on_readiness_are_transient(mgmt: ManagementClient, adm
 def test_429_on_readiness_honours_retry_after(mgmt: ManagementClient, admin: Admin) -> None:
     mgmt.ensure(make_spec())
     admin.clear_journal()
-    admin.fault("readiness", status_fault(429, retry_after=0))
-    started = time.monotonic()
-    mgmt.wait_until_ready("support-bot", timeout=20, silent=True)
-    # Retry-After: 0 replaces the 1 s backoff.
-    assert time.monotonic() - started < 0.9
+    admin.fault("readiness", status_fault(429, retry_after=2))
+    mgmt.wait_until_ready("support-bot", timeout=HANG_GUARD, silent=True)
     assert readiness_statuses(admin) == [429, 200]
+    # Retry-After replaces the 1 s backoff: the reconnect came no sooner than the 2 s the platform asked for. (That
+    # a Retry-After of 0 means no wait at all is the core's `reconnect_delay` unit test: an upper bound on a clock
+    # is luck.)
+    first, retry = (e for e in admin.journal() if e["path"] == READINESS_PATH)
+    assert retry["started_ms"] - first["started_ms"] >= 1950
 
 
 @pytest.mark.parametrize(
@@ -120,12 +126,11 @@ def test_other_readiness_statuses_are_permanent(
     mgmt.ensure(make_spec())
     admin.clear_journal()
     admin.fault("readiness", status_fault(status), count=None)
-    started = time.monotonic()
     with pytest.raises(cls) as info:
-        mgmt.wait_until_ready("support-bot", timeout=20, silent=True)
-    assert time.monotonic() - started < 2
+        mgmt.wait_until_ready("support-bot", timeout=HANG_GUARD, silent=True)
     assert info.value.status_code == status
     assert not isinstance(info.value, TimeoutError)
+    # Raised at once: one request, no reconnect.
     assert readiness_statuses(admin) == [status]
 
 
@@ -309,7 +314,8 @@ def test_connect_timeout_is_an_api_timeout_error(platform: LocalPlatform, hangin
     started = time.monotonic()
     with pytest.raises(ApiTimeoutError) as info:
         mgmt.list_workloads()
-    assert time.monotonic() - started < 2
+    # An ignored connect timeout would leave the connect to the OS's retries (minutes): the guard only catches that.
+    assert time.monotonic() - started < HANG_GUARD
     exc = info.value
     assert isinstance(exc, ApiError) and isinstance(exc, TimeoutError)
     assert (exc.status_code, exc.request_id) == (None, None)
@@ -320,9 +326,10 @@ def test_wait_is_bounded_when_the_connect_hangs(platform: LocalPlatform, hanging
         base_url=f"http://127.0.0.1:{hanging_port}",
         sdk_token=platform.sdk_token,
         project=PROJECT,
-        connect_timeout=30,
+        connect_timeout=600,
     )
     started = time.monotonic()
     with pytest.raises(WaitTimeoutError):
         mgmt.wait_until_ready("support-bot", timeout=1.0, silent=True)
-    assert time.monotonic() - started < 2.5
+    # The connect would hang for its ten-minute timeout: only the deadline can cut it within the guard.
+    assert time.monotonic() - started < HANG_GUARD
