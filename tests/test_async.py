@@ -348,12 +348,12 @@ def test_one_await_per_batch_not_per_chunk(platform: LocalPlatform, deploy: Depl
             self.native = native
             self.batches = 0
 
-        def next_batch_async(self, future: Any) -> None:
+        def next_batch(self) -> Any:
             self.batches += 1
-            self.native.next_batch_async(future)
+            return self.native.next_batch()
 
-        def close_async(self, future: Any) -> None:
-            self.native.close_async(future)
+        def close(self) -> None:
+            self.native.close()
 
     async def main() -> tuple[int, int]:
         async with adata(platform) as data:

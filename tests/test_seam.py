@@ -8,13 +8,15 @@ import asyncio
 import copy
 import dataclasses
 import json
+import logging
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy
 import pytest
-from conftest import PROMPT, Deploy
+from conftest import PROMPT, Admin, Deploy
 
 from inferencekey import (
     AsyncDataClient,
@@ -186,3 +188,38 @@ def test_async_streams_hand_out_text_chunks(platform: LocalPlatform, deploy: Dep
     assert all(type(chunk) is TextChunk for chunk in chunks)
     assert "".join(chunk.text for chunk in chunks) == expected
     assert json.dumps(chunks[0].raw)
+
+
+def test_io_threads_never_wait_for_the_interpreter(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
+    # Four async requests are answered 503 + Retry-After: 0 once, which the native runtime retries on its own (and
+    # logs). Meanwhile this thread holds the interpreter lock in one long C call. If an I/O thread needed the lock
+    # (to log, to hand over a result), the retries would wait for the hold to end; they must not.
+    deploy()
+    admin.fault("chat", {"type": "status", "status": 503, "retry_after": 0}, count=4)
+    logging.getLogger("inferencekey").setLevel(logging.DEBUG)
+    hold_ms = 0.0
+
+    async def main() -> list[TextResult]:
+        nonlocal hold_ms
+        async with AsyncDataClient(base_url=platform.url, project=platform.project, api_key=platform.api_key) as data:
+            ep = data.endpoint("support-bot")
+            tasks = [asyncio.create_task(ep.generate_text(prompt=PROMPT, max_tokens=4)) for _ in range(4)]
+            await asyncio.sleep(0)  # each task starts its native call and awaits it
+            started = time.perf_counter()
+            total = sum(range(60_000_000))  # one C call: the lock is held throughout
+            hold_ms = (time.perf_counter() - started) * 1000
+            assert total > 0
+            return await asyncio.gather(*tasks)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        logging.getLogger("inferencekey").setLevel(logging.NOTSET)
+    assert all(result.text for result in results)
+    assert hold_ms > 300, f"the hold was too short to show anything ({hold_ms:.0f} ms)"
+    chats = [e for e in admin.journal() if e["path"].endswith("/chat/completions")]
+    assert [e["status"] for e in chats].count(503) == 4 and len(chats) == 8
+    first = min(e["started_ms"] for e in chats)
+    # Every attempt, retries included, reached the server while the lock was still held.
+    late = [e["started_ms"] - first for e in chats if e["started_ms"] - first > hold_ms / 2]
+    assert not late, (late, hold_ms)

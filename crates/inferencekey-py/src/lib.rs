@@ -10,7 +10,8 @@
 //! - Operations: each is one method returning a `Pending` call; sync code `wait()`s it on the calling thread
 //!   with the interpreter released, async code `start(future)`s it on the I/O runtime (`runtime`).
 //!
-//! Modules read top-down, each using only those above it: json, results, errors, runtime, args, clients, local.
+//! Modules read top-down, each using only those above it: json, logs, results, errors, runtime, args, clients,
+//! local.
 
 // The core's `Error` is large on purpose (structured fields); errors are the cold path.
 #![allow(clippy::result_large_err)]
@@ -20,6 +21,7 @@ mod clients;
 mod errors;
 mod json;
 mod local;
+mod logs;
 mod results;
 mod runtime;
 
@@ -39,16 +41,9 @@ fn canonical_slug(raw: &str) -> String {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Rust `log` records of our crates reach Python's `logging` under the `inferencekey` logger
-    // (e.g. `inferencekey.inferencekey_core.control`). Levels are not cached, so a change of level
-    // in Python (or pytest's caplog) takes effect at once. A second import in one process (e.g. a
-    // sub-interpreter) finds a logger installed already, which is fine.
-    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?
-        .filter(log::LevelFilter::Off)
-        .filter_target("inferencekey_core".to_owned(), log::LevelFilter::Trace)
-        .filter_target("inferencekey_local".to_owned(), log::LevelFilter::Trace)
-        .set_prefix("inferencekey")
-        .install();
+    // Rust `log` records of our crates reach Python's `logging` under the `inferencekey` logger (e.g.
+    // `inferencekey.inferencekey_core.control`), queued so that no I/O thread waits for the interpreter.
+    logs::install(runtime::wake_resolver);
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;

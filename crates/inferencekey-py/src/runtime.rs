@@ -26,6 +26,7 @@ use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
 use crate::errors::{internal_error, to_pyerr};
+use crate::logs;
 
 /// How often a waiting call wakes to let Python run signal handlers (Ctrl+C).
 const SIGNAL_TICK: Duration = Duration::from_millis(100);
@@ -93,6 +94,8 @@ where
     loop {
         let polled = py
             .detach(|| rt.block_on(async { tokio::time::timeout(SIGNAL_TICK, &mut future).await }));
+        // The records the call logged on I/O threads are emitted here, before its result.
+        logs::drain(py);
         match polled {
             Ok(Ok(result)) => return result.map_err(|err| to_pyerr(py, err)),
             Ok(Err(payload)) => {
@@ -201,10 +204,16 @@ struct Completion {
     outcome: Option<Outcome>,
 }
 
+/// What the resolver thread is handed: an outcome to deliver, or log records to emit.
+enum Message {
+    Completed(Completion),
+    Logged,
+}
+
 /// Sends the completion to the resolver when the task finishes, or when it is dropped unfinished.
 struct Resolving {
     completion: Option<Completion>,
-    resolver: Sender<Completion>,
+    resolver: Sender<Message>,
 }
 
 impl Resolving {
@@ -212,7 +221,7 @@ impl Resolving {
         if let Some(mut completion) = self.completion.take() {
             completion.outcome = Some(outcome);
             // The resolver lives as long as the process; a failed send means the interpreter is going away.
-            let _ = self.resolver.send(completion);
+            let _ = self.resolver.send(Message::Completed(completion));
         }
     }
 }
@@ -224,40 +233,57 @@ impl Drop for Resolving {
 }
 
 /// The resolver's queue and the pid that started it (a forked child starts its own).
-static RESOLVER: Mutex<Option<(u32, Sender<Completion>)>> = Mutex::new(None);
+static RESOLVER: Mutex<Option<(u32, Sender<Message>)>> = Mutex::new(None);
 
-/// The queue of the resolver thread, started on first use.
-fn resolver() -> PyResult<Sender<Completion>> {
+/// The queue of the resolver thread, started on first use; None if the thread cannot be started. Touches no
+/// Python object, so any thread may call it.
+fn resolver_queue() -> Option<Sender<Message>> {
     let pid = std::process::id();
-    let mut slot = RESOLVER
-        .lock()
-        .map_err(|_| internal_error("the resolver lock was poisoned"))?;
+    let mut slot = RESOLVER.lock().ok()?;
     if let Some((owner, sender)) = slot.as_ref() {
         if *owner == pid {
-            return Ok(sender.clone());
+            return Some(sender.clone());
         }
     }
     let (sender, receiver) = channel();
     std::thread::Builder::new()
         .name("inferencekey-resolve".to_owned())
         .spawn(move || resolve_forever(&receiver))
-        .map_err(|err| internal_error(&format!("cannot start the resolver thread: {err}")))?;
+        .ok()?;
     *slot = Some((pid, sender.clone()));
-    Ok(sender)
+    Some(sender)
 }
 
-/// The resolver thread: waits (without the interpreter) for outcomes, then hands each loop its batch.
-fn resolve_forever(receiver: &Receiver<Completion>) {
+fn resolver() -> PyResult<Sender<Message>> {
+    resolver_queue().ok_or_else(|| internal_error("cannot start the resolver thread"))
+}
+
+/// Wake the resolver to emit queued log records (called by the log bridge on the thread that logged).
+pub fn wake_resolver() {
+    if let Some(queue) = resolver_queue() {
+        let _ = queue.send(Message::Logged);
+    }
+}
+
+/// The resolver thread: waits (without the interpreter) for outcomes and records, then emits the records and
+/// hands each loop its outcomes.
+fn resolve_forever(receiver: &Receiver<Message>) {
     while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
-        while batch.len() < RESOLVE_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            if let Message::Completed(completion) = message {
+                batch.push(completion);
+            }
+            if batch.len() < RESOLVE_BATCH {
+                next = receiver.try_recv().ok();
             }
         }
         // Not attachable only while the interpreter shuts down: nobody awaits these results then.
-        let _ = Python::try_attach(|py| hand_over(py, batch));
+        let _ = Python::try_attach(|py| {
+            logs::drain(py);
+            hand_over(py, batch);
+        });
     }
 }
 
@@ -291,6 +317,7 @@ struct Settle {
 #[pymethods]
 impl Settle {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        logs::drain(py);
         let completions = std::mem::take(
             &mut *self
                 .completions

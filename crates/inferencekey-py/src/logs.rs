@@ -1,0 +1,109 @@
+//! Rust `log` records of our crates reach Python's `logging` without an I/O thread ever waiting for the
+//! interpreter lock: `log()` only queues the record (and wakes the resolver thread); records are emitted by a
+//! thread that holds the interpreter anyway. A sync call drains the queue while it waits and before it returns,
+//! so the records of a call are logged before its result; the event loop drains when it settles outcomes.
+//!
+//! Records go to the logger `inferencekey.<target>` with `::` as `.` (e.g.
+//! `inferencekey.inferencekey_core.control`), so configuring the `inferencekey` logger configures them all.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyAnyMethods;
+
+/// Targets whose records are forwarded.
+const TARGETS: [&str; 2] = ["inferencekey_core", "inferencekey_local"];
+
+/// Records kept at most while nobody drains (a process that logs without ever calling Python again);
+/// past it the oldest go.
+const MAX_QUEUED: usize = 10_000;
+
+struct Record {
+    target: String,
+    level: log::Level,
+    message: String,
+}
+
+static QUEUE: Mutex<VecDeque<Record>> = Mutex::new(VecDeque::new());
+
+/// Called after a record is queued, from the thread that logged: wakes a thread that can emit it.
+static WAKE: Mutex<Option<fn()>> = Mutex::new(None);
+
+struct Bridge;
+
+impl log::Log for Bridge {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        TARGETS.iter().any(|t| metadata.target().starts_with(t))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let queued = Record {
+            target: record.target().to_owned(),
+            level: record.level(),
+            message: record.args().to_string(),
+        };
+        if let Ok(mut queue) = QUEUE.lock() {
+            if queue.len() == MAX_QUEUED {
+                queue.pop_front();
+            }
+            queue.push_back(queued);
+        }
+        if let Some(wake) = WAKE.lock().ok().and_then(|wake| *wake) {
+            wake();
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static BRIDGE: Bridge = Bridge;
+
+/// Install the bridge as the process's `log` logger; `wake` is called after each record is queued. A logger
+/// installed already (another extension in the process) is left in place.
+pub fn install(wake: fn()) {
+    if let Ok(mut slot) = WAKE.lock() {
+        *slot = Some(wake);
+    }
+    if log::set_logger(&BRIDGE).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+}
+
+static GET_LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn python_level(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 40,
+        log::Level::Warn => 30,
+        log::Level::Info => 20,
+        log::Level::Debug => 10,
+        log::Level::Trace => 5,
+    }
+}
+
+/// Emit every queued record through Python's `logging` (on this thread, which holds the interpreter).
+pub fn drain(py: Python<'_>) {
+    loop {
+        let next = QUEUE.lock().ok().and_then(|mut queue| queue.pop_front());
+        let Some(record) = next else { return };
+        // Logging must never fail a call: a broken handler is Python's to report, not ours to raise.
+        let _ = emit(py, &record);
+    }
+}
+
+fn emit(py: Python<'_>, record: &Record) -> PyResult<()> {
+    let get_logger = GET_LOGGER.get_or_try_init(py, || {
+        py.import("logging")?
+            .getattr("getLogger")
+            .map(Bound::unbind)
+    })?;
+    let name = format!("inferencekey.{}", record.target.replace("::", "."));
+    let logger = get_logger.bind(py).call1((name,))?;
+    logger.call_method1("log", (python_level(record.level), "%s", &record.message))?;
+    Ok(())
+}
