@@ -8,10 +8,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use serde_json::{json, Value};
 
-use crate::app::{lock, App, RequestCtx};
+use crate::app::{App, RequestCtx};
 use crate::auth::{bearer, Grant, Scope, LIVE_PREFIX, SDK_PREFIX};
 use crate::reply::{empty, json_response, ApiError, Params, Reply};
 use crate::slug::canonical_slug;
+use crate::sync::lock;
 
 /// Whether the request carries the admin token.
 pub fn authorized(app: &App, headers: &HeaderMap) -> bool {

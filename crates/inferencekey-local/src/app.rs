@@ -2,7 +2,7 @@
 //! per-request context the server hands to every route.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use crate::journal::{Journal, SharedJournal};
 use crate::reply::ApiError;
 use crate::rng::mix64;
 use crate::state::Store;
+use crate::sync::lock;
 
 /// Separate the fault draws' and request ids' streams from the other seeded streams.
 const FAULTS_STREAM: u64 = 0x6661_756c_7473_0001;
@@ -72,14 +73,6 @@ impl App {
         lock(&self.faults).clear();
         lock(&self.journal).clear();
     }
-}
-
-/// Locks `mutex`, recovering from poisoning: a panic caught in one request must not take every
-/// later request down with it.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What the server read from a request before routing it.

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use serde_json::{json, Map, Value};
 
-use crate::app::{lock, App, RequestCtx};
+use crate::app::{App, RequestCtx};
 use crate::auth::{require_project, require_scope, Scope};
 use crate::clock::rfc3339_now;
 use crate::faults::{preflight, tag, Fault, Route};
@@ -17,6 +17,7 @@ use crate::reply::{empty, json_response, ApiError, Params, Reply};
 use crate::slug::canonical_slug;
 use crate::sse::{stream_response, EventSource};
 use crate::state::{NewWorkload, Workload};
+use crate::sync::lock;
 
 /// The 13 task types of the platform.
 pub const TASK_TYPES: [&str; 13] = [
@@ -239,7 +240,7 @@ pub async fn list(
     Params(project): Params<String>,
 ) -> Reply {
     project_access(&app, &headers, &project, Scope::WorkloadRead)?;
-    let fired = preflight(&app, Route::List, None).await?;
+    let fired = preflight(&app.faults, Route::List, None).await?;
     let workloads: Vec<Value> = lock(&app.store)
         .workloads_in(&project)
         .map(|w| w.record.to_json())
@@ -257,7 +258,7 @@ pub async fn create(
 ) -> Reply {
     let scopes = project_access(&app, &headers, &project, Scope::WorkloadWrite)?;
     let new = sent_fields(&ctx, &scopes)?.into_new()?;
-    let fired = preflight(&app, Route::Create, Some(&new.slug)).await?;
+    let fired = preflight(&app.faults, Route::Create, Some(&new.slug)).await?;
     let mut store = lock(&app.store);
     if matches!(fired, Some(ref f) if f.fault == Fault::RaceCreate {}) {
         // The twin a concurrent client "created first".
@@ -288,7 +289,7 @@ pub async fn patch(
             return Err(ApiError::validation("slug cannot be changed").into());
         }
     }
-    let fired = preflight(&app, Route::Patch, Some(&slug)).await?;
+    let fired = preflight(&app.faults, Route::Patch, Some(&slug)).await?;
     let updated = lock(&app.store)
         .update_by_id(&id, |workload| fields.apply(workload))
         .ok_or_else(|| workload_not_found(&id))?;
@@ -304,7 +305,7 @@ pub async fn delete(
     let (granted, scopes) = management(&app, &headers)?;
     require_scope(&scopes, Scope::WorkloadDelete)?;
     let slug = owned_workload(&app, &id, &granted)?;
-    let fired = preflight(&app, Route::Delete, Some(&slug)).await?;
+    let fired = preflight(&app.faults, Route::Delete, Some(&slug)).await?;
     if !lock(&app.store).remove_workload(&id) {
         return Err(workload_not_found(&id).into());
     }
@@ -332,7 +333,7 @@ pub async fn readiness(
         .workload_by_slug(&project, &slug)
         .map(Workload::subscribe)
         .ok_or_else(|| workload_not_found(&format!("\"{slug}\"")))?;
-    let fired = preflight(&app, Route::Readiness, Some(&slug)).await?;
+    let fired = preflight(&app.faults, Route::Readiness, Some(&slug)).await?;
     let source = EventSource::Readiness(ReadinessEvents::new(clock));
     let fault = fired.as_ref().map(|f| f.fault.clone());
     Ok(tag(

@@ -11,7 +11,7 @@ use axum::Extension;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::app::{lock, App, RequestCtx};
+use crate::app::{App, RequestCtx};
 use crate::auth::{redact_text, require_project};
 use crate::clock::unix_now;
 use crate::dialects::{completion_json, ChatHead, ChatStream, Dialect, Tokens, Usage};
@@ -22,6 +22,7 @@ use crate::reply::{json_response, ApiError, Params, Reply};
 use crate::rng::{fnv1a, SplitMix64, FNV_BASIS};
 use crate::settings::EngineSettings;
 use crate::sse::{stream_response, EventSource};
+use crate::sync::lock;
 
 /// Floats one embeddings reply may hold (texts × `embedding_dim`): above it, a 400 instead of a
 /// reply that would not fit in memory (a 4 MiB body can hold a million empty texts).
@@ -197,7 +198,7 @@ pub async fn chat(
     } else {
         Route::Chat
     };
-    let fired = preflight(&app, route, Some(&target.slug)).await?;
+    let fired = preflight(&app.faults, route, Some(&target.slug)).await?;
     let fault = fired.as_ref().map(|f| f.fault.clone());
     let settings = &target.settings;
     // vLLM builds the completion id from it: never echo a token put there.
@@ -335,7 +336,7 @@ pub async fn embeddings(
             MAX_EMBEDDING_FLOATS / dim.max(1)
         )));
     }
-    let fired = preflight(&app, Route::Embeddings, Some(&target.slug)).await?;
+    let fired = preflight(&app.faults, Route::Embeddings, Some(&target.slug)).await?;
     let as_base64 = base64 && !target.dialect.ignores_base64();
     let data: Vec<Value> = inputs
         .iter()
@@ -413,7 +414,7 @@ pub async fn rerank(
 ) -> Reply {
     let (target, body, params) = open(&app, &headers, &ctx, &path, RerankParams::parse)?;
     target.require_task(&["reranker"], "rerank requests")?;
-    let fired = preflight(&app, Route::Rerank, Some(&target.slug)).await?;
+    let fired = preflight(&app.faults, Route::Rerank, Some(&target.slug)).await?;
     let scores = engines::rerank_scores(&params.query, &params.documents);
     let mut order: Vec<usize> = (0..scores.len()).collect();
     // Stable sort: equal scores keep document order.

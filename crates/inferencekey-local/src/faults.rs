@@ -2,6 +2,7 @@
 //! workload with counts and seeded probabilities, and the faults that act before a handler runs.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -9,10 +10,10 @@ use axum::response::Response;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-use crate::app::{lock, App};
 use crate::reply::{empty, json_response};
 use crate::rng::SplitMix64;
 use crate::slug::canonical_slug;
+use crate::sync::lock;
 
 /// A route of the platform that a fault rule can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,15 +409,15 @@ pub struct FaultTag(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct ResetConnection;
 
-/// Picks the fault for this request and performs what acts before the handler: a `status` or
-/// `reset` fault becomes the response (`Err`), a header stall waits. Any other fault is handed
-/// back for the handler to apply.
+/// Picks the fault for this request from the platform's `faults` and performs what acts before
+/// the handler: a `status` or `reset` fault becomes the response (`Err`), a header stall waits.
+/// Any other fault is handed back for the handler to apply.
 pub async fn preflight(
-    app: &App,
+    faults: &Mutex<FaultSet>,
     route: Route,
     workload: Option<&str>,
 ) -> Result<Option<Fired>, Response> {
-    let Some(fired) = lock(&app.faults).pick(route, workload) else {
+    let Some(fired) = lock(faults).pick(route, workload) else {
         return Ok(None);
     };
     match &fired.fault {

@@ -22,6 +22,7 @@ mod settings;
 mod slug;
 mod sse;
 mod state;
+mod sync;
 
 pub use config::{Config, ReadyInfo};
 pub use error::LocalError;

@@ -21,10 +21,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::app::{lock, App, RequestCtx};
+use crate::app::{App, RequestCtx};
 use crate::faults::{FaultTag, ResetConnection};
 use crate::journal::{Outcome, TrackedBody};
 use crate::reply::ApiError;
+use crate::sync::lock;
 use crate::{admin, control, data};
 
 /// Request bodies above this are refused with 413.
