@@ -7,9 +7,9 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::engines;
+use crate::event::SseEvent;
 use crate::faults::ErrorShape;
 use crate::rng::SplitMix64;
-use crate::sse::SseEvent;
 
 /// The engine whose wire format a workload speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod data;
 mod dialects;
 mod engines;
 mod error;
+mod event;
 mod faults;
 mod journal;
 mod platform;

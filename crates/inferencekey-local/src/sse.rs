@@ -1,5 +1,5 @@
-//! Server-sent event streams: the event type, the byte framing (with the framing faults), and the
-//! producer task that writes a stream body as raw bytes, applying the stream faults exactly.
+//! Server-sent event streams: the byte framing (with the framing faults), and the producer task
+//! that writes a stream body as raw bytes, applying the stream faults exactly.
 
 use std::time::Duration;
 
@@ -7,11 +7,11 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::dialects::{inband_error, ChatStream, Dialect};
+use crate::event::SseEvent;
 use crate::faults::{Fault, Framing, StallAt};
 use crate::readiness::ReadinessEvents;
 
@@ -25,71 +25,6 @@ const BOM: &[u8] = "\u{feff}".as_bytes();
 /// Stands in for the end of a wait too long to represent (a stall of `u64::MAX` ms): never, in
 /// practice.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
-
-/// One SSE event before framing.
-#[derive(Debug, Clone)]
-pub struct SseEvent {
-    /// The `event:` field, if any.
-    pub name: Option<&'static str>,
-    /// The `data:` payload (JSON text or `[DONE]`).
-    pub data: Bytes,
-    /// Carries a finish (`finish_reason`, a terminal phase, usage, `[DONE]`): truncation and
-    /// in-band errors cut before it.
-    pub terminal: bool,
-    /// Wait before sending it (time to first token, inter-token latency), counted on the stream's
-    /// schedule: from when the previous event was due, not from when it was sent.
-    pub delay: Duration,
-}
-
-impl SseEvent {
-    /// An event with raw `data`.
-    pub fn data(data: Bytes, terminal: bool) -> Self {
-        Self {
-            name: None,
-            data,
-            terminal,
-            delay: Duration::ZERO,
-        }
-    }
-
-    /// An event carrying `value` as JSON.
-    pub fn json(value: &Value, terminal: bool) -> Self {
-        Self::data(
-            Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
-            terminal,
-        )
-    }
-
-    /// `data: [DONE]`.
-    pub fn done() -> Self {
-        Self::data(Bytes::from_static(b"[DONE]"), true)
-    }
-
-    /// The event with an `event:` name.
-    pub fn named(self, name: &'static str) -> Self {
-        Self {
-            name: Some(name),
-            ..self
-        }
-    }
-
-    /// The event sent after waiting `delay`.
-    pub fn after(self, delay: Duration) -> Self {
-        Self { delay, ..self }
-    }
-
-    /// The event with its JSON object padded by an unknown field of `bytes` bytes.
-    fn padded(self, bytes: usize) -> Self {
-        let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&self.data) else {
-            return self;
-        };
-        fields.insert("x_padding".to_string(), Value::from("p".repeat(bytes)));
-        Self {
-            data: Bytes::from(serde_json::to_vec(&fields).unwrap_or_default()),
-            ..self
-        }
-    }
-}
 
 /// Where a stream's events come from.
 pub enum EventSource {
@@ -421,7 +356,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::faults::LineEnding;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn multiline_split_rejoins_to_the_same_json() {
