@@ -9,10 +9,11 @@ use axum::Extension;
 use serde_json::{json, Value};
 
 use crate::app::{App, RequestCtx};
-use crate::auth::{bearer, Grant, Scope, LIVE_PREFIX, SDK_PREFIX};
+use crate::auth::{bearer, Grant, Scope};
 use crate::reply::{empty, json_response, ApiError, Params, Reply};
 use crate::slug::canonical_slug;
 use crate::sync::lock;
+use crate::token::{LIVE_PREFIX, SDK_PREFIX};
 
 /// Whether the request carries the admin token.
 pub fn authorized(app: &App, headers: &HeaderMap) -> bool {

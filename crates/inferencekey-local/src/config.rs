@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::auth::{mint, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
 use crate::rng::{mix64, SplitMix64};
+use crate::token::{mint, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
 
 /// Separates the ready-line tokens' stream from the other seeded streams.
 const TOKENS_STREAM: u64 = 0x746f_6b65_6e73_0001;

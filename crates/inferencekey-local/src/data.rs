@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::app::{App, RequestCtx};
-use crate::auth::{redact_text, require_project};
+use crate::auth::require_project;
 use crate::clock::unix_now;
 use crate::dialects::{completion_json, ChatHead, ChatStream, Dialect, Tokens, Usage};
 use crate::engines::{self, BENCH_DEFAULT_TOKENS};
@@ -23,6 +23,7 @@ use crate::rng::{fnv1a, SplitMix64, FNV_BASIS};
 use crate::settings::EngineSettings;
 use crate::sse::{stream_response, EventSource};
 use crate::sync::lock;
+use crate::token::redact_text;
 
 /// Floats one embeddings reply may hold (texts × `embedding_dim`): above it, a 400 instead of a
 /// reply that would not fit in memory (a 4 MiB body can hold a million empty texts).

@@ -14,8 +14,8 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::auth::redact_text;
 use crate::sync::lock;
+use crate::token::redact_text;
 
 /// Entries kept; the oldest are dropped beyond this, so a long bench cannot exhaust memory.
 pub const MAX_ENTRIES: usize = 10_000;

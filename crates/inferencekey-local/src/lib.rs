@@ -24,6 +24,7 @@ mod slug;
 mod sse;
 mod state;
 mod sync;
+mod token;
 
 pub use config::{Config, ReadyInfo};
 pub use error::LocalError;

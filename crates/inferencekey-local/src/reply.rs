@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::auth::redact_text;
+use crate::token::redact_text;
 
 /// A platform error reply: status, machine code and human message, optionally with `Retry-After`.
 #[derive(Debug, Clone)]

@@ -8,13 +8,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
-use crate::auth::{mint, Grant, Scope, TokenRecord, TokenTable};
+use crate::auth::{Grant, Scope, TokenRecord, TokenTable};
 use crate::clock::rfc3339_now;
 use crate::config::{Config, ReadyTokens};
 use crate::error::LocalError;
 use crate::readiness::{ReadinessClock, Stage};
 use crate::rng::{mix64, SplitMix64};
 use crate::settings::EngineSettings;
+use crate::token::mint;
 
 /// Version of the state file layout.
 const STATE_VERSION: u32 = 1;

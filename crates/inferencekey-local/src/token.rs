@@ -1,0 +1,94 @@
+//! Token shapes: the `ik_sdk_` / `ik_live_` / `ik_admin_` prefixes, minting real-shaped tokens,
+//! and cutting any token in a text to its prefix and id, for every output.
+
+use crate::rng::SplitMix64;
+
+/// Prefix of management-plane tokens.
+pub const SDK_PREFIX: &str = "ik_sdk_";
+/// Prefix of data-plane keys.
+pub const LIVE_PREFIX: &str = "ik_live_";
+/// Prefix of the local admin token.
+pub const ADMIN_PREFIX: &str = "ik_admin_";
+
+/// A new token `<prefix><8 hex>_<64 hex>`.
+pub fn mint(prefix: &str, rng: &mut SplitMix64) -> String {
+    format!("{prefix}{}_{}", rng.hex(8), rng.hex(64))
+}
+
+/// `ik_sdk_0a1b2c3d…`: the prefix and the first 8 characters of the id.
+pub fn redact_token(token: &str) -> String {
+    redact_text(token)
+}
+
+/// `text` with every `ik_sdk_` / `ik_live_` / `ik_admin_` token cut to its prefix and id.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((start, prefix)) = find_token_start(rest) {
+        out.push_str(&rest[..start]);
+        let body = &rest[start + prefix.len()..];
+        let token_len = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        let id: String = body[..token_len].chars().take(8).collect();
+        out.push_str(prefix);
+        out.push_str(&id);
+        rest = &body[token_len..];
+        // Idempotent: text redacted once (`ik_sdk_0a1b2c3d…`) stays as it is.
+        if !rest.starts_with('…') {
+            out.push('…');
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The first token prefix in `text` followed by an alphanumeric: (byte offset, prefix).
+fn find_token_start(text: &str) -> Option<(usize, &'static str)> {
+    [SDK_PREFIX, LIVE_PREFIX, ADMIN_PREFIX]
+        .into_iter()
+        .flat_map(|prefix| {
+            text.match_indices(prefix)
+                .filter(move |(at, _)| {
+                    text[at + prefix.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphanumeric())
+                })
+                .map(move |(at, _)| (at, prefix))
+                .take(1)
+        })
+        .min_by_key(|(at, _)| *at)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn minted_tokens_have_the_real_shape() {
+        let token = mint(SDK_PREFIX, &mut SplitMix64::new(1));
+        let rest = token.strip_prefix("ik_sdk_").unwrap();
+        let (id, secret) = rest.split_once('_').unwrap();
+        assert_eq!(id.len(), 8);
+        assert_eq!(secret.len(), 64);
+        assert!(id
+            .chars()
+            .chain(secret.chars())
+            .all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn redaction_keeps_prefix_and_id_only() {
+        let token = "ik_live_0a1b2c3d_".to_string() + &"f".repeat(64);
+        assert_eq!(redact_token(&token), "ik_live_0a1b2c3d…");
+        let text = format!("Bearer {token}, ik_sdk_ alone, x ik_admin_99887766_abc!");
+        let once = redact_text(&text);
+        assert_eq!(
+            once,
+            "Bearer ik_live_0a1b2c3d…, ik_sdk_ alone, x ik_admin_99887766…!"
+        );
+        assert_eq!(redact_text(&once), once);
+    }
+}
