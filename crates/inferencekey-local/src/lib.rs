@@ -1,5 +1,9 @@
 //! inferencekey-local: a faithful local copy of the InferenceKey platform API (control plane, data
 //! plane, admin API) for development, tests and benchmarks. See README.md for the contract.
+//!
+//! Modules read top-down: clock, error, rng, slug, sync, token, event, readiness, settings,
+//! engines, config, reply, auth, journal, faults, dialects, sse, state, app, admin, control, data,
+//! server, platform.
 
 mod admin;
 mod app;
