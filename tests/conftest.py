@@ -83,7 +83,7 @@ class Admin:
         """The journal entries of one method whose path ends with `path_suffix`."""
         return [e for e in self.journal() if e["method"] == method and e["path"].endswith(path_suffix)]
 
-    def wait_journal(self, predicate: Callable[[list[Entry]], bool], timeout: float = 5.0) -> list[Entry]:
+    def wait_journal(self, predicate: Callable[[list[Entry]], bool], timeout: float = HANG_GUARD) -> list[Entry]:
         """Poll the journal until `predicate` holds (entries of streams are completed asynchronously)."""
         deadline = time.monotonic() + timeout
         while True:

@@ -284,7 +284,7 @@ def wait_for_disconnect(admin: Admin) -> None:
         streams = chat_streams(entries)
         return bool(streams) and bool(streams[-1]["client_disconnected"])
 
-    entry = chat_streams(admin.wait_journal(disconnected, timeout=5))[-1]
+    entry = chat_streams(admin.wait_journal(disconnected))[-1]
     assert entry["outcome"] == "client_disconnected"
 
 

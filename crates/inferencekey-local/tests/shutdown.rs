@@ -68,7 +68,8 @@ async fn stop_with_open_streams_is_prompt_and_complete() {
         &mut chat as &mut (dyn futures_util::Stream<Item = _> + Unpin),
         &mut events,
     ] {
-        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        // A hang guard: a stream stop() left open would never end.
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(Ok(_)) = stream.next().await {}
         })
         .await;

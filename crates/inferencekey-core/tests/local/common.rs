@@ -214,9 +214,10 @@ impl Local {
         assert_eq!(status, 204);
     }
 
-    /// The journal entries for a path suffix, once every one of them has a final outcome.
+    /// The journal entries for a path suffix, once every one of them has a final outcome; gives up
+    /// after 30 s or more (a hang guard, not an expectation).
     pub async fn settled_entries(&self, path_suffix: &str) -> Vec<Value> {
-        for _ in 0..100 {
+        for _ in 0..600 {
             let entries: Vec<Value> = self
                 .journal()
                 .await

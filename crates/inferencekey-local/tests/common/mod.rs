@@ -207,9 +207,10 @@ impl Harness {
         )
     }
 
-    /// Polls the journal until `check` holds for it (at most 5 s).
+    /// Polls the journal until `check` holds for it; gives up after 30 s or more (a hang guard, not
+    /// an expectation).
     pub async fn journal_until(&self, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        for _ in 0..250 {
+        for _ in 0..1500 {
             let entries = self.journal().await;
             if check(&entries) {
                 return entries;
