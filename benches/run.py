@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -33,6 +36,7 @@ from typing import Any
 import numpy
 from peers import AsyncPeers, SyncPeers, Target, has_native_numpy
 
+import inferencekey
 from inferencekey import Backend, ManagementClient, TaskType, WorkloadSpec
 
 BENCHES = Path(__file__).resolve().parent
@@ -68,12 +72,27 @@ class Platform:
         return json.loads(text) if text else None
 
 
+def snapshot_sdk(into: Path) -> dict[str, str]:
+    """The environment of every child process: a copy of the inferencekey package this process imported, first on
+    PYTHONPATH, with its bytecode compiled.
+
+    The copy keeps one run on one build of the SDK even when the tree is rebuilt meanwhile (`make develop` in a
+    shared checkout), and the compiled bytecode makes `import inferencekey` cost what it costs once installed: an
+    editable install under PYTHONDONTWRITEBYTECODE would compile it from source at every import, while pip
+    compiled openai's and httpx's at install time.
+    """
+    package = into / "inferencekey"
+    shutil.copytree(Path(inferencekey.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(package, quiet=1)
+    path = [str(into), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 @contextmanager
-def platform_process() -> Iterator[Platform]:
+def platform_process(env: dict[str, str]) -> Iterator[Platform]:
     """Start `inferencekey local serve` in a child process and stop it after."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "inferencekey", "local", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
+    command = [sys.executable, "-m", "inferencekey", "local", "serve", "--port", "0"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert child.stdout is not None
         ready = json.loads(child.stdout.readline())
@@ -146,8 +165,10 @@ def run_legs(title: str, legs: dict[str, Leg], repeats: int, warm: bool = True) 
     for _ in range(repeats):
         for name, leg in legs.items():
             samples[name].append(leg())
-    log(f"{title}: {time.perf_counter() - started:.0f} s")
-    return {name: median(runs) for name, runs in samples.items()}
+    medians = {name: median(runs) for name, runs in samples.items()}
+    cpu = ", ".join(f"{name} {micros(s.cpu_per_unit)}" for name, s in medians.items())
+    log(f"{title}: {time.perf_counter() - started:.0f} s; CPU per unit: {cpu}")
+    return medians
 
 
 def log(message: str) -> None:
@@ -248,8 +269,8 @@ LABELS = {
 
 
 class Bench:
-    def __init__(self, lp: Platform, target: Target, floor_binary: Path, sizes: Sizes, repeats: int) -> None:
-        self.lp, self.target, self.floor_binary = lp, target, floor_binary
+    def __init__(self, target: Target, floor_binary: Path, sizes: Sizes, repeats: int, env: dict[str, str]) -> None:
+        self.target, self.floor_binary, self.env = target, floor_binary, env
         self.sizes, self.repeats = sizes, repeats
         self.sync = SyncPeers(target)
         self.loop = asyncio.new_event_loop()
@@ -487,6 +508,7 @@ class Bench:
                     capture_output=True,
                     text=True,
                     check=True,
+                    env=self.env,
                 ).stdout
                 answer = json.loads(out)
                 if answer["first_error"]:
@@ -520,7 +542,7 @@ class Bench:
         return scenario
 
 
-def import_cost(repeats: int) -> dict[str, dict[str, float]]:
+def import_cost(repeats: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
     """Wall milliseconds of a fresh `import module` and the child's resident memory after it (MiB), medians."""
     # VmRSS, not ru_maxrss: Linux carries the peak over from the forking parent.
     code = (
@@ -531,7 +553,8 @@ def import_cost(repeats: int) -> dict[str, dict[str, float]]:
     runs: dict[str, list[tuple[float, float]]] = {m: [] for m in ("inferencekey", "httpx", "openai")}
     for _ in range(repeats):
         for module, into in runs.items():
-            out = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True)
+            command = [sys.executable, "-c", code, module]
+            out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
             ms, rss = (float(x) for x in out.stdout.split())
             into.append((ms, rss))
     return {
@@ -729,7 +752,11 @@ def main() -> int:
     if args.floor is None:
         log(f"building the Rust floor (cargo build --release --example {FLOOR_EXAMPLE})")
     floor_binary = args.floor or build_floor()
-    with platform_process() as lp:
+    snapshot = tempfile.TemporaryDirectory(prefix="inferencekey-bench-")
+    env = snapshot_sdk(Path(snapshot.name))
+    imports = import_cost(max(5, repeats), env)
+    log("imports measured")
+    with platform_process(env) as lp:
         settings = {"readiness": "immediate", "bench": True, "embedding_dim": EMBED_DIM}
         lp.admin("PUT", "/_local/defaults", settings)
         with ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project) as mgmt:
@@ -741,7 +768,7 @@ def main() -> int:
         dim = lp.admin("GET", f"/_local/projects/{lp.project}/workloads/{emb.workload_slug}/settings")["embedding_dim"]
         assert dim == EMBED_DIM, dim
         target = Target(lp.url, lp.project, lp.api_key, chat.workload_slug, emb.workload_slug)
-        bench = Bench(lp, target, floor_binary, sizes, repeats)
+        bench = Bench(target, floor_binary, sizes, repeats, env)
         try:
             bench.check_same_data()
             long, short = [sizes.long_stream], [sizes.short_tokens] * sizes.short_streams
@@ -758,8 +785,7 @@ def main() -> int:
             ]
         finally:
             bench.close()
-    imports = import_cost(max(5, repeats))
-    log("imports measured")
+    snapshot.cleanup()
     by_key = {s.key: s for s in scenarios}
     checks = targets(by_key, imports, sizes)
     meta = {
