@@ -1,5 +1,5 @@
 //! The `inferencekey-local` binary: parses the command line, starts the local platform, prints the
-//! ready line and export lines, and serves until Ctrl+C or SIGTERM.
+//! ready line and export lines, and serves until Ctrl+C or SIGTERM (Ctrl+Break on Windows).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,7 +13,7 @@ usage: inferencekey-local [--port 0] [--host 127.0.0.1] [--allow-remote] [--proj
                           [--seed 0] [--state-dir DIR]
 
 Runs a local copy of the InferenceKey platform API. Prints a JSON ready line and the
-INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM.";
+INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM (Windows: Ctrl+Break).";
 
 enum Command {
     Serve(Config),
@@ -66,14 +66,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     Ok(Command::Serve(config))
 }
 
-/// Ctrl+C and (on Unix) SIGTERM, listened for from creation on: built before the ready line is
-/// printed, so a signal sent as soon as the line is read is handled, never fatal.
+/// Ctrl+C and the platform's other "please stop" signals, listened for from creation on: built
+/// before the ready line is printed, so a signal sent as soon as the line is read is handled,
+/// never fatal.
 struct Signals {
     runtime: tokio::runtime::Runtime,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
+    listeners: Listeners,
 }
 
 impl Signals {
@@ -81,46 +79,91 @@ impl Signals {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let entered = runtime.enter();
-            let interrupt = signal(SignalKind::interrupt())?;
-            let terminate = signal(SignalKind::terminate())?;
-            drop(entered);
-            Ok(Self {
-                runtime,
-                interrupt,
-                terminate,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self { runtime })
-        }
+        let listeners = {
+            let _entered = runtime.enter();
+            Listeners::new()?
+        };
+        Ok(Self { runtime, listeners })
     }
 
-    /// Waits for Ctrl+C or (on Unix) SIGTERM.
+    /// Waits for the first of the signals.
     fn wait(self) -> std::io::Result<()> {
-        #[cfg(unix)]
-        {
-            let Self {
-                runtime,
-                mut interrupt,
-                mut terminate,
-            } = self;
-            runtime.block_on(async {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
-                }
-            });
-            Ok(())
+        let Self {
+            runtime,
+            mut listeners,
+        } = self;
+        runtime.block_on(listeners.first())
+    }
+}
+
+/// Unix: Ctrl+C (SIGINT) and SIGTERM.
+#[cfg(unix)]
+struct Listeners {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Listeners {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn first(&mut self) -> std::io::Result<()> {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-        #[cfg(not(unix))]
-        {
-            self.runtime.block_on(tokio::signal::ctrl_c())
+        Ok(())
+    }
+}
+
+/// Windows, where nothing sends SIGTERM: Ctrl+C, Ctrl+Break (what a parent sends a console process
+/// group with `CTRL_BREAK_EVENT`) and the console window closing.
+#[cfg(windows)]
+struct Listeners {
+    interrupt: tokio::signal::windows::CtrlC,
+    ctrl_break: tokio::signal::windows::CtrlBreak,
+    close: tokio::signal::windows::CtrlClose,
+}
+
+#[cfg(windows)]
+impl Listeners {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+        Ok(Self {
+            interrupt: ctrl_c()?,
+            ctrl_break: ctrl_break()?,
+            close: ctrl_close()?,
+        })
+    }
+
+    async fn first(&mut self) -> std::io::Result<()> {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.ctrl_break.recv() => {}
+            _ = self.close.recv() => {}
         }
+        Ok(())
+    }
+}
+
+/// Elsewhere: Ctrl+C, registered when the wait starts.
+#[cfg(not(any(unix, windows)))]
+struct Listeners;
+
+#[cfg(not(any(unix, windows)))]
+impl Listeners {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn first(&mut self) -> std::io::Result<()> {
+        tokio::signal::ctrl_c().await
     }
 }
 
