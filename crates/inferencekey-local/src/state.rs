@@ -191,7 +191,9 @@ struct Snapshot {
 }
 
 /// Writes `bytes` to a new `path` readable by the owner only (the state holds full tokens), and
-/// flushes it to disk, so the rename that follows never exposes a partial file.
+/// flushes it to disk, so the rename that follows never exposes a partial file. On Unix the file
+/// is created 0600; on Windows it takes the directory's access list, which under the user's
+/// profile (where a state directory belongs) already admits only the user.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let _ = std::fs::remove_file(path);
@@ -205,6 +207,46 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut out = options.open(path)?;
     out.write_all(bytes)?;
     out.sync_all()
+}
+
+/// A temp file name next to `file` that no other writer uses: two platforms sharing a state
+/// directory (or two in one process) each write their own, and the renames decide who wins.
+fn temp_path(file: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    file.with_extension(format!("json.{}-{write}.tmp", std::process::id()))
+}
+
+/// Moves `temp` over `file`, atomically: readers see the old state or the new, never a mix.
+/// Windows refuses to replace a file that another process holds open without delete sharing (a
+/// reader, the search indexer, an antivirus scan: usually for milliseconds), so there a refused
+/// rename is retried for up to about a tenth of a second.
+fn replace(temp: &Path, file: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        const ERROR_ACCESS_DENIED: i32 = 5;
+        const ERROR_SHARING_VIOLATION: i32 = 32;
+        const ATTEMPTS: u32 = 10;
+        let mut attempt = 1;
+        loop {
+            match std::fs::rename(temp, file) {
+                Err(error)
+                    if attempt < ATTEMPTS
+                        && matches!(
+                            error.raw_os_error(),
+                            Some(ERROR_ACCESS_DENIED | ERROR_SHARING_VIOLATION)
+                        ) =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                renamed => return renamed,
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    std::fs::rename(temp, file)
 }
 
 /// All platform state.
@@ -319,17 +361,19 @@ impl Store {
                 .collect(),
             defaults: self.defaults.clone(),
         };
-        let temp = file.with_extension("json.tmp");
+        let temp = temp_path(file);
         let written = serde_json::to_vec_pretty(&snapshot)
             .map_err(std::io::Error::other)
             .and_then(|bytes| write_private(&temp, &bytes))
-            .and_then(|()| std::fs::rename(&temp, file));
+            .and_then(|()| replace(&temp, file));
         if let Err(error) = written {
             let _ = std::fs::remove_file(&temp);
             log::warn!("cannot write state file {}: {error}", file.display());
             return;
         }
-        // Make the rename itself durable (best effort: not every platform can open a directory).
+        // Make the rename itself durable (best effort). Only Unix can open a directory to sync it;
+        // Windows makes a rename durable with the file system's own journal.
+        #[cfg(unix)]
         if let Some(dir) = file.parent() {
             if let Ok(dir) = std::fs::File::open(dir) {
                 let _ = dir.sync_all();
