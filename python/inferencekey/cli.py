@@ -1,13 +1,15 @@
 """The ``inferencekey`` command (also ``python -m inferencekey``): run the local platform.
 
-``inferencekey local serve`` runs it until Ctrl+C or SIGTERM; ``inferencekey local exec -- CMD ARGS...`` runs CMD
-against a fresh one, with the four ``INFERENCEKEY_`` variables set, and exits with CMD's exit code.
+``inferencekey local serve`` runs it until Ctrl+C or SIGTERM (Ctrl+Break on Windows); ``inferencekey local exec --
+CMD ARGS...`` runs CMD against a fresh one, with the four ``INFERENCEKEY_`` variables set, and exits with CMD's exit
+code.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,12 +137,20 @@ def _signal_handlers(handlers: dict[signal.Signals, Callable[[int, FrameType | N
             signal.signal(signum, handler)
 
 
+def _stop_signals() -> list[signal.Signals]:
+    """The signals, besides Ctrl+C, that ask a console program to stop: SIGTERM, and on Windows (where nothing
+    delivers SIGTERM) Ctrl+Break, which a parent can send with ``CTRL_BREAK_EVENT``."""
+    if sys.platform == "win32":
+        return [signal.SIGTERM, signal.SIGBREAK]
+    return [signal.SIGTERM]
+
+
 def _serve(args: argparse.Namespace) -> int:
     platform = _start(args)
     if platform is None:
         return 1
     try:
-        with _signal_handlers({signal.SIGTERM: _raise_shutdown}):
+        with _signal_handlers(dict.fromkeys(_stop_signals(), _raise_shutdown)):
             text = platform.ready_text
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             sys.stdout.flush()
@@ -158,18 +168,25 @@ def _exec(args: argparse.Namespace, command: list[str]) -> int:
         return 1
     try:
         env = {**os.environ, **platform.env}
-        # While CMD runs it owns Ctrl+C (the terminal signals the whole process group), and SIGTERM is passed on
-        # to it: either way we wait for it to finish, then stop the platform. Python-level handlers are reset to
-        # the default in CMD when it execs, so CMD keeps its normal signal behaviour.
+        # While CMD runs it owns Ctrl+C (the terminal signals the whole process group, and a Windows console every
+        # process attached to it, Ctrl+Break too), and SIGTERM is passed on to it: either way we wait for it to
+        # finish, then stop the platform. Python-level handlers are reset to the default in CMD when it execs, so
+        # CMD keeps its normal signal behaviour.
         child: list[subprocess.Popen[bytes]] = []
 
         def forward(signum: int, frame: FrameType | None) -> None:
             if child:
                 child[0].send_signal(signum)
 
-        with _signal_handlers({signal.SIGINT: _ignore, signal.SIGTERM: forward}):
+        handlers: dict[signal.Signals, Callable[[int, FrameType | None], None]] = {
+            signal.SIGINT: _ignore,
+            signal.SIGTERM: forward,
+        }
+        if sys.platform == "win32":
+            handlers[signal.SIGBREAK] = _ignore
+        with _signal_handlers(handlers):
             try:
-                child.append(subprocess.Popen(command, env=env))
+                child.append(subprocess.Popen(_resolve(command, env), env=env))
             except FileNotFoundError:
                 print(f"inferencekey local exec: {command[0]}: command not found", file=sys.stderr)
                 return _EXIT_NOT_FOUND
@@ -179,5 +196,29 @@ def _exec(args: argparse.Namespace, command: list[str]) -> int:
             code = child[0].wait()
     finally:
         platform.stop()
-    # A command killed by a signal exits the way a shell reports it: 128 + the signal number.
-    return code if code >= 0 else 128 - code
+    return _exit_code(code)
+
+
+def _resolve(command: list[str], env: dict[str, str]) -> list[str]:
+    """``command`` with its program found on PATH the way a shell finds it.
+
+    POSIX ``exec`` searches PATH itself. Windows' ``CreateProcess`` only finds ``NAME.exe``, so ``npm`` (``npm.cmd``)
+    would not be found: look the name up with the extensions of PATHEXT first.
+    """
+    if sys.platform == "win32":
+        found = shutil.which(command[0], path=env.get("PATH"))
+        if found is not None:
+            return [found, *command[1:]]
+    return command
+
+
+def _exit_code(returncode: int) -> int:
+    """Our exit code for a child that ended with ``returncode``."""
+    if returncode < 0:
+        # POSIX: killed by signal N (Popen reports -N). Exit the way a shell reports it: 128 + N.
+        return 128 - returncode
+    if sys.platform == "win32" and returncode >= 2**31:
+        # Windows exit codes are unsigned 32-bit (0xC000013A: ended by Ctrl+C). Python passes the exit status as a
+        # signed 32-bit int there, so hand the same 32 bits over as a negative number: the caller sees CMD's code.
+        return returncode - 2**32
+    return returncode
