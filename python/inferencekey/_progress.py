@@ -1,7 +1,8 @@
 """The built-in progress view of ``ManagementClient.wait_until_ready``, written to stderr.
 
 On an interactive terminal (and ``CI`` unset) it redraws one phase-bar line in place; otherwise it prints one plain
-line per event, which reads well in CI logs and files.
+line per event, which reads well in CI logs and files. It writes only what the stream can show: no escape sequences on
+Windows (a legacy console prints them as text), and characters the stream's encoding lacks degrade to ASCII.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from inferencekey.types import ReadinessEvent
 
 PHASES = ("scheduling", "provisioning", "bootstrapping", "ready")
 
-# Carriage return plus "erase line": redraws the bar without leaving the previous, longer text behind.
+# Carriage return plus "erase line": redraws the bar without leaving the previous, longer text behind. A Windows
+# console shows escape sequences as text unless a program turns them on, so there the bar is padded with spaces to
+# the line's end instead, which erases the same way.
+_ERASE_WITH_ESCAPES = sys.platform != "win32"
 _CLEAR_LINE = "\r\x1b[2K"
 
 
@@ -32,10 +36,12 @@ class ProgressView:
     def __call__(self, event: ReadinessEvent) -> None:
         """Show one event."""
         if self._interactive:
-            self._write(_CLEAR_LINE + _fit(bar_line(event), _width(self._stream)))
+            width = _width(self._stream)
+            line = _fit(_encodable(bar_line(event), self._stream), width)
+            self._write(_CLEAR_LINE + line if _ERASE_WITH_ESCAPES else "\r" + line.ljust(width - 1))
             self._drawn = True
         else:
-            self._write(plain_line(event) + "\n")
+            self._write(_encodable(plain_line(event), self._stream) + "\n")
 
     def close(self) -> None:
         """End the view: the phase bar stays on screen and the cursor moves to the next line."""
@@ -72,6 +78,22 @@ def _printable(message: str) -> str:
     # Server text goes to a terminal: no tokens, and no line breaks or control characters that would garble the view.
     kept = "".join(ch for ch in _core.redact(message) if ch.isprintable() or ch.isspace())
     return " ".join(kept.split())
+
+
+def _encodable(text: str, stream: TextIO) -> str:
+    """``text`` as ``stream`` can encode it: a legacy code page (a Windows console's cp437, a file in cp1252) lacks
+    characters the platform's messages use, like the ellipsis of a redacted token; they degrade, never raise."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:
+        return text
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        text = text.replace("\u2026", "...")
+        return text.encode(encoding, errors="replace").decode(encoding)
+    except LookupError:
+        pass
+    return text
 
 
 def _fit(line: str, width: int) -> str:
