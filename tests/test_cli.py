@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +23,9 @@ from inferencekey.local import LocalPlatform
 SDK_TOKEN = re.compile(r"^ik_sdk_[0-9a-f]{8}_[0-9a-f]{64}$")
 LIVE_KEY = re.compile(r"^ik_live_[0-9a-f]{8}_[0-9a-f]{64}$")
 CLI = [sys.executable, "-m", "inferencekey"]
+POSIX_SIGNALS = pytest.mark.skipif(
+    sys.platform == "win32", reason="sends SIGINT/SIGTERM and reads a pipe with select(): POSIX only"
+)
 
 EXEC_SCRIPT = """
 import json, os, sys
@@ -49,17 +54,26 @@ def test_module_version() -> None:
     assert inferencekey.__version__ in result.stdout
 
 
+def console_script() -> str:
+    """The installed `inferencekey` command of this interpreter's environment (bin/inferencekey,
+    Scripts\\inferencekey.exe on Windows)."""
+    scripts = sysconfig.get_path("scripts")
+    script = shutil.which("inferencekey", path=scripts)
+    assert script, f"console script not installed in {scripts}"
+    return script
+
+
 def test_console_script_version() -> None:
-    script = Path(sys.executable).parent / "inferencekey"
-    assert script.exists(), f"console script not installed next to {sys.executable}"
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run([console_script(), "--version"], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert inferencekey.__version__ in result.stdout
 
 
-def test_local_exec_runs_the_command_with_the_variables() -> None:
+@pytest.mark.parametrize("entry_point", ["module", "console-script"])
+def test_local_exec_runs_the_command_with_the_variables(entry_point: str) -> None:
+    cli = CLI if entry_point == "module" else [console_script()]
     result = subprocess.run(
-        [*CLI, "local", "exec", "--", sys.executable, "-c", EXEC_SCRIPT],
+        [*cli, "local", "exec", "--", sys.executable, "-c", EXEC_SCRIPT],
         env=child_env(),
         capture_output=True,
         text=True,
@@ -94,6 +108,7 @@ def test_local_exec_propagates_success_and_a_missing_command() -> None:
     assert "no-such-command-inferencekey" in missing.stderr
 
 
+@POSIX_SIGNALS
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_local_serve_prints_the_ready_line_and_stops(stop_signal: signal.Signals) -> None:
     proc = subprocess.Popen(

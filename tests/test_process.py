@@ -2,6 +2,7 @@
 # keeps working in the child and in the parent.
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,9 @@ print("returned", flush=True)
 """
 
 
+@pytest.mark.skipif(
+    sys.platform == "win32", reason="sends SIGINT and reads a pipe with select(): POSIX only (Windows has CTRL_C_EVENT)"
+)
 @pytest.mark.parametrize("call", list(CALLS))
 def test_ctrl_c_interrupts_a_blocked_call(
     platform: LocalPlatform, mgmt: ManagementClient, admin: Admin, call: str
@@ -91,6 +95,7 @@ print("parent ok", flush=True)
 """
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork() on this platform")
 def test_clients_survive_fork(platform: LocalPlatform, mgmt: ManagementClient, admin: Admin) -> None:
     mgmt.ensure(make_spec())
     admin.clear_journal()

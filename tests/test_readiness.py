@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
 import subprocess
 import sys
-import termios
 import time
 from typing import Any
 
@@ -28,7 +26,12 @@ from conftest import (
 from inferencekey import ApiError, InferenceKeyError, ManagementClient, ReadinessEvent, WaitTimeoutError
 from inferencekey.local import LocalPlatform
 
+if sys.platform != "win32":
+    import pty
+    import termios
+
 READINESS_PATH = f"{WORKLOADS_PATH}/support-bot/readiness-events"
+ON_A_TTY = pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal (pty, termios): POSIX only")
 PLAIN_LINE = re.compile(r"^\[\s*\d+\.\d+s\] (scheduling|provisioning|bootstrapping|ready|error)\b.*$")
 
 
@@ -272,6 +275,7 @@ def run_on_a_tty(platform: LocalPlatform, **extra_env: str) -> str:
     return output.decode()
 
 
+@ON_A_TTY
 def test_default_view_draws_a_phase_bar_on_a_tty(platform: LocalPlatform, mgmt: ManagementClient, admin: Admin) -> None:
     mgmt.ensure(make_spec())
     output = run_on_a_tty(platform)
@@ -282,6 +286,7 @@ def test_default_view_draws_a_phase_bar_on_a_tty(platform: LocalPlatform, mgmt: 
     assert_no_token(output, *platform_tokens(platform))
 
 
+@ON_A_TTY
 def test_ci_variable_turns_the_bar_into_plain_lines(
     platform: LocalPlatform, mgmt: ManagementClient, admin: Admin
 ) -> None:
