@@ -4,13 +4,29 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CARGO ?= cargo
+# Fresh virtualenvs (recreated by every run) that test the built wheel and the sdist as a user installs them.
+WHEEL_VENV ?= .venv-wheel
+SDIST_VENV ?= .venv-sdist
 
-.PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv
+# The release build's maturin arguments: the release profile (thin LTO, codegen-units 4, panic=unwind), symbols
+# stripped. On Linux, zig links the wheel against glibc 2.17's symbols (manylinux2014) without a container. maturin
+# finds zig through the python first on PATH, hence .venv/bin (ziglang) there.
+WHEEL_ARGS := --release --strip
+ifeq ($(shell uname -s),Linux)
+PLATFORM_WHEEL_ARGS := --zig --compatibility manylinux2014
+endif
+
+.PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist
 
 $(VENV)/.tools: requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+# The release tools (zig, auditwheel, the workflow linters), on top of the dev tools.
+$(VENV)/.release-tools: requirements-release.txt $(VENV)/.tools
+	$(VENV)/bin/pip install -q -r requirements-release.txt
 	touch $@
 
 # The extension, built once in release mode into the virtualenv.
@@ -33,12 +49,39 @@ STRESS_RUNS ?= 5
 test-stress: develop
 	STRESS_RUNS=$(STRESS_RUNS) CARGO=$(CARGO) PY=$(PY) scripts/stress.sh
 
+# dist/: this platform's abi3 wheel and the sdist. Fails unless a Linux wheel is manylinux2014 or better and links
+# only the C runtime (check-wheel).
+wheel: $(VENV)/.release-tools
+	rm -rf dist
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build $(WHEEL_ARGS) $(PLATFORM_WHEEL_ARGS) --out dist
+	$(VENV)/bin/maturin sdist --out dist
+	$(MAKE) --no-print-directory check-wheel
+
+# auditwheel's platform tag and the libraries the wheel links (Linux wheels; elsewhere there is no such policy).
+check-wheel: $(VENV)/.release-tools
+ifeq ($(shell uname -s),Linux)
+	$(PY) .github/scripts/check_dist.py audit dist
+endif
+
+# The Python suite against the built wheel installed into a fresh $(WHEEL_VENV), run from a copy of tests/ (so only
+# the installed package can be imported) with no cargo or rustc on PATH.
+test-wheel: wheel
+	$(PY) .github/scripts/check_dist.py test-wheel dist --venv $(WHEEL_VENV)
+
+# The sdist built from scratch by pip (maturin from PyPI, a fresh cargo target dir) into a fresh $(SDIST_VENV); then
+# the quickstart through `inferencekey local exec`, and the CLI and text tests.
+test-sdist: $(VENV)/.tools
+	rm -f dist/inferencekey-*.tar.gz
+	$(VENV)/bin/maturin sdist --out dist
+	$(PY) .github/scripts/check_dist.py test-sdist dist --venv $(SDIST_VENV)
+
 lint: $(VENV)/.tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests examples benches
-	$(VENV)/bin/ruff format --check python tests examples benches
+	$(VENV)/bin/ruff check python tests examples benches .github/scripts
+	$(VENV)/bin/ruff format --check python tests examples benches .github/scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict .github/scripts
 	$(PY) -m mypy.stubtest inferencekey._core
 
 fmt: $(VENV)/.tools
