@@ -9,14 +9,15 @@ WHEEL_VENV ?= .venv-wheel
 SDIST_VENV ?= .venv-sdist
 
 # The release build's maturin arguments: the release profile (thin LTO, codegen-units 4, panic=unwind), symbols
-# stripped. On Linux, zig links the wheel against glibc 2.17's symbols (manylinux2014) without a container. maturin
-# finds zig through the python first on PATH, hence .venv/bin (ziglang) there.
+# stripped. .github/workflows/wheels.yml passes the same (`make lint-workflows` checks it). On Linux, zig links the
+# wheel against glibc 2.17's symbols (manylinux2014) without a container; the workflow uses the manylinux2014
+# container instead. maturin finds zig through the python first on PATH, hence .venv/bin (ziglang) there.
 WHEEL_ARGS := --release --strip
 ifeq ($(shell uname -s),Linux)
 PLATFORM_WHEEL_ARGS := --zig --compatibility manylinux2014
 endif
 
-.PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist
+.PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows
 
 $(VENV)/.tools: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -75,7 +76,16 @@ test-sdist: $(VENV)/.tools
 	$(VENV)/bin/maturin sdist --out dist
 	$(PY) .github/scripts/check_dist.py test-sdist dist --venv $(SDIST_VENV)
 
-lint: $(VENV)/.tools
+# The workflows against GitHub's schema and zizmor's audits (offline), and wheels.yml in step with make wheel.
+lint-workflows: $(VENV)/.release-tools
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline .github/workflows
+	@grep -qx '  WHEEL_ARGS: $(WHEEL_ARGS)' .github/workflows/wheels.yml \
+		|| { echo "wheels.yml: WHEEL_ARGS differs from the Makefile's '$(WHEEL_ARGS)'"; exit 1; }
+	@grep -qx "  MATURIN_VERSION: v$$(sed -n 's/^maturin==//p' requirements-dev.txt)" .github/workflows/wheels.yml \
+		|| { echo "wheels.yml: MATURIN_VERSION differs from requirements-dev.txt's maturin"; exit 1; }
+
+lint: $(VENV)/.tools lint-workflows
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests examples benches .github/scripts
