@@ -104,3 +104,44 @@ def test_clients_survive_fork(platform: LocalPlatform, mgmt: ManagementClient, a
     assert result.stdout.splitlines() == ["child exit 0", "parent ok"]
     lists = [e for e in admin.journal() if e["method"] == "GET" and e["path"] == WORKLOADS_PATH]
     assert len(lists) == 3
+
+
+EMBED_MANY_SCRIPT = """
+from inferencekey import DataClient
+endpoint = DataClient.from_env().endpoint("embedder")
+print("calling", flush=True)
+endpoint.embed_many(["some text"] * 1000, batch_size=10, max_concurrency=3, silent=True)
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT and reads a pipe with select(): POSIX only")
+def test_ctrl_c_stops_embed_many_and_every_request_in_flight(
+    platform: LocalPlatform, mgmt: ManagementClient, admin: Admin
+) -> None:
+    mgmt.ensure(make_spec(slug="embedder", task_type="embedding"))
+    # Every request stalls: only the interrupt can end the job within the guard.
+    admin.fault("embeddings", {"type": "stall", "at": "headers", "ms": ENDLESS_MS}, count=None)
+    admin.clear_journal()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMBED_MANY_SCRIPT],
+        env=child_env(platform),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert LineReader(proc.stdout.fileno()).line(timeout=HANG_GUARD) == "calling"
+        admin.wait_journal(lambda entries: len(entries) == 3, timeout=HANG_GUARD)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=HANG_GUARD)
+        stdout, stderr = proc.communicate(timeout=HANG_GUARD)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        admin.call("DELETE", "/_local/faults")
+    assert b"KeyboardInterrupt" in stderr, stderr
+    assert b"returned" not in stdout
+    assert len(admin.journal()) == 3  # the limit held, and nothing was sent after the interrupt

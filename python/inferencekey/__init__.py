@@ -26,6 +26,7 @@ import logging
 
 from inferencekey import _core
 from inferencekey._async import AsyncDataClient, AsyncEndpoint, AsyncManagementClient, AsyncTextStream
+from inferencekey._batch import EmbedProgress
 from inferencekey._data import DataClient, Endpoint, TextStream
 from inferencekey._management import ManagementClient
 from inferencekey.enums import Backend, ExecutionPolicy, OnDrift, TaskType
@@ -34,6 +35,7 @@ from inferencekey.exceptions import (
     ApiError,
     ApiTimeoutError,
     AuthError,
+    BatchEmbedError,
     ConfigurationError,
     DriftError,
     DriftWarning,
@@ -72,10 +74,12 @@ __all__ = [
     "AsyncTextStream",
     "AuthError",
     "Backend",
+    "BatchEmbedError",
     "ConfigurationError",
     "DataClient",
     "DriftError",
     "DriftWarning",
+    "EmbedProgress",
     "EmbedResult",
     "Endpoint",
     "EndpointRef",

@@ -7,15 +7,20 @@ aborts the task and closes its connection.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from inferencekey import _core
 from inferencekey._aio import run
+from inferencekey._batch import EmbedProgress, Output, drive, run_async
 from inferencekey._closing import AsyncClosing
-from inferencekey._data import _DataBase, _EndpointBase
+from inferencekey._data import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, _DataBase, _EndpointBase
 from inferencekey._management import Progress, _ensured, _ManagementBase
 from inferencekey.enums import OnDrift
+
+if TYPE_CHECKING:
+    import numpy
+
 from inferencekey.types import (
     EmbedResult,
     EndpointRef,
@@ -187,6 +192,63 @@ class AsyncEndpoint(_EndpointBase):
         """
         return await run(self._native.embed(input))
 
+    @overload
+    async def embed_many(
+        self,
+        inputs: Iterable[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        output: Literal["numpy"] = "numpy",
+        on_progress: Callable[[EmbedProgress], None] | None = None,
+        silent: bool = False,
+    ) -> numpy.ndarray[Any, numpy.dtype[numpy.float32]]: ...
+
+    @overload
+    async def embed_many(
+        self,
+        inputs: Iterable[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        output: Literal["list"],
+        on_progress: Callable[[EmbedProgress], None] | None = None,
+        silent: bool = False,
+    ) -> list[list[float]]: ...
+
+    async def embed_many(
+        self,
+        inputs: Iterable[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        output: Output = "numpy",
+        on_progress: Callable[[EmbedProgress], None] | None = None,
+        silent: bool = False,
+    ) -> Any:
+        """Embed every text of ``inputs`` (any iterable of strings, of any length) and return the vectors in input
+        order: a NumPy ``float32`` array of shape ``(n, dim)`` (``output="numpy"``, the default) or lists.
+
+        Inputs are sent ``batch_size`` per request (32 by default, the input cap of common embedding servers), with up
+        to ``max_concurrency`` requests in flight on the SDK's own I/O threads. When the platform answers 429 or 503
+        the job sends fewer requests at once (halving, then growing back by one as answers come back clean) and
+        retries the refused batch after its ``Retry-After``; lost connections are retried too. An iterator is read
+        lazily, so memory stays bounded by the batches in flight plus the output.
+
+        Progress (``EmbedProgress``: items, items/s, ETA) goes to ``on_progress`` when given; otherwise a live line is
+        written to stderr (plain lines in CI or when redirected), unless ``silent``. Ctrl+C or cancelling stops every
+        request in flight.
+
+        Raises:
+            BatchEmbedError: Some batch failed in a way retries could not cure; it carries the failed and the
+                completed input indices and the vectors that were embedded, so the job can resume.
+            ValidationError: ``batch_size`` is not 1-2048, ``max_concurrency`` < 1, or ``output`` is unknown.
+            ImportError: ``output="numpy"`` without NumPy installed.
+        """
+        job = self._native.embed_job(batch_size, max_concurrency)
+        driver = drive(job, inputs, batch_size, max_concurrency, output, on_progress, silent)
+        return await run_async(driver)
+
     async def rerank(self, *, query: str, documents: list[str], top_n: int | None = None) -> RerankResult:
         """Score ``documents`` against ``query``; results are ordered best first (at most ``top_n`` when given)."""
         return await run(self._native.rerank(query, documents, top_n))
@@ -233,3 +295,6 @@ class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
         self._batch = iter(())
         if native is not None:
             native.close()
+
+
+AsyncEndpoint._client_class = AsyncDataClient

@@ -12,9 +12,13 @@ from typing_extensions import Self, disjoint_base
 from inferencekey.types import EmbedResult, EndpointRef, Plan, ReadinessEvent, RerankResult, TextChunk, TextResult
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_CONCURRENCY",
     "ChatStream",
     "ChunkBatch",
     "DataClient",
+    "DoneBatch",
+    "EmbedJob",
     "Endpoint",
     "Ensured",
     "LocalPlatform",
@@ -32,6 +36,8 @@ __all__ = [
     "result_fields",
 ]
 __version__: str
+DEFAULT_BATCH_SIZE: int
+DEFAULT_MAX_CONCURRENCY: int
 
 def redact(text: str) -> str:
     """Return ``text`` with every ik_sdk_/ik_live_ token shortened to its prefix and id."""
@@ -110,6 +116,8 @@ class ManagementClient:
     def list(self, project: str | None) -> Pending[builtins.list[dict[str, Any]]]: ...
     def watch_readiness(self, workload_slug: str, project: str | None, timeout: float) -> ReadinessWatch: ...
     def close(self) -> None: ...
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this client elsewhere, credentials included (for pickling)."""
 
 @final
 class ReadinessWatch:
@@ -137,6 +145,8 @@ class DataClient:
     def project(self) -> str: ...
     def endpoint(self, workload_slug: str, api_key: str | None) -> Endpoint: ...
     def close(self) -> None: ...
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this client elsewhere, credentials included (for pickling)."""
 
 @final
 class Endpoint:
@@ -162,6 +172,28 @@ class Endpoint:
     ) -> Pending[OpenStream]: ...
     def embed(self, input: str | list[str]) -> Pending[EmbedResult]: ...
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> Pending[RerankResult]: ...
+    def embed_job(self, batch_size: int, max_concurrency: int) -> EmbedJob: ...
+    def config(self) -> dict[str, Any]:
+        """The client's constructor arguments, `workload_slug` and `endpoint_api_key` (for pickling)."""
+
+@final
+class EmbedJob:
+    """A batch embedding job; dropping it cancels every request in flight."""
+    def capacity(self) -> int: ...
+    def in_flight(self) -> int: ...
+    def concurrency(self) -> int: ...
+    def submit(self, batch: int, texts: list[str]) -> None: ...
+    def next_done(self) -> Pending[DoneBatch | None]: ...
+    def abort(self) -> None: ...
+
+@final
+class DoneBatch:
+    @property
+    def batch(self) -> int: ...
+    @property
+    def vectors(self) -> Vectors | None: ...
+    @property
+    def error(self) -> Any: ...
 
 @final
 class OpenStream:

@@ -4,12 +4,20 @@ OpenAI-compatible endpoint. Requests, SSE decoding and error mapping happen in t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from inferencekey import _core
+from inferencekey._batch import EmbedProgress, Output, drive, run_sync
 from inferencekey._closing import Closing
+from inferencekey._pickling import rebuild_client, rebuild_endpoint
 from inferencekey.types import EmbedResult, RerankResult, TextChunk, TextResult
+
+if TYPE_CHECKING:
+    import numpy
+
+DEFAULT_BATCH_SIZE: int = _core.DEFAULT_BATCH_SIZE
+DEFAULT_MAX_CONCURRENCY: int = _core.DEFAULT_MAX_CONCURRENCY
 
 __all__ = ["DataClient", "Endpoint", "TextStream"]
 
@@ -79,6 +87,10 @@ class _DataBase:
         """The project slug of this client's endpoints."""
         return self._native.project
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the configuration, credentials included (see ``inferencekey._pickling``); never a connection."""
+        return (rebuild_client, (type(self), self._native.config()))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
 
@@ -118,11 +130,18 @@ class DataClient(_DataBase, Closing):
 class _EndpointBase:
     """The bound workload's identity, shared by ``Endpoint`` and ``AsyncEndpoint``."""
 
+    # The client class an unpickled endpoint is rebuilt with.
+    _client_class: type[_DataBase]
+
     def __init__(self, native: _core.Endpoint) -> None:
         self._native = native
         self.workload_slug: str = native.workload_slug
         self.project: str = native.project
         self.base_url: str = native.base_url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the client's configuration, the workload slug and the endpoint's key; never a connection."""
+        return (rebuild_endpoint, (self._client_class, self._native.config()))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(project={self.project!r}, workload_slug={self.workload_slug!r})"
@@ -178,6 +197,63 @@ class Endpoint(_EndpointBase):
         """
         return self._native.embed(input).wait()
 
+    @overload
+    def embed_many(
+        self,
+        inputs: Iterable[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        output: Literal["numpy"] = "numpy",
+        on_progress: Callable[[EmbedProgress], None] | None = None,
+        silent: bool = False,
+    ) -> numpy.ndarray[Any, numpy.dtype[numpy.float32]]: ...
+
+    @overload
+    def embed_many(
+        self,
+        inputs: Iterable[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        output: Literal["list"],
+        on_progress: Callable[[EmbedProgress], None] | None = None,
+        silent: bool = False,
+    ) -> list[list[float]]: ...
+
+    def embed_many(
+        self,
+        inputs: Iterable[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        output: Output = "numpy",
+        on_progress: Callable[[EmbedProgress], None] | None = None,
+        silent: bool = False,
+    ) -> Any:
+        """Embed every text of ``inputs`` (any iterable of strings, of any length) and return the vectors in input
+        order: a NumPy ``float32`` array of shape ``(n, dim)`` (``output="numpy"``, the default) or lists.
+
+        Inputs are sent ``batch_size`` per request (32 by default, the input cap of common embedding servers), with up
+        to ``max_concurrency`` requests in flight on the SDK's own I/O threads. When the platform answers 429 or 503
+        the job sends fewer requests at once (halving, then growing back by one as answers come back clean) and
+        retries the refused batch after its ``Retry-After``; lost connections are retried too. An iterator is read
+        lazily, so memory stays bounded by the batches in flight plus the output.
+
+        Progress (``EmbedProgress``: items, items/s, ETA) goes to ``on_progress`` when given; otherwise a live line is
+        written to stderr (plain lines in CI or when redirected), unless ``silent``. Ctrl+C or cancelling stops every
+        request in flight.
+
+        Raises:
+            BatchEmbedError: Some batch failed in a way retries could not cure; it carries the failed and the
+                completed input indices and the vectors that were embedded, so the job can resume.
+            ValidationError: ``batch_size`` is not 1-2048, ``max_concurrency`` < 1, or ``output`` is unknown.
+            ImportError: ``output="numpy"`` without NumPy installed.
+        """
+        job = self._native.embed_job(batch_size, max_concurrency)
+        driver = drive(job, inputs, batch_size, max_concurrency, output, on_progress, silent)
+        return run_sync(driver)
+
     def rerank(self, *, query: str, documents: list[str], top_n: int | None = None) -> RerankResult:
         """Score ``documents`` against ``query``; results are ordered best first (at most ``top_n`` when given)."""
         return self._native.rerank(query, documents, top_n).wait()
@@ -197,3 +273,6 @@ class TextStream(_core.ChatStream, Closing, Iterator[TextChunk]):
     def close(self) -> None:
         """Close the stream and its connection; iteration ends. Idempotent."""
         _core.ChatStream.close(self)
+
+
+Endpoint._client_class = DataClient

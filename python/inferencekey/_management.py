@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from inferencekey import _core
 from inferencekey._closing import Closing
+from inferencekey._pickling import rebuild_client
 from inferencekey._progress import ProgressView
 from inferencekey.enums import OnDrift
 from inferencekey.exceptions import DriftWarning
@@ -87,6 +88,10 @@ class _ManagementBase:
     def project(self) -> str | None:
         """The client's default project slug, if it has one."""
         return self._native.project
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the configuration, credentials included (see ``inferencekey._pickling``); never a connection."""
+        return (rebuild_client, (type(self), self._native.config()))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"

@@ -16,6 +16,7 @@ __all__ = [
     "ApiError",
     "ApiTimeoutError",
     "AuthError",
+    "BatchEmbedError",
     "ConfigurationError",
     "DriftError",
     "DriftWarning",
@@ -113,6 +114,43 @@ class ApiConnectionError(ApiError):
 
 class ApiTimeoutError(ApiError, TimeoutError):
     """A transport timeout (connect, or no data for longer than the read timeout); also a builtin ``TimeoutError``."""
+
+
+class BatchEmbedError(InferenceKeyError):
+    """``embed_many`` could not embed every input: a batch failed in a way retries could not cure.
+
+    Nothing finished is lost: the vectors that were embedded come with the error, so a job can resume with only the
+    failed inputs (and, for an iterator, the ones it has not read yet). ``__cause__`` is the first batch's error, whose
+    ``status_code``, ``code`` and ``request_id`` this error repeats.
+
+    Attributes:
+        failed_indices: Input positions that were read but not embedded, in order.
+        completed_indices: Input positions that were embedded, in order.
+        vectors: Their vectors, row ``i`` for ``completed_indices[i]`` (a NumPy array or lists, like the result).
+        consumed: How many inputs were read; an iterator's later inputs are still in it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed_indices: list[int],
+        completed_indices: list[int],
+        vectors: object,
+        consumed: int,
+        cause: InferenceKeyError | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status_code=None if cause is None else cause.status_code,
+            code=None if cause is None else cause.code,
+            request_id=None if cause is None else cause.request_id,
+            body=None if cause is None else cause.body,
+        )
+        self.failed_indices = failed_indices
+        self.completed_indices = completed_indices
+        self.vectors = vectors
+        self.consumed = consumed
 
 
 class WaitTimeoutError(InferenceKeyError, TimeoutError):

@@ -270,6 +270,12 @@ impl ManagementClient {
         self.inner.project.as_deref()
     }
 
+    /// The `ik_sdk_` token itself, for handing this client's configuration to another process (a pickled client
+    /// for a worker). Never log or show it.
+    pub fn exposed_token(&self) -> &str {
+        self.inner.token.expose()
+    }
+
     /// `explicit` > `spec_project` > the client's project > `INFERENCEKEY_PROJECT` now; else ConfigurationError.
     fn resolve_project(
         &self,

@@ -26,7 +26,7 @@ use crate::event;
 use crate::spec::checked_slug;
 use crate::sse::{EventRef, SseDecoder};
 use crate::token::{token_kind, Secret, TokenKind};
-use crate::transport::{bearer, Method, Request, Transport};
+use crate::transport::{bearer, AttemptError, Failure, Method, Request, Transport};
 
 /// Decoded batches queued ahead of the consumer; a full queue stops reading the socket (backpressure).
 const STREAM_QUEUE: usize = 32;
@@ -122,6 +122,12 @@ impl DataClient {
     /// The project every endpoint of this client lives in.
     pub fn project(&self) -> &str {
         &self.inner.project
+    }
+
+    /// The default `ik_live_` key itself, for handing this client's configuration to another process (a
+    /// pickled client for a worker). Never log or show it.
+    pub fn exposed_api_key(&self) -> Option<&str> {
+        self.inner.api_key.as_ref().map(Secret::expose)
     }
 
     /// The endpoint of one workload, bound to `api_key` > the client's default key. No key is a
@@ -416,6 +422,12 @@ fn encode(body: &impl Serialize) -> Result<Bytes> {
 }
 
 impl Endpoint {
+    /// The `ik_live_` key itself, for handing this endpoint to another process (a pickled endpoint for a
+    /// worker). Never log or show it.
+    pub fn exposed_api_key(&self) -> &str {
+        self.inner.key.expose()
+    }
+
     /// The canonical workload slug.
     pub fn workload_slug(&self) -> &str {
         &self.inner.slug
@@ -568,6 +580,38 @@ impl Endpoint {
             },
         )
         .await
+    }
+
+    /// One embeddings request for `input` in base64, without the transport's retries: the batch job decides
+    /// what to retry (and adapts its concurrency to the answers). A failure that says nothing about overload or
+    /// the connection (a malformed or refused body after a 2xx) comes back with no `Failure`.
+    pub(crate) async fn embed_attempt(
+        &self,
+        input: &[String],
+    ) -> std::result::Result<Vec<Vec<f32>>, (Error, Option<Failure>)> {
+        let body = encode(&EmbedBody {
+            model: &self.inner.slug,
+            input,
+            encoding_format: Some("base64"),
+        })
+        .map_err(|err| (err, None))?;
+        let request = self.post(&self.inner.embeddings_url, body, false);
+        let transport = &self.inner.transport;
+        let response = transport
+            .attempt(&request)
+            .await
+            .map_err(|AttemptError { error, failure }| (error, Some(failure)))?;
+        let request_id = crate::transport::request_id(&response);
+        let tag = |err: Error| err.with_request_id(request_id.as_deref());
+        // A connection lost while the body is read is worth another attempt: embedding the same texts again
+        // gives the same vectors.
+        let bytes = response.bytes().await.map_err(|err| {
+            let (error, failure) = transport.transport_error(&err, "reading the response from");
+            (tag(error), Some(failure))
+        })?;
+        answer_json(&bytes, "embeddings", &self.inner.slug)
+            .and_then(|raw| decode_embeddings(&raw, input.len()))
+            .map_err(|err| (tag(err), None))
     }
 
     /// Rerank `documents` against `query`; `top_n` limits the results when set (at least 1: a `top_n` of 0 is

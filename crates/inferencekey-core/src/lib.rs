@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 mod args;
+mod batch;
 mod config;
 mod control;
 mod data;
@@ -21,6 +22,7 @@ mod transport;
 mod wire;
 
 pub use args::readiness_timeout;
+pub use batch::{BatchDone, BatchOptions, EmbedJob, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY};
 pub use config::{resolve_setting, TransportOptions, DEFAULT_BASE_URL};
 pub use control::{EnsureOutcome, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
 pub use data::{

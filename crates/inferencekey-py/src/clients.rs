@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::PyBool;
+use pyo3::types::{PyBool, PyDict};
 
 use inferencekey_core as core;
 
 use crate::args;
+use crate::batch::EmbedJob;
 use crate::errors::{internal_error, to_pyerr};
 use crate::json::raw_to_py;
 use crate::results;
@@ -112,6 +113,18 @@ impl<C: Clone> Rebuildable<C> {
         self.client
             .replace((self.build)(&self.args).map_err(|err| to_pyerr(py, err))?)
     }
+}
+
+/// The transport options of `args` as the Python constructors take them.
+fn transport_config<'py>(py: Python<'py>, args: &ClientArgs) -> PyResult<Bound<'py, PyDict>> {
+    let config = PyDict::new(py);
+    config.set_item("timeout", args.options.read_timeout.as_secs_f64())?;
+    config.set_item(
+        "connect_timeout",
+        args.options.connect_timeout.as_secs_f64(),
+    )?;
+    config.set_item("max_retries", args.options.max_retries)?;
+    Ok(config)
 }
 
 /// Native control-plane client (wrapped by `inferencekey.ManagementClient` and its async twin).
@@ -288,6 +301,16 @@ impl ManagementClient {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.client.reset(py)
     }
+
+    /// The constructor arguments that rebuild this client elsewhere, credentials included (for pickling).
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let client = self.core(py)?;
+        let config = transport_config(py, &self.client.args)?;
+        config.set_item("base_url", client.base_url())?;
+        config.set_item("sdk_token", client.exposed_token())?;
+        config.set_item("project", client.project())?;
+        Ok(config)
+    }
 }
 
 /// The readiness events of one workload: an iterator of `ReadinessEvent` (sync), or `next()` calls (async).
@@ -430,6 +453,16 @@ impl DataClient {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.client.reset(py)
     }
+
+    /// The constructor arguments that rebuild this client elsewhere, credentials included (for pickling).
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let client = self.core(py)?;
+        let config = transport_config(py, &self.client.args)?;
+        config.set_item("base_url", client.base_url())?;
+        config.set_item("project", client.project())?;
+        config.set_item("api_key", client.exposed_api_key())?;
+        Ok(config)
+    }
 }
 
 /// One workload's OpenAI-compatible endpoint, bound to one `ik_live_` key.
@@ -480,6 +513,16 @@ impl Endpoint {
     #[getter]
     fn base_url(&self, py: Python<'_>) -> PyResult<String> {
         Ok(self.core(py)?.base_url().to_owned())
+    }
+
+    /// The arguments that rebuild this endpoint elsewhere: its client's constructor arguments, the workload slug
+    /// and the endpoint's key (for pickling).
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let endpoint = self.core(py)?;
+        let config = self.client.get().config(py)?;
+        config.set_item("workload_slug", endpoint.workload_slug())?;
+        config.set_item("endpoint_api_key", endpoint.exposed_api_key())?;
+        Ok(config)
     }
 
     /// A chat completion; resolves to a `TextResult`.
@@ -536,6 +579,19 @@ impl Endpoint {
             },
             results::embed_result,
         )))
+    }
+
+    /// A batch embedding job on this endpoint (`batch_size` inputs per request, at most `max_concurrency` in flight).
+    #[pyo3(signature = (batch_size, max_concurrency))]
+    fn embed_job(
+        &self,
+        py: Python<'_>,
+        batch_size: i64,
+        max_concurrency: i64,
+    ) -> PyResult<EmbedJob> {
+        let options = core::BatchOptions::from_user(batch_size, max_concurrency)
+            .map_err(|err| to_pyerr(py, err))?;
+        Ok(EmbedJob::new(&self.core(py)?, options))
     }
 
     /// Rerank `documents` against `query`; resolves to a `RerankResult`.

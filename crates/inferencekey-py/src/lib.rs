@@ -10,13 +10,14 @@
 //! - Operations: each is one method returning a `Pending` call; sync code `wait()`s it on the calling thread
 //!   with the interpreter released, async code `start(future)`s it on the I/O runtime (`runtime`).
 //!
-//! Modules read top-down, each using only those above it: json, logs, results, errors, runtime, args, clients,
-//! local.
+//! Modules read top-down, each using only those above it: json, logs, results, errors, runtime, args, batch,
+//! clients, local.
 
 // The core's `Error` is large on purpose (structured fields); errors are the cold path.
 #![allow(clippy::result_large_err)]
 
 mod args;
+mod batch;
 mod clients;
 mod errors;
 mod json;
@@ -45,6 +46,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // `inferencekey.inferencekey_core.control`), queued so that no I/O thread waits for the interpreter.
     logs::install(runtime::wake_resolver);
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DEFAULT_BATCH_SIZE", inferencekey_core::DEFAULT_BATCH_SIZE)?;
+    m.add(
+        "DEFAULT_MAX_CONCURRENCY",
+        inferencekey_core::DEFAULT_MAX_CONCURRENCY,
+    )?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;
     m.add_function(wrap_pyfunction!(results::register_result_types, m)?)?;
@@ -61,6 +67,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<clients::OpenStream>()?;
     m.add_class::<clients::ChatStream>()?;
     m.add_class::<clients::ChunkBatch>()?;
+    m.add_class::<batch::EmbedJob>()?;
+    m.add_class::<batch::DoneBatch>()?;
     m.add_class::<local::LocalPlatform>()?;
     Ok(())
 }

@@ -196,6 +196,12 @@ pub struct Vectors {
     vectors: Vec<Vec<f32>>,
 }
 
+impl From<Vec<Vec<f32>>> for Vectors {
+    fn from(vectors: Vec<Vec<f32>>) -> Self {
+        Self { vectors }
+    }
+}
+
 #[pymethods]
 impl Vectors {
     /// How many vectors.
