@@ -294,7 +294,7 @@ def test_cancelling_mid_stream_closes_the_connection(
 ) -> None:
     deploy(itl_ms=100)
     if stall is not None:
-        admin.fault("chat_stream", {"type": "stall", "at": stall, "ms": 10000})
+        admin.fault("chat_stream", {"type": "stall", "at": stall, "ms": ENDLESS_MS})
     received: list[TextChunk] = []
     client = adata(platform)
     streams: list[AsyncTextStream] = []
@@ -401,7 +401,8 @@ def test_stalled_stream_times_out_with_the_sync_exception(
     platform: LocalPlatform, deploy: Deploy, admin: Admin
 ) -> None:
     deploy()
-    admin.fault("chat_stream", {"type": "stall", "at": "mid_stream", "ms": 3000})
+    # The stall never ends: only the idle timeout can end the stream.
+    admin.fault("chat_stream", {"type": "stall", "at": "mid_stream", "ms": ENDLESS_MS})
 
     async def main() -> None:
         async with adata(platform, timeout=0.5, max_retries=0) as data:

@@ -13,6 +13,9 @@ pub struct Local {
     admin: reqwest::Client,
 }
 
+/// A stall no test outlives: only the client giving up (a deadline, a timeout) ends a request it holds.
+pub const ENDLESS_MS: u64 = 600_000;
+
 /// Transport options for tests: short timeouts so failures show quickly.
 pub fn options() -> TransportOptions {
     TransportOptions {

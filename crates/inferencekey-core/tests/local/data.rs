@@ -8,7 +8,7 @@ use inferencekey_core::{
 };
 use serde_json::{json, Value};
 
-use crate::common::{options, prompt, Local};
+use crate::common::{options, prompt, Local, ENDLESS_MS};
 
 const BACKENDS: [&str; 4] = ["vllm", "llamacpp", "ollama", "sglang"];
 
@@ -313,7 +313,8 @@ async fn idle_stream_times_out() {
         ..options()
     });
     let endpoint = data.endpoint(endpoint_slug, None).unwrap();
-    local.fault(json!({"route": "chat_stream", "fault": {"type": "stall", "at": "mid_stream", "ms": 3000}})).await;
+    // The stall never ends: only the idle timeout can end the stream.
+    local.fault(json!({"route": "chat_stream", "fault": {"type": "stall", "at": "mid_stream", "ms": ENDLESS_MS}})).await;
     let (_, err) = stream_chunks(&endpoint, &prompt("hello")).await;
     let err = err.unwrap();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");

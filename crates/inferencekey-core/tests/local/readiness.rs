@@ -6,14 +6,11 @@ use std::time::{Duration, Instant};
 use inferencekey_core::{ErrorKind, ManagementClient, ReadinessEvent, ReadinessWatch};
 use serde_json::json;
 
-use crate::common::{options, Local};
+use crate::common::{options, Local, ENDLESS_MS};
 
 /// Bounds a wait that must end by itself (a deadline, an error): only a hang runs into it, never a
 /// slow machine.
 const HANG_GUARD: Duration = Duration::from_secs(30);
-
-/// A stall no test outlives.
-const ENDLESS_MS: u64 = 600_000;
 
 /// `future`, or a panic naming `what` if it hangs.
 async fn guarded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
