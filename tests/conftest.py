@@ -13,13 +13,14 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from inferencekey import Backend, DataClient, Endpoint, ManagementClient, WorkloadSpec
 from inferencekey.local import LocalPlatform
+from inferencekey.testing import LocalAdmin
 
 PROJECT = "local"
 ELLIPSIS = "\u2026"
@@ -40,33 +41,8 @@ ENDLESS_MS = 600_000
 Entry = dict[str, Any]
 
 
-class Admin:
-    """A small client of the local platform's admin API (`/_local/`), on the standard library only."""
-
-    def __init__(self, platform: LocalPlatform) -> None:
-        self.platform = platform
-        self.url = platform.url
-        self.admin_token = platform.admin_token
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """Send one admin request and return its decoded JSON answer (None for an empty one)."""
-        status, _, answer = http_json(method, self.url + path, self.admin_token, body)
-        if status >= 400:
-            raise AssertionError(f"admin {method} {path} -> {status}: {answer!r}")
-        return answer
-
-    def reset(self) -> None:
-        """Drop workloads, extra tokens, faults, the journal and defaults."""
-        self.call("POST", "/_local/reset")
-
-    def journal(self) -> list[Entry]:
-        """Every non-admin request the platform saw, oldest first."""
-        result: list[Entry] = self.call("GET", "/_local/journal")
-        return result
-
-    def clear_journal(self) -> None:
-        """Forget the requests seen so far."""
-        self.call("DELETE", "/_local/journal")
+class Admin(LocalAdmin):
+    """The plugin's ``LocalAdmin`` (``inferencekey.testing``) with this suite's shorthands."""
 
     def calls(self) -> list[tuple[str, str]]:
         """The journal as (method, path) pairs."""
@@ -79,53 +55,9 @@ class Admin:
         body: dict[str, Any] = entries[0]["body"]
         return body
 
-    def requests(self, method: str, path_suffix: str = "") -> list[Entry]:
+    def requests(self, method: str, path_suffix: str = "") -> list[Entry]:  # type: ignore[override]
         """The journal entries of one method whose path ends with `path_suffix`."""
         return [e for e in self.journal() if e["method"] == method and e["path"].endswith(path_suffix)]
-
-    def wait_journal(self, predicate: Callable[[list[Entry]], bool], timeout: float = HANG_GUARD) -> list[Entry]:
-        """Poll the journal until `predicate` holds (entries of streams are completed asynchronously)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            entries = self.journal()
-            if predicate(entries):
-                return entries
-            if time.monotonic() > deadline:
-                raise AssertionError(f"journal never matched within {timeout} s: {summarise(entries)}")
-            time.sleep(0.05)
-
-    def fault(self, route: str, fault: dict[str, Any], **rule: Any) -> str:
-        """Install one fault rule and return its id."""
-        body = {"route": route, "fault": fault, **rule}
-        answer: dict[str, str] = self.call("POST", "/_local/faults", body)
-        return answer["id"]
-
-    def fired(self, fault_id: str) -> int:
-        """How many times the fault rule `fault_id` fired."""
-        rules: list[dict[str, Any]] = self.call("GET", "/_local/faults")
-        for rule in rules:
-            if rule.get("id") == fault_id:
-                return int(rule["fired"])
-        raise AssertionError(f"no fault rule {fault_id} in {rules!r}")
-
-    def defaults(self, **settings: Any) -> None:
-        """Engine settings for workloads created from now on."""
-        self.call("PUT", "/_local/defaults", settings)
-
-    def settings(self, slug: str, project: str | None = None, **settings: Any) -> None:
-        """Engine settings of one existing workload."""
-        project = project or self.platform.project
-        self.call("PUT", f"/_local/projects/{project}/workloads/{slug}/settings", settings)
-
-    def token(self, kind: str, project: str | None = None, **extra: Any) -> str:
-        """Mint an extra ik_sdk_ (kind="sdk", scopes=[...]) or ik_live_ (kind="live", workload=...) token."""
-        body = {"kind": kind, "project": project or self.platform.project, **extra}
-        answer: dict[str, str] = self.call("POST", "/_local/tokens", body)
-        return answer["token"]
-
-    def project(self, slug: str) -> None:
-        """Create an extra project."""
-        self.call("POST", "/_local/projects", {"slug": slug})
 
 
 def summarise(entries: list[Entry]) -> list[tuple[Any, ...]]:
@@ -276,10 +208,10 @@ class LineReader:
 
 
 @pytest.fixture(scope="session")
-def platform() -> Iterator[LocalPlatform]:
-    """One in-process local platform for the whole test session."""
-    with LocalPlatform(project=PROJECT) as lp:
-        yield lp
+def platform(inferencekey_platform: LocalPlatform) -> LocalPlatform:
+    """The plugin's session platform (one in-process local platform for the whole run)."""
+    assert inferencekey_platform.project == PROJECT
+    return inferencekey_platform
 
 
 @pytest.fixture(autouse=True)
@@ -290,36 +222,27 @@ def no_inferencekey_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def admin(platform: LocalPlatform) -> Admin:
-    """The admin client, with the platform reset to a clean state (readiness `immediate` by default)."""
-    client = Admin(platform)
-    client.reset()
-    client.defaults(readiness="immediate")
-    return client
+def admin(inferencekey_local: LocalAdmin) -> Admin:
+    """The plugin's admin fixture (the platform reset, new workloads ready at once), with the suite's shorthands."""
+    return Admin(inferencekey_local.platform)
 
 
 @pytest.fixture
-def env(platform: LocalPlatform, monkeypatch: pytest.MonkeyPatch) -> LocalPlatform:
-    """The four INFERENCEKEY_ variables pointing at the local platform."""
-    for name, value in platform.env.items():
-        monkeypatch.setenv(name, value)
+def env(platform: LocalPlatform, inferencekey_env: dict[str, str]) -> LocalPlatform:
+    """The plugin's four INFERENCEKEY_ variables pointing at the local platform."""
     return platform
 
 
 @pytest.fixture
-def mgmt(platform: LocalPlatform, admin: Admin) -> Iterator[ManagementClient]:
-    """A management client on the default project."""
-    client = ManagementClient(base_url=platform.url, sdk_token=platform.sdk_token, project=platform.project)
-    yield client
-    client.close()
+def mgmt(admin: Admin, inferencekey_management: ManagementClient) -> ManagementClient:
+    """The plugin's management client on the default project."""
+    return inferencekey_management
 
 
 @pytest.fixture
-def data(platform: LocalPlatform, admin: Admin) -> Iterator[DataClient]:
-    """A data client on the default project with the default ik_live_ key."""
-    client = DataClient(base_url=platform.url, project=platform.project, api_key=platform.api_key)
-    yield client
-    client.close()
+def data(admin: Admin, inferencekey_data: DataClient) -> DataClient:
+    """The plugin's data client on the default project with the default ik_live_ key."""
+    return inferencekey_data
 
 
 Deploy = Callable[..., Endpoint]
