@@ -155,12 +155,22 @@ def median(samples: list[Sample]) -> Sample:
 Leg = Callable[[], Sample]
 
 
-def run_legs(title: str, legs: dict[str, Leg], repeats: int, warm: bool = True) -> dict[str, Sample]:
-    """Warm every leg up once, then `repeats` rounds in which the legs take turns; the median run of each."""
+# A warm-up run is a tenth of a timed one: enough for connections and caches, not a quarter of the run time.
+WARM_SCALE = 0.1
+
+
+def scaled(count: int, scale: float) -> int:
+    return max(1, round(count * scale))
+
+
+def run_legs(title: str, make: Callable[[float], dict[str, Leg]], repeats: int, warm: bool = True) -> dict[str, Sample]:
+    """Warm every leg up once (`make(WARM_SCALE)`: the legs at a tenth of their size), then `repeats` rounds in which
+    the legs (`make(1)`) take turns; the median run of each."""
     started = time.perf_counter()
     if warm:
-        for leg in legs.values():
+        for leg in make(WARM_SCALE).values():
             leg()
+    legs = make(1)
     samples: dict[str, list[Sample]] = {name: [] for name in legs}
     for _ in range(repeats):
         for name, leg in legs.items():
@@ -351,46 +361,53 @@ class Bench:
         log("every client received the same chunks, completion and embeddings")
 
     # Streaming, one stream after another.
-    def streaming(self, key: str, title: str, tokens: list[int], run_async: bool) -> Scenario:
-        chars = sum(len("".join(self.chunks(n))) for n in tokens)
-        units = sum(tokens)
-
-        def check(total: Any) -> bool:
-            return bool(total == chars)
-
-        def sync_leg(fn: Callable[[int], int]) -> Leg:
-            return lambda: timed(lambda: sum(fn(n) for n in tokens), units, check)
-
-        def async_leg(fn: Callable[[int], Awaitable[int]]) -> Leg:
-            async def all_streams() -> int:
-                total = 0
-                for n in tokens:
-                    total += await fn(n)
-                return total
-
-            return lambda: self.timed_async(all_streams, units, check)
-
+    def streaming(self, key: str, title: str, all_tokens: list[int], run_async: bool) -> Scenario:
         peers: Any = self.aio if run_async else self.sync
-        make = async_leg if run_async else sync_leg
-        legs = {
-            "inferencekey": make(peers.stream_ik),
-            "inferencekey+raw": make(peers.stream_ik_raw),
-            "openai": make(peers.stream_openai),
-            "httpx": make(peers.stream_httpx),
-            "rust": lambda: self.floor.sample({"op": "stream", "tokens": tokens, "concurrency": 1}),
-        }
+
+        def legs(scale: float) -> dict[str, Leg]:
+            if len(all_tokens) > 1:
+                tokens = all_tokens[: scaled(len(all_tokens), scale)]
+            else:
+                tokens = [scaled(all_tokens[0], scale)]
+            chars = sum(len("".join(self.chunks(n))) for n in tokens)
+            units = sum(tokens)
+
+            def check(total: Any) -> bool:
+                return bool(total == chars)
+
+            def sync_leg(fn: Callable[[int], int]) -> Leg:
+                return lambda: timed(lambda: sum(fn(n) for n in tokens), units, check)
+
+            def async_leg(fn: Callable[[int], Awaitable[int]]) -> Leg:
+                async def all_streams() -> int:
+                    total = 0
+                    for n in tokens:
+                        total += await fn(n)
+                    return total
+
+                return lambda: self.timed_async(all_streams, units, check)
+
+            make = async_leg if run_async else sync_leg
+            return {
+                "inferencekey": make(peers.stream_ik),
+                "inferencekey+raw": make(peers.stream_ik_raw),
+                "openai": make(peers.stream_openai),
+                "httpx": make(peers.stream_httpx),
+                "rust": lambda: self.floor.sample({"op": "stream", "tokens": tokens, "concurrency": 1}),
+            }
+
         return Scenario(key, title, "chunk", run_legs(title, legs, self.repeats))
 
     # Unary chat: sequential, threads on one client, asyncio tasks on one client.
     def chat(self) -> list[Scenario]:
         size, expected = self.sizes, len(self.chat_text)
 
-        def sequential(fn: Callable[[], str]) -> Leg:
-            n = size.sequential_chats
+        def sequential(fn: Callable[[], str], scale: float) -> Leg:
+            n = scaled(size.sequential_chats, scale)
             return lambda: timed(lambda: [fn() for _ in range(n)], n, lambda out: {len(t) for t in out} == {expected})
 
-        def threaded(fn: Callable[[], str]) -> Leg:
-            per = size.thread_chats // size.threads
+        def threaded(fn: Callable[[], str], scale: float) -> Leg:
+            per = scaled(size.thread_chats // size.threads, scale)
 
             def run() -> list[str]:
                 with ThreadPoolExecutor(size.threads) as pool:
@@ -399,8 +416,8 @@ class Bench:
 
             return lambda: timed(run, per * size.threads, lambda out: {len(t) for t in out} == {expected})
 
-        def tasks(fn: Callable[[], Awaitable[str]]) -> Leg:
-            per = size.task_chats // size.tasks
+        def tasks(fn: Callable[[], Awaitable[str]], scale: float) -> Leg:
+            per = scaled(size.task_chats // size.tasks, scale)
 
             async def worker() -> list[str]:
                 return [await fn() for _ in range(per)]
@@ -412,22 +429,28 @@ class Bench:
             return lambda: self.timed_async(run, per * size.tasks, lambda out: {len(t) for t in out} == {expected})
 
         def floor(requests: int, concurrency: int) -> Leg:
-            return lambda: self.floor.sample({"op": "chat", "requests": requests, "concurrency": concurrency})
+            command = {"op": "chat", "requests": requests, "concurrency": concurrency}
+            return lambda: self.floor.sample(command)
+
+        def legs(peers: Any, make: Callable[[Any, float], Leg], requests: int, concurrency: int) -> Any:
+            def at(scale: float) -> dict[str, Leg]:
+                out = {name: make(getattr(peers, f"chat_{short}"), scale) for name, short in self.clients()}
+                out["rust"] = floor(concurrency * scaled(requests // concurrency, scale), concurrency)
+                return out
+
+            return at
 
         s, a = self.sync, self.aio
         out = []
         title = f"chat completion, sequential ({size.sequential_chats} requests)"
-        legs = {name: sequential(getattr(s, f"chat_{short}")) for name, short in self.clients()}
-        legs["rust"] = floor(size.sequential_chats, 1)
-        out.append(Scenario("chat_sequential", title, "request", run_legs(title, legs, self.repeats)))
+        make = legs(s, sequential, size.sequential_chats, 1)
+        out.append(Scenario("chat_sequential", title, "request", run_legs(title, make, self.repeats)))
         title = f"chat completion, {size.threads} threads on one client ({size.thread_chats} requests)"
-        legs = {name: threaded(getattr(s, f"chat_{short}")) for name, short in self.clients()}
-        legs["rust"] = floor(size.thread_chats, size.threads)
-        out.append(Scenario("chat_threads", title, "request", run_legs(title, legs, self.repeats)))
+        make = legs(s, threaded, size.thread_chats, size.threads)
+        out.append(Scenario("chat_threads", title, "request", run_legs(title, make, self.repeats)))
         title = f"chat completion, {size.tasks} asyncio tasks on one client ({size.task_chats} requests)"
-        legs = {name: tasks(getattr(a, f"chat_{short}")) for name, short in self.clients()}
-        legs["rust"] = floor(size.task_chats, size.tasks)
-        out.append(Scenario("chat_async", title, "request", run_legs(title, legs, self.repeats)))
+        make = legs(a, tasks, size.task_chats, size.tasks)
+        out.append(Scenario("chat_async", title, "request", run_legs(title, make, self.repeats)))
         return out
 
     @staticmethod
@@ -439,36 +462,44 @@ class Bench:
         requests, texts = self.sizes.embed_requests, self.texts
         shape = (EMBED_TEXTS, EMBED_DIM)
 
-        def leg(fn: Callable[[list[str]], Any]) -> Leg:
+        def leg(fn: Callable[[list[str]], Any], scale: float) -> Leg:
+            n = scaled(requests, scale)
+
             def run() -> list[Any]:
-                return [fn(texts) for _ in range(requests)]
+                return [fn(texts) for _ in range(n)]
 
             def check(out: list[Any]) -> bool:
                 return all(numpy.shape(m) == shape if isinstance(m, numpy.ndarray) else len(m) == shape[0] for m in out)
 
-            return lambda: timed(run, requests, check)
+            return lambda: timed(run, n, check)
 
-        def floor(wire: str) -> Leg:
-            return lambda: self.floor.sample({"op": "embed", "requests": requests, "texts": texts, "format": wire})
+        def floor(wire: str, scale: float) -> Leg:
+            command = {"op": "embed", "requests": scaled(requests, scale), "texts": texts, "format": wire}
+            return lambda: self.floor.sample(command)
 
         s = self.sync
-        lists = {
-            "inferencekey": leg(s.lists_ik),
-            "openai": leg(s.lists_openai),
-            "openai, float JSON": leg(s.lists_openai_float),
-            "httpx + json.loads, float JSON": leg(s.lists_httpx_float),
-            "httpx + b64decode + array.tolist": leg(s.lists_httpx_b64),
-            "Rust floor, base64": floor("base64"),
-            "Rust floor, float JSON": floor("float"),
-        }
-        to_numpy = {
-            "inferencekey": leg(s.numpy_ik),
-            "openai": leg(s.numpy_openai),
-            "openai, float JSON": leg(s.numpy_openai_float),
-            "httpx + json.loads + asarray, float JSON": leg(s.numpy_httpx_float),
-            "httpx + b64decode + frombuffer": leg(s.numpy_httpx_b64),
-            "Rust floor, base64": floor("base64"),
-        }
+
+        def lists(scale: float) -> dict[str, Leg]:
+            return {
+                "inferencekey": leg(s.lists_ik, scale),
+                "openai": leg(s.lists_openai, scale),
+                "openai, float JSON": leg(s.lists_openai_float, scale),
+                "httpx + json.loads, float JSON": leg(s.lists_httpx_float, scale),
+                "httpx + b64decode + array.tolist": leg(s.lists_httpx_b64, scale),
+                "Rust floor, base64": floor("base64", scale),
+                "Rust floor, float JSON": floor("float", scale),
+            }
+
+        def to_numpy(scale: float) -> dict[str, Leg]:
+            return {
+                "inferencekey": leg(s.numpy_ik, scale),
+                "openai": leg(s.numpy_openai, scale),
+                "openai, float JSON": leg(s.numpy_openai_float, scale),
+                "httpx + json.loads + asarray, float JSON": leg(s.numpy_httpx_float, scale),
+                "httpx + b64decode + frombuffer": leg(s.numpy_httpx_b64, scale),
+                "Rust floor, base64": floor("base64", scale),
+            }
+
         native = has_native_numpy(s.ik_embed.embed(input=texts[:1]))
         numpy_note = (
             "inferencekey: EmbedResult.to_numpy() (float32, from the wire bytes)"
@@ -534,7 +565,8 @@ class Bench:
         legs = {name: child(name) for name in ("inferencekey", "openai", "httpx")}
         legs["rust"] = floor
         title = f"{n:,} concurrent async streams on one client ({sum(tokens):,} chunks)"
-        scenario = Scenario("fanout", title, "chunk", run_legs(title, legs, self.repeats, warm=False))
+        samples = run_legs(title, lambda _: legs, self.repeats, warm=False)  # each child warms itself up
+        scenario = Scenario("fanout", title, "chunk", samples)
         scenario.notes.append(
             "each run is a fresh process (its own warm-up round, then the timed round); peak RSS is its VmHWM; "
             f"openai and httpx pools set to {n:,} connections, all kept alive"
