@@ -13,6 +13,7 @@ mod data;
 mod drift;
 mod error;
 mod event;
+mod manifest;
 mod plan;
 mod quote;
 mod spec;
@@ -30,6 +31,7 @@ pub use data::{
     Embeddings, Endpoint, Rerank, RerankResult,
 };
 pub use error::{Error, ErrorBody, ErrorKind, Result};
+pub use manifest::{load_manifest, parse_manifest};
 pub use plan::{FieldChange, Plan, PlanAction};
 pub use spec::{canonical_slug, checked_slug, WorkloadSpec};
 pub use sse::{SseDecoder, SseEvent};
