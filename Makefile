@@ -1,4 +1,5 @@
-# The project's commands: `make demo` (the quickstart on the embedded local platform), `make test` (everything CI runs).
+# The project's commands: `make demo` (the quickstart on the embedded local platform), `make test` (the tests; CI runs
+# them, then `make test-sdist`).
 # Tools go into a local virtualenv (.venv) so a fresh machine needs only Rust and Python 3.
 
 VENV ?= .venv
@@ -40,10 +41,13 @@ demo: develop
 test-rust:
 	$(CARGO) test --workspace --exclude inferencekey-py
 
+# The Python suite against the development build: quick to iterate on, while `make test` tests the wheel.
 test-python: develop
 	$(PY) -m pytest -q tests
 
-test: test-rust test-python
+# The Python suite runs against the release wheel as users install it: the same one release build as a development
+# install (the zig wheel instead of `maturin develop`), and it also tests the packaging and the manylinux link.
+test: test-rust test-wheel
 
 # Both suites STRESS_RUNS times while every core is kept busy: a test that passes on timing luck fails here.
 STRESS_RUNS ?= 5
