@@ -14,6 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Starts the binary, reads its ready line, and at once sends `signal`: it must exit 0.
+#[cfg(unix)]
 fn signal_right_after_ready(signal: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_inferencekey-local"))
         .stdout(Stdio::piped())
@@ -41,7 +42,8 @@ fn signal_right_after_ready(signal: &str) {
 }
 
 /// A signal sent the moment the ready line is read is handled (exit 0), never the default
-/// action: the handlers are installed before the line is printed.
+/// action: the handlers are installed before the line is printed. Unix signals, sent with kill(1).
+#[cfg(unix)]
 #[test]
 fn signals_right_after_the_ready_line_exit_cleanly() {
     for _ in 0..8 {

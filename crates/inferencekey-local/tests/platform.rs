@@ -25,6 +25,8 @@ fn assert_token_shape(token: &str, prefix: &str) {
         .all(|c| c.is_ascii_hexdigit()));
 }
 
+// SIGTERM is sent with kill(1): Unix only.
+#[cfg(unix)]
 #[tokio::test]
 async fn binary_prints_the_ready_line_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_inferencekey-local"))
