@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +125,8 @@ def test_a_failure_carries_what_was_done_and_the_job_can_resume(embedder: Endpoi
         embedder.embed_many(inputs, batch_size=10, max_concurrency=3, silent=True)
     error = info.value
     assert error.status_code == 400 and "too long" in str(error)
+    clone = pickle.loads(pickle.dumps(error))  # it can travel back from a worker process
+    assert clone.failed_indices == error.failed_indices and numpy.array_equal(clone.vectors, error.vectors)
     assert error.__cause__ is not None
     assert error.failed_indices  # the refused batch
     assert sorted(error.failed_indices + error.completed_indices) == list(range(error.consumed))

@@ -134,10 +134,10 @@ class BatchEmbedError(InferenceKeyError):
         self,
         message: str,
         *,
-        failed_indices: list[int],
-        completed_indices: list[int],
-        vectors: object,
-        consumed: int,
+        failed_indices: list[int] | None = None,
+        completed_indices: list[int] | None = None,
+        vectors: object = None,
+        consumed: int = 0,
         cause: InferenceKeyError | None = None,
     ) -> None:
         super().__init__(
@@ -147,8 +147,9 @@ class BatchEmbedError(InferenceKeyError):
             request_id=None if cause is None else cause.request_id,
             body=None if cause is None else cause.body,
         )
-        self.failed_indices = failed_indices
-        self.completed_indices = completed_indices
+        # Defaults only serve unpickling, which restores the attributes after calling the class with the message.
+        self.failed_indices = failed_indices if failed_indices is not None else []
+        self.completed_indices = completed_indices if completed_indices is not None else []
         self.vectors = vectors
         self.consumed = consumed
 
