@@ -525,7 +525,7 @@ fn assert_tail(got: &[String], expected: &[&str], min: usize) {
 async fn readiness_fast_goes_through_every_phase_then_closes() {
     let h = Harness::start();
     h.create(body("bot")).await;
-    let (events, closed) = readiness(&h, "bot", Duration::from_secs(5)).await;
+    let (events, closed) = readiness(&h, "bot", Duration::from_secs(30)).await;
     assert!(closed);
     // However late the snapshot, every stage after it follows, stamped with its start time.
     let got = phases(&events);
@@ -538,7 +538,7 @@ async fn readiness_fast_goes_through_every_phase_then_closes() {
     assert!(elapsed.windows(2).all(|w| w[0] < w[1]), "{elapsed:?}");
     assert!(events.iter().all(|e| e["message"].is_string()));
     // A late subscriber gets the snapshot only: ready, then the end.
-    let (late, closed) = readiness(&h, "bot", Duration::from_secs(5)).await;
+    let (late, closed) = readiness(&h, "bot", Duration::from_secs(30)).await;
     assert!(closed);
     assert_eq!(phases(&late), ["ready"]);
     // Unknown workload: 404.
@@ -720,7 +720,7 @@ async fn changing_what_runs_goes_back_through_bootstrapping() {
     );
 
     h.set_settings("bot", json!({"readiness": "fast"})).await;
-    let (events, _) = readiness(&h, "bot", Duration::from_secs(5)).await;
+    let (events, _) = readiness(&h, "bot", Duration::from_secs(30)).await;
     assert_tail(&phases(&events), &FAST, 4);
 
     let patched = h
@@ -734,7 +734,7 @@ async fn changing_what_runs_goes_back_through_bootstrapping() {
     assert_eq!(patched.status, 200);
     let not_ready = h.chat("bot", common::chat_body("hi", false)).await;
     assert_eq!(not_ready.status, 503);
-    let (events, closed) = readiness(&h, "bot", Duration::from_secs(5)).await;
+    let (events, closed) = readiness(&h, "bot", Duration::from_secs(30)).await;
     assert!(closed);
     // Straight back to bootstrapping: no scheduling, no provisioning.
     assert_tail(&phases(&events), &FAST[2..], 1);
