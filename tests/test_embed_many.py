@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import pickle
 from collections.abc import Iterator
@@ -186,3 +187,26 @@ def test_async_embed_many_and_cancellation(platform: LocalPlatform, embedder: En
     seen = len(embedding_requests(admin))
     asyncio.run(asyncio.sleep(0.2))
     assert len(embedding_requests(admin)) == seen
+
+
+def test_the_view_redraws_one_line_on_a_terminal_and_prints_plain_lines_elsewhere() -> None:
+    from inferencekey._batch import EmbedProgressView
+
+    updates = [
+        EmbedProgress(done=32, total=64, elapsed_s=0.5, rate=64.0, eta_s=0.5, concurrency=8),
+        EmbedProgress(done=64, total=64, elapsed_s=1.0, rate=64.0, eta_s=0.0, concurrency=4),
+    ]
+    terminal = io.StringIO()
+    view = EmbedProgressView(terminal, interactive=True)
+    for update in updates:
+        view(update)
+    view.close()
+    drawn = terminal.getvalue()
+    assert drawn.count("\n") == 1 and drawn.endswith("\n")  # one line, redrawn, left on screen
+    assert "embedded 64/64 texts  64/s  ETA 0s  (concurrency 4)" in drawn
+    log = io.StringIO()
+    view = EmbedProgressView(log, interactive=False)
+    for update in updates:
+        view(update)
+    view.close()
+    assert log.getvalue() == "embedded 64/64 texts  64/s  ETA 0s  (concurrency 4)\n"  # quiet until the end

@@ -226,25 +226,8 @@ class AsyncEndpoint(_EndpointBase):
         on_progress: Callable[[EmbedProgress], None] | None = None,
         silent: bool = False,
     ) -> Any:
-        """Embed every text of ``inputs`` (any iterable of strings, of any length) and return the vectors in input
-        order: a NumPy ``float32`` array of shape ``(n, dim)`` (``output="numpy"``, the default) or lists.
-
-        Inputs are sent ``batch_size`` per request (32 by default, the input cap of common embedding servers), with up
-        to ``max_concurrency`` requests in flight on the SDK's own I/O threads. When the platform answers 429 or 503
-        the job sends fewer requests at once (halving, then growing back by one as answers come back clean) and
-        retries the refused batch after its ``Retry-After``; lost connections are retried too. An iterator is read
-        lazily, so memory stays bounded by the batches in flight plus the output.
-
-        Progress (``EmbedProgress``: items, items/s, ETA) goes to ``on_progress`` when given; otherwise a live line is
-        written to stderr (plain lines in CI or when redirected), unless ``silent``. Ctrl+C or cancelling stops every
-        request in flight.
-
-        Raises:
-            BatchEmbedError: Some batch failed in a way retries could not cure; it carries the failed and the
-                completed input indices and the vectors that were embedded, so the job can resume.
-            ValidationError: ``batch_size`` is not 1-2048, ``max_concurrency`` < 1, or ``output`` is unknown.
-            ImportError: ``output="numpy"`` without NumPy installed.
-        """
+        """The asyncio twin of ``Endpoint.embed_many``: the same arguments, result, progress and errors; cancelling the
+        await stops every request in flight."""
         job = self._native.embed_job(batch_size, max_concurrency)
         driver = drive(job, inputs, batch_size, max_concurrency, output, on_progress, silent)
         return await run_async(driver)

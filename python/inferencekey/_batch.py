@@ -10,8 +10,6 @@ into one float32 buffer that becomes the result.
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sized
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from itertools import islice
 from typing import Any, Literal, TextIO
 
 from inferencekey import _core
-from inferencekey._progress import _CLEAR_LINE, _fit, _is_tty, _width
+from inferencekey._progress import LiveLine
 from inferencekey.exceptions import ApiError, BatchEmbedError, InferenceKeyError, ValidationError
 
 Output = Literal["numpy", "list"]
@@ -54,35 +52,25 @@ class EmbedProgressView:
     or not a terminal) a plain line at most every 10 seconds and at the end."""
 
     def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        if interactive is None:
-            interactive = _is_tty(self._stream) and not os.environ.get("CI")
-        self._interactive = interactive
-        self._drawn = False
+        self._line = LiveLine(stream, interactive=interactive)
         self._last_plain = 0.0
         self._last: EmbedProgress | None = None
 
     def __call__(self, progress: EmbedProgress) -> None:
         """Show one update."""
         self._last = progress
-        if self._interactive:
-            self._write(_CLEAR_LINE + _fit(progress_line(progress), _width(self._stream)))
-            self._drawn = True
+        if self._line.interactive:
+            self._line.redraw(progress_line(progress))
         elif progress.elapsed_s - self._last_plain >= 10.0:
             self._last_plain = progress.elapsed_s
-            self._write(progress_line(progress) + "\n")
+            self._line.print(progress_line(progress))
 
     def close(self) -> None:
         """End the view with the final state."""
-        if self._drawn:
-            self._write("\n")
-            self._drawn = False
-        elif not self._interactive and self._last is not None and self._last.elapsed_s != self._last_plain:
-            self._write(progress_line(self._last) + "\n")
-
-    def _write(self, text: str) -> None:
-        self._stream.write(text)
-        self._stream.flush()
+        if self._line.interactive:
+            self._line.end()
+        elif self._last is not None and self._last.elapsed_s != self._last_plain:
+            self._line.print(progress_line(self._last))
 
 
 def progress_line(progress: EmbedProgress) -> str:

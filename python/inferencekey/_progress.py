@@ -23,28 +23,30 @@ _ERASE_WITH_ESCAPES = sys.platform != "win32"
 _CLEAR_LINE = "\r\x1b[2K"
 
 
-class ProgressView:
-    """Renders readiness events; call it with each event, then ``close()`` once the wait is over."""
+class LiveLine:
+    """One line of progress on a stream (stderr by default): redrawn in place on an interactive terminal (``CI``
+    unset), else printed as plain lines. Shared by the readiness view and ``embed_many``'s view."""
 
     def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
         if interactive is None:
             interactive = _is_tty(self._stream) and not os.environ.get("CI")
-        self._interactive = interactive
+        self.interactive = interactive
         self._drawn = False
 
-    def __call__(self, event: ReadinessEvent) -> None:
-        """Show one event."""
-        if self._interactive:
-            width = _width(self._stream)
-            line = _fit(_encodable(bar_line(event), self._stream), width)
-            self._write(_CLEAR_LINE + line if _ERASE_WITH_ESCAPES else "\r" + line.ljust(width - 1))
-            self._drawn = True
-        else:
-            self._write(_encodable(plain_line(event), self._stream) + "\n")
+    def redraw(self, text: str) -> None:
+        """Replace the line on screen with ``text`` (cut to the terminal's width)."""
+        width = _width(self._stream)
+        line = _fit(_encodable(text, self._stream), width)
+        self._write(_CLEAR_LINE + line if _ERASE_WITH_ESCAPES else "\r" + line.ljust(width - 1))
+        self._drawn = True
 
-    def close(self) -> None:
-        """End the view: the phase bar stays on screen and the cursor moves to the next line."""
+    def print(self, text: str) -> None:
+        """Print ``text`` as its own line."""
+        self._write(_encodable(text, self._stream) + "\n")
+
+    def end(self) -> None:
+        """Leave the drawn line on screen and move to the next line."""
         if self._drawn:
             self._write("\n")
             self._drawn = False
@@ -52,6 +54,24 @@ class ProgressView:
     def _write(self, text: str) -> None:
         self._stream.write(text)
         self._stream.flush()
+
+
+class ProgressView:
+    """Renders readiness events; call it with each event, then ``close()`` once the wait is over."""
+
+    def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
+        self._line = LiveLine(stream, interactive=interactive)
+
+    def __call__(self, event: ReadinessEvent) -> None:
+        """Show one event."""
+        if self._line.interactive:
+            self._line.redraw(bar_line(event))
+        else:
+            self._line.print(plain_line(event))
+
+    def close(self) -> None:
+        """End the view: the phase bar stays on screen and the cursor moves to the next line."""
+        self._line.end()
 
 
 def plain_line(event: ReadinessEvent) -> str:
