@@ -3,6 +3,7 @@
 # the native I/O runtime, resolving `future` (from `loop.create_future()`) on its loop (the async API). Results are
 # instances of the classes `inferencekey.types` registers at import; errors are the classes of inferencekey.exceptions.
 import builtins
+import os
 from asyncio import Future
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar, final
@@ -31,6 +32,7 @@ __all__ = [
     "__version__",
     "_panicking_call",
     "canonical_slug",
+    "load_manifest",
     "redact",
     "register_result_types",
     "result_fields",
@@ -44,6 +46,11 @@ def redact(text: str) -> str:
 
 def canonical_slug(raw: str) -> str:
     """The platform's canonical form of a slug (may be empty)."""
+
+def load_manifest(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The workloads of the deploy manifest at `path`, in file order: one dict of the `WorkloadSpec` fields each
+    `[[workload]]` table sets. A file that cannot be read or holds a token raises ConfigurationError; bad TOML, an
+    unknown field, a wrong type, a missing field or a duplicate slug raises ValidationError."""
 
 def register_result_types(**classes: type) -> None:
     """Hand the binding the result classes it builds; each must declare exactly the fields of `result_fields()`."""

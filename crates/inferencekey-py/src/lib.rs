@@ -11,7 +11,7 @@
 //!   with the interpreter released, async code `start(future)`s it on the I/O runtime (`runtime`).
 //!
 //! Modules read top-down, each using only those above it: json, logs, results, errors, runtime, args, batch,
-//! clients, local.
+//! clients, local, manifest.
 
 // The core's `Error` is large on purpose (structured fields); errors are the cold path.
 #![allow(clippy::result_large_err)]
@@ -23,6 +23,7 @@ mod errors;
 mod json;
 mod local;
 mod logs;
+mod manifest;
 mod results;
 mod runtime;
 
@@ -53,6 +54,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;
+    m.add_function(wrap_pyfunction!(manifest::load_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(results::register_result_types, m)?)?;
     m.add_function(wrap_pyfunction!(results::result_fields, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_panicking_call, m)?)?;
