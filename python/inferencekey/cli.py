@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from inferencekey import _core
+from inferencekey import _core, _deploy
 from inferencekey.exceptions import InferenceKeyError
 from inferencekey.local import LocalPlatform
 
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         # --help, --version and usage errors: argparse has printed what it had to; hand back its code.
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    if args.group in _deploy.COMMANDS:
+        return _deploy.run(args)
     if args.local_command == "serve":
         return _serve(args)
     command: list[str] = args.command
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "INFERENCEKEY_SDK_TOKEN and INFERENCEKEY_API_KEY set, stop the platform, and exit with CMD's exit code.",
     )
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the command to run")
+    _deploy.add_commands(commands)
     return parser
 
 
