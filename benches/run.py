@@ -146,7 +146,7 @@ def median(samples: list[Sample]) -> Sample:
         values = [s.extra[key] for s in samples if key in s.extra]
         if values:
             extra[key] = statistics.median(values)
-    for key in ("misplaced", "failed"):
+    for key in ("misplaced", "failed", "crashes"):
         if any(key in s.extra for s in samples):
             extra[key] = sum(s.extra.get(key, 0) for s in samples)  # every run, not the median's
     return Sample(mid.wall, mid.cpu, mid.units, extra)
@@ -533,20 +533,33 @@ class Bench:
 
         def child(client: str) -> Leg:
             def run() -> Sample:
-                out = subprocess.run(
-                    [sys.executable, str(BENCHES / "fanout.py")],
-                    input=json.dumps({**job, "client": client}),
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    env=self.env,
-                ).stdout
-                answer = json.loads(out)
+                # A child that dies is a finding, not noise: it is reported (with faulthandler's traceback) and
+                # counted against the client, and its run is made again once.
+                crashes = 0
+                while True:
+                    done = subprocess.run(
+                        [sys.executable, "-X", "faulthandler", str(BENCHES / "fanout.py")],
+                        input=json.dumps({**job, "client": client}),
+                        capture_output=True,
+                        text=True,
+                        env=self.env,
+                    )
+                    if done.returncode == 0:
+                        break
+                    crashes += 1
+                    how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
+                    tail = " / ".join(done.stderr.strip().splitlines()[-12:])
+                    self.notes.append(f"concurrent streams, {client}: the child process died ({how}): {tail}")
+                    log(self.notes[-1])
+                    if crashes > 1:
+                        raise RuntimeError(self.notes[-1])
+                answer = json.loads(done.stdout)
                 if answer["first_error"]:
                     self.notes.append(
                         f"concurrent streams, {client}: {answer['failed']} failed: {answer['first_error']}"
                     )
                 extra = {key: answer[key] for key in ("peak_rss_kib", "rss_idle_kib", "misplaced", "failed")}
+                extra["crashes"] = crashes
                 return Sample(answer["wall"], answer["cpu"], answer["units"], extra)
 
             return run
@@ -617,9 +630,14 @@ def table(scenario: Scenario) -> list[str]:
         lines.append("|---|---|---|---|---|---|---|")
         for name, s in scenario.legs.items():
             ratio = s.cpu_per_unit / ref.cpu_per_unit
+            lost = str(s.extra.get("misplaced", 0))
+            if s.extra.get("failed"):
+                lost += f", {s.extra['failed']} streams failed"
+            if s.extra.get("crashes"):
+                lost += f", {s.extra['crashes']} processes died"
             lines.append(
                 f"| {label(name)} | {s.rate:,.0f} | {micros(s.cpu_per_unit)} | {ratio:.2f}x | {s.wall:.2f} | "
-                f"{s.extra['peak_rss_kib'] / 1024:.1f} | {s.extra.get('misplaced', 0)} |"
+                f"{s.extra['peak_rss_kib'] / 1024:.1f} | {lost} |"
             )
     else:
         wall_head = f" | wall per {unit} | x inferencekey (wall)" if unit == "request" else ""
@@ -694,9 +712,9 @@ def targets(s: dict[str, Scenario], imports: dict[str, dict[str, float]], sizes:
     f = s["fanout"]
     name = f"{sizes.fanout_streams:,} concurrent async streams"
     ik, oa = f.legs["inferencekey"], f.legs["openai"]
-    lost = ik.extra.get("misplaced", 0)
-    failed = ik.extra.get("failed", 0)
-    out.append(Check(name, "zero loss", f"{lost} chunks lost or misplaced, {failed} streams failed", lost == 0))
+    lost, failed, crashes = (ik.extra.get(key, 0) for key in ("misplaced", "failed", "crashes"))
+    measured = f"{lost} chunks lost or misplaced, {failed} streams failed, {crashes} processes died"
+    out.append(Check(name, "zero loss", measured, lost == failed == crashes == 0))
     single = s["stream_long_async"].legs["inferencekey"].cpu_per_unit
     one_by_one = s["stream_short_async"].legs["inferencekey"].cpu_per_unit
     growth = ik.cpu_per_unit / single
