@@ -1,8 +1,10 @@
-"""The ``inferencekey`` command (also ``python -m inferencekey``): run the local platform.
+"""The ``inferencekey`` command (also ``python -m inferencekey``): deploy workloads from a file, and run the local
+platform.
 
-``inferencekey local serve`` runs it until Ctrl+C or SIGTERM (Ctrl+Break on Windows); ``inferencekey local exec --
-CMD ARGS...`` runs CMD against a fresh one, with the four ``INFERENCEKEY_`` variables set, and exits with CMD's exit
-code.
+``inferencekey plan FILE`` / ``apply FILE`` / ``delete SLUG...`` / ``status [SLUG]`` work on the platform the
+environment names (see ``inferencekey._deploy``). ``inferencekey local serve`` runs the local platform until Ctrl+C
+or SIGTERM (Ctrl+Break on Windows); ``inferencekey local exec -- CMD ARGS...`` runs CMD against a fresh one, with the
+four ``INFERENCEKEY_`` variables set, and exits with CMD's exit code.
 """
 
 from __future__ import annotations
