@@ -16,6 +16,12 @@ SDIST_VENV ?= .venv-sdist
 WHEEL_ARGS := --release --strip
 ifeq ($(shell uname -s),Linux)
 PLATFORM_WHEEL_ARGS := --zig --compatibility manylinux2014
+# zig swaps the libgcc_s that Rust links for a static copy of its own libunwind. Two unwinders then share the process,
+# and an unwind that libgcc_s starts through our frames crashes in ours (glibc's pthread_exit does that to a thread
+# that attaches while CPython < 3.14 finalizes). So link libgcc_s itself, as the manylinux container's gcc does: under
+# a name zig does not swap, ahead of the standard library. auditwheel still checks its symbol versions.
+ZIG_UNWIND_DIR := target/zig-libgcc-s
+WHEEL_RUSTC_ARGS := -- -L native=$(abspath $(ZIG_UNWIND_DIR)) -l dylib=gcc_s_host
 endif
 
 .PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows
@@ -58,7 +64,12 @@ test-stress: develop
 # only the C runtime (check-wheel).
 wheel: $(VENV)/.release-tools
 	rm -rf dist
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build $(WHEEL_ARGS) $(PLATFORM_WHEEL_ARGS) --out dist
+ifdef ZIG_UNWIND_DIR
+	mkdir -p $(ZIG_UNWIND_DIR)
+	ln -sf "$$(cc -print-file-name=libgcc_s.so.1)" $(ZIG_UNWIND_DIR)/libgcc_s_host.so
+endif
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build $(WHEEL_ARGS) $(PLATFORM_WHEEL_ARGS) --out dist \
+		$(WHEEL_RUSTC_ARGS)
 	$(VENV)/bin/maturin sdist --out dist
 	$(MAKE) --no-print-directory check-wheel
 

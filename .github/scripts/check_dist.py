@@ -103,6 +103,10 @@ def audit_wheel(wheel: Path) -> int:
     beyond = [name for name in system if name not in C_RUNTIME]
     if beyond:
         problems.append(f"links system libraries beyond the C runtime: {', '.join(beyond)}")
+    if tag.startswith("manylinux") and "libgcc_s.so.1" not in system:
+        # A private unwinder (zig's libunwind) next to the process's libgcc_s: an unwind that libgcc_s starts through
+        # the extension's frames (glibc's pthread_exit) crashes in it.
+        problems.append("does not take its unwinder from libgcc_s.so.1 (a private copy is linked in)")
     size = wheel.stat().st_size
     print(f"{wheel.name}: {size / 2**20:.2f} MiB ({size} bytes)")
     print(f"  platform tag (auditwheel): {tag}")
