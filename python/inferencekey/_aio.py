@@ -4,10 +4,13 @@ future it resolves (the native side settles it on this loop's thread, converting
 
 from __future__ import annotations
 
-import asyncio
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, TypeVar
 
 from inferencekey import _core
+
+if TYPE_CHECKING:
+    import asyncio
 
 _T = TypeVar("_T")
 
@@ -17,6 +20,7 @@ async def run(pending: _core.Pending[_T]) -> _T:
 
     Cancelling the await cancels the future, which aborts the native task (closing its connection).
     """
-    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    # asyncio is loaded by whoever awaits this, so `import inferencekey` does not pay for it (~50 ms).
+    future: asyncio.Future[_T] = sys.modules["asyncio"].get_running_loop().create_future()
     pending.start(future)
     return await future
