@@ -6,6 +6,8 @@ the child process a leg runs in. The Rust floor is `crates/inferencekey-core/exa
 consumer of the same streams, chat completions and embeddings through the SDK's Rust core, built here and driven as
 a child process that reports its own CPU time. Each leg is warmed up once, then the legs of a scenario take turns
 for `--repeats` rounds and each shows its median run by CPU. Before timing, every client's data is compared.
+The batch-embedding group of issue 7 (`--only embed-many`; `benches/embed_many.py`) runs `embed_many` against openai
+with threads and with asyncio, then with injected 429s, and with `--million` one large job for its peak memory.
 Run it with `make bench` (which installs the peers into .venv and builds the floor); see benches/README.md.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import compileall
+import hashlib
 import json
 import os
 import platform
@@ -33,11 +36,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import embed_many
 import numpy
 from peers import AsyncPeers, SyncPeers, Target, has_native_numpy
 
 import inferencekey
-from inferencekey import Backend, ManagementClient, TaskType, WorkloadSpec
+from inferencekey import Backend, BatchEmbedError, EmbedProgress, ManagementClient, TaskType, WorkloadSpec
 
 BENCHES = Path(__file__).resolve().parent
 ROOT = BENCHES.parent
@@ -46,6 +50,18 @@ EMBED_DIM = 1024
 EMBED_TEXTS = 256
 # Concurrent streams get 21..31 tokens (26 on average): a stream that received another's chunks shows.
 FANOUT_TOKENS = range(21, 32)
+# Batch embedding (issue 7) runs on a workload of its own at the platform's default dimension, 64: short texts, many
+# of them (the 1,024 of the other embedding scenarios would make the 1,000,000-text output 4 GB).
+EMBED_MANY_SLUG = "bench-embed-many"
+EMBED_MANY_DIM = 64
+MILLION = 1_000_000
+# One embeddings request in five refused with 429 and `Retry-After: 0`, for as long as the rule is installed.
+FAULT_429 = {
+    "route": "embeddings",
+    "count": None,
+    "probability": 0.2,
+    "fault": {"type": "status", "status": 429, "retry_after": 0},
+}
 
 
 # --- the platform ---------------------------------------------------------------------------------------------
@@ -146,7 +162,7 @@ def median(samples: list[Sample]) -> Sample:
         values = [s.extra[key] for s in samples if key in s.extra]
         if values:
             extra[key] = statistics.median(values)
-    for key in ("misplaced", "failed", "crashes"):
+    for key in ("misplaced", "failed", "crashes", "lost_vectors"):
         if any(key in s.extra for s in samples):
             extra[key] = sum(s.extra.get(key, 0) for s in samples)  # every run, not the median's
     return Sample(mid.wall, mid.cpu, mid.units, extra)
@@ -251,10 +267,11 @@ class Sizes:
     task_chats: int
     embed_requests: int
     fanout_streams: int
+    embed_many_texts: int
 
 
-FULL = Sizes(20_000, 2_000, 26, 500, 8, 800, 64, 1_280, 8, 1_000)
-QUICK = Sizes(2_000, 200, 26, 50, 8, 80, 64, 128, 2, 100)
+FULL = Sizes(20_000, 2_000, 26, 500, 8, 800, 64, 1_280, 8, 1_000, 100_000)
+QUICK = Sizes(2_000, 200, 26, 50, 8, 80, 64, 128, 2, 100, 10_000)
 
 
 @dataclass
@@ -275,7 +292,13 @@ LABELS = {
     "openai": "openai",
     "httpx": "httpx + hand parsing",
     "rust": "Rust floor (inferencekey-core)",
+    "embed_many": "inferencekey `Endpoint.embed_many`",
+    "embed_many async": "inferencekey `AsyncEndpoint.embed_many`",
+    "openai threads": f"openai `OpenAI`, ThreadPoolExecutor({embed_many.CONCURRENCY})",
+    "openai async": f"openai `AsyncOpenAI`, gather + Semaphore({embed_many.CONCURRENCY})",
+    "embed_many 429": "inferencekey `Endpoint.embed_many`, 20% 429s",
 }
+OPENAI_BATCH_LEGS = ("openai threads", "openai async")
 
 
 class Bench:
@@ -587,6 +610,251 @@ class Bench:
         return scenario
 
 
+# --- batch embedding (issue 7) ----------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResults:
+    """The batch-embedding group: its scenario (clean legs and the 429 leg), and the 1,000,000-text run if made."""
+
+    scenario: Scenario
+    texts: int
+    dim: int
+    repeats: int
+    million: dict[str, Any] | None = None
+
+
+def lost_vectors(out: Any, reference: numpy.ndarray) -> int:
+    """Rows of `reference` that `out` (a matrix, or the BatchEmbedError of a job) lacks or has otherwise."""
+    if isinstance(out, BatchEmbedError):
+        rows, where = numpy.asarray(out.vectors, dtype=numpy.float32), out.completed_indices
+        good = int((rows == reference[where]).all(axis=1).sum()) if where else 0
+    elif out.shape != reference.shape:
+        good = 0
+    else:
+        good = int((out == reference).all(axis=1).sum())
+    return len(reference) - good
+
+
+def batch_embedding(lp: Platform, env: dict[str, str], n: int, repeats: int, million: bool) -> BatchResults:
+    """`n` short texts embedded in batches of 32 with 8 requests in flight: `embed_many` (sync and asyncio), openai in
+    8 threads and AsyncOpenAI with a semaphore of 8; then `embed_many` again with 20% of the requests refused (429),
+    as one more leg of the same rounds; and with `million`, one 1,000,000-text job in a fresh process for its peak
+    memory."""
+    with ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project) as mgmt:
+        spec = WorkloadSpec(
+            name=EMBED_MANY_SLUG, slug=EMBED_MANY_SLUG, model="e", backend=Backend.VLLM, task_type=TaskType.EMBEDDING
+        )
+        slug = mgmt.ensure(spec).workload_slug
+    settings = f"/_local/projects/{lp.project}/workloads/{slug}/settings"
+    lp.admin("PUT", settings, {"embedding_dim": EMBED_MANY_DIM})
+    dim = lp.admin("GET", settings)["embedding_dim"]
+    assert dim == EMBED_MANY_DIM, dim
+    items = embed_many.texts(n)
+    loop = asyncio.new_event_loop()
+    clients = embed_many.Clients(lp.url, lp.project, lp.api_key, slug, loop)
+    try:
+        # Before anything is timed, each client does the whole job once (its warm-up) and must return the same
+        # (n, dim) matrix as embed_many, bit for bit: they all decode the same base64 float32 bytes.
+        reference = clients.ik_sync(items)
+        assert reference.shape == (n, dim) and reference.dtype == numpy.float32, (reference.shape, reference.dtype)
+        jobs = {
+            "embed_many": clients.ik_sync,
+            "embed_many async": clients.ik_async,
+            "openai threads": clients.openai_threads,
+            "openai async": clients.openai_async,
+        }
+        for name, job in jobs.items():
+            got = job(items)
+            assert got.shape == reference.shape and numpy.array_equal(got, reference), f"{label(name)}: other vectors"
+        log(f"every batch-embedding client produced the same {n:,} x {dim} matrix")
+
+        def same(out: numpy.ndarray) -> bool:
+            return out.shape == reference.shape and numpy.array_equal(out, reference)
+
+        def leg(job: Callable[[list[str]], numpy.ndarray]) -> Leg:
+            return lambda: timed(lambda: job(items), n, same)
+
+        def with_429s() -> Sample:
+            trace: list[tuple[float, int]] = []
+
+            def progress(p: EmbedProgress) -> None:
+                trace.append((p.elapsed_s, p.concurrency))
+
+            def run() -> Any:
+                try:
+                    return clients.ik_sync(items, progress)
+                except BatchEmbedError as error:  # a batch refused 10 times: counted as lost, not a crash
+                    return error
+
+            lp.admin("DELETE", "/_local/faults")  # also restarts the probability draws: every run sees the same
+            lp.admin("POST", "/_local/faults", FAULT_429)
+            try:
+                wall, cpu = time.perf_counter(), time.process_time()
+                out = run()
+                sample = Sample(time.perf_counter() - wall, time.process_time() - cpu, n)
+                fired = sum(rule["fired"] for rule in lp.admin("GET", "/_local/faults"))
+            finally:
+                lp.admin("DELETE", "/_local/faults")
+            sample.extra.update(
+                lost_vectors=lost_vectors(out, reference),
+                refused=fired,
+                batches=-(-n // embed_many.BATCH_SIZE),
+                concurrency=embed_many.concurrency_summary(trace),
+                error=str(out) if isinstance(out, BatchEmbedError) else None,
+            )
+            return sample
+
+        legs = {name: leg(job) for name, job in jobs.items()}
+        legs["embed_many 429"] = with_429s
+        title = (
+            f"batch embedding: {n:,} short texts to a {n:,} x {dim} float32 matrix, batches of "
+            f"{embed_many.BATCH_SIZE}, {embed_many.CONCURRENCY} requests in flight"
+        )
+        samples = run_legs(title, lambda _: legs, repeats, warm=False)  # the check above warmed every client up
+        scenario = Scenario("embed_many", title, "text", samples, reference="embed_many")
+        scenario.notes += batch_notes(scenario, n, dim, repeats)
+        results = BatchResults(scenario, n, dim, repeats)
+        if million:
+            results.million = million_job(lp, slug, env, reference)
+    finally:
+        clients.close()
+        loop.close()
+    return results
+
+
+def batch_notes(scenario: Scenario, n: int, dim: int, repeats: int) -> list[str]:
+    f = scenario.legs["embed_many 429"]
+    c = f.extra["concurrency"]
+    tenths = " ".join(f"{x:.1f}" for x in c["tenths"])
+    requests = f.extra["batches"] + f.extra["refused"]
+    lost = f.extra["lost_vectors"]
+    lengths = f"{len(embed_many.TEXT.format(i=0))}-{len(embed_many.TEXT.format(i=n - 1))}"
+    return [
+        f"Texts: `{embed_many.TEXT}` for i in 0..{n - 1:,} ({lengths} characters); embedding_dim {dim}; base64 on the "
+        "wire for every client (openai's default, decoded by openai into lists of floats, then numpy.asarray per "
+        "batch and numpy.concatenate); every timed run's matrix is compared with the SDK's clean one (bit for bit).",
+        f"20% 429s: a fault rule `{json.dumps(FAULT_429)}` installed for that leg only; the median run: "
+        f"{f.extra['refused']:,} of {requests:,} requests refused ({f.extra['refused'] / requests:.0%}); "
+        f"{lost} vectors lost or different over all {repeats} runs"
+        + (f"; error: {f.extra['error']}" if f.extra.get("error") else "")
+        + ".",
+        f"EmbedProgress.concurrency in that run ({c['reports']:,} reports, one per batch): min {c['min']}, "
+        f"max {c['max']}, mean {c['mean']:.2f} (over time {c['time_mean']:.2f}), final {c['final']}; "
+        f"mean over each tenth of the job: {tenths}.",
+    ]
+
+
+def million_job(lp: Platform, slug: str, env: dict[str, str], reference: numpy.ndarray) -> dict[str, Any]:
+    """One 1,000,000-text embed_many job, texts from a generator, in a fresh process (benches/embed_million.py)."""
+    head = min(len(reference), MILLION)
+    job = {
+        "url": lp.url,
+        "project": lp.project,
+        "api_key": lp.api_key,
+        "slug": slug,
+        "n": MILLION,
+        "text": embed_many.TEXT,
+        "batch_size": embed_many.BATCH_SIZE,
+        "max_concurrency": embed_many.CONCURRENCY,
+        "check_rows": head,
+        "check_sha256": hashlib.sha256(numpy.ascontiguousarray(reference[:head]).tobytes()).hexdigest(),
+    }
+    log(f"embedding {MILLION:,} texts in a fresh process for its peak memory")
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(BENCHES / "embed_million.py")],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if done.returncode != 0:
+        tail = " / ".join(done.stderr.strip().splitlines()[-12:])
+        raise RuntimeError(f"the {MILLION:,}-text child failed ({done.returncode}): {tail}")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    answer["check_rows"] = head
+    assert answer["shape"] == [MILLION, reference.shape[1]] and answer["dtype"] == "float32", answer
+    log(f"{MILLION:,} texts: peak {answer['peak_rss_kib'] / 1024:.0f} MiB in {answer['wall']:.1f} s")
+    return answer
+
+
+def million_table(m: dict[str, Any]) -> list[str]:
+    mib = 1024 * 1024
+    out, before, peak = m["output_bytes"] / mib, m["rss_before_kib"] / 1024, m["peak_rss_kib"] / 1024
+    return [
+        f"### batch embedding, {m['n']:,} texts, peak memory (one run, a fresh process)",
+        "",
+        "| texts | output array (n x dim x 4 bytes) | RSS before the job (the constant) | peak RSS (VmHWM) | "
+        "peak - constant | (peak - constant) / output | wall s | texts/s | CPU per text |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {m['n']:,} | {out:.1f} MiB | {before:.1f} MiB | {peak:.1f} MiB | {peak - before:.1f} MiB | "
+        f"{(peak - before) / out:.2f}x | {m['wall']:.1f} | {m['n'] / m['wall']:,.0f} | {micros(m['cpu'] / m['n'])} |",
+        "",
+        f"texts from a generator, output numpy; the first {m['check_rows']:,} rows equal the clean run's: "
+        f"{'yes' if m['head_equal'] else '**no**'}; all-zero rows: {m['zero_rows']}; RSS after the job "
+        f"{m['rss_after_kib'] / 1024:.1f} MiB",
+        "",
+    ]
+
+
+def targets_batch(r: BatchResults) -> list[Check]:
+    """The targets of issue 7 (batch embedding), judged on this run."""
+    s = r.scenario
+    ik = s.legs["embed_many"]
+    fastest = max(OPENAI_BATCH_LEGS, key=lambda name: s.legs[name].rate)
+    leanest = min(OPENAI_BATCH_LEGS, key=lambda name: s.legs[name].cpu_per_unit)
+    name = f"embed_many, {r.texts:,} texts"
+    speed = ik.rate / s.legs[fastest].rate
+    cpu = s.legs[leanest].cpu_per_unit / ik.cpu_per_unit
+    out = [
+        Check(
+            name,
+            ">= 5x the texts/s of the best openai pattern",
+            f"{ik.rate:,.0f} vs {s.legs[fastest].rate:,.0f} texts/s, {label(fastest)} ({speed:.1f}x)",
+            speed >= 5,
+        ),
+        Check(
+            name,
+            "CPU/text <= 1/10 of the best openai pattern",
+            f"{micros(ik.cpu_per_unit)} vs {micros(s.legs[leanest].cpu_per_unit)}, {label(leanest)} ({cpu:.1f}x)",
+            cpu >= 10,
+        ),
+    ]
+    f = s.legs["embed_many 429"]
+    name = f"embed_many, {r.texts:,} texts, 20% 429s"
+    lost = f.extra["lost_vectors"]
+    out.append(
+        Check(
+            name,
+            "every vector, equal to the clean run's",
+            f"{lost} lost or different in {r.repeats} run(s) of {r.texts:,}",
+            lost == 0,
+        )
+    )
+    half = f.rate / ik.rate
+    out.append(
+        Check(
+            name,
+            ">= half the clean throughput",
+            f"{f.rate:,.0f} vs {ik.rate:,.0f} texts/s ({half:.2f}x)",
+            half >= 0.5,
+        )
+    )
+    if r.million is not None:
+        m = r.million
+        growth = (m["peak_rss_kib"] - m["rss_before_kib"]) * 1024 / m["output_bytes"]
+        out.append(
+            Check(
+                f"embed_many, {m['n']:,} texts to numpy",
+                "peak RSS <= 1.5 x the output + a constant",
+                f"{m['peak_rss_kib'] / 1024:.0f} MiB = {m['rss_before_kib'] / 1024:.0f} MiB before the job + "
+                f"{growth:.2f} x the {m['output_bytes'] / 1024 / 1024:.0f} MiB output",
+                growth <= 1.5 and m["head_equal"] and m["zero_rows"] == 0,
+            )
+        )
+    return out
+
+
 def import_cost(repeats: int, env: dict[str, str]) -> dict[str, dict[str, float]]:
     """Wall milliseconds of a fresh `import module` and the child's resident memory after it (MiB), medians."""
     # VmRSS, not ru_maxrss: Linux carries the peak over from the forking parent.
@@ -639,6 +907,12 @@ def table(scenario: Scenario) -> list[str]:
                 f"| {label(name)} | {s.rate:,.0f} | {micros(s.cpu_per_unit)} | {ratio:.2f}x | {s.wall:.2f} | "
                 f"{s.extra['peak_rss_kib'] / 1024:.1f} | {lost} |"
             )
+    elif scenario.key == "embed_many":
+        lines.append(f"| client | {unit}s/s | CPU per {unit} | x inferencekey (CPU) | wall s | x inferencekey (wall) |")
+        lines.append("|---|---|---|---|---|---|")
+        for name, s in scenario.legs.items():
+            cpu = f"{micros(s.cpu_per_unit)} | {s.cpu_per_unit / ref.cpu_per_unit:.2f}x"
+            lines.append(f"| {label(name)} | {s.rate:,.0f} | {cpu} | {s.wall:.2f} | {s.wall / ref.wall:.2f}x |")
     else:
         wall_head = f" | wall per {unit} | x inferencekey (wall)" if unit == "request" else ""
         lines.append(f"| client | CPU per {unit} | x inferencekey (CPU){wall_head} | {unit}s/s |")
@@ -749,26 +1023,44 @@ def targets(s: dict[str, Scenario], imports: dict[str, dict[str, float]], sizes:
     return out
 
 
-def report(meta: dict[str, Any], scenarios: list[Scenario], imports: dict[str, Any], checks: list[Check]) -> str:
+def report(
+    meta: dict[str, Any],
+    scenarios: list[Scenario],
+    imports: dict[str, Any],
+    checks: list[Check],
+    batch: BatchResults | None,
+    batch_checks: list[Check],
+) -> str:
     lines = [
         f"{meta['date']}, {meta['machine']}, Python {meta['python']}, {meta['cores']} cores, "
-        f"medians of {meta['repeats']} runs{' (--quick)' if meta['quick'] else ''}; "
+        f"medians of {meta['repeats']} runs{' (--quick)' if meta['quick'] else ''}"
+        f"{' (--only ' + meta['only'] + ')' if meta['only'] else ''}; "
         f"load average {meta['load_before']} before, {meta['load_after']} after; {meta['duration_s']:.0f} s",
         "",
-        "CPU is client CPU (time.process_time of the client's process; the Rust floor's own threads); "
-        "`x inferencekey` is the peer's figure divided by inferencekey's (above 1: the peer spends more).",
+        "CPU is client CPU (time.process_time of the client's process"
+        + ("; the Rust floor's own threads" if scenarios else "")
+        + "); `x inferencekey` is the peer's figure divided by inferencekey's (above 1: the peer spends more).",
         "",
     ]
     for scenario in scenarios:
         lines += table(scenario)
-    lines += ["### import, fresh process", "", "| import | wall ms | RSS after import, MiB |", "|---|---|---|"]
-    for module, cost in imports.items():
-        lines.append(f"| `import {module}` | {cost['wall_ms']:.1f} | {cost['rss_mib']:.1f} |")
-    lines += ["", "### Targets", "", "| target | criterion | measured | met |", "|---|---|---|---|"]
-    for c in checks:
-        lines.append(f"| {c.target} | {c.criterion} | {c.measured} | {'yes' if c.met else '**no**'} |")
-    lines += [f"\n{note}" for note in meta["notes"]]
-    return "\n".join(lines)
+    if imports:
+        lines += ["### import, fresh process", "", "| import | wall ms | RSS after import, MiB |", "|---|---|---|"]
+        for module, cost in imports.items():
+            lines.append(f"| `import {module}` | {cost['wall_ms']:.1f} | {cost['rss_mib']:.1f} |")
+        lines.append("")
+    if batch is not None:
+        lines += table(batch.scenario)
+        if batch.million is not None:
+            lines += million_table(batch.million)
+    for title, group in (("Targets (issue 6)", checks), ("Targets (issue 7, batch embedding)", batch_checks)):
+        if group:
+            lines += [f"### {title}", "", "| target | criterion | measured | met |", "|---|---|---|---|"]
+            for c in group:
+                lines.append(f"| {c.target} | {c.criterion} | {c.measured} | {'yes' if c.met else '**no**'} |")
+            lines.append("")
+    lines += [f"{note}\n" for note in meta["notes"]]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def machine() -> str:
@@ -780,13 +1072,78 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {model}"
 
 
+def issue6(lp: Platform, env: dict[str, str], floor: Path | None, sizes: Sizes, repeats: int) -> tuple[Any, ...]:
+    """The scenarios of issue 6 (streams, chat, embeddings 256 x 1024, concurrent streams) and the run's notes."""
+    with ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project) as mgmt:
+        chat = mgmt.ensure(WorkloadSpec(name="bench", slug="bench", model="m", backend=Backend.VLLM))
+        spec = WorkloadSpec(
+            name="bench-embed", slug="bench-embed", model="e", backend=Backend.VLLM, task_type=TaskType.EMBEDDING
+        )
+        emb = mgmt.ensure(spec)
+    dim = lp.admin("GET", f"/_local/projects/{lp.project}/workloads/{emb.workload_slug}/settings")["embedding_dim"]
+    assert dim == EMBED_DIM, dim
+    target = Target(lp.url, lp.project, lp.api_key, chat.workload_slug, emb.workload_slug)
+    if floor is None:
+        log(f"building the Rust floor (cargo build --release --example {FLOOR_EXAMPLE})")
+        floor = build_floor()
+    bench = Bench(target, floor, sizes, repeats, env)
+    try:
+        bench.check_same_data()
+        long, short = [sizes.long_stream], [sizes.short_tokens] * sizes.short_streams
+        long_title = f"1 stream of {sizes.long_stream:,} chunks"
+        short_title = f"{sizes.short_streams:,} streams of {sizes.short_tokens} chunks, one after another"
+        scenarios = [
+            bench.streaming("stream_long", f"streaming, sync: {long_title}", long, False),
+            bench.streaming("stream_short", f"streaming, sync: {short_title}", short, False),
+            bench.streaming("stream_long_async", f"streaming, asyncio: {long_title}", long, True),
+            bench.streaming("stream_short_async", f"streaming, asyncio: {short_title}", short, True),
+            *bench.chat(),
+            *bench.embeddings(),
+            bench.fanout(),
+        ]
+    finally:
+        bench.close()
+    return scenarios, bench.notes
+
+
+def scenario_json(s: Scenario) -> dict[str, Any]:
+    return {
+        "title": s.title,
+        "unit": s.unit,
+        "notes": s.notes,
+        "legs": {
+            name: {
+                **asdict(sample),
+                "cpu_per_unit": sample.cpu_per_unit,
+                "units_per_second": sample.rate,
+                "cpu_ratio_to_inferencekey": sample.cpu_per_unit / s.legs[s.reference].cpu_per_unit,
+            }
+            for name, sample in s.legs.items()
+        },
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per leg (the median is shown); default 3")
     parser.add_argument("--quick", action="store_true", help="10x smaller runs and one repeat: a smoke run")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     parser.add_argument("--floor", type=Path, help="a built bench_floor binary (default: cargo builds it here)")
+    parser.add_argument(
+        "--only",
+        choices=("issue-6", "embed-many"),
+        help="run one group: issue 6's scenarios (streams, chat, embeddings, concurrent streams, import) or the "
+        "batch embedding of issue 7 (embed_many against openai, with 429s)",
+    )
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help=f"also embed {MILLION:,} texts once in a fresh process for embed_many's peak memory (~20 s)",
+    )
     args = parser.parse_args()
+    if args.million and args.only == "issue-6":
+        parser.error("--million belongs to the embed-many group")
+    run_issue6, run_batch = args.only != "embed-many", args.only != "issue-6"
     repeats = 1 if args.quick else max(1, args.repeats)
     sizes = QUICK if args.quick else FULL
     # 1,000 concurrent streams need ~1,000 sockets in the client and in the platform (which inherits this limit).
@@ -799,45 +1156,25 @@ def main() -> int:
 
     started = time.perf_counter()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    if args.floor is None:
-        log(f"building the Rust floor (cargo build --release --example {FLOOR_EXAMPLE})")
-    floor_binary = args.floor or build_floor()
     snapshot = tempfile.TemporaryDirectory(prefix="inferencekey-bench-")
     env = snapshot_sdk(Path(snapshot.name))
-    imports = import_cost(max(5, repeats), env)
-    log("imports measured")
+    imports: dict[str, dict[str, float]] = {}
+    if run_issue6:
+        imports = import_cost(max(5, repeats), env)
+        log("imports measured")
+    scenarios: list[Scenario] = []
+    notes: list[str] = []
+    batch = None
     with platform_process(env) as lp:
         settings = {"readiness": "immediate", "bench": True, "embedding_dim": EMBED_DIM}
         lp.admin("PUT", "/_local/defaults", settings)
-        with ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project) as mgmt:
-            chat = mgmt.ensure(WorkloadSpec(name="bench", slug="bench", model="m", backend=Backend.VLLM))
-            spec = WorkloadSpec(
-                name="bench-embed", slug="bench-embed", model="e", backend=Backend.VLLM, task_type=TaskType.EMBEDDING
-            )
-            emb = mgmt.ensure(spec)
-        dim = lp.admin("GET", f"/_local/projects/{lp.project}/workloads/{emb.workload_slug}/settings")["embedding_dim"]
-        assert dim == EMBED_DIM, dim
-        target = Target(lp.url, lp.project, lp.api_key, chat.workload_slug, emb.workload_slug)
-        bench = Bench(target, floor_binary, sizes, repeats, env)
-        try:
-            bench.check_same_data()
-            long, short = [sizes.long_stream], [sizes.short_tokens] * sizes.short_streams
-            long_title = f"1 stream of {sizes.long_stream:,} chunks"
-            short_title = f"{sizes.short_streams:,} streams of {sizes.short_tokens} chunks, one after another"
-            scenarios = [
-                bench.streaming("stream_long", f"streaming, sync: {long_title}", long, False),
-                bench.streaming("stream_short", f"streaming, sync: {short_title}", short, False),
-                bench.streaming("stream_long_async", f"streaming, asyncio: {long_title}", long, True),
-                bench.streaming("stream_short_async", f"streaming, asyncio: {short_title}", short, True),
-                *bench.chat(),
-                *bench.embeddings(),
-                bench.fanout(),
-            ]
-        finally:
-            bench.close()
+        if run_issue6:
+            scenarios, notes = issue6(lp, env, args.floor, sizes, repeats)
+        if run_batch:
+            batch = batch_embedding(lp, env, sizes.embed_many_texts, repeats, args.million)
     snapshot.cleanup()
-    by_key = {s.key: s for s in scenarios}
-    checks = targets(by_key, imports, sizes)
+    checks = targets({s.key: s for s in scenarios}, imports, sizes) if run_issue6 else []
+    batch_checks = targets_batch(batch) if batch is not None else []
     meta = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
@@ -845,35 +1182,24 @@ def main() -> int:
         "cores": os.cpu_count(),
         "repeats": repeats,
         "quick": args.quick,
+        "only": args.only,
         "load_before": load_before,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "duration_s": time.perf_counter() - started,
-        "notes": bench.notes,
+        "notes": notes,
     }
-    print(report(meta, scenarios, imports, checks))
+    sys.stdout.write(report(meta, scenarios, imports, checks, batch, batch_checks))
     if args.json:
-        data = {
+        data: dict[str, Any] = {
             "meta": meta,
-            "scenarios": {
-                s.key: {
-                    "title": s.title,
-                    "unit": s.unit,
-                    "notes": s.notes,
-                    "legs": {
-                        name: {
-                            **asdict(sample),
-                            "cpu_per_unit": sample.cpu_per_unit,
-                            "units_per_second": sample.rate,
-                            "cpu_ratio_to_inferencekey": sample.cpu_per_unit / s.legs[s.reference].cpu_per_unit,
-                        }
-                        for name, sample in s.legs.items()
-                    },
-                }
-                for s in scenarios
-            },
+            "scenarios": {s.key: scenario_json(s) for s in scenarios},
             "imports": imports,
             "targets": [asdict(c) for c in checks],
         }
+        if batch is not None:
+            data["scenarios"][batch.scenario.key] = scenario_json(batch.scenario)
+            data["million"] = batch.million
+            data["targets_issue7"] = [asdict(c) for c in batch_checks]
         args.json.write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
