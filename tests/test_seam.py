@@ -201,7 +201,10 @@ def test_io_threads_never_wait_for_the_interpreter(platform: LocalPlatform, depl
 
     async def main() -> list[TextResult]:
         nonlocal hold_ms
-        async with AsyncDataClient(base_url=platform.url, project=platform.project, api_key=platform.api_key) as data:
+        # Enough retries that any one request could meet all four refusals (which one does depends on timing).
+        async with AsyncDataClient(
+            base_url=platform.url, project=platform.project, api_key=platform.api_key, max_retries=4
+        ) as data:
             ep = data.endpoint("support-bot")
             tasks = [asyncio.create_task(ep.generate_text(prompt=PROMPT, max_tokens=4)) for _ in range(4)]
             await asyncio.sleep(0)  # each task starts its native call and awaits it
