@@ -46,6 +46,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Rust `log` records of our crates reach Python's `logging` under the `inferencekey` logger (e.g.
     // `inferencekey.inferencekey_core.control`), queued so that no I/O thread waits for the interpreter.
     logs::install(runtime::wake_resolver);
+    // From interpreter exit on, no thread of ours attaches (see `runtime::_interpreter_exiting`).
+    let exiting = wrap_pyfunction!(runtime::_interpreter_exiting, m)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (exiting,))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_BATCH_SIZE", inferencekey_core::DEFAULT_BATCH_SIZE)?;
     m.add(

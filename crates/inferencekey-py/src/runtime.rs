@@ -15,6 +15,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -258,8 +259,22 @@ fn resolver() -> PyResult<Sender<Message>> {
     resolver_queue().ok_or_else(|| internal_error("cannot start the resolver thread"))
 }
 
+/// Set once the interpreter begins to exit (an `atexit` hook registered at import).
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// The interpreter is exiting: the resolver thread must not attach any more. Before CPython 3.13 a thread that
+/// attaches during finalization is ended with `pthread_exit` in the middle of our frames; nothing awaits results
+/// then anyway.
+#[pyfunction]
+pub fn _interpreter_exiting() {
+    EXITING.store(true, Ordering::SeqCst);
+}
+
 /// Wake the resolver to emit queued log records (called by the log bridge on the thread that logged).
 pub fn wake_resolver() {
+    if EXITING.load(Ordering::SeqCst) {
+        return;
+    }
     if let Some(queue) = resolver_queue() {
         let _ = queue.send(Message::Logged);
     }
@@ -278,6 +293,11 @@ fn resolve_forever(receiver: &Receiver<Message>) {
             if batch.len() < RESOLVE_BATCH {
                 next = receiver.try_recv().ok();
             }
+        }
+        if EXITING.load(Ordering::SeqCst) {
+            // Dropped without attaching: their Python references are released by the interpreter's teardown.
+            std::mem::forget(batch);
+            continue;
         }
         // Not attachable only while the interpreter shuts down: nobody awaits these results then.
         let _ = Python::try_attach(|py| {
