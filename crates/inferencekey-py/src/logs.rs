@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyAnyMethods;
@@ -87,12 +88,19 @@ fn python_level(level: log::Level) -> u8 {
 }
 
 /// Emit every queued record through Python's `logging` (on this thread, which holds the interpreter).
-pub fn drain(py: Python<'_>) {
+///
+/// A failing handler does not fail the call (logging's own rule), but an exception that is not an `Exception`
+/// propagates: Python runs a pending Ctrl+C handler inside any Python code, a logging call included, and swallowing
+/// its `KeyboardInterrupt` here would leave the interrupted wait running.
+pub fn drain(py: Python<'_>) -> PyResult<()> {
     loop {
         let next = QUEUE.lock().ok().and_then(|mut queue| queue.pop_front());
-        let Some(record) = next else { return };
-        // Logging must never fail a call: a broken handler is Python's to report, not ours to raise.
-        let _ = emit(py, &record);
+        let Some(record) = next else { return Ok(()) };
+        if let Err(err) = emit(py, &record) {
+            if !err.is_instance_of::<PyException>(py) {
+                return Err(err);
+            }
+        }
     }
 }
 

@@ -95,8 +95,9 @@ where
     loop {
         let polled = py
             .detach(|| rt.block_on(async { tokio::time::timeout(SIGNAL_TICK, &mut future).await }));
-        // The records the call logged on I/O threads are emitted here, before its result.
-        logs::drain(py);
+        // The records the call logged on I/O threads are emitted here, before its result. A Ctrl+C that lands
+        // while they are emitted ends the wait like one seen by `check_signals` (dropping the future cancels it).
+        logs::drain(py)?;
         match polled {
             Ok(Ok(result)) => return result.map_err(|err| to_pyerr(py, err)),
             Ok(Err(payload)) => {
@@ -301,7 +302,8 @@ fn resolve_forever(receiver: &Receiver<Message>) {
         }
         // Not attachable only while the interpreter shuts down: nobody awaits these results then.
         let _ = Python::try_attach(|py| {
-            logs::drain(py);
+            // Signal handlers run on the main thread only, so nothing but a handler's own failure can come back here.
+            let _ = logs::drain(py);
             hand_over(py, batch);
         });
     }
@@ -337,7 +339,6 @@ struct Settle {
 #[pymethods]
 impl Settle {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        logs::drain(py);
         let completions = std::mem::take(
             &mut *self
                 .completions
@@ -355,7 +356,9 @@ impl Settle {
                 Err(err) => future.call_method1("set_exception", (err.into_value(py),))?,
             };
         }
-        Ok(())
+        // The awaiting tasks resume after this callback, so the records of their calls still come first. A Ctrl+C
+        // that lands while they are emitted propagates: the loop is being interrupted.
+        logs::drain(py)
     }
 }
 
