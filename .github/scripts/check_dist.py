@@ -138,8 +138,10 @@ def test_wheel(dist: Path, venv: Path, pytest_args: Sequence[str]) -> int:
     pip(python, "install", "-r", str(TEST_REQUIREMENTS))
     with tempfile.TemporaryDirectory(prefix="inferencekey-wheel-") as tmp:
         # The tests run from a copy, so neither python/ nor the checkout is on sys.path: only the installed package
-        # can be imported. The folder stays whole because the tests import their helpers from conftest.
+        # can be imported. The folder stays whole because the tests import their helpers from conftest; the
+        # examples come along because the cluster test runs the pipeline example.
         shutil.copytree(ROOT / "tests", Path(tmp) / "tests")
+        shutil.copytree(ROOT / "examples", Path(tmp) / "examples")
         assert_installed(python, venv, env, Path(tmp))
         return pytest(python, env, Path(tmp), ["tests", *pytest_args])
 
