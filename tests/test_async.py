@@ -367,8 +367,9 @@ def test_one_await_per_batch_not_per_chunk(platform: LocalPlatform, deploy: Depl
 
     chunks, batches = run(main())
     assert chunks > 20
-    # How reads group the chunks depends on timing; one await per chunk would be `chunks + 1`, batches are far fewer.
-    assert batches <= chunks // 10, (chunks, batches)
+    # How reads group the chunks depends on when the client's reader runs (30 chunks came in 5 batches on a loaded
+    # machine, in 1 or 2 when idle); one await per chunk would be `chunks + 1`.
+    assert batches <= chunks // 2, (chunks, batches)
 
 
 def test_event_loop_keeps_running_during_a_stalled_request(
