@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::{canonical_slug, WorkloadSpec};
-use crate::token::contains_token;
+use crate::token::find_secret;
 
 /// The top-level key holding the workloads (`[[workload]]`).
 const WORKLOAD_KEY: &str = "workload";
@@ -34,10 +34,15 @@ pub fn load_manifest(path: &Path) -> Result<Vec<WorkloadSpec>> {
 pub fn parse_manifest(text: &str, origin: &str) -> Result<Vec<WorkloadSpec>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Before parsing, so that no message (a syntax error quoting its line, say) can ever hold the token.
-    if let Some(line) = text.lines().position(contains_token) {
+    if let Some((line, kind)) = text
+        .lines()
+        .enumerate()
+        .find_map(|(line, text)| Some((line, find_secret(text)?)))
+    {
         return Err(Error::configuration(format!(
-            "{SECRET_MESSAGE} ({origin}:{} holds a token)",
-            line + 1
+            "{SECRET_MESSAGE} ({origin}:{} holds {})",
+            line + 1,
+            kind.describe()
         )));
     }
     let file = File { text, origin };
@@ -311,7 +316,15 @@ fn in_context(err: Error, context: &str) -> Error {
                 .unwrap_or(&err.message);
             Error::validation(format_args!("{context}: {detail}"))
         }
-        _ => Error::new(err.kind, format!("{} ({context})", err.message)),
+        // `head (detail)` becomes `head (context: detail)`: one parenthesis, where first, then what.
+        _ => match err
+            .message
+            .strip_suffix(')')
+            .and_then(|m| m.split_once(" ("))
+        {
+            Some((head, detail)) => Error::new(err.kind, format!("{head} ({context}: {detail})")),
+            None => Error::new(err.kind, format!("{} ({context})", err.message)),
+        },
     }
 }
 
@@ -575,7 +588,7 @@ gpu_resource_id = "g1"
             assert_eq!(
                 err.message,
                 format!(
-                    "configuration error: secrets must never go in specs (deploy.toml:{line} holds a token)"
+                    "configuration error: secrets must never go in specs (deploy.toml:{line} holds an InferenceKey token)"
                 )
             );
         }
@@ -585,7 +598,8 @@ gpu_resource_id = "g1"
         assert_eq!(err.kind, ErrorKind::Configuration);
         assert_eq!(
             err.message,
-            "configuration error: secrets must never go in specs (deploy.toml:1: workload #1 (\"bot\"))"
+            "configuration error: secrets must never go in specs (deploy.toml:1: workload #1 (\"bot\"): worker_id \
+             holds an InferenceKey token)"
         );
     }
 

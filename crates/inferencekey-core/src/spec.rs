@@ -6,7 +6,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::token::{contains_token, redact};
+use crate::token::{find_secret, redact, Kind};
 
 /// The task type sent when the spec sets none (the platform's default).
 pub(crate) const DEFAULT_TASK_TYPE: &str = "text2text";
@@ -59,35 +59,40 @@ impl WorkloadSpec {
             }
         }
         checked_slug(&self.slug)?;
-        if self.holds_secret() {
-            return Err(Error::configuration(
-                "configuration error: secrets must never go in specs",
-            ));
+        if let Some((field, kind)) = self.find_secret() {
+            return Err(secret_error(&field, kind));
         }
         Ok(())
     }
 
-    /// True when any string of the spec (dict keys and values included, at any depth) holds a token.
-    fn holds_secret(&self) -> bool {
+    /// Where the spec holds a secret (the field's path, `config.env.HF_TOKEN`) and of what kind: any string,
+    /// dict keys and values included, at any depth.
+    fn find_secret(&self) -> Option<(String, Kind)> {
         let strings = [
-            Some(&self.name),
-            Some(&self.slug),
-            Some(&self.model),
-            Some(&self.backend),
-            self.project.as_ref(),
-            self.description.as_ref(),
-            self.command.as_ref(),
-            self.vllm_version.as_ref(),
-            self.task_type.as_ref(),
-            self.execution_policy.as_ref(),
-            self.worker_id.as_ref(),
-            self.gpu_resource_id.as_ref(),
+            ("name", Some(&self.name)),
+            ("slug", Some(&self.slug)),
+            ("model", Some(&self.model)),
+            ("backend", Some(&self.backend)),
+            ("project", self.project.as_ref()),
+            ("description", self.description.as_ref()),
+            ("command", self.command.as_ref()),
+            ("vllm_version", self.vllm_version.as_ref()),
+            ("task_type", self.task_type.as_ref()),
+            ("execution_policy", self.execution_policy.as_ref()),
+            ("worker_id", self.worker_id.as_ref()),
+            ("gpu_resource_id", self.gpu_resource_id.as_ref()),
         ];
-        strings.into_iter().flatten().any(|s| contains_token(s))
-            || [&self.config, &self.execution_policy_config]
+        strings
+            .into_iter()
+            .find_map(|(field, value)| find_secret(value?).map(|kind| (field.to_owned(), kind)))
+            .or_else(|| {
+                [
+                    ("config", &self.config),
+                    ("execution_policy_config", &self.execution_policy_config),
+                ]
                 .into_iter()
-                .flatten()
-                .any(map_holds_secret)
+                .find_map(|(field, map)| inferencekey_secrets::find_in_map(map.as_ref()?, field))
+            })
     }
 
     /// The wire `config`: the user's `config` with `command` and `vllm_version` laid over it (the explicit
@@ -169,18 +174,12 @@ impl fmt::Debug for WorkloadSpec {
     }
 }
 
-fn map_holds_secret(map: &Map<String, Value>) -> bool {
-    map.iter()
-        .any(|(key, value)| contains_token(key) || value_holds_secret(value))
-}
-
-fn value_holds_secret(value: &Value) -> bool {
-    match value {
-        Value::String(s) => contains_token(s),
-        Value::Array(items) => items.iter().any(value_holds_secret),
-        Value::Object(map) => map_holds_secret(map),
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
-    }
+/// The `ConfigurationError` for a secret found in `field`: it names the field and the kind, never the secret.
+pub(crate) fn secret_error(field: &str, kind: Kind) -> Error {
+    Error::configuration(format!(
+        "configuration error: secrets must never go in specs ({field} holds {})",
+        kind.describe()
+    ))
 }
 
 /// The platform's canonical slug: every character that is not an ASCII letter or digit becomes `-`, the
@@ -330,31 +329,50 @@ mod tests {
     fn secret_scan_everywhere() {
         let token = "ik_live_a1b2c3d4_ffff";
         let secret_message = "configuration error: secrets must never go in specs";
-        let mut placements: Vec<WorkloadSpec> = Vec::new();
+        let hf = "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh";
+        let mut placements: Vec<(WorkloadSpec, &str)> = Vec::new();
         let mut s = spec();
         s.command = Some(format!("vllm serve m --api-key {token}"));
-        placements.push(s);
+        placements.push((s, "command holds an InferenceKey token"));
         let mut s = spec();
         s.description = Some("ik_sdk_0".into());
-        placements.push(s);
+        placements.push((s, "description holds an InferenceKey token"));
         let mut s = spec();
         s.config = Some(obj(
             json!({"env": {"list": [1, {"deep": format!("x{token}")}]}}),
         ));
-        placements.push(s);
+        placements.push((s, "config.env.list[1].deep holds an InferenceKey token"));
         let mut s = spec();
         s.execution_policy_config = Some(obj(json!({"headers": [token]})));
-        placements.push(s);
+        placements.push((
+            s,
+            "execution_policy_config.headers[0] holds an InferenceKey token",
+        ));
         let mut s = spec();
         s.config = Some(obj(json!({token: 1})));
-        placements.push(s);
+        placements.push((s, "config holds an InferenceKey token"));
         let mut s = spec();
         s.worker_id = Some(token.into());
-        placements.push(s);
-        for s in placements {
+        placements.push((s, "worker_id holds an InferenceKey token"));
+        let mut s = spec();
+        s.config = Some(obj(json!({"env": {"HF_TOKEN": hf}})));
+        placements.push((s, "config.env.HF_TOKEN holds a Hugging Face token"));
+        let mut s = spec();
+        s.config = Some(obj(
+            json!({"env": {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}),
+        ));
+        placements.push((
+            s,
+            "config.env.AWS_SECRET_ACCESS_KEY holds a secret-named value",
+        ));
+        let mut s = spec();
+        s.model = "https://user:hunter2hunter2@models.example/x".into();
+        placements.push((s, "model holds a password in a URL"));
+        for (s, what) in placements {
             let err = s.validate().unwrap_err();
             assert_eq!(err.kind, ErrorKind::Configuration);
-            assert_eq!(err.message, secret_message);
+            assert_eq!(err.message, format!("{secret_message} ({what})"));
+            assert!(!err.message.contains("ffff") && !err.message.contains("AbCd"));
         }
     }
 
@@ -365,6 +383,19 @@ mod tests {
         s.config = Some(obj(
             json!({"note": "ik_sdk_", "n": 3, "b": true, "z": null}),
         ));
+        assert!(s.validate().is_ok());
+        // What real specs hold: model names, revisions, paths, commands with references, tokenizer tokens.
+        let mut s = spec();
+        s.model = "meta-llama/Llama-3.1-8B-Instruct".into();
+        s.command =
+            Some("vllm serve meta-llama/Llama-3.1-8B-Instruct --api-key $VLLM_API_KEY".into());
+        s.config = Some(obj(json!({
+            "revision": "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
+            "download_dir": "/models/cache",
+            "env": {"HF_TOKEN": "$HF_TOKEN", "HF_HUB_ENABLE_HF_TRANSFER": "1"},
+            "max_tokens": 4096,
+            "bos_token": "<|begin_of_text|>",
+        })));
         assert!(s.validate().is_ok());
     }
 

@@ -1,15 +1,15 @@
-//! Tokens: telling `ik_sdk_` control tokens from `ik_live_` data keys, finding them in any text,
-//! and redacting them to `prefix + first 8 characters of the id + …` wherever text leaves the SDK.
+//! Tokens: telling `ik_sdk_` control tokens from `ik_live_` data keys, and the secret scan and redaction
+//! (every recognised credential format, from `inferencekey-secrets`) wherever text leaves the SDK.
 
 use std::fmt;
+
+pub use inferencekey_secrets::redact;
+pub(crate) use inferencekey_secrets::{contains_secret, Kind};
 
 /// Prefix of control-plane tokens.
 pub(crate) const SDK_PREFIX: &str = "ik_sdk_";
 /// Prefix of data-plane keys.
 pub(crate) const LIVE_PREFIX: &str = "ik_live_";
-
-/// How many characters of a token's id survive redaction.
-const SHOWN_ID_CHARS: usize = 8;
 
 /// What a credential string is, judged by its prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,69 +33,14 @@ pub(crate) fn token_kind(token: &str) -> TokenKind {
     }
 }
 
-/// Where the next token prefix starts in `bytes[from..]` and how long that prefix is, only counting prefixes
-/// followed by an ASCII letter or digit (so prose such as "an ik_sdk_ token" is not a token).
-fn next_token(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut at = from;
-    while at + 3 <= bytes.len() {
-        let rest = &bytes[at..];
-        let found = rest.windows(3).position(|w| w == b"ik_")?;
-        let start = at + found;
-        let tail = &bytes[start..];
-        for prefix in [SDK_PREFIX, LIVE_PREFIX] {
-            if tail.starts_with(prefix.as_bytes()) {
-                if let Some(next) = tail.get(prefix.len()) {
-                    if next.is_ascii_alphanumeric() {
-                        return Some((start, prefix.len()));
-                    }
-                }
-            }
-        }
-        at = start + 3;
-    }
-    None
+/// The kind of the first secret in `text` (any recognised format, see `inferencekey-secrets`), if any.
+pub(crate) fn find_secret(text: &str) -> Option<Kind> {
+    contains_secret(text)
 }
 
-/// True when `text` holds something shaped like a token (a prefix followed by a letter or digit).
+/// True when `text` holds a secret of any recognised format.
 pub(crate) fn contains_token(text: &str) -> bool {
-    next_token(text.as_bytes(), 0).is_some()
-}
-
-/// `text` with every `ik_sdk_`/`ik_live_` token shortened to its prefix, the first 8 characters of its id
-/// and `…` (U+2026); the secret part never survives. Text without tokens comes back unchanged.
-pub fn redact(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let Some(mut found) = next_token(bytes, 0) else {
-        return text.to_owned();
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    loop {
-        let (start, prefix_len) = found;
-        let id_start = start + prefix_len;
-        // The id runs up to the `_` before the secret; the whole token is every letter, digit and `_` after it.
-        let id_len = bytes[id_start..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric())
-            .count();
-        let token_len = bytes[id_start..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
-            .count();
-        out.push_str(&text[copied..id_start]);
-        out.push_str(&text[id_start..id_start + id_len.min(SHOWN_ID_CHARS)]);
-        copied = id_start + token_len;
-        // Already-redacted text keeps its one ellipsis.
-        if !text[copied..].starts_with('\u{2026}') {
-            out.push('\u{2026}');
-        }
-        match next_token(bytes, copied) {
-            Some(next) => found = next,
-            None => break,
-        }
-    }
-    out.push_str(&text[copied..]);
-    out
+    contains_secret(text).is_some()
 }
 
 /// A credential held by a client: usable on the wire, redacted in every `Debug`.
