@@ -17,7 +17,22 @@ pub(crate) fn at_least<T: TryFrom<i64>>(name: &str, value: i64, min: i64) -> Res
     if value < min {
         return Err(below_bound(name, min));
     }
-    T::try_from(value).map_err(|_| below_bound(name, min))
+    T::try_from(value).map_err(|_| too_large(name))
+}
+
+/// The validation error for an integer argument too large for what it sets.
+fn too_large(name: &str) -> Error {
+    Error::validation(format_args!("{name} is too large"))
+}
+
+/// The validation error for an integer a binding cannot even carry (beyond 64 bits), worded as the core's own
+/// range checks are.
+pub fn integer_out_of_range(name: &str, negative: bool) -> Error {
+    if negative {
+        Error::validation(format_args!("{name} is too small"))
+    } else {
+        too_large(name)
+    }
 }
 
 /// A timeout in seconds that must be positive: zero, negative, NaN, infinite or too large for a `Duration`
@@ -27,7 +42,9 @@ pub(crate) fn positive_seconds(name: &str, seconds: f64) -> Result<Duration> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
-            Error::validation(format_args!("{name} must be a positive number of seconds"))
+            Error::validation(format_args!(
+                "{name} must be a positive, finite number of seconds"
+            ))
         })
 }
 
@@ -53,7 +70,9 @@ mod tests {
             at_least::<u64>("n", i64::MAX, 1).unwrap(),
             i64::MAX.unsigned_abs()
         );
-        for (value, min) in [(-1, 0), (0, 1), (i64::MIN, 1), (1 << 40, 0)] {
+        let err = at_least::<u32>("max_retries", 1 << 40, 0).unwrap_err();
+        assert_eq!(err.message, "validation error: max_retries is too large");
+        for (value, min) in [(-1, 0), (0, 1), (i64::MIN, 1)] {
             let err = at_least::<u32>("max_retries", value, min).unwrap_err();
             assert_eq!(err.kind, ErrorKind::Validation);
             assert_eq!(
@@ -88,7 +107,7 @@ mod tests {
             assert_eq!(err.kind, ErrorKind::Validation, "{bad}");
             assert_eq!(
                 err.message,
-                "validation error: connect_timeout must be a positive number of seconds"
+                "validation error: connect_timeout must be a positive, finite number of seconds"
             );
         }
     }

@@ -78,6 +78,18 @@ pub(crate) fn normalize_base_url(raw: Option<String>) -> Result<String> {
             "configuration error: base_url has no host (got {raw:?})"
         )));
     }
+    // `user:password@` would be shown wherever the URL is (reprs, logs) and sent as a second Authorization
+    // header; the credential goes in sdk_token= / api_key= instead. The URL is not echoed.
+    let authority = trimmed[scheme_len..]
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if authority.contains('@') {
+        return Err(Error::configuration(
+            "configuration error: base_url must not hold credentials (user:password@); pass the token as \
+             sdk_token= or api_key=",
+        ));
+    }
     Ok(trimmed.to_owned())
 }
 
@@ -152,6 +164,30 @@ mod tests {
     use crate::error::ErrorKind;
 
     // Each test uses its own variable name: tests run in parallel threads of one process.
+    #[test]
+    fn base_url_with_credentials_is_refused_without_echoing_them() {
+        for raw in [
+            "https://user:hunter2@api.example.com",
+            "http://ik_sdk_a1b2c3d4_ffff@127.0.0.1:8080/x",
+            "https://token@host",
+        ] {
+            let err = normalize_base_url(Some(raw.to_owned())).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::Configuration);
+            assert!(
+                err.message.contains("must not hold credentials"),
+                "{}",
+                err.message
+            );
+            assert!(
+                !err.message.contains("hunter2")
+                    && !err.message.contains("ffff")
+                    && !err.message.contains("token@")
+            );
+        }
+        // An `@` after the host (a path or query) is not userinfo.
+        assert!(normalize_base_url(Some("https://host/a@b".to_owned())).is_ok());
+    }
+
     #[test]
     fn explicit_wins_and_is_trimmed() {
         std::env::set_var("IK_TEST_RESOLVE_A", "from-env");
@@ -256,23 +292,27 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
             assert_eq!(
                 refused(bad, 1.0, 0),
-                "validation error: connect_timeout must be a positive number of seconds"
+                "validation error: connect_timeout must be a positive, finite number of seconds"
             );
             assert_eq!(
                 refused(1.0, bad, 0),
-                "validation error: timeout must be a positive number of seconds"
+                "validation error: timeout must be a positive, finite number of seconds"
             );
         }
-        for bad in [-1, i64::MIN, 1 << 40] {
+        for bad in [-1, i64::MIN] {
             assert_eq!(
                 refused(1.0, 1.0, bad),
                 "validation error: max_retries must be an integer of at least 0"
             );
         }
+        assert_eq!(
+            refused(1.0, 1.0, 1 << 40),
+            "validation error: max_retries is too large"
+        );
         // Checked in argument order: the first bad one is named.
         assert_eq!(
             refused(0.0, 0.0, -1),
-            "validation error: connect_timeout must be a positive number of seconds"
+            "validation error: connect_timeout must be a positive, finite number of seconds"
         );
     }
 }

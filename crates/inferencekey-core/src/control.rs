@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -18,11 +19,11 @@ use crate::config::{
     ENV_PROJECT, ENV_SDK_TOKEN,
 };
 use crate::drift::{create_plan, diff, patch_body};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{extract_code_message, Error, ErrorBody, ErrorKind, Result};
 use crate::plan::{Plan, PlanAction};
 use crate::quote::py_repr_str;
-use crate::spec::{checked_slug, WorkloadSpec};
-use crate::sse::SseDecoder;
+use crate::spec::{checked_project, checked_slug, WorkloadSpec};
+use crate::sse::{EventRef, SseDecoder};
 use crate::token::{redact, token_kind, Secret, TokenKind};
 use crate::transport::{bearer, AttemptError, Failure, Method, Request, Transport};
 use crate::wire::{decode_readiness, decode_workload_list, ReadinessPayload, Workload};
@@ -287,6 +288,7 @@ impl ManagementClient {
             .or_else(|| self.inner.project.clone())
             .or_else(|| resolve_setting(None, ENV_PROJECT))
             .ok_or_else(|| Error::configuration(NO_PROJECT))
+            .and_then(checked_project)
     }
 
     fn request<'a>(&'a self, method: Method, url: &'a str, body: Option<Bytes>) -> Request<'a> {
@@ -582,6 +584,11 @@ impl ReadinessWatch {
                     self.connection = None;
                     self.backoff_from = Some(ended);
                 }
+                Some(Arrival::Failed(err)) => {
+                    self.connection = None;
+                    self.state = WatchState::Done;
+                    return Err(err.with_request_id(self.request_id.as_deref()));
+                }
                 // The reader is gone without a word (it cannot be, short of a panic): reconnect.
                 None => {
                     self.connection = None;
@@ -720,6 +727,9 @@ enum Arrival {
     Event(ReadinessPayload, Instant),
     /// The body ended: cleanly (`None`) or with this failure, at this instant.
     Ended(Option<Error>, Instant),
+    /// The server reported an error on the stream (an `{"error": ...}` frame, `event: error`), or broke the
+    /// protocol (an event past the size cap): a reconnect would meet the same, so the watch fails at once.
+    Failed(Error),
 }
 
 /// One open readiness connection, read by its own task so that each event is stamped when it arrives, however
@@ -759,20 +769,26 @@ async fn read_arrivals(chunks: impl Stream<Item = Result<Bytes>>, sender: mpsc::
     loop {
         let read = chunks.next().await;
         let arrived = Instant::now();
-        let mut payloads = Vec::new();
+        let mut decoded = Vec::new();
         let ended = match read {
             Some(Ok(bytes)) => {
-                decoder.feed_with(&bytes, |event| push_payload(&mut payloads, event.data));
+                decoder.feed_with(&bytes, |event| push_arrival(&mut decoded, event, arrived));
+                if decoder.overflowed() {
+                    decoded.push(Arrival::Failed(Error::event_too_large(
+                        "the readiness endpoint",
+                    )));
+                }
                 None
             }
             Some(Err(error)) => Some(Some(error)),
             None => {
-                decoder.finish_with(|event| push_payload(&mut payloads, event.data));
+                decoder.finish_with(|event| push_arrival(&mut decoded, event, arrived));
                 Some(None)
             }
         };
-        for payload in payloads {
-            if sender.send(Arrival::Event(payload, arrived)).await.is_err() {
+        for arrival in decoded {
+            let failed = matches!(arrival, Arrival::Failed(_));
+            if sender.send(arrival).await.is_err() || failed {
                 return;
             }
         }
@@ -783,14 +799,48 @@ async fn read_arrivals(chunks: impl Stream<Item = Result<Bytes>>, sender: mpsc::
     }
 }
 
-fn push_payload(payloads: &mut Vec<ReadinessPayload>, data: &[u8]) {
-    match decode_readiness(data) {
-        Some(payload) => payloads.push(payload),
+/// One readiness event as what the watch makes of it: a phase, a reported error, or nothing (logged).
+fn push_arrival(arrivals: &mut Vec<Arrival>, event: EventRef<'_>, arrived: Instant) {
+    if let Some(error) = readiness_error(event) {
+        arrivals.push(Arrival::Failed(error));
+        return;
+    }
+    match decode_readiness(event.data) {
+        Some(payload) => arrivals.push(Arrival::Event(payload, arrived)),
         None => log::debug!(
             "ignored a readiness event without a phase: {}",
-            redact(&String::from_utf8_lossy(data))
+            redact(&String::from_utf8_lossy(event.data))
         ),
     }
+}
+
+/// The error a readiness event reports: `event: error`, or a JSON object with a non-null `error`, in any of the
+/// platform's error shapes. Its message is the server's.
+fn readiness_error(event: EventRef<'_>) -> Option<Error> {
+    let body: Option<Value> = serde_json::from_slice(event.data).ok();
+    let is_error = event.event == b"error"
+        || body
+            .as_ref()
+            .and_then(|b| b.get("error"))
+            .is_some_and(|e| !e.is_null());
+    if !is_error {
+        return None;
+    }
+    let body =
+        body.unwrap_or_else(|| Value::String(String::from_utf8_lossy(event.data).into_owned()));
+    let (code, message) = match &body {
+        Value::String(text) => (None, Some(text.clone())),
+        other => extract_code_message(other),
+    };
+    let message = message
+        .filter(|m| !m.is_empty())
+        .or_else(|| code.clone())
+        .unwrap_or_else(|| "unknown error".to_owned());
+    Some(
+        Error::api(format!("the readiness stream reported an error: {message}"))
+            .with_code(code)
+            .with_body(ErrorBody::Json(body)),
+    )
 }
 
 /// The content type of a response when it is present and not `text/event-stream`.

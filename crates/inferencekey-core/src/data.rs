@@ -23,7 +23,7 @@ use crate::config::{
 };
 use crate::error::{extract_code_message, Error, ErrorBody, Result};
 use crate::event;
-use crate::spec::checked_slug;
+use crate::spec::{checked_project, checked_slug};
 use crate::sse::{EventRef, SseDecoder};
 use crate::token::{token_kind, Secret, TokenKind};
 use crate::transport::{bearer, AttemptError, Failure, Method, Request, Transport};
@@ -104,6 +104,7 @@ impl DataClient {
                 "configuration error: no project: pass project= or set INFERENCEKEY_PROJECT",
             ));
         };
+        let project = checked_project(project)?;
         let transport = Transport::new(normalize_base_url(base_url)?, options)?;
         Ok(Self {
             inner: Arc::new(DataInner {
@@ -247,7 +248,7 @@ impl ChatRequest {
 }
 
 /// A rerank `top_n` from the value a user passed: at least 1 and at most `u32::MAX`, else an
-/// `ErrorKind::Validation` (`validation error: top_n must be an integer of at least 1`).
+/// `ErrorKind::Validation` (`validation error: top_n must be an integer of at least 1`, `… top_n is too large`).
 pub fn checked_top_n(top_n: i64) -> Result<u32> {
     at_least("top_n", top_n, 1)
 }
@@ -498,7 +499,7 @@ impl Endpoint {
             body,
             "chat completion",
             |raw, body| {
-                let (text, finish_reason) = completion_parts(&raw);
+                let (text, finish_reason) = completion_parts(&raw)?;
                 Ok(ChatCompletion {
                     text,
                     model: self.model_of(&raw),
@@ -537,7 +538,7 @@ impl Endpoint {
                 transport
                     .read_body(response, |bytes| {
                         let raw = answer_json(&bytes, "chat completion", &self.inner.slug)?;
-                        let (text, finish_reason) = completion_parts(&raw);
+                        let (text, finish_reason) = completion_parts(&raw)?;
                         Ok(ChatStream::ready(ChatChunk {
                             text,
                             finish_reason,
@@ -655,16 +656,27 @@ fn content_text(content: Option<&Value>) -> String {
     }
 }
 
-/// Text and finish reason of a completion body (`message`, or `delta` for a chunk-shaped body).
-fn completion_parts(body: &Value) -> (String, Option<String>) {
-    let choice = body.get("choices").and_then(|c| c.get(0));
-    let message = choice.and_then(|c| c.get("message").or_else(|| c.get("delta")));
-    let text = content_text(message.and_then(|m| m.get("content")));
+/// Text and finish reason of a completion body (`message`, or `delta` for a chunk-shaped body). A body with no
+/// choice, or a choice with neither, is malformed: answering `text=""` would hide a broken engine.
+fn completion_parts(body: &Value) -> Result<(String, Option<String>)> {
+    let malformed = |why: &str| Error::api(format!("malformed response: chat completion {why}"));
+    let choice = body
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("without a choices list"))?
+        .first()
+        .ok_or_else(|| malformed("with an empty choices list"))?;
+    let message = choice
+        .get("message")
+        .or_else(|| choice.get("delta"))
+        .filter(|m| m.is_object())
+        .ok_or_else(|| malformed("choice without a message"))?;
+    let text = content_text(message.get("content"));
     let finish_reason = choice
-        .and_then(|c| c.get("finish_reason"))
+        .get("finish_reason")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    (text, finish_reason)
+    Ok((text, finish_reason))
 }
 
 /// A 2xx JSON answer, parsed; an in-band error in it is returned as the error it reports.
@@ -694,10 +706,9 @@ fn workload_error(body: &Value, slug: &str) -> Error {
         .filter(|m| !m.is_empty())
         .or_else(|| code.clone())
         .unwrap_or_else(|| "unknown error".to_owned());
-    let mut err = Error::api(format!("workload {slug:?} reported an error: {message}"));
-    err.code = code;
-    err.body = Some(ErrorBody::Json(body.clone()));
-    err
+    Error::api(format!("workload {slug:?} reported an error: {message}"))
+        .with_code(code)
+        .with_body(ErrorBody::Json(body.clone()))
 }
 
 /// Vectors from an embeddings body: each `embedding` a number array or base64 little-endian f32, by `index`.
@@ -970,6 +981,12 @@ async fn pump(
         let ended = match response.chunk().await {
             Ok(Some(bytes)) => {
                 decoder.feed_with(&bytes, |event| state.on_event(event, &mut batch));
+                if decoder.overflowed() && state.error.is_none() {
+                    state.error = Some(Error::event_too_large(&format!(
+                        "workload {:?}",
+                        endpoint.slug
+                    )));
+                }
                 false
             }
             Ok(None) => {
@@ -1262,13 +1279,17 @@ mod tests {
     fn top_n_bounds() {
         assert_eq!(checked_top_n(1).unwrap(), 1);
         assert_eq!(checked_top_n(i64::from(u32::MAX)).unwrap(), u32::MAX);
-        for bad in [0, -1, i64::MIN, i64::from(u32::MAX) + 1, i64::MAX] {
+        for bad in [0, -1, i64::MIN] {
             let err = checked_top_n(bad).unwrap_err();
             assert_eq!(err.kind, ErrorKind::Validation);
             assert_eq!(
                 err.message,
                 "validation error: top_n must be an integer of at least 1"
             );
+        }
+        for bad in [i64::from(u32::MAX) + 1, i64::MAX] {
+            let err = checked_top_n(bad).unwrap_err();
+            assert_eq!(err.message, "validation error: top_n is too large");
         }
     }
 
@@ -1285,22 +1306,34 @@ mod tests {
     }
 
     #[test]
-    fn completion_parts_tolerate_nulls() {
+    fn completion_parts_tolerate_nulls_and_refuse_missing_choices() {
         assert_eq!(
             completion_parts(
                 &json!({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]})
-            ),
+            )
+            .unwrap(),
             ("hi".to_owned(), Some("stop".to_owned()))
         );
         assert_eq!(
-            completion_parts(&json!({"choices": [{"message": {"content": null}}]})),
+            completion_parts(&json!({"choices": [{"message": {"content": null}}]})).unwrap(),
             (String::new(), None)
         );
-        assert_eq!(
-            completion_parts(&json!({"choices": []})),
-            (String::new(), None)
-        );
-        assert_eq!(completion_parts(&json!({})), (String::new(), None));
+        for (body, why) in [
+            (json!({"choices": []}), "with an empty choices list"),
+            (json!({}), "without a choices list"),
+            (json!({"choices": null}), "without a choices list"),
+            (
+                json!({"choices": [{"index": 0}]}),
+                "choice without a message",
+            ),
+        ] {
+            let err = completion_parts(&body).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Api);
+            assert_eq!(
+                err.message,
+                format!("malformed response: chat completion {why}")
+            );
+        }
     }
 
     #[test]

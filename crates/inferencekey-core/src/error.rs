@@ -106,9 +106,29 @@ impl Error {
     /// failures found after a 2xx answer: a malformed body, an in-band error, a stream cut short.
     pub(crate) fn with_request_id(mut self, request_id: Option<&str>) -> Self {
         if self.request_id.is_none() {
-            self.request_id = request_id.map(str::to_owned);
+            self.request_id = request_id.map(redact);
         }
         self
+    }
+
+    /// This error carrying `body` (what the server sent), redacted as every text leaving the SDK is.
+    pub(crate) fn with_body(mut self, body: ErrorBody) -> Self {
+        self.body = Some(redact_body(body));
+        self
+    }
+
+    /// This error carrying the server's error `code`, redacted.
+    pub(crate) fn with_code(mut self, code: Option<String>) -> Self {
+        self.code = code.map(|c| redact(&c));
+        self
+    }
+
+    /// The error of a stream (from `what`) whose event grew past the SSE decoder's size cap.
+    pub(crate) fn event_too_large(what: &str) -> Self {
+        Self::api(format!(
+            "malformed response: an event of the stream from {what} exceeded the {} MiB limit of one SSE event",
+            crate::sse::MAX_EVENT_BYTES >> 20
+        ))
     }
 
     /// The drift error of `ensure(on_drift=FAIL)`: the drifted fields, then the rendered plan.
@@ -162,10 +182,9 @@ impl Error {
                 (ErrorKind::Api, message)
             }
         };
-        let mut err = Self::new(kind, message);
+        let mut err = Self::new(kind, message).with_code(code);
         err.status = Some(status);
-        err.code = code;
-        err.request_id = request_id;
+        err.request_id = request_id.map(|id| redact(&id));
         err.body = body.map(redact_body);
         err
     }
@@ -213,16 +232,7 @@ fn redact_body(body: ErrorBody) -> ErrorBody {
 }
 
 fn redact_value(value: Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(redact(&s)),
-        Value::Array(items) => Value::Array(items.into_iter().map(redact_value).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (redact(&k), redact_value(v)))
-                .collect(),
-        ),
-        other => other,
-    }
+    inferencekey_secrets::redact_json(value)
 }
 
 /// A JSON scalar used as a code: strings as they are, numbers as digits (vLLM sends `"code": 500`).

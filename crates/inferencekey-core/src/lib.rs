@@ -22,7 +22,7 @@ mod token;
 mod transport;
 mod wire;
 
-pub use args::readiness_timeout;
+pub use args::{integer_out_of_range, readiness_timeout};
 pub use batch::{BatchDone, BatchOptions, EmbedJob, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY};
 pub use config::{resolve_setting, TransportOptions, DEFAULT_BASE_URL};
 pub use control::{EnsureOutcome, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};

@@ -206,6 +206,10 @@ pub fn checked_slug(raw: &str) -> Result<String> {
     if raw.trim().is_empty() {
         return Err(Error::validation("slug must not be empty"));
     }
+    // A credential pasted as a slug would go into a URL path, and its slug form (`ik-sdk-…`) into messages.
+    if let Some(kind) = find_secret(raw) {
+        return Err(segment_secret_error("slug", kind));
+    }
     let slug = canonical_slug(raw);
     if slug.is_empty() {
         return Err(Error::validation(format_args!(
@@ -213,6 +217,28 @@ pub fn checked_slug(raw: &str) -> Result<String> {
         )));
     }
     Ok(slug)
+}
+
+/// A project slug checked before it goes into a URL path: no secret, and never `.` or `..`, which URL
+/// normalisation would collapse so that the request (and its credential) reached another route.
+pub(crate) fn checked_project(project: String) -> Result<String> {
+    if let Some(kind) = find_secret(&project) {
+        return Err(segment_secret_error("project", kind));
+    }
+    if project == "." || project == ".." {
+        return Err(Error::validation(format_args!(
+            "project {project:?} is not a project slug"
+        )));
+    }
+    Ok(project)
+}
+
+/// The `ConfigurationError` for a secret given where a name goes into a URL.
+fn segment_secret_error(what: &str, kind: Kind) -> Error {
+    Error::configuration(format!(
+        "configuration error: {what} holds {}; secrets must never go in slugs or URLs",
+        kind.describe()
+    ))
 }
 
 /// Fixtures shared by the unit tests of specs and of drift plans.
@@ -374,6 +400,28 @@ mod tests {
             assert_eq!(err.message, format!("{secret_message} ({what})"));
             assert!(!err.message.contains("ffff") && !err.message.contains("AbCd"));
         }
+    }
+
+    #[test]
+    fn slugs_and_projects_cannot_leave_their_path_segment_or_hold_secrets() {
+        let token = "ik_sdk_a1b2c3d4_0123456789abcdef0123456789abcdef";
+        for slug in [token, "IK-SDK-A1B2C3D4-0123456789ABCDEF0123"] {
+            let err = checked_slug(slug).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Configuration);
+            assert_eq!(
+                err.message,
+                "configuration error: slug holds an InferenceKey token; secrets must never go in slugs or URLs"
+            );
+        }
+        for project in [".", ".."] {
+            let err = checked_project(project.to_owned()).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation);
+        }
+        assert_eq!(checked_project("...".to_owned()).unwrap(), "...");
+        assert_eq!(
+            checked_project(token.to_owned()).unwrap_err().kind,
+            ErrorKind::Configuration
+        );
     }
 
     #[test]

@@ -42,6 +42,12 @@ impl EventRef<'_> {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The largest event the decoder holds: the bytes of one event's lines, not yet dispatched (16 MiB). Real
+/// events are a few hundred bytes to a few MiB (a large embedding batch is not streamed); past this, a stream
+/// that keeps sending one endless line would grow the client's memory without bound while the idle timeout
+/// never fires, so the decoder stops and reports [`SseDecoder::overflowed`].
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
 /// The decoder. Feed it the bytes of a stream in reads of any size; call `finish` at the end.
 #[derive(Debug, Default)]
 pub struct SseDecoder {
@@ -55,6 +61,8 @@ pub struct SseDecoder {
     event: Vec<u8>,
     last_id: Vec<u8>,
     retry: Option<u64>,
+    /// An event grew past [`MAX_EVENT_BYTES`]: the buffers were dropped and the rest of the stream is ignored.
+    overflowed: bool,
 }
 
 impl SseDecoder {
@@ -78,8 +86,25 @@ impl SseDecoder {
         self.finish_with(|event| out.push(event.to_event()));
     }
 
+    /// True once an event grew past [`MAX_EVENT_BYTES`] (a line that never ends, or endless `data:` lines
+    /// without a blank one): nothing more is decoded, and the caller should fail the stream.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Drop what is buffered and ignore the rest of the stream.
+    fn overflow(&mut self) {
+        self.overflowed = true;
+        self.line = Vec::new();
+        self.data = Vec::new();
+        self.event = Vec::new();
+    }
+
     /// `feed`, handing each event to `on_event` as borrowed bytes (no allocation per event).
     pub(crate) fn feed_with(&mut self, bytes: &[u8], mut on_event: impl FnMut(EventRef<'_>)) {
+        if self.overflowed {
+            return;
+        }
         let mut rest = bytes;
         if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
@@ -108,13 +133,20 @@ impl SseDecoder {
                 [_, tail @ ..] => tail,
                 [] => &[],
             };
+            if self.overflowed {
+                return;
+            }
+        }
+        if self.line.len() + rest.len() + self.data.len() > MAX_EVENT_BYTES {
+            self.overflow();
+            return;
         }
         self.line.extend_from_slice(rest);
     }
 
     /// `finish`, handing the last event (if any) to `on_event` as borrowed bytes.
     pub(crate) fn finish_with(&mut self, mut on_event: impl FnMut(EventRef<'_>)) {
-        if self.line.is_empty() {
+        if self.line.is_empty() && !self.overflowed {
             self.dispatch(&mut on_event);
         }
         self.line.clear();
@@ -124,6 +156,7 @@ impl SseDecoder {
         self.retry = None;
         self.after_cr = false;
         self.first_line = true;
+        self.overflowed = false;
     }
 
     fn process_line(&mut self, line: &[u8], on_event: &mut impl FnMut(EventRef<'_>)) {
@@ -150,6 +183,10 @@ impl SseDecoder {
         };
         match field {
             b"data" => {
+                if self.data.len() + value.len() >= MAX_EVENT_BYTES {
+                    self.overflow();
+                    return;
+                }
                 self.data.extend_from_slice(value);
                 self.data.push(b'\n');
             }
@@ -193,6 +230,55 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_endless_line_overflows_at_the_cap_and_holds_no_more() {
+        let mut decoder = SseDecoder::new();
+        let mut out = Vec::new();
+        decoder.feed(b"data: {\"a\": 1}\n\ndata: ", &mut out);
+        assert_eq!(out.len(), 1);
+        let chunk = vec![b'x'; 1 << 20];
+        let mut fed = 0;
+        while !decoder.overflowed() {
+            decoder.feed(&chunk, &mut out);
+            fed += chunk.len();
+            assert!(fed <= MAX_EVENT_BYTES + chunk.len());
+        }
+        assert!(decoder.line.capacity() == 0 && decoder.data.capacity() == 0);
+        decoder.feed(b"\n\ndata: more\n\n", &mut out);
+        decoder.finish(&mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn endless_data_lines_without_a_blank_line_overflow_too() {
+        let mut decoder = SseDecoder::new();
+        let mut out = Vec::new();
+        let line = [b"data: ".as_slice(), &vec![b'y'; 1 << 16], b"\n"].concat();
+        for _ in 0..(MAX_EVENT_BYTES / line.len() + 2) {
+            decoder.feed(&line, &mut out);
+        }
+        assert!(decoder.overflowed());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_event_just_under_the_cap_is_decoded() {
+        let mut decoder = SseDecoder::new();
+        let mut out = Vec::new();
+        let body = vec![b'z'; MAX_EVENT_BYTES - 16];
+        for part in [
+            b"data: ".as_slice(),
+            &body[..body.len() / 2],
+            &body[body.len() / 2..],
+            b"\n\n",
+        ] {
+            decoder.feed(part, &mut out);
+        }
+        assert!(!decoder.overflowed());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data.len(), body.len());
+    }
 
     fn decode(input: &[u8]) -> Vec<SseEvent> {
         let mut decoder = SseDecoder::new();

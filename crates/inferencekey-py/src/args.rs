@@ -3,7 +3,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Value};
 
 use inferencekey_core::{Error, OnDrift, WorkloadSpec};
@@ -87,9 +87,108 @@ pub fn on_drift(obj: &Bound<'_, PyAny>) -> PyResult<OnDrift> {
 }
 
 /// The texts of an embed input: a bare string is a one-element batch.
-pub fn texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+pub fn texts(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
     match obj.cast::<PyString>() {
         Ok(text) => Ok(vec![text.to_str()?.to_owned()]),
-        Err(_) => obj.extract(),
+        Err(_) => text_list(obj, name).map_err(|err| {
+            if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
+                err
+            } else {
+                wrong_type(obj, name, "a str or a list of str")
+            }
+        }),
     }
+}
+
+/// The `TypeError` for an argument of the wrong type: it names the argument and what it must be.
+fn wrong_type(obj: &Bound<'_, PyAny>, name: &str, expected: &str) -> PyErr {
+    let got = obj
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "another type".to_owned());
+    PyTypeError::new_err(format!("{name} must be {expected}, not {got}"))
+}
+
+/// A required `str` argument.
+pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
+    match obj.cast::<PyString>() {
+        Ok(s) => Ok(s.to_str()?.to_owned()),
+        Err(_) => Err(wrong_type(obj, name, "a str")),
+    }
+}
+
+/// An optional `str` argument (None stays None).
+pub fn opt_text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<String>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    text(obj, name).map(Some)
+}
+
+/// A required `int` argument (not a bool). One beyond the 64-bit range is a `ValidationError` naming the
+/// argument, as the core's range checks word it, never an `OverflowError`.
+pub fn int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+    if obj.cast::<PyBool>().is_ok() || obj.cast::<PyInt>().is_err() {
+        return Err(wrong_type(obj, name, "an int"));
+    }
+    if let Ok(value) = obj.extract::<i64>() {
+        return Ok(value);
+    }
+    let negative = obj.lt(0)?;
+    Err(to_pyerr(
+        obj.py(),
+        inferencekey_core::integer_out_of_range(name, negative),
+    ))
+}
+
+/// An optional `int` argument (None stays None).
+pub fn opt_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i64>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    int(obj, name).map(Some)
+}
+
+/// A required number (`int` or `float`, not a bool or a str).
+pub fn number(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
+    if obj.cast::<PyBool>().is_ok() {
+        return Err(wrong_type(obj, name, "a number"));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(f.value());
+    }
+    if obj.cast::<PyInt>().is_ok() {
+        // An int too large for a float is infinite, which the core's range checks refuse.
+        return Ok(obj.extract::<f64>().unwrap_or(f64::INFINITY));
+    }
+    Err(wrong_type(obj, name, "a number"))
+}
+
+/// An optional number (None stays None).
+pub fn opt_number(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<f64>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    number(obj, name).map(Some)
+}
+
+/// A list (or tuple) of `str`.
+pub fn text_list(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
+    let expected = "a list of str";
+    if obj.cast::<PyString>().is_ok() {
+        return Err(wrong_type(obj, name, expected));
+    }
+    let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = obj.cast::<PyList>() {
+        list.iter().collect()
+    } else if let Ok(tuple) = obj.cast::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
+        return Err(wrong_type(obj, name, expected));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| text(item, &format!("{name}[{i}]")))
+        .collect()
 }

@@ -29,12 +29,17 @@ const CLIENT: &str = "python";
 /// Transport options from the Python keyword arguments, checked by the core before anything is built.
 fn transport_options(
     py: Python<'_>,
-    connect_timeout: f64,
-    timeout: f64,
-    max_retries: i64,
+    connect_timeout: &Bound<'_, PyAny>,
+    timeout: &Bound<'_, PyAny>,
+    max_retries: &Bound<'_, PyAny>,
 ) -> PyResult<core::TransportOptions> {
-    core::TransportOptions::from_user(connect_timeout, timeout, max_retries, CLIENT)
-        .map_err(|err| to_pyerr(py, err))
+    core::TransportOptions::from_user(
+        args::number(connect_timeout, "connect_timeout")?,
+        args::number(timeout, "timeout")?,
+        args::int(max_retries, "max_retries")?,
+        CLIENT,
+    )
+    .map_err(|err| to_pyerr(py, err))
 }
 
 /// A core client and the pid that built it: its connection pool belongs to that process's runtime,
@@ -170,19 +175,19 @@ impl ManagementClient {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        base_url: Option<String>,
-        sdk_token: Option<String>,
-        project: Option<String>,
+        base_url: &Bound<'_, PyAny>,
+        sdk_token: &Bound<'_, PyAny>,
+        project: &Bound<'_, PyAny>,
         from_env: bool,
-        connect_timeout: f64,
-        timeout: f64,
-        max_retries: i64,
+        connect_timeout: &Bound<'_, PyAny>,
+        timeout: &Bound<'_, PyAny>,
+        max_retries: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let options = transport_options(py, connect_timeout, timeout, max_retries)?;
         let args = ClientArgs {
-            base_url,
-            credential: sdk_token,
-            project,
+            base_url: args::opt_text(base_url, "base_url")?,
+            credential: args::opt_text(sdk_token, "sdk_token")?,
+            project: args::opt_text(project, "project")?,
             from_env,
             options,
         };
@@ -208,8 +213,9 @@ impl ManagementClient {
         py: Python<'_>,
         spec: &Bound<'_, PyAny>,
         on_drift: &Bound<'_, PyAny>,
-        project: Option<String>,
+        project: &Bound<'_, PyAny>,
     ) -> PyResult<Pending> {
+        let project = args::opt_text(project, "project")?;
         let on_drift = args::on_drift(on_drift)?;
         let spec = args::spec(spec)?;
         let client = self.core(py)?;
@@ -239,8 +245,9 @@ impl ManagementClient {
         &self,
         py: Python<'_>,
         spec: &Bound<'_, PyAny>,
-        project: Option<String>,
+        project: &Bound<'_, PyAny>,
     ) -> PyResult<Pending> {
+        let project = args::opt_text(project, "project")?;
         let spec = args::spec(spec)?;
         let client = self.core(py)?;
         Ok(Pending::from(Call::new(
@@ -254,9 +261,11 @@ impl ManagementClient {
     fn delete(
         &self,
         py: Python<'_>,
-        workload_slug: String,
-        project: Option<String>,
+        workload_slug: &Bound<'_, PyAny>,
+        project: &Bound<'_, PyAny>,
     ) -> PyResult<Pending> {
+        let workload_slug = args::text(workload_slug, "workload_slug")?;
+        let project = args::opt_text(project, "project")?;
         let client = self.core(py)?;
         Ok(Pending::from(Call::new(
             async move { client.delete(&workload_slug, project.as_deref()).await },
@@ -266,7 +275,8 @@ impl ManagementClient {
 
     /// The project's workloads; resolves to a list of dicts.
     #[pyo3(signature = (project))]
-    fn list(&self, py: Python<'_>, project: Option<String>) -> PyResult<Pending> {
+    fn list(&self, py: Python<'_>, project: &Bound<'_, PyAny>) -> PyResult<Pending> {
+        let project = args::opt_text(project, "project")?;
         let client = self.core(py)?;
         Ok(Pending::from(Call::new(
             async move { client.list(project.as_deref()).await },
@@ -283,11 +293,14 @@ impl ManagementClient {
     fn watch_readiness(
         &self,
         py: Python<'_>,
-        workload_slug: String,
-        project: Option<String>,
-        timeout: f64,
+        workload_slug: &Bound<'_, PyAny>,
+        project: &Bound<'_, PyAny>,
+        timeout: &Bound<'_, PyAny>,
     ) -> PyResult<ReadinessWatch> {
-        let timeout = core::readiness_timeout(timeout).map_err(|err| to_pyerr(py, err))?;
+        let workload_slug = args::text(workload_slug, "workload_slug")?;
+        let project = args::opt_text(project, "project")?;
+        let timeout = core::readiness_timeout(args::number(timeout, "timeout")?)
+            .map_err(|err| to_pyerr(py, err))?;
         let watch = self
             .core(py)?
             .watch_readiness(&workload_slug, project.as_deref(), timeout)
@@ -398,19 +411,19 @@ impl DataClient {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        base_url: Option<String>,
-        project: Option<String>,
-        api_key: Option<String>,
+        base_url: &Bound<'_, PyAny>,
+        project: &Bound<'_, PyAny>,
+        api_key: &Bound<'_, PyAny>,
         from_env: bool,
-        connect_timeout: f64,
-        timeout: f64,
-        max_retries: i64,
+        connect_timeout: &Bound<'_, PyAny>,
+        timeout: &Bound<'_, PyAny>,
+        max_retries: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let options = transport_options(py, connect_timeout, timeout, max_retries)?;
         let args = ClientArgs {
-            base_url,
-            credential: api_key,
-            project,
+            base_url: args::opt_text(base_url, "base_url")?,
+            credential: args::opt_text(api_key, "api_key")?,
+            project: args::opt_text(project, "project")?,
             from_env,
             options,
         };
@@ -432,10 +445,12 @@ impl DataClient {
     #[pyo3(signature = (workload_slug, api_key))]
     fn endpoint(
         slf: Bound<'_, Self>,
-        workload_slug: String,
-        api_key: Option<String>,
+        workload_slug: &Bound<'_, PyAny>,
+        api_key: &Bound<'_, PyAny>,
     ) -> PyResult<Endpoint> {
         let py = slf.py();
+        let workload_slug = args::text(workload_slug, "workload_slug")?;
+        let api_key = args::opt_text(api_key, "api_key")?;
         let endpoint = slf
             .get()
             .core(py)?
@@ -488,12 +503,15 @@ impl Endpoint {
 /// The chat request from the Python arguments, every rule checked by the core before any request.
 fn chat_request(
     py: Python<'_>,
-    prompt: Option<String>,
+    prompt: &Bound<'_, PyAny>,
     messages: Option<&Bound<'_, PyAny>>,
-    temperature: Option<f64>,
-    max_tokens: Option<i64>,
+    temperature: &Bound<'_, PyAny>,
+    max_tokens: &Bound<'_, PyAny>,
 ) -> PyResult<core::ChatRequest> {
+    let prompt = args::opt_text(prompt, "prompt")?;
     let messages = args::json(messages, "messages")?;
+    let temperature = args::opt_number(temperature, "temperature")?;
+    let max_tokens = args::opt_int(max_tokens, "max_tokens")?;
     core::ChatRequest::from_user(prompt, messages, temperature, max_tokens)
         .map_err(|err| to_pyerr(py, err))
 }
@@ -530,10 +548,10 @@ impl Endpoint {
     fn chat(
         &self,
         py: Python<'_>,
-        prompt: Option<String>,
+        prompt: &Bound<'_, PyAny>,
         messages: Option<&Bound<'_, PyAny>>,
-        temperature: Option<f64>,
-        max_tokens: Option<i64>,
+        temperature: &Bound<'_, PyAny>,
+        max_tokens: &Bound<'_, PyAny>,
     ) -> PyResult<Pending> {
         let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
         let endpoint = self.core(py)?;
@@ -548,10 +566,10 @@ impl Endpoint {
     fn chat_stream(
         &self,
         py: Python<'_>,
-        prompt: Option<String>,
+        prompt: &Bound<'_, PyAny>,
         messages: Option<&Bound<'_, PyAny>>,
-        temperature: Option<f64>,
-        max_tokens: Option<i64>,
+        temperature: &Bound<'_, PyAny>,
+        max_tokens: &Bound<'_, PyAny>,
     ) -> PyResult<Pending> {
         let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
         let endpoint = self.core(py)?;
@@ -569,7 +587,7 @@ impl Endpoint {
     /// Embeddings of `input` (a string or a list of strings); resolves to an `EmbedResult`.
     #[pyo3(signature = (input))]
     fn embed(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Pending> {
-        let texts = args::texts(input)?;
+        let texts = args::texts(input, "input")?;
         let endpoint = self.core(py)?;
         Ok(Pending::from(Call::new(
             async move {
@@ -586,11 +604,14 @@ impl Endpoint {
     fn embed_job(
         &self,
         py: Python<'_>,
-        batch_size: i64,
-        max_concurrency: i64,
+        batch_size: &Bound<'_, PyAny>,
+        max_concurrency: &Bound<'_, PyAny>,
     ) -> PyResult<EmbedJob> {
-        let options = core::BatchOptions::from_user(batch_size, max_concurrency)
-            .map_err(|err| to_pyerr(py, err))?;
+        let options = core::BatchOptions::from_user(
+            args::int(batch_size, "batch_size")?,
+            args::int(max_concurrency, "max_concurrency")?,
+        )
+        .map_err(|err| to_pyerr(py, err))?;
         Ok(EmbedJob::new(&self.core(py)?, options))
     }
 
@@ -599,11 +620,13 @@ impl Endpoint {
     fn rerank(
         &self,
         py: Python<'_>,
-        query: String,
-        documents: Vec<String>,
-        top_n: Option<i64>,
+        query: &Bound<'_, PyAny>,
+        documents: &Bound<'_, PyAny>,
+        top_n: &Bound<'_, PyAny>,
     ) -> PyResult<Pending> {
-        let top_n = top_n
+        let query = args::text(query, "query")?;
+        let documents = args::text_list(documents, "documents")?;
+        let top_n = args::opt_int(top_n, "top_n")?
             .map(core::checked_top_n)
             .transpose()
             .map_err(|err| to_pyerr(py, err))?;

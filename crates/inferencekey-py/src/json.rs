@@ -221,69 +221,116 @@ impl<'de, 'py> Visitor<'de> for PyKey<'_, 'de, 'py> {
     }
 }
 
-/// A Python object as JSON; `what` names it in the error for values JSON cannot hold.
+/// How deep Python values may nest on their way to JSON: as deep as the platform's JSON parsers read, and far
+/// from the native stack's limit.
+pub const MAX_DEPTH: usize = 128;
+
+/// A Python object as JSON; `what` names it in the error for values JSON cannot hold. Nesting deeper than
+/// [`MAX_DEPTH`] and reference cycles are refused (the recursion would otherwise exhaust the stack).
 pub fn py_to_value(obj: &Bound<'_, PyAny>, what: &str) -> Result<Value, NotJson> {
-    if obj.is_none() {
-        return Ok(Value::Null);
-    }
-    // bool before int: Python's bool is an int subclass.
-    if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
-    }
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.to_str()?.to_owned()));
-    }
-    if obj.cast::<PyInt>().is_ok() {
-        if let Ok(i) = obj.extract::<i64>() {
-            return Ok(Value::Number(i.into()));
-        }
-        if let Ok(u) = obj.extract::<u64>() {
-            return Ok(Value::Number(u.into()));
-        }
-        return Err(NotJson::Invalid(format!(
-            "{what} holds an integer too large for JSON"
-        )));
-    }
-    if let Ok(f) = obj.cast::<PyFloat>() {
-        return Number::from_f64(f.value())
-            .map(Value::Number)
-            .ok_or_else(|| {
-                NotJson::Invalid(format!(
-                    "{what} holds a float JSON cannot carry (NaN or infinity)"
-                ))
-            });
-    }
-    if let Ok(dict) = obj.cast::<PyDict>() {
-        return dict_to_map(dict, what).map(Value::Object);
-    }
-    if let Ok(list) = obj.cast::<PyList>() {
-        return list
-            .iter()
-            .map(|item| py_to_value(&item, what))
-            .collect::<Result<_, _>>()
-            .map(Value::Array);
-    }
-    if let Ok(tuple) = obj.cast::<PyTuple>() {
-        return tuple
-            .iter()
-            .map(|item| py_to_value(&item, what))
-            .collect::<Result<_, _>>()
-            .map(Value::Array);
-    }
-    let type_name = obj.get_type().name()?.to_string();
-    Err(NotJson::Invalid(format!(
-        "{what} holds a value of type {type_name}, which is not JSON-compatible"
-    )))
+    Walk::new(what).value(obj)
 }
 
-/// A Python dict with string keys as a JSON object.
+/// A Python dict with string keys as a JSON object, with the same limits as [`py_to_value`].
 pub fn dict_to_map(dict: &Bound<'_, PyDict>, what: &str) -> Result<Map<String, Value>, NotJson> {
-    let mut map = Map::with_capacity(dict.len());
-    for (key, item) in dict.iter() {
-        let key = key
-            .cast::<PyString>()
-            .map_err(|_| NotJson::Invalid(format!("{what} keys must be strings")))?;
-        map.insert(key.to_str()?.to_owned(), py_to_value(&item, what)?);
+    Walk::new(what).map(dict)
+}
+
+/// One conversion: the argument's name and the containers being converted (outermost first), which give both the
+/// depth and the cycle check.
+struct Walk<'a> {
+    what: &'a str,
+    open: Vec<usize>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(what: &'a str) -> Self {
+        Self {
+            what,
+            open: Vec::new(),
+        }
     }
-    Ok(map)
+
+    /// Enter a container: refused when it is already open (a cycle) or too deep.
+    fn enter(&mut self, obj: &Bound<'_, PyAny>) -> Result<(), NotJson> {
+        let id = obj.as_ptr() as usize;
+        if self.open.contains(&id) {
+            return Err(NotJson::Invalid(format!(
+                "{} holds a reference cycle, which JSON cannot carry",
+                self.what
+            )));
+        }
+        if self.open.len() >= MAX_DEPTH {
+            return Err(NotJson::Invalid(format!(
+                "{} nests deeper than {MAX_DEPTH} levels",
+                self.what
+            )));
+        }
+        self.open.push(id);
+        Ok(())
+    }
+
+    fn value(&mut self, obj: &Bound<'_, PyAny>) -> Result<Value, NotJson> {
+        let what = self.what;
+        if obj.is_none() {
+            return Ok(Value::Null);
+        }
+        // bool before int: Python's bool is an int subclass.
+        if let Ok(b) = obj.cast::<PyBool>() {
+            return Ok(Value::Bool(b.is_true()));
+        }
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(Value::String(s.to_str()?.to_owned()));
+        }
+        if obj.cast::<PyInt>().is_ok() {
+            if let Ok(i) = obj.extract::<i64>() {
+                return Ok(Value::Number(i.into()));
+            }
+            if let Ok(u) = obj.extract::<u64>() {
+                return Ok(Value::Number(u.into()));
+            }
+            return Err(NotJson::Invalid(format!(
+                "{what} holds an integer too large for JSON"
+            )));
+        }
+        if let Ok(f) = obj.cast::<PyFloat>() {
+            return Number::from_f64(f.value())
+                .map(Value::Number)
+                .ok_or_else(|| {
+                    NotJson::Invalid(format!(
+                        "{what} holds a float JSON cannot carry (NaN or infinity)"
+                    ))
+                });
+        }
+        if let Ok(dict) = obj.cast::<PyDict>() {
+            return self.map(dict).map(Value::Object);
+        }
+        let items: Result<Vec<Value>, NotJson> = if let Ok(list) = obj.cast::<PyList>() {
+            self.enter(obj)?;
+            list.iter().map(|item| self.value(&item)).collect()
+        } else if let Ok(tuple) = obj.cast::<PyTuple>() {
+            self.enter(obj)?;
+            tuple.iter().map(|item| self.value(&item)).collect()
+        } else {
+            let type_name = obj.get_type().name()?.to_string();
+            return Err(NotJson::Invalid(format!(
+                "{what} holds a value of type {type_name}, which is not JSON-compatible"
+            )));
+        };
+        self.open.pop();
+        items.map(Value::Array)
+    }
+
+    fn map(&mut self, dict: &Bound<'_, PyDict>) -> Result<Map<String, Value>, NotJson> {
+        self.enter(dict.as_any())?;
+        let mut map = Map::with_capacity(dict.len());
+        for (key, item) in dict.iter() {
+            let key = key
+                .cast::<PyString>()
+                .map_err(|_| NotJson::Invalid(format!("{} keys must be strings", self.what)))?;
+            map.insert(key.to_str()?.to_owned(), self.value(&item)?);
+        }
+        self.open.pop();
+        Ok(map)
+    }
 }

@@ -224,11 +224,11 @@ pub fn redact(text: &str) -> String {
 
 /// A secret starting exactly at `at`. `named` allows the key/flag rule (off when looking inside a value).
 fn find_at(bytes: &[u8], at: usize, named: bool) -> Option<Found> {
+    let first = *bytes.get(at)?;
     let boundary = at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
     if let Some(hit) = inferencekey_token(bytes, at, boundary) {
         return Some(hit);
     }
-    let first = bytes[at];
     if first == b':' {
         return url_password(bytes, at);
     }

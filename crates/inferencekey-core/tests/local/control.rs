@@ -369,7 +369,7 @@ async fn local_checks_send_nothing() {
     assert_eq!(err.kind, ErrorKind::Configuration);
     assert_eq!(
         err.message,
-        "configuration error: secrets must never go in specs"
+        "configuration error: secrets must never go in specs (command holds an InferenceKey token)"
     );
     let err = mgmt.plan(&spec(" "), None).await.unwrap_err();
     assert_eq!(err.message, "validation error: name must not be empty");

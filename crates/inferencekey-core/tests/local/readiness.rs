@@ -267,3 +267,36 @@ async fn stalled_server_cannot_block_past_the_deadline() {
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::WaitTimeout);
 }
+
+#[tokio::test]
+async fn an_error_frame_on_the_readiness_stream_fails_the_watch_at_once_with_its_message() {
+    let local = Local::start();
+    let mgmt = local.created("frames").await;
+    local
+        .settings("frames", json!({"readiness": "stuck"}))
+        .await;
+    local
+        .fault(
+            json!({"route": "readiness", "fault": {"type": "inband_error", "after_events": 1,
+            "message": "scheduler lost hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"}}),
+        )
+        .await;
+    // The deadline is far: before the fix the watch reconnected until it.
+    let (events, err, _) = guarded(
+        "the watch",
+        watch_to_end(&mgmt, "frames", Duration::from_secs(600)),
+    )
+    .await;
+    let err = err.expect("an error");
+    assert_eq!(err.kind, ErrorKind::Api);
+    assert!(
+        err.message
+            .starts_with("the readiness stream reported an error: scheduler lost hf_\u{2026}"),
+        "{}",
+        err.message
+    );
+    let body = format!("{:?}", err.body);
+    assert!(!body.contains("AbCdEf"), "{body}");
+    assert!(err.request_id.is_some());
+    assert_eq!(events.len(), 1);
+}
