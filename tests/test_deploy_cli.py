@@ -365,7 +365,10 @@ def test_tokens_stored_on_the_platform_are_redacted_in_every_output(
     [
         ("unknown field", 'validation error: {path}:14: workload #2 ("second"): unknown field "modle"'),
         ("wrong type", 'validation error: {path}:12: workload #2 ("second"): model must be a string, got integer'),
-        ("secret in the file", "configuration error: secrets must never go in specs ({path}:7 holds a token)"),
+        (
+            "secret in the file",
+            "configuration error: secrets must never go in specs ({path}:7 holds an InferenceKey token)",
+        ),
         ("duplicate slug", 'validation error: {path}:9: workload #2 ("First") has the slug "first" of workload #1'),
         ("wrong token type", "permission denied [wrong_credential_type]: "),
     ],

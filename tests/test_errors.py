@@ -246,7 +246,10 @@ def test_local_errors_carry_no_http_data(platform: LocalPlatform, admin: Admin) 
 def test_secret_in_spec_is_not_echoed(platform: LocalPlatform, admin: Admin, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(ConfigurationError) as info:
         management(platform).ensure(make_spec(config={"api_key": platform.api_key}))
-    assert str(info.value) == "configuration error: secrets must never go in specs"
+    assert (
+        str(info.value)
+        == "configuration error: secrets must never go in specs (config.api_key holds an InferenceKey token)"
+    )
     assert_clean(info.value, caplog, *platform_tokens(platform))
 
 
