@@ -190,6 +190,20 @@ def test_seeds_decide_the_tokens() -> None:
         assert first.api_key != third.api_key
 
 
+def test_tokens_are_random_without_a_seed(tmp_path: Path) -> None:
+    with LocalPlatform() as first, LocalPlatform() as second, LocalPlatform(seed=0) as zero:
+        mine = platform_tokens(first)
+        for other in (second, zero):
+            assert all(a != b for a, b in zip(mine, platform_tokens(other), strict=True))
+        assert SDK_TOKEN.match(first.sdk_token)
+        assert LIVE_KEY.match(first.api_key)
+    # A state directory keeps them across restarts.
+    with LocalPlatform(state_dir=str(tmp_path)) as kept:
+        tokens = platform_tokens(kept)
+    with LocalPlatform(state_dir=str(tmp_path)) as again:
+        assert platform_tokens(again) == tokens
+
+
 def test_stop_is_idempotent() -> None:
     lp = LocalPlatform()
     url = lp.url

@@ -102,7 +102,9 @@ pub async fn add_token(
             ApiError::not_found(format!("project \"{}\" not found", grant.project())).into(),
         );
     }
-    let token = store.add_token(prefix, grant);
+    let token = store
+        .add_token(prefix, grant)
+        .map_err(|e| ApiError::internal(format!("cannot mint a token: {e}")))?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({ "token": token }),

@@ -35,6 +35,9 @@ pub enum LocalError {
         /// What went wrong.
         message: String,
     },
+    /// The operating system's random generator could not be read (for the tokens).
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Randomness(String),
     /// The server thread stopped before it was listening.
     #[error("the local platform stopped during start-up")]
     Startup,
@@ -47,5 +50,10 @@ impl LocalError {
             path: path.to_path_buf(),
             message: cause.to_string(),
         }
+    }
+
+    /// A failure of the operating system's random generator.
+    pub fn randomness(cause: impl Display) -> Self {
+        LocalError::Randomness(cause.to_string())
     }
 }

@@ -10,10 +10,12 @@ use inferencekey_local::{Config, LocalPlatform};
 
 const USAGE: &str = "\
 usage: inferencekey-local [--port 0] [--host 127.0.0.1] [--allow-remote] [--project local]
-                          [--seed 0] [--state-dir DIR]
+                          [--seed N] [--state-dir DIR]
 
 Runs a local copy of the InferenceKey platform API. Prints a JSON ready line and the
-INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM (Windows: Ctrl+Break).";
+INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM (Windows: Ctrl+Break).
+Without --seed the tokens are random (kept across restarts with --state-dir); --seed N
+makes them derive from N, for reproducible runs.";
 
 enum Command {
     Serve(Config),
@@ -57,7 +59,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--project" => config.project = value("--project")?,
             "--seed" => {
                 let text = value("--seed")?;
-                config.seed = text.parse().map_err(|_| format!("invalid seed {text:?}"))?;
+                config.seed = Some(text.parse().map_err(|_| format!("invalid seed {text:?}"))?);
             }
             "--state-dir" => config.state_dir = Some(PathBuf::from(value("--state-dir")?)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -245,8 +247,12 @@ mod tests {
         assert_eq!(config.port, 8080);
         assert_eq!(config.host, "::1".parse::<IpAddr>().unwrap());
         assert!(config.allow_remote);
-        assert_eq!((config.project.as_str(), config.seed), ("acme", 7));
+        assert_eq!((config.project.as_str(), config.seed), ("acme", Some(7)));
         assert_eq!(config.state_dir, Some(PathBuf::from("/tmp/x")));
+        let Ok(Command::Serve(defaults)) = parse(&[]) else {
+            panic!("expected serve");
+        };
+        assert_eq!(defaults.seed, None);
         assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
         assert!(parse(&["--port"]).is_err());
         assert!(parse(&["--port", "x"]).is_err());

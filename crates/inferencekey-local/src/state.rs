@@ -15,7 +15,7 @@ use crate::error::LocalError;
 use crate::readiness::{ReadinessClock, Stage};
 use crate::rng::{mix64, SplitMix64};
 use crate::settings::EngineSettings;
-use crate::token::mint;
+use crate::token::{mint, mint_random};
 
 /// Version of the state file layout.
 const STATE_VERSION: u32 = 1;
@@ -188,6 +188,10 @@ struct Snapshot {
     tokens: Vec<TokenRecord>,
     workloads: Vec<StoredWorkload>,
     defaults: EngineSettings,
+    /// The ready-line tokens of the run that wrote the file, reused by a run without a seed
+    /// (absent from files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ready: Option<ReadyTokens>,
 }
 
 /// Writes `bytes` to a new `path` readable by the owner only (the state holds full tokens), and
@@ -260,37 +264,54 @@ pub struct Store {
     workloads: Vec<Workload>,
     defaults: EngineSettings,
     ids: SplitMix64,
+    /// Whether new tokens come from the ids generator (an explicit seed) or the OS.
+    seeded_tokens: bool,
     state_file: Option<PathBuf>,
 }
 
 impl Store {
     /// The state for `config`: loaded from its state directory when there is one, with the
-    /// default project and the ready-line tokens always present.
-    pub fn open(config: &Config, ready: &ReadyTokens) -> Result<Self, LocalError> {
+    /// default project and the ready-line tokens always present. The ready-line tokens derive
+    /// from an explicit seed; without one they are those of the state file, else random.
+    pub fn open(config: &Config) -> Result<Self, LocalError> {
         let mut store = Self {
             default_project: config.project.clone(),
-            ready: ready.clone(),
+            ready: ReadyTokens::derive(config.engine_seed()),
             projects: Vec::new(),
             tokens: TokenTable::default(),
             workloads: Vec::new(),
             defaults: EngineSettings::default(),
-            ids: SplitMix64::new(mix64(config.seed ^ IDS_STREAM)),
+            ids: SplitMix64::new(mix64(config.engine_seed() ^ IDS_STREAM)),
+            seeded_tokens: config.seed.is_some(),
             state_file: None,
         };
+        let mut stored_ready = None;
         if let Some(dir) = &config.state_dir {
             std::fs::create_dir_all(dir).map_err(|e| LocalError::state(dir, e))?;
             let file = dir.join(STATE_FILE);
             if file.exists() {
-                store.load(&file)?;
+                stored_ready = store.load(&file)?;
             }
             store.state_file = Some(file);
+        }
+        if config.seed.is_none() {
+            store.ready = match stored_ready {
+                Some(ready) => ready,
+                None => ReadyTokens::random()?,
+            };
         }
         store.ensure_defaults();
         store.save();
         Ok(store)
     }
 
-    fn load(&mut self, file: &Path) -> Result<(), LocalError> {
+    /// The ready-line tokens.
+    pub fn ready(&self) -> &ReadyTokens {
+        &self.ready
+    }
+
+    /// Loads the state file; returns the ready-line tokens it holds, if any.
+    fn load(&mut self, file: &Path) -> Result<Option<ReadyTokens>, LocalError> {
         let text = std::fs::read_to_string(file).map_err(|e| LocalError::state(file, e))?;
         let snapshot: Snapshot =
             serde_json::from_str(&text).map_err(|e| LocalError::state(file, e))?;
@@ -312,7 +333,7 @@ impl Store {
             .map(|stored| Workload::new(stored.record, stored.settings))
             .collect();
         self.defaults = snapshot.defaults;
-        Ok(())
+        Ok(snapshot.ready)
     }
 
     fn ensure_defaults(&mut self) {
@@ -360,6 +381,7 @@ impl Store {
                 })
                 .collect(),
             defaults: self.defaults.clone(),
+            ready: Some(self.ready.clone()),
         };
         let temp = temp_path(file);
         let written = serde_json::to_vec_pretty(&snapshot)
@@ -399,12 +421,18 @@ impl Store {
         format!("{prefix}{}", self.ids.base36(26))
     }
 
-    /// A new token with the given prefix, registered with `grant`.
-    pub fn add_token(&mut self, prefix: &str, grant: Grant) -> String {
-        let token = mint(prefix, &mut self.ids);
+    /// A new token with the given prefix, registered with `grant`: from the seeded generator under
+    /// an explicit seed, else from the operating system's random generator (an error only if that
+    /// cannot be read).
+    pub fn add_token(&mut self, prefix: &str, grant: Grant) -> Result<String, getrandom::Error> {
+        let token = if self.seeded_tokens {
+            mint(prefix, &mut self.ids)
+        } else {
+            mint_random(prefix)?
+        };
         self.tokens.insert(token.clone(), grant);
         self.save();
-        token
+        Ok(token)
     }
 
     /// The project `slug`.

@@ -448,7 +448,7 @@ async fn race_create_makes_a_twin_first() {
 async fn probability_is_seeded_and_workload_filters_apply() {
     let pattern = |seed| async move {
         let h = Harness::with(Config {
-            seed,
+            seed: Some(seed),
             ..Config::default()
         });
         h.add_fault(json!({"route": "list", "count": null, "probability": 0.5,
