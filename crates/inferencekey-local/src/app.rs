@@ -34,6 +34,10 @@ pub struct App {
     pub info: ReadyInfo,
     /// The seed of the synthetic engines, ids and draws: `--seed`, else 0.
     pub seed: u64,
+    /// The port the platform listens on (the one a request's host must name).
+    pub port: u16,
+    /// `--allow-remote`: any host name is accepted.
+    pub allow_remote: bool,
     started: Instant,
     requests: AtomicU64,
 }
@@ -49,6 +53,8 @@ impl App {
             faults: Mutex::new(FaultSet::new(mix64(seed ^ FAULTS_STREAM))),
             journal: Arc::new(Mutex::new(Journal::default())),
             seed,
+            port: addr.port(),
+            allow_remote: config.allow_remote,
             started: Instant::now(),
             requests: AtomicU64::new(0),
         })

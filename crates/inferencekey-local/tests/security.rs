@@ -1,0 +1,204 @@
+//! Hardening over real sockets: the Host check against DNS rebinding, the `--allow-remote`
+//! warning, the state-directory lock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{read, Harness};
+use inferencekey_local::Config;
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The platform's socket address.
+fn addr(h: &Harness) -> SocketAddr {
+    h.url.strip_prefix("http://").unwrap().parse().unwrap()
+}
+
+/// Sends `head` (request line and headers, without the blank line) on a new connection that
+/// closes after the answer; returns the status and the body as JSON (`Null` when not JSON).
+async fn raw(addr: SocketAddr, head: &str) -> (u16, Value, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    // A body sent with chunked encoding: keep the JSON between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(start), Some(end)) => serde_json::from_str(&body[start..=end]).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (status, json, text)
+}
+
+fn assert_host_forbidden(status: u16, body: &Value, raw: &str) {
+    assert_eq!(status, 403, "{raw}");
+    assert_eq!(body["error"]["code"], "host_forbidden", "{raw}");
+}
+
+/// A web page on a name that its attacker points at 127.0.0.1 (DNS rebinding) sends that name as
+/// the Host: it must read nothing, not even the admin API's token list, on any route.
+#[tokio::test]
+async fn foreign_host_names_are_refused_before_anything_else() {
+    let h = Harness::start();
+    let addr = addr(&h);
+    let port = addr.port();
+    h.create_ready("bot", "vllm", "text2text").await;
+    let info = format!(
+        "GET /_local/info HTTP/1.1\r\nAuthorization: Bearer {}",
+        h.admin
+    );
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        format!("0.0.0.0:{port}"),
+        format!("localhost.evil.example:{port}"),
+    ] {
+        let (status, body, text) = raw(addr, &format!("{info}\r\nHost: {host}")).await;
+        assert_host_forbidden(status, &body, &text);
+        assert!(!text.contains(&h.admin) && !text.contains(&h.sdk), "{text}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("http://127.0.0.1:{port}")),
+            "{message}"
+        );
+    }
+    // Before authentication (no 401 that would tell a token is needed), on every plane.
+    let chat = h.data_path("bot", "chat/completions");
+    for head in [
+        format!("GET {} HTTP/1.1", h.workloads_path()),
+        format!("POST {chat} HTTP/1.1\r\nContent-Length: 0"),
+        "GET /_local/journal HTTP/1.1".to_string(),
+        "GET /nowhere HTTP/1.1".to_string(),
+    ] {
+        let (status, body, text) = raw(addr, &format!("{head}\r\nHost: evil.example:{port}")).await;
+        assert_host_forbidden(status, &body, &text);
+    }
+    // The absolute form names the host in the request line: it counts, whatever Host says.
+    let absolute = format!(
+        "GET http://evil.example:{port}/_local/info HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: Bearer {}",
+        h.admin
+    );
+    let (status, body, text) = raw(addr, &absolute).await;
+    assert_host_forbidden(status, &body, &text);
+    // Two Host headers: both must be ours.
+    let twice = format!("{info}\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example");
+    let (status, body, text) = raw(addr, &twice).await;
+    assert_host_forbidden(status, &body, &text);
+    // The refused data-plane request is journaled like any other.
+    let entries = h.journal().await;
+    assert!(entries
+        .iter()
+        .any(|e| e["path"] == chat.as_str() && e["status"] == 403));
+}
+
+#[tokio::test]
+async fn loopback_names_with_the_platform_port_are_served() {
+    let h = Harness::start();
+    let addr = addr(&h);
+    let port = addr.port();
+    let info = format!(
+        "GET /_local/info HTTP/1.1\r\nAuthorization: Bearer {}",
+        h.admin
+    );
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("127.3.2.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, body, text) = raw(addr, &format!("{info}\r\nHost: {host}")).await;
+        assert_eq!(status, 200, "{host}: {text}");
+        assert_eq!(body["admin_token"], h.admin.as_str());
+    }
+    // HTTP/1.0 with no Host at all cannot come from a browser: served.
+    let (status, body, text) = raw(
+        addr,
+        &format!(
+            "GET /_local/info HTTP/1.0\r\nAuthorization: Bearer {}",
+            h.admin
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body["url"], h.url.as_str());
+}
+
+/// What a rebinding browser does, with a real client: the name resolves to the platform's address,
+/// and the request carries it as `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+#[tokio::test]
+async fn a_rebound_name_is_refused_over_http1_and_http2_and_localhost_is_served() {
+    let h = Harness::start();
+    let addr = addr(&h);
+    let port = addr.port();
+    for http2 in [false, true] {
+        let builder = reqwest::Client::builder()
+            .resolve("evil.example", addr)
+            .resolve("localhost", addr);
+        let client = if http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.http1_only()
+        }
+        .build()
+        .unwrap();
+        for (host, expected) in [
+            ("evil.example", 403),
+            ("localhost", 200),
+            ("127.0.0.1", 200),
+        ] {
+            let response = client
+                .get(format!("http://{host}:{port}/_local/info"))
+                .bearer_auth(&h.admin)
+                .send()
+                .await
+                .unwrap();
+            let version = response.version();
+            let reply = read(response).await;
+            assert_eq!(reply.status, expected, "{host} over {version:?}");
+            assert_eq!(version == reqwest::Version::HTTP_2, http2);
+            if expected == 403 {
+                assert_eq!(reply.error().0, "host_forbidden");
+                assert!(!reply.text().contains(&h.admin));
+            }
+        }
+    }
+}
+
+/// `--allow-remote` turns the check off: whoever reaches the port may use any name.
+#[tokio::test]
+async fn allow_remote_accepts_any_host() {
+    let h = Harness::with(Config {
+        allow_remote: true,
+        ..Config::default()
+    });
+    let addr = addr(&h);
+    let (status, _, text) = raw(
+        addr,
+        &format!(
+            "GET {} HTTP/1.1\r\nHost: platform.example\r\nAuthorization: Bearer {}",
+            h.workloads_path(),
+            h.sdk
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let reply = h
+        .call(Method::GET, &h.workloads_path(), Some(&h.sdk), None)
+        .await;
+    assert_eq!(reply.status, 200);
+}
