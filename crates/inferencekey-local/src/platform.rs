@@ -25,11 +25,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct LocalPlatform {
     info: ReadyInfo,
+    addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-type Started = Result<(ReadyInfo, oneshot::Sender<()>), LocalError>;
+type Started = Result<(ReadyInfo, SocketAddr, oneshot::Sender<()>), LocalError>;
 
 impl LocalPlatform {
     /// Starts the platform on a background thread and returns once it is listening.
@@ -48,8 +49,9 @@ impl LocalPlatform {
             .spawn(move || run(config, ready_tx))
             .map_err(LocalError::Runtime)?;
         match ready_rx.recv() {
-            Ok(Ok((info, stop))) => Ok(Self {
+            Ok(Ok((info, addr, stop))) => Ok(Self {
                 info,
+                addr,
                 stop: Some(stop),
                 thread: Some(thread),
             }),
@@ -67,6 +69,12 @@ impl LocalPlatform {
     /// What clients need: URL, project, tokens.
     pub fn info(&self) -> &ReadyInfo {
         &self.info
+    }
+
+    /// The address the platform listens on (`0.0.0.0:41234` for a wildcard host, where `info().url`
+    /// says `127.0.0.1`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Stops the server and waits for its thread (also done on drop).
@@ -115,12 +123,12 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
             .local_addr()
             .map_err(|source| LocalError::Bind { addr, source })?;
         let app = Arc::new(App::new(&config, local)?);
-        Ok::<_, LocalError>((listener, app))
+        Ok::<_, LocalError>((listener, local, app))
     });
     match setup {
-        Ok((listener, app)) => {
+        Ok((listener, local, app)) => {
             let (stop_tx, stop_rx) = oneshot::channel();
-            if ready.send(Ok((app.info.clone(), stop_tx))).is_ok() {
+            if ready.send(Ok((app.info.clone(), local, stop_tx))).is_ok() {
                 let router = server::router(app.clone());
                 runtime.block_on(server::serve(listener, app, router, stop_rx));
             }

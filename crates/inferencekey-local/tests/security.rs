@@ -202,3 +202,55 @@ async fn allow_remote_accepts_any_host() {
         .await;
     assert_eq!(reply.status, 200);
 }
+
+/// Starts the binary with `args`, waits for its ready line, kills it and returns its stderr.
+fn binary_stderr(args: &[&str]) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inferencekey-local"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.starts_with("{\"url\":"), "{ready:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
+/// `--allow-remote` says loudly on stderr what it exposes; a loopback-only platform says nothing.
+#[test]
+fn allow_remote_warns_on_stderr() {
+    let warned = binary_stderr(&["--port", "0", "--allow-remote"]);
+    for needed in [
+        "WARNING: --allow-remote: listening on 127.0.0.1:",
+        "Host check off",
+        "admin API under /_local/",
+        "GET /_local/info hands out every token",
+        "control plane",
+        "data plane",
+    ] {
+        assert!(warned.contains(needed), "{needed:?} missing from {warned}");
+    }
+    assert!(!warned.contains("--seed"));
+    let seeded = binary_stderr(&["--port", "0", "--allow-remote", "--seed", "3"]);
+    assert!(
+        seeded.contains("--seed makes the tokens predictable"),
+        "{seeded}"
+    );
+    let quiet = binary_stderr(&["--port", "0"]);
+    assert_eq!(quiet, "");
+}
