@@ -204,6 +204,16 @@ def test_tokens_are_random_without_a_seed(tmp_path: Path) -> None:
         assert platform_tokens(again) == tokens
 
 
+def test_a_state_dir_serves_one_platform_at_a_time(tmp_path: Path) -> None:
+    with LocalPlatform(state_dir=str(tmp_path)) as first:
+        with pytest.raises(inferencekey.ConfigurationError, match="in use by another running local platform") as raised:
+            LocalPlatform(state_dir=str(tmp_path))
+        assert str(tmp_path) in str(raised.value)
+        assert not refuses_connections(first.url)
+    with LocalPlatform(state_dir=str(tmp_path)) as after:
+        assert not refuses_connections(after.url)
+
+
 def test_stop_is_idempotent() -> None:
     lp = LocalPlatform()
     url = lp.url

@@ -27,7 +27,8 @@ class LocalPlatform(Closing):
         state_dir: A directory to persist state in (written through atomically); ``None`` keeps it in memory.
 
     Raises:
-        ConfigurationError: The platform could not start (e.g. the port is taken).
+        ConfigurationError: The platform could not start (e.g. the port is taken, or another running platform uses
+            ``state_dir``).
     """
 
     def __init__(

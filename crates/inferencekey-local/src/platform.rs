@@ -15,6 +15,7 @@ use crate::config::{Config, ReadyInfo};
 use crate::error::LocalError;
 use crate::server;
 use crate::slug::canonical_slug;
+use crate::state::StateLock;
 
 /// Worker threads of each platform's runtime (the platform is I/O-bound and small).
 const WORKER_THREADS: usize = 2;
@@ -100,8 +101,22 @@ impl Drop for LocalPlatform {
     }
 }
 
-/// The server thread: build a runtime, bind, report, serve until stopped, shut down.
+/// The server thread: lock the state directory, build a runtime, bind, report, serve until
+/// stopped, shut down, unlock.
 fn run(config: Config, ready: mpsc::Sender<Started>) {
+    // Held until every task that could write the state file is gone (the runtime is shut down).
+    let lock = match config
+        .state_dir
+        .as_deref()
+        .map(StateLock::acquire)
+        .transpose()
+    {
+        Ok(lock) => lock,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("inferencekey-local-worker")
@@ -138,4 +153,5 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
         }
     }
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    drop(lock);
 }

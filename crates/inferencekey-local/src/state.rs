@@ -21,6 +21,8 @@ use crate::token::{mint, mint_random};
 const STATE_VERSION: u32 = 1;
 /// Name of the state file inside `--state-dir`.
 const STATE_FILE: &str = "state.json";
+/// Name of the lock file inside `--state-dir`: one platform at a time writes a directory.
+const LOCK_FILE: &str = "state.lock";
 /// Separates the id generator's stream from the other seeded streams.
 const IDS_STREAM: u64 = 0x6964_735f_7374_7265;
 
@@ -213,8 +215,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     out.sync_all()
 }
 
-/// A temp file name next to `file` that no other writer uses: two platforms sharing a state
-/// directory (or two in one process) each write their own, and the renames decide who wins.
+/// A temp file name next to `file` that no other writer uses (the pid and a process-wide count),
+/// so a write never lands in another's half-written temp file.
 fn temp_path(file: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static WRITES: AtomicU64 = AtomicU64::new(0);
@@ -251,6 +253,65 @@ fn replace(temp: &Path, file: &Path) -> std::io::Result<()> {
     }
     #[cfg(not(windows))]
     std::fs::rename(temp, file)
+}
+
+/// The exclusive lock of a state directory, held by one platform for its lifetime: a second one
+/// would silently overwrite the first one's writes. An advisory lock on `DIR/state.lock` (`flock`
+/// on Unix, `LockFileEx` on Windows), released when dropped, and by the operating system when the
+/// process dies, so a crash leaves no stale lock. The file stays; it holds the holder's pid.
+#[derive(Debug)]
+pub struct StateLock {
+    file: std::fs::File,
+}
+
+impl StateLock {
+    /// Locks `dir` (created if need be); [`LocalError::StateDirInUse`] if another platform, in
+    /// this process or another, holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, LocalError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        std::fs::create_dir_all(dir).map_err(|e| LocalError::state(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LocalError::state(&path, e))?;
+        // Called as a trait function: std's own `File::try_lock` (Rust 1.89) would shadow it.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                // The holder wrote its pid; Windows forbids reading a locked range: no pid then.
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(LocalError::StateDirInUse {
+                    dir: dir.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(fs4::TryLockError::Error(error)) => {
+                return Err(LocalError::state(&path, format!("cannot lock: {error}")));
+            }
+        }
+        // Best effort: the pid only makes the next one's message more helpful.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .and_then(|()| file.flush());
+        Ok(Self { file })
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; unlocking first says so explicitly.
+        let _ = fs4::FileExt::unlock(&self.file);
+    }
 }
 
 /// All platform state.

@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{read, Harness};
-use inferencekey_local::Config;
+use inferencekey_local::{Config, LocalError, LocalPlatform};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -253,4 +253,88 @@ fn allow_remote_warns_on_stderr() {
     );
     let quiet = binary_stderr(&["--port", "0"]);
     assert_eq!(quiet, "");
+}
+
+/// A fresh directory under the system temp dir for one test.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "inferencekey-local-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Two platforms on one state directory would overwrite each other's writes: the second one
+/// (in process or the binary) fails to start, naming the directory, until the first one stops.
+#[tokio::test]
+async fn a_state_dir_serves_one_platform_at_a_time() {
+    let dir = temp_dir("lock");
+    let config = Config {
+        state_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let first = Harness::with(config.clone());
+    first.create_ready("kept", "vllm", "text2text").await;
+    let before = std::fs::read(dir.join("state.json")).unwrap();
+
+    let second = LocalPlatform::start(config.clone());
+    let Err(error) = second else {
+        panic!("a second platform started on a locked state directory");
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(&error, LocalError::StateDirInUse { dir: d, .. } if *d == dir),
+        "{error:?}"
+    );
+    assert!(message.contains(&dir.display().to_string()), "{message}");
+    assert!(
+        message.contains("in use by another running local platform"),
+        "{message}"
+    );
+    if cfg!(unix) {
+        assert!(
+            message.contains(&format!("(pid {})", std::process::id())),
+            "{message}"
+        );
+    }
+    assert!(!message.contains('\n'));
+    // The refused platform wrote nothing; the first one still serves and owns the file.
+    assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), before);
+    let list = first
+        .call(Method::GET, &first.workloads_path(), Some(&first.sdk), None)
+        .await;
+    assert_eq!(list.json()["workloads"][0]["slug"], "kept");
+
+    // The binary: exit code 1 and one line on stderr that names the directory.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_inferencekey-local"))
+        .args(["--port", "0", "--state-dir"])
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("inferencekey-local: state directory ")
+            && stderr.contains(&dir.display().to_string())
+            && stderr.contains("in use"),
+        "{stderr}"
+    );
+
+    // Released on stop: the next platform starts and finds the first one's state.
+    first.lp.stop();
+    let next = Harness::with(config);
+    let list = next
+        .call(Method::GET, &next.workloads_path(), Some(&next.sdk), None)
+        .await;
+    assert_eq!(list.json()["workloads"][0]["slug"], "kept");
+    next.lp.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
