@@ -338,3 +338,53 @@ async fn a_state_dir_serves_one_platform_at_a_time() {
     next.lp.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every token check compares whole tokens (in constant time: see `auth::same_secret`): a guess
+/// that gets all but one character right, the id right, or the token with something added, is
+/// as wrong as any other.
+#[tokio::test]
+async fn near_miss_tokens_are_refused_on_every_plane() {
+    let h = Harness::start();
+    h.create_ready("bot", "vllm", "text2text").await;
+    let chat = h.data_path("bot", "chat/completions");
+    let body = common::chat_body("hi", false);
+    let near_misses = |token: &str| {
+        let (head, last) = token.split_at(token.len() - 1);
+        let flipped = if last == "0" { "1" } else { "0" };
+        let (public, _) = token.rsplit_once('_').unwrap();
+        vec![
+            format!("{head}{flipped}"),
+            head.to_string(),
+            format!("{token}0"),
+            format!("{public}_{}", "0".repeat(64)),
+            public.to_string(),
+            token.to_uppercase(),
+        ]
+    };
+    for guess in near_misses(&h.admin) {
+        let reply = h
+            .call(Method::GET, "/_local/info", Some(&guess), None)
+            .await;
+        assert_eq!(reply.status, 401, "{guess}");
+    }
+    for guess in near_misses(&h.sdk) {
+        let reply = h
+            .call(Method::GET, &h.workloads_path(), Some(&guess), None)
+            .await;
+        assert_eq!(reply.status, 401, "{guess}");
+    }
+    for guess in near_misses(&h.key) {
+        let reply = h.call(Method::POST, &chat, Some(&guess), Some(&body)).await;
+        assert_eq!(reply.status, 401, "{guess}");
+    }
+    // The real ones still work, minted ones too.
+    let minted = h.add_token(serde_json::json!({"kind": "live"})).await;
+    for key in [&h.key, &minted] {
+        let reply = h.call(Method::POST, &chat, Some(key), Some(&body)).await;
+        assert_eq!(reply.status, 200);
+    }
+    let reply = h
+        .call(Method::GET, &h.workloads_path(), Some(&h.sdk), None)
+        .await;
+    assert_eq!(reply.status, 200);
+}
