@@ -190,6 +190,30 @@ def test_seeds_decide_the_tokens() -> None:
         assert first.api_key != third.api_key
 
 
+def test_tokens_are_random_without_a_seed(tmp_path: Path) -> None:
+    with LocalPlatform() as first, LocalPlatform() as second, LocalPlatform(seed=0) as zero:
+        mine = platform_tokens(first)
+        for other in (second, zero):
+            assert all(a != b for a, b in zip(mine, platform_tokens(other), strict=True))
+        assert SDK_TOKEN.match(first.sdk_token)
+        assert LIVE_KEY.match(first.api_key)
+    # A state directory keeps them across restarts.
+    with LocalPlatform(state_dir=str(tmp_path)) as kept:
+        tokens = platform_tokens(kept)
+    with LocalPlatform(state_dir=str(tmp_path)) as again:
+        assert platform_tokens(again) == tokens
+
+
+def test_a_state_dir_serves_one_platform_at_a_time(tmp_path: Path) -> None:
+    with LocalPlatform(state_dir=str(tmp_path)) as first:
+        with pytest.raises(inferencekey.ConfigurationError, match="in use by another running local platform") as raised:
+            LocalPlatform(state_dir=str(tmp_path))
+        assert str(tmp_path) in str(raised.value)
+        assert not refuses_connections(first.url)
+    with LocalPlatform(state_dir=str(tmp_path)) as after:
+        assert not refuses_connections(after.url)
+
+
 def test_stop_is_idempotent() -> None:
     lp = LocalPlatform()
     url = lp.url

@@ -229,7 +229,7 @@ class LocalPlatform:
         *,
         port: int = 0,
         project: str | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         state_dir: str | None = None,
     ) -> Self: ...
     @property

@@ -71,7 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--port", type=_port, default=0, help="TCP port to listen on (default 0: any free port)")
     options.add_argument("--project", default="local", help="slug of the default project (default: local)")
-    options.add_argument("--seed", type=_seed, default=0, help="seed of the tokens and synthetic engines (default 0)")
+    options.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="seed of the tokens and synthetic engines (default: random tokens, synthetic replies as with seed 0)",
+    )
     options.add_argument("--state-dir", default=None, metavar="DIR", help="persist state in DIR (default: in memory)")
 
     local_commands.add_parser(

@@ -15,20 +15,25 @@ __all__ = ["LocalPlatform"]
 class LocalPlatform(Closing):
     """A running local platform, listening on 127.0.0.1 from construction until ``stop()``.
 
-    Use it as a context manager (``with LocalPlatform() as lp:``) to stop it on exit. Tokens derive from ``seed``,
-    so the same seed gives the same tokens.
+    Use it as a context manager (``with LocalPlatform() as lp:``) to stop it on exit. Without ``seed`` the tokens
+    are random (a restart on the same ``state_dir`` keeps them); with one they derive from it, so the same seed gives
+    the same tokens.
 
     Args:
         port: The TCP port to listen on; ``0`` picks a free one (see ``url``).
         project: The slug of the default project.
-        seed: Seed of the tokens and of the synthetic engines.
+        seed: Seed of the tokens and of the synthetic engines. ``None`` (the default): random tokens from the
+            operating system (or those kept in ``state_dir``), synthetic replies as with seed 0.
         state_dir: A directory to persist state in (written through atomically); ``None`` keeps it in memory.
 
     Raises:
-        ConfigurationError: The platform could not start (e.g. the port is taken).
+        ConfigurationError: The platform could not start (e.g. the port is taken, or another running platform uses
+            ``state_dir``).
     """
 
-    def __init__(self, *, port: int = 0, project: str = "local", seed: int = 0, state_dir: str | None = None) -> None:
+    def __init__(
+        self, *, port: int = 0, project: str = "local", seed: int | None = None, state_dir: str | None = None
+    ) -> None:
         self._native = _core.LocalPlatform(port=port, project=project, seed=seed, state_dir=state_dir)
 
     @property

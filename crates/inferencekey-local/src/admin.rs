@@ -9,15 +9,15 @@ use axum::Extension;
 use serde_json::{json, Value};
 
 use crate::app::{App, RequestCtx};
-use crate::auth::{bearer, Grant, Scope};
+use crate::auth::{bearer, same_secret, Grant, Scope};
 use crate::reply::{empty, json_response, ApiError, Params, Reply};
 use crate::slug::canonical_slug;
 use crate::sync::lock;
 use crate::token::{LIVE_PREFIX, SDK_PREFIX};
 
-/// Whether the request carries the admin token.
+/// Whether the request carries the admin token (compared in constant time).
 pub fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    bearer(headers).is_some_and(|token| token == app.info.admin_token)
+    bearer(headers).is_some_and(|token| same_secret(token, &app.info.admin_token))
 }
 
 /// `GET /_local/info`: the ready line object.
@@ -102,7 +102,9 @@ pub async fn add_token(
             ApiError::not_found(format!("project \"{}\" not found", grant.project())).into(),
         );
     }
-    let token = store.add_token(prefix, grant);
+    let token = store
+        .add_token(prefix, grant)
+        .map_err(|e| ApiError::internal(format!("cannot mint a token: {e}")))?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({ "token": token }),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::config::{Config, ReadyInfo, ReadyTokens};
+use crate::config::{Config, ReadyInfo};
 use crate::error::LocalError;
 use crate::faults::FaultSet;
 use crate::journal::{Journal, SharedJournal};
@@ -32,8 +32,12 @@ pub struct App {
     pub journal: SharedJournal,
     /// The ready line.
     pub info: ReadyInfo,
-    /// The `--seed`.
+    /// The seed of the synthetic engines, ids and draws: `--seed`, else 0.
     pub seed: u64,
+    /// The port the platform listens on (the one a request's host must name).
+    pub port: u16,
+    /// `--allow-remote`: any host name is accepted.
+    pub allow_remote: bool,
     started: Instant,
     requests: AtomicU64,
 }
@@ -41,14 +45,16 @@ pub struct App {
 impl App {
     /// A platform for `config`, reachable at `addr`.
     pub fn new(config: &Config, addr: std::net::SocketAddr) -> Result<Self, LocalError> {
-        let tokens = ReadyTokens::derive(config.seed);
-        let store = Store::open(config, &tokens)?;
+        let store = Store::open(config)?;
+        let seed = config.engine_seed();
         Ok(Self {
+            info: ReadyInfo::new(addr, &config.project, store.ready()),
             store: Mutex::new(store),
-            faults: Mutex::new(FaultSet::new(mix64(config.seed ^ FAULTS_STREAM))),
+            faults: Mutex::new(FaultSet::new(mix64(seed ^ FAULTS_STREAM))),
             journal: Arc::new(Mutex::new(Journal::default())),
-            info: ReadyInfo::new(addr, &config.project, &tokens),
-            seed: config.seed,
+            seed,
+            port: addr.port(),
+            allow_remote: config.allow_remote,
             started: Instant::now(),
             requests: AtomicU64::new(0),
         })

@@ -1,14 +1,15 @@
 //! Credentials: the token table with each token's grant (project, scopes, workload) and the
-//! checks of both planes.
+//! checks of both planes. Presented tokens are compared with stored ones in constant time.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use axum::http::{header, HeaderMap};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 
 use crate::reply::ApiError;
-use crate::token::redact_token;
+use crate::token::{redact_token, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
 
 /// A capability of an `ik_sdk_` token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,17 +92,40 @@ pub struct TokenRecord {
     pub grant: Grant,
 }
 
-/// Every token the platform accepts, by full token text.
+/// Whether `presented` is `secret`, in time that depends on their lengths only (not on where they
+/// first differ), so response times tell an attacker nothing about how much of a guess was right.
+pub fn same_secret(presented: &str, secret: &str) -> bool {
+    presented.as_bytes().ct_eq(secret.as_bytes()).into()
+}
+
+/// The public part of a token, which may be compared (and hashed) in variable time: its prefix and
+/// its 8-character id (`ik_sdk_0a1b2c3d`, what a redacted token shows). Any other text has no
+/// public part (`""`): such tokens all share one bucket, compared in constant time one by one.
+fn public_part(token: &str) -> &str {
+    [SDK_PREFIX, LIVE_PREFIX, ADMIN_PREFIX]
+        .into_iter()
+        .find_map(|prefix| {
+            let rest = token.strip_prefix(prefix)?;
+            let id = rest.get(..8)?;
+            (rest.as_bytes().get(8) == Some(&b'_') && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .then(|| &token[..prefix.len() + 8])
+        })
+        .unwrap_or("")
+}
+
+/// Every token the platform accepts. Looked up by the token's public part only; the full texts
+/// of the few tokens that share it are then compared in constant time, so how long a check takes
+/// does not depend on how much of a stored secret a guess gets right.
 #[derive(Default)]
 pub struct TokenTable {
-    by_token: HashMap<String, Grant>,
+    by_public: HashMap<String, Vec<(String, Grant)>>,
 }
 
 impl fmt::Debug for TokenTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print full tokens, even in debug output.
         f.debug_struct("TokenTable")
-            .field("len", &self.by_token.len())
+            .field("len", &self.by_public.values().map(Vec::len).sum::<usize>())
             .finish()
     }
 }
@@ -109,24 +133,43 @@ impl fmt::Debug for TokenTable {
 impl TokenTable {
     /// Registers (or re-registers) a token.
     pub fn insert(&mut self, token: String, grant: Grant) {
-        self.by_token.insert(token, grant);
+        let bucket = self
+            .by_public
+            .entry(public_part(&token).to_string())
+            .or_default();
+        match bucket.iter_mut().find(|(stored, _)| *stored == token) {
+            Some((_, stored)) => *stored = grant,
+            None => bucket.push((token, grant)),
+        }
     }
 
     /// The grant of `token`, if known.
     pub fn get(&self, token: &str) -> Option<&Grant> {
-        self.by_token.get(token)
+        let bucket = self.by_public.get(public_part(token))?;
+        // Every candidate is compared in full: no early exit on the first match either.
+        bucket.iter().fold(None, |found, (stored, grant)| {
+            if same_secret(token, stored) {
+                Some(grant)
+            } else {
+                found
+            }
+        })
     }
 
     /// Keeps only the tokens for which `keep` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Grant) -> bool) {
-        self.by_token.retain(|token, grant| keep(token, grant));
+        for bucket in self.by_public.values_mut() {
+            bucket.retain(|(token, grant)| keep(token, grant));
+        }
+        self.by_public.retain(|_, bucket| !bucket.is_empty());
     }
 
     /// All tokens, sorted for a stable persisted order.
     pub fn records(&self) -> Vec<TokenRecord> {
         let mut records: Vec<TokenRecord> = self
-            .by_token
-            .iter()
+            .by_public
+            .values()
+            .flatten()
             .map(|(token, grant)| TokenRecord {
                 token: token.clone(),
                 grant: grant.clone(),
@@ -212,6 +255,64 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("ik_sdk_1_abc", "ik_sdk_1_abc"));
+        assert!(!same_secret("ik_sdk_1_abd", "ik_sdk_1_abc"));
+        assert!(!same_secret("ik_sdk_1_ab", "ik_sdk_1_abc"));
+        assert!(!same_secret("", "x"));
+    }
+
+    #[test]
+    fn only_prefix_and_id_are_public() {
+        let secret = "f".repeat(64);
+        let token = format!("ik_live_0a1b2c3d_{secret}");
+        assert_eq!(public_part(&token), "ik_live_0a1b2c3d");
+        assert_eq!(public_part("ik_admin_0a1b2c3d_x"), "ik_admin_0a1b2c3d");
+        for shapeless in [
+            "ik_live_0a1b2c3dsecret",
+            "ik_live_0a1b2c3",
+            "ik_live_0a1b-c3d_x",
+            "sk-0a1b2c3d_x",
+            "",
+            "ik_live_日本語日本_x",
+        ] {
+            assert_eq!(public_part(shapeless), "", "{shapeless}");
+        }
+    }
+
+    #[test]
+    fn table_finds_each_token_only_by_its_full_text() {
+        let mut table = TokenTable::default();
+        let live = |workload: &str| Grant::Live {
+            project: "p".to_string(),
+            workload: Some(workload.to_string()),
+        };
+        // Two tokens sharing an id, and one without the usual shape.
+        let (a, b) = (
+            format!("ik_live_00000000_{}", "a".repeat(64)),
+            format!("ik_live_00000000_{}", "b".repeat(64)),
+        );
+        table.insert(a.clone(), live("a"));
+        table.insert(b.clone(), live("b"));
+        table.insert("odd-token".to_string(), live("odd"));
+        assert_eq!(table.get(&a), Some(&live("a")));
+        assert_eq!(table.get(&b), Some(&live("b")));
+        assert_eq!(table.get("odd-token"), Some(&live("odd")));
+        assert_eq!(
+            table.get(&format!("ik_live_00000000_{}", "c".repeat(64))),
+            None
+        );
+        assert_eq!(table.get(&a[..a.len() - 1]), None);
+        assert_eq!(table.get("odd-toke"), None);
+        table.insert(a.clone(), live("again"));
+        assert_eq!(table.get(&a), Some(&live("again")));
+        assert_eq!(table.records().len(), 3);
+        table.retain(|token, _| token != b);
+        assert_eq!(table.get(&b), None);
+        assert_eq!(table.records().len(), 2);
+    }
 
     #[test]
     fn bearer_parsing() {

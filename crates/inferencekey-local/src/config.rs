@@ -1,13 +1,14 @@
-//! Start-up configuration (`Config`), the ready-line tokens derived from the seed, and the ready
-//! information (`ReadyInfo`) with its text form as the binary prints it.
+//! Start-up configuration (`Config`), the ready-line tokens (random, or derived from an explicit
+//! seed), and the ready information (`ReadyInfo`) with its text form as the binary prints it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::error::LocalError;
 use crate::rng::{mix64, SplitMix64};
-use crate::token::{mint, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
+use crate::token::{mint, mint_random, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
 
 /// Separates the ready-line tokens' stream from the other seeded streams.
 const TOKENS_STREAM: u64 = 0x746f_6b65_6e73_0001;
@@ -23,8 +24,10 @@ pub struct Config {
     pub allow_remote: bool,
     /// Slug of the default project.
     pub project: String,
-    /// Seed of tokens, ids, synthetic text and fault draws.
-    pub seed: u64,
+    /// Seed of the tokens, ids, synthetic text and fault draws. `None` (the default): the tokens
+    /// come from the operating system's random generator (or the state directory, see README),
+    /// and the rest is seeded with 0, so synthetic replies stay the same from run to run.
+    pub seed: Option<u64>,
     /// Where to keep state across restarts.
     pub state_dir: Option<PathBuf>,
 }
@@ -36,14 +39,22 @@ impl Default for Config {
             port: 0,
             allow_remote: false,
             project: "local".to_string(),
-            seed: 0,
+            seed: None,
             state_dir: None,
         }
     }
 }
 
-/// The tokens of the ready line, derived from the seed (same seed, same tokens).
-#[derive(Clone, PartialEq, Eq)]
+impl Config {
+    /// The seed of what stays deterministic without `--seed` (ids, synthetic text and
+    /// embeddings, fault draws, request ids): the explicit seed, else 0.
+    pub fn engine_seed(&self) -> u64 {
+        self.seed.unwrap_or(0)
+    }
+}
+
+/// The tokens of the ready line: random, or derived from an explicit seed (same seed, same tokens).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadyTokens {
     /// `ik_sdk_` token with every scope on the default project.
     pub sdk: String,
@@ -68,6 +79,16 @@ impl ReadyTokens {
             live: mint(LIVE_PREFIX, &mut rng),
             admin: mint(ADMIN_PREFIX, &mut rng),
         }
+    }
+
+    /// Fresh tokens from the operating system's random generator.
+    pub fn random() -> Result<Self, LocalError> {
+        let mint = |prefix| mint_random(prefix).map_err(LocalError::randomness);
+        Ok(Self {
+            sdk: mint(SDK_PREFIX)?,
+            live: mint(LIVE_PREFIX)?,
+            admin: mint(ADMIN_PREFIX)?,
+        })
     }
 }
 
@@ -143,6 +164,19 @@ mod tests {
         assert!(tokens.sdk.starts_with("ik_sdk_") && tokens.sdk.len() == 7 + 8 + 1 + 64);
         assert!(tokens.live.starts_with("ik_live_") && tokens.live.len() == 8 + 8 + 1 + 64);
         assert!(tokens.admin.starts_with("ik_admin_"));
+    }
+
+    #[test]
+    fn random_tokens_differ_every_time() {
+        let (a, b) = (
+            ReadyTokens::random().unwrap(),
+            ReadyTokens::random().unwrap(),
+        );
+        assert!(a.sdk != b.sdk && a.live != b.live && a.admin != b.admin);
+        assert!(a.sdk.starts_with("ik_sdk_") && a.sdk.len() == 7 + 8 + 1 + 64);
+        assert!(a.admin.starts_with("ik_admin_") && a.admin.len() == 9 + 8 + 1 + 64);
+        assert_eq!(Config::default().seed, None);
+        assert_eq!(Config::default().engine_seed(), 0);
     }
 
     #[test]

@@ -35,6 +35,21 @@ pub enum LocalError {
         /// What went wrong.
         message: String,
     },
+    /// Another platform (in this process or another) holds the state directory's lock.
+    #[error(
+        "state directory {} is in use by another running local platform{}; stop it or use another state directory",
+        dir.display(),
+        pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    StateDirInUse {
+        /// The state directory.
+        dir: PathBuf,
+        /// The holder's process id, when it could be read from the lock file.
+        pid: Option<u32>,
+    },
+    /// The operating system's random generator could not be read (for the tokens).
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Randomness(String),
     /// The server thread stopped before it was listening.
     #[error("the local platform stopped during start-up")]
     Startup,
@@ -47,5 +62,10 @@ impl LocalError {
             path: path.to_path_buf(),
             message: cause.to_string(),
         }
+    }
+
+    /// A failure of the operating system's random generator.
+    pub fn randomness(cause: impl Display) -> Self {
+        LocalError::Randomness(cause.to_string())
     }
 }

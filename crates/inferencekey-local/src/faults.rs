@@ -180,6 +180,13 @@ pub enum Fault {
         #[serde(default = "one")]
         after_events: usize,
     },
+    /// After that many events, `data: ` and then a line that never ends: `x` bytes, no newline,
+    /// as fast as the client reads, until it goes away (or 2 GiB).
+    EndlessLine {
+        /// Events sent before the endless line.
+        #[serde(default)]
+        after_events: usize,
+    },
     /// Answer a stream request with a plain JSON completion.
     NonSse {},
     /// A twin workload with the same slug appears just before the create.
@@ -231,7 +238,8 @@ impl Fault {
             | Fault::Truncate { .. }
             | Fault::InbandError { .. }
             | Fault::Framing(_)
-            | Fault::MalformedJson { .. } => route.is_sse(),
+            | Fault::MalformedJson { .. }
+            | Fault::EndlessLine { .. } => route.is_sse(),
         }
     }
 
@@ -513,6 +521,8 @@ mod tests {
             json!({"type": "framing", "line_ending": "crlf", "bom": true, "multiline": true,
                    "comments": true, "split_utf8": true, "huge_frame_bytes": 1024}),
             json!({"type": "malformed_json", "after_events": 1}),
+            json!({"type": "endless_line", "after_events": 3}),
+            json!({"type": "endless_line"}),
             json!({"type": "non_sse"}),
         ] {
             set.add(&json!({"route": "chat_stream", "fault": fault}))
@@ -520,7 +530,9 @@ mod tests {
         }
         set.add(&json!({"route": "create", "fault": {"type": "race_create"}}))
             .unwrap();
-        assert_eq!(set.list().as_array().unwrap().len(), 10);
+        assert_eq!(set.list().as_array().unwrap().len(), 12);
+        set.add(&json!({"route": "readiness", "fault": {"type": "endless_line"}}))
+            .unwrap();
     }
 
     #[test]
@@ -530,6 +542,10 @@ mod tests {
             json!({"route": "nowhere", "fault": {"type": "reset"}}),
             json!({"route": "list", "fault": {"type": "truncate"}}),
             json!({"route": "chat", "fault": {"type": "non_sse"}}),
+            json!({"route": "chat", "fault": {"type": "endless_line"}}),
+            json!({"route": "list", "fault": {"type": "endless_line"}}),
+            json!({"route": "*", "fault": {"type": "endless_line", "after_events": -1}}),
+            json!({"route": "*", "fault": {"type": "endless_line", "bytes": 5}}),
             json!({"route": "*", "fault": {"type": "explode"}}),
             json!({"route": "*", "fault": {"type": "status", "status": 1000}}),
             json!({"route": "*", "fault": {"type": "reset", "extra": 1}}),

@@ -2,8 +2,8 @@
 //! plane, admin API) for development, tests and benchmarks. See README.md for the contract.
 //!
 //! Modules read top-down: clock, error, rng, slug, sync, token, event, readiness, settings,
-//! engines, config, reply, auth, journal, faults, dialects, sse, state, app, admin, control, data,
-//! server, platform.
+//! engines, config, reply, auth, host, journal, faults, dialects, sse, state, app, admin, control,
+//! data, server, platform.
 
 mod admin;
 mod app;
@@ -17,6 +17,7 @@ mod engines;
 mod error;
 mod event;
 mod faults;
+mod host;
 mod journal;
 mod platform;
 mod readiness;

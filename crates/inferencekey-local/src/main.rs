@@ -2,7 +2,7 @@
 //! ready line and export lines, and serves until Ctrl+C or SIGTERM (Ctrl+Break on Windows).
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,10 +10,12 @@ use inferencekey_local::{Config, LocalPlatform};
 
 const USAGE: &str = "\
 usage: inferencekey-local [--port 0] [--host 127.0.0.1] [--allow-remote] [--project local]
-                          [--seed 0] [--state-dir DIR]
+                          [--seed N] [--state-dir DIR]
 
 Runs a local copy of the InferenceKey platform API. Prints a JSON ready line and the
-INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM (Windows: Ctrl+Break).";
+INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM (Windows: Ctrl+Break).
+Without --seed the tokens are random (kept across restarts with --state-dir); --seed N
+makes them derive from N, for reproducible runs.";
 
 enum Command {
     Serve(Config),
@@ -57,13 +59,41 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--project" => config.project = value("--project")?,
             "--seed" => {
                 let text = value("--seed")?;
-                config.seed = text.parse().map_err(|_| format!("invalid seed {text:?}"))?;
+                config.seed = Some(text.parse().map_err(|_| format!("invalid seed {text:?}"))?);
             }
             "--state-dir" => config.state_dir = Some(PathBuf::from(value("--state-dir")?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(Command::Serve(config))
+}
+
+/// What `--allow-remote` exposes, said loudly on stderr before the ready line.
+fn remote_warning(addr: SocketAddr, seeded: bool) -> String {
+    let reach = if addr.ip().is_unspecified() {
+        "every network interface of this machine"
+    } else if addr.ip().is_loopback() {
+        "loopback only, but with the Host check off"
+    } else {
+        "a network interface of this machine"
+    };
+    let mut text = format!(
+        "\
+inferencekey-local: WARNING: --allow-remote: listening on {addr} ({reach}).
+inferencekey-local: WARNING: whoever reaches this port can use everything it serves, with no
+inferencekey-local: WARNING: Host check (so web pages can reach it by DNS rebinding too):
+inferencekey-local: WARNING:   - the admin API under /_local/: GET /_local/info hands out every token,
+inferencekey-local: WARNING:     and it mints tokens, resets state, injects faults, reads the journal;
+inferencekey-local: WARNING:   - the control plane (workloads) and the data plane (chat, embeddings, rerank).
+inferencekey-local: WARNING: Only the tokens stand in the way. Use it on a trusted network only.
+"
+    );
+    if seeded {
+        text.push_str(
+            "inferencekey-local: WARNING: --seed makes the tokens predictable to anyone who knows the seed.\n",
+        );
+    }
+    text
 }
 
 /// Ctrl+C and the platform's other "please stop" signals, listened for from creation on: built
@@ -190,6 +220,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (allow_remote, seeded) = (config.allow_remote, config.seed.is_some());
     let platform = match LocalPlatform::start(config) {
         Ok(platform) => platform,
         Err(error) => {
@@ -197,6 +228,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if allow_remote {
+        eprint!("{}", remote_warning(platform.local_addr(), seeded));
+    }
     let mut stdout = std::io::stdout().lock();
     // Whoever started us reads this line to learn the URL and tokens: flush it at once.
     if write!(stdout, "{}", platform.info().ready_text())
@@ -223,6 +257,27 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    #[test]
+    fn remote_warning_says_what_is_exposed() {
+        let wildcard = remote_warning("0.0.0.0:4000".parse().unwrap(), false);
+        assert!(wildcard.contains("listening on 0.0.0.0:4000 (every network interface"));
+        for needed in [
+            "admin API",
+            "/_local/",
+            "control plane",
+            "data plane",
+            "DNS rebinding",
+        ] {
+            assert!(wildcard.contains(needed), "{needed}");
+        }
+        assert!(wildcard
+            .lines()
+            .all(|line| line.starts_with("inferencekey-local: WARNING:")));
+        assert!(!wildcard.contains("--seed"));
+        let loopback = remote_warning("127.0.0.1:4000".parse().unwrap(), true);
+        assert!(loopback.contains("Host check off") && loopback.contains("--seed makes"));
+    }
+
     fn parse(args: &[&str]) -> Result<Command, String> {
         parse_args(args.iter().map(|s| s.to_string()))
     }
@@ -245,8 +300,12 @@ mod tests {
         assert_eq!(config.port, 8080);
         assert_eq!(config.host, "::1".parse::<IpAddr>().unwrap());
         assert!(config.allow_remote);
-        assert_eq!((config.project.as_str(), config.seed), ("acme", 7));
+        assert_eq!((config.project.as_str(), config.seed), ("acme", Some(7)));
         assert_eq!(config.state_dir, Some(PathBuf::from("/tmp/x")));
+        let Ok(Command::Serve(defaults)) = parse(&[]) else {
+            panic!("expected serve");
+        };
+        assert_eq!(defaults.seed, None);
         assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
         assert!(parse(&["--port"]).is_err());
         assert!(parse(&["--port", "x"]).is_err());

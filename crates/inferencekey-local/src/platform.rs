@@ -15,6 +15,7 @@ use crate::config::{Config, ReadyInfo};
 use crate::error::LocalError;
 use crate::server;
 use crate::slug::canonical_slug;
+use crate::state::StateLock;
 
 /// Worker threads of each platform's runtime (the platform is I/O-bound and small).
 const WORKER_THREADS: usize = 2;
@@ -25,11 +26,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct LocalPlatform {
     info: ReadyInfo,
+    addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-type Started = Result<(ReadyInfo, oneshot::Sender<()>), LocalError>;
+type Started = Result<(ReadyInfo, SocketAddr, oneshot::Sender<()>), LocalError>;
 
 impl LocalPlatform {
     /// Starts the platform on a background thread and returns once it is listening.
@@ -48,8 +50,9 @@ impl LocalPlatform {
             .spawn(move || run(config, ready_tx))
             .map_err(LocalError::Runtime)?;
         match ready_rx.recv() {
-            Ok(Ok((info, stop))) => Ok(Self {
+            Ok(Ok((info, addr, stop))) => Ok(Self {
                 info,
+                addr,
                 stop: Some(stop),
                 thread: Some(thread),
             }),
@@ -67,6 +70,12 @@ impl LocalPlatform {
     /// What clients need: URL, project, tokens.
     pub fn info(&self) -> &ReadyInfo {
         &self.info
+    }
+
+    /// The address the platform listens on (`0.0.0.0:41234` for a wildcard host, where `info().url`
+    /// says `127.0.0.1`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Stops the server and waits for its thread (also done on drop).
@@ -92,8 +101,22 @@ impl Drop for LocalPlatform {
     }
 }
 
-/// The server thread: build a runtime, bind, report, serve until stopped, shut down.
+/// The server thread: lock the state directory, build a runtime, bind, report, serve until
+/// stopped, shut down, unlock.
 fn run(config: Config, ready: mpsc::Sender<Started>) {
+    // Held until every task that could write the state file is gone (the runtime is shut down).
+    let lock = match config
+        .state_dir
+        .as_deref()
+        .map(StateLock::acquire)
+        .transpose()
+    {
+        Ok(lock) => lock,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("inferencekey-local-worker")
@@ -115,12 +138,12 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
             .local_addr()
             .map_err(|source| LocalError::Bind { addr, source })?;
         let app = Arc::new(App::new(&config, local)?);
-        Ok::<_, LocalError>((listener, app))
+        Ok::<_, LocalError>((listener, local, app))
     });
     match setup {
-        Ok((listener, app)) => {
+        Ok((listener, local, app)) => {
             let (stop_tx, stop_rx) = oneshot::channel();
-            if ready.send(Ok((app.info.clone(), stop_tx))).is_ok() {
+            if ready.send(Ok((app.info.clone(), local, stop_tx))).is_ok() {
                 let router = server::router(app.clone());
                 runtime.block_on(server::serve(listener, app, router, stop_rx));
             }
@@ -130,4 +153,5 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
         }
     }
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    drop(lock);
 }

@@ -1,5 +1,6 @@
 //! The HTTP server: our own hyper accept loop (a `reset` fault drops a connection) and what every
-//! request goes through: body limit, Origin refusal, admin auth, request id, routing, panics, journal.
+//! request goes through: body limit, Host and Origin refusal, admin auth, request id, routing,
+//! panics, journal.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::faults::{FaultTag, ResetConnection};
 use crate::journal::{Outcome, TrackedBody};
 use crate::reply::ApiError;
 use crate::sync::lock;
-use crate::{admin, control, data};
+use crate::{admin, control, data, host};
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -171,7 +172,14 @@ async fn handle(
         )
     });
     let mut panicked = false;
-    let response = if parts.headers.contains_key(header::ORIGIN) {
+    let host_refused = if app.allow_remote {
+        None
+    } else {
+        host::refusal(&parts, app.port)
+    };
+    let response = if let Some(message) = host_refused {
+        ApiError::forbidden("host_forbidden", message).into_response()
+    } else if parts.headers.contains_key(header::ORIGIN) {
         ApiError::forbidden(
             "origin_forbidden",
             "requests carrying an Origin header are refused: the local platform is not for browsers",

@@ -22,6 +22,10 @@ const SPLIT_PAUSE: Duration = Duration::from_millis(5);
 /// The body of a `malformed_json` fault: a `data:` line that is not JSON.
 const MALFORMED: &[u8] = br#"{"id": "chatcmpl-broken", "choices": [{"delta": {"content": "oo"#;
 const BOM: &[u8] = "\u{feff}".as_bytes();
+/// The endless line of an `endless_line` fault goes out in writes of this size...
+const ENDLESS_CHUNK: usize = 64 * 1024;
+/// ...and ends (still without a newline) after this many bytes, should a client never give up.
+const ENDLESS_CAP: u64 = 2 * 1024 * 1024 * 1024;
 /// Stands in for the end of a wait too long to represent (a stall of `u64::MAX` ms): never, in
 /// practice.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365);
@@ -236,10 +240,24 @@ async fn produce(
     let mut malformed_sent = false;
     let mut padding = framing.huge_frame_bytes;
     let mut split_pending = framing.split_utf8;
-    while let Some(mut event) = source.next(&mut out).await? {
+    let endless_after = match &fault {
+        Some(Fault::EndlessLine { after_events }) => Some(*after_events),
+        _ => None,
+    };
+    loop {
+        // Due before the next event: do not wait for it (a stuck workload's may never come).
+        if endless_after.is_some_and(|after| sent >= after) {
+            return endless_line(&mut out, ENDLESS_CAP).await;
+        }
+        let Some(mut event) = source.next(&mut out).await? else {
+            break;
+        };
         out.pause(event.delay).await?;
         let cut_here = |after: usize| event.terminal || sent >= after;
         match &fault {
+            Some(Fault::EndlessLine { .. }) if event.terminal => {
+                return endless_line(&mut out, ENDLESS_CAP).await;
+            }
             Some(Fault::Truncate { after_events }) if cut_here(*after_events) => break,
             Some(Fault::InbandError {
                 after_events,
@@ -287,6 +305,23 @@ async fn produce(
         }
     }
     out.flush().await
+}
+
+/// `data: ` and then `x` bytes with no newline, in writes of [`ENDLESS_CHUNK`], as fast as the
+/// client reads them (the channel holds a few writes), until `cap` bytes of `x` went out, or
+/// until the client goes away: then the next write fails at once and the task ends.
+async fn endless_line(out: &mut Writer, cap: u64) -> Result<(), Closed> {
+    out.flush().await?;
+    out.send(Bytes::from_static(b"data: ")).await?;
+    let chunk = Bytes::from(vec![b'x'; ENDLESS_CHUNK]);
+    let mut sent = 0u64;
+    while sent < cap {
+        let size =
+            usize::try_from(cap - sent).map_or(ENDLESS_CHUNK, |left| left.min(ENDLESS_CHUNK));
+        out.send(chunk.slice(..size)).await?;
+        sent += size as u64;
+    }
+    Ok(())
 }
 
 /// A position inside the first multi-byte UTF-8 character of `bytes` (after its lead byte).
@@ -424,6 +459,61 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// An endless line goes on while the client reads and its task ends as soon as the client goes
+    /// away, even after events and on a readiness stream that would wait forever.
+    #[tokio::test]
+    async fn endless_line_task_ends_when_the_client_goes_away() {
+        use crate::readiness::{Profile, ReadinessClock};
+        let clock =
+            tokio::sync::watch::Sender::new(ReadinessClock::start(Profile::Stuck, "x", "m"));
+        let source = EventSource::Readiness(ReadinessEvents::new(clock.subscribe()));
+        let fault = Fault::EndlessLine { after_events: 1 };
+        let response = stream_response(source, Some(fault), None, false);
+        let mut body = response.into_body();
+        let mut read = Vec::new();
+        while read.len() < 3 * 1024 * 1024 {
+            let frame = http_body_util::BodyExt::frame(&mut body).await;
+            read.extend_from_slice(&frame.unwrap().unwrap().into_data().unwrap());
+        }
+        let text = String::from_utf8(read).unwrap();
+        let (snapshot, line) = text.split_once("\n\n").unwrap();
+        assert!(snapshot.starts_with("data: {"), "{snapshot}");
+        let xs = line.strip_prefix("data: ").unwrap();
+        assert!(xs.len() > 3_000_000 && xs.bytes().all(|b| b == b'x'));
+        drop(body);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while clock.receiver_count() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stream task leaked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn endless_line_stops_at_its_cap_without_a_newline() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut writer = Writer {
+            tx,
+            drip: None,
+            batch: Some(BytesMut::new()),
+            schedule: Schedule::starting(Instant::now()),
+        };
+        writer.write(Bytes::from_static(b"data: 1\n\n")).await.ok();
+        let cap = 3 * ENDLESS_CHUNK as u64 + 10;
+        let task = tokio::spawn(async move { endless_line(&mut writer, cap).await.is_ok() });
+        let mut bytes = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            assert!(piece.len() <= ENDLESS_CHUNK);
+            bytes.extend_from_slice(&piece);
+        }
+        assert!(task.await.unwrap());
+        let line = bytes.strip_prefix(b"data: 1\n\ndata: ".as_slice()).unwrap();
+        assert_eq!(line.len() as u64, cap);
+        assert!(line.iter().all(|b| *b == b'x'));
     }
 
     #[test]

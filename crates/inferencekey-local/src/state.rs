@@ -15,12 +15,14 @@ use crate::error::LocalError;
 use crate::readiness::{ReadinessClock, Stage};
 use crate::rng::{mix64, SplitMix64};
 use crate::settings::EngineSettings;
-use crate::token::mint;
+use crate::token::{mint, mint_random};
 
 /// Version of the state file layout.
 const STATE_VERSION: u32 = 1;
 /// Name of the state file inside `--state-dir`.
 const STATE_FILE: &str = "state.json";
+/// Name of the lock file inside `--state-dir`: one platform at a time writes a directory.
+const LOCK_FILE: &str = "state.lock";
 /// Separates the id generator's stream from the other seeded streams.
 const IDS_STREAM: u64 = 0x6964_735f_7374_7265;
 
@@ -188,6 +190,10 @@ struct Snapshot {
     tokens: Vec<TokenRecord>,
     workloads: Vec<StoredWorkload>,
     defaults: EngineSettings,
+    /// The ready-line tokens of the run that wrote the file, reused by a run without a seed
+    /// (absent from files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ready: Option<ReadyTokens>,
 }
 
 /// Writes `bytes` to a new `path` readable by the owner only (the state holds full tokens), and
@@ -209,8 +215,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     out.sync_all()
 }
 
-/// A temp file name next to `file` that no other writer uses: two platforms sharing a state
-/// directory (or two in one process) each write their own, and the renames decide who wins.
+/// A temp file name next to `file` that no other writer uses (the pid and a process-wide count),
+/// so a write never lands in another's half-written temp file.
 fn temp_path(file: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static WRITES: AtomicU64 = AtomicU64::new(0);
@@ -249,6 +255,65 @@ fn replace(temp: &Path, file: &Path) -> std::io::Result<()> {
     std::fs::rename(temp, file)
 }
 
+/// The exclusive lock of a state directory, held by one platform for its lifetime: a second one
+/// would silently overwrite the first one's writes. An advisory lock on `DIR/state.lock` (`flock`
+/// on Unix, `LockFileEx` on Windows), released when dropped, and by the operating system when the
+/// process dies, so a crash leaves no stale lock. The file stays; it holds the holder's pid.
+#[derive(Debug)]
+pub struct StateLock {
+    file: std::fs::File,
+}
+
+impl StateLock {
+    /// Locks `dir` (created if need be); [`LocalError::StateDirInUse`] if another platform, in
+    /// this process or another, holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, LocalError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        std::fs::create_dir_all(dir).map_err(|e| LocalError::state(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LocalError::state(&path, e))?;
+        // Called as a trait function: std's own `File::try_lock` (Rust 1.89) would shadow it.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                // The holder wrote its pid; Windows forbids reading a locked range: no pid then.
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(LocalError::StateDirInUse {
+                    dir: dir.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(fs4::TryLockError::Error(error)) => {
+                return Err(LocalError::state(&path, format!("cannot lock: {error}")));
+            }
+        }
+        // Best effort: the pid only makes the next one's message more helpful.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .and_then(|()| file.flush());
+        Ok(Self { file })
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; unlocking first says so explicitly.
+        let _ = fs4::FileExt::unlock(&self.file);
+    }
+}
+
 /// All platform state.
 #[derive(Debug)]
 pub struct Store {
@@ -260,37 +325,54 @@ pub struct Store {
     workloads: Vec<Workload>,
     defaults: EngineSettings,
     ids: SplitMix64,
+    /// Whether new tokens come from the ids generator (an explicit seed) or the OS.
+    seeded_tokens: bool,
     state_file: Option<PathBuf>,
 }
 
 impl Store {
     /// The state for `config`: loaded from its state directory when there is one, with the
-    /// default project and the ready-line tokens always present.
-    pub fn open(config: &Config, ready: &ReadyTokens) -> Result<Self, LocalError> {
+    /// default project and the ready-line tokens always present. The ready-line tokens derive
+    /// from an explicit seed; without one they are those of the state file, else random.
+    pub fn open(config: &Config) -> Result<Self, LocalError> {
         let mut store = Self {
             default_project: config.project.clone(),
-            ready: ready.clone(),
+            ready: ReadyTokens::derive(config.engine_seed()),
             projects: Vec::new(),
             tokens: TokenTable::default(),
             workloads: Vec::new(),
             defaults: EngineSettings::default(),
-            ids: SplitMix64::new(mix64(config.seed ^ IDS_STREAM)),
+            ids: SplitMix64::new(mix64(config.engine_seed() ^ IDS_STREAM)),
+            seeded_tokens: config.seed.is_some(),
             state_file: None,
         };
+        let mut stored_ready = None;
         if let Some(dir) = &config.state_dir {
             std::fs::create_dir_all(dir).map_err(|e| LocalError::state(dir, e))?;
             let file = dir.join(STATE_FILE);
             if file.exists() {
-                store.load(&file)?;
+                stored_ready = store.load(&file)?;
             }
             store.state_file = Some(file);
+        }
+        if config.seed.is_none() {
+            store.ready = match stored_ready {
+                Some(ready) => ready,
+                None => ReadyTokens::random()?,
+            };
         }
         store.ensure_defaults();
         store.save();
         Ok(store)
     }
 
-    fn load(&mut self, file: &Path) -> Result<(), LocalError> {
+    /// The ready-line tokens.
+    pub fn ready(&self) -> &ReadyTokens {
+        &self.ready
+    }
+
+    /// Loads the state file; returns the ready-line tokens it holds, if any.
+    fn load(&mut self, file: &Path) -> Result<Option<ReadyTokens>, LocalError> {
         let text = std::fs::read_to_string(file).map_err(|e| LocalError::state(file, e))?;
         let snapshot: Snapshot =
             serde_json::from_str(&text).map_err(|e| LocalError::state(file, e))?;
@@ -312,7 +394,7 @@ impl Store {
             .map(|stored| Workload::new(stored.record, stored.settings))
             .collect();
         self.defaults = snapshot.defaults;
-        Ok(())
+        Ok(snapshot.ready)
     }
 
     fn ensure_defaults(&mut self) {
@@ -360,6 +442,7 @@ impl Store {
                 })
                 .collect(),
             defaults: self.defaults.clone(),
+            ready: Some(self.ready.clone()),
         };
         let temp = temp_path(file);
         let written = serde_json::to_vec_pretty(&snapshot)
@@ -399,12 +482,18 @@ impl Store {
         format!("{prefix}{}", self.ids.base36(26))
     }
 
-    /// A new token with the given prefix, registered with `grant`.
-    pub fn add_token(&mut self, prefix: &str, grant: Grant) -> String {
-        let token = mint(prefix, &mut self.ids);
+    /// A new token with the given prefix, registered with `grant`: from the seeded generator under
+    /// an explicit seed, else from the operating system's random generator (an error only if that
+    /// cannot be read).
+    pub fn add_token(&mut self, prefix: &str, grant: Grant) -> Result<String, getrandom::Error> {
+        let token = if self.seeded_tokens {
+            mint(prefix, &mut self.ids)
+        } else {
+            mint_random(prefix)?
+        };
         self.tokens.insert(token.clone(), grant);
         self.save();
-        token
+        Ok(token)
     }
 
     /// The project `slug`.

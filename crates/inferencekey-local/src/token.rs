@@ -10,9 +10,22 @@ pub const LIVE_PREFIX: &str = "ik_live_";
 /// Prefix of the local admin token.
 pub const ADMIN_PREFIX: &str = "ik_admin_";
 
-/// A new token `<prefix><8 hex>_<64 hex>`.
+/// A new token `<prefix><8 hex>_<64 hex>` from a seeded generator (same seed, same tokens).
 pub fn mint(prefix: &str, rng: &mut SplitMix64) -> String {
     format!("{prefix}{}_{}", rng.hex(8), rng.hex(64))
+}
+
+/// A new token `<prefix><8 hex>_<64 hex>` from the operating system's random generator: 32 bits
+/// of id and 256 bits of secret that nobody can predict.
+pub fn mint_random(prefix: &str) -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 4 + 32];
+    getrandom::fill(&mut bytes)?;
+    let (id, secret) = bytes.split_at(4);
+    Ok(format!("{prefix}{}_{}", hex(id), hex(secret)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// `ik_sdk_0a1b2c3d…`: the prefix and the first 8 characters of the id.
@@ -77,6 +90,22 @@ mod tests {
             .chars()
             .chain(secret.chars())
             .all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn random_tokens_have_the_real_shape_and_differ() {
+        let token = mint_random(LIVE_PREFIX).unwrap();
+        let (id, secret) = token
+            .strip_prefix("ik_live_")
+            .unwrap()
+            .split_once('_')
+            .unwrap();
+        assert_eq!((id.len(), secret.len()), (8, 64));
+        assert!(id
+            .chars()
+            .chain(secret.chars())
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(token, mint_random(LIVE_PREFIX).unwrap());
     }
 
     #[test]

@@ -191,11 +191,12 @@ async fn state_file_is_private_and_complete() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o077, 0, "state.json mode {mode:o}");
-    let names: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    assert_eq!(names, vec!["state.json".to_string()]);
+    names.sort();
+    assert_eq!(names, ["state.json", "state.lock"]);
     h.lp.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -448,7 +448,7 @@ async fn race_create_makes_a_twin_first() {
 async fn probability_is_seeded_and_workload_filters_apply() {
     let pattern = |seed| async move {
         let h = Harness::with(Config {
-            seed,
+            seed: Some(seed),
             ..Config::default()
         });
         h.add_fault(json!({"route": "list", "count": null, "probability": 0.5,
@@ -728,4 +728,103 @@ async fn admin_api() {
         .add_fault(json!({"route": "list", "fault": {"type": "status", "status": 500}}))
         .await;
     assert_eq!(fault_id, "f1");
+}
+
+/// Reads `response` until more than `bytes` came; drops it (the client goes away).
+async fn read_then_leave(response: reqwest::Response, bytes: usize) -> Vec<u8> {
+    let mut stream = response.bytes_stream();
+    let mut read = Vec::new();
+    while read.len() <= bytes {
+        let chunk = stream
+            .next()
+            .await
+            .expect("the endless line ended")
+            .unwrap();
+        read.extend_from_slice(&chunk);
+    }
+    read
+}
+
+/// The journal entry of the last request on `path`, once it is final.
+async fn final_entry(h: &Harness, path: &str) -> Value {
+    let entries = h
+        .journal_until(|entries| {
+            entries
+                .iter()
+                .rev()
+                .find(|e| e["path"] == path)
+                .is_some_and(|e| e["outcome"] != "in_progress")
+        })
+        .await;
+    entries
+        .into_iter()
+        .rev()
+        .find(|e| e["path"] == path)
+        .unwrap()
+}
+
+/// `endless_line`: after the head and `after_events` events, `data: ` and a line that never ends,
+/// as fast as the client reads; when the client gives up, the server lets go at once.
+#[tokio::test]
+async fn endless_line_runs_until_the_client_goes_away() {
+    const MIB: usize = 1024 * 1024;
+    let h = Harness::start();
+    h.create_ready("bot", "vllm", "text2text").await;
+    let id = h
+        .add_fault(json!({"route": "chat_stream",
+            "fault": {"type": "endless_line", "after_events": 2}}))
+        .await;
+    let response = open_stream_chat(&h, "bot", 8).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let read = read_then_leave(response, 4 * MIB).await;
+    // Two whole events (the role chunk, the first token), then the line.
+    let text = String::from_utf8(read).unwrap();
+    let mut parts = text.splitn(3, "\n\n");
+    for _ in 0..2 {
+        let event = parts.next().unwrap();
+        let json = event.strip_prefix("data: ").unwrap();
+        assert!(serde_json::from_str::<Value>(json).is_ok(), "{event}");
+    }
+    let line = parts.next().unwrap().strip_prefix("data: ").unwrap();
+    assert!(line.len() > 4 * MIB - 1000);
+    assert!(line.bytes().all(|b| b == b'x'), "only x, never a newline");
+
+    // The entry ends as soon as the client is gone, having sent little more than was read (the
+    // socket buffers' worth), and then stays put: nothing is written any more.
+    let path = h.data_path("bot", "chat/completions");
+    let entry = final_entry(&h, &path).await;
+    assert_eq!(entry["outcome"], "client_disconnected");
+    assert_eq!(entry["fault"], id.as_str());
+    let sent = entry["bytes_sent"].as_u64().unwrap();
+    assert!((4 * MIB as u64..68 * MIB as u64).contains(&sent), "{sent}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(final_entry(&h, &path).await["bytes_sent"], sent);
+
+    // Readiness, `after_events` defaulting to 0: the line starts right after the head, even on
+    // a workload that would never send another event.
+    h.create(json!({"name": "w", "slug": "w", "model_name": "m", "backend": "vllm"}))
+        .await;
+    h.set_settings("w", json!({"readiness": "stuck"})).await;
+    h.add_fault(json!({"route": "readiness", "fault": {"type": "endless_line"}}))
+        .await;
+    let path = format!("{}/w/readiness-events", h.workloads_path());
+    let response = h
+        .request(Method::GET, &path, Some(&h.sdk), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let read = read_then_leave(response, 2 * MIB).await;
+    assert!(read.starts_with(b"data: xxxx"));
+    assert!(read[6..].iter().all(|b| *b == b'x'));
+    let entry = final_entry(&h, &path).await;
+    assert_eq!(entry["outcome"], "client_disconnected");
+
+    // Each rule fired once; the next streams are whole.
+    let reply = stream_chat(&h, "bot", 3).await;
+    assert!(has_finish(&sse_json(&reply.bytes)));
 }

@@ -74,7 +74,7 @@ async fn binary_prints_the_ready_line_and_stops_on_sigterm() {
 
     // The same seed gives the same tokens in process, and the text is identical.
     let same = LocalPlatform::start(Config {
-        seed: 5,
+        seed: Some(5),
         project: "acme-corp".to_string(),
         ..Config::default()
     })
@@ -150,7 +150,7 @@ async fn starts_serving_and_instances_are_independent() {
     let info = a.admin(Method::GET, "/_local/info", None).await;
     assert_eq!(info.status, 200);
     let b = Harness::with(Config {
-        seed: 1,
+        seed: Some(1),
         ..Config::default()
     });
     assert_ne!(a.url, b.url);
@@ -223,7 +223,7 @@ async fn state_dir_keeps_workloads_and_tokens_across_restarts() {
     ));
     let config = Config {
         state_dir: Some(dir.clone()),
-        seed: 11,
+        seed: Some(11),
         ..Config::default()
     };
     let first = Harness::with(config.clone());
@@ -300,13 +300,126 @@ async fn state_dir_keeps_workloads_and_tokens_across_restarts() {
     second.lp.stop();
 
     // Another seed: new ready-line tokens, and the persisted old ones still work.
-    let third = Harness::with(Config { seed: 12, ..config });
+    let third = Harness::with(Config {
+        seed: Some(12),
+        ..config
+    });
     assert_ne!(third.sdk, old_sdk);
     let with_old = third
         .call(Method::GET, &third.workloads_path(), Some(&old_sdk), None)
         .await;
     assert_eq!(with_old.json()["workloads"].as_array().unwrap().len(), 2);
     third.lp.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh directory under the system temp dir for one test.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "inferencekey-local-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Without `--seed` every install has its own tokens (the ready line's and the minted ones), from
+/// the OS's random generator; the synthetic replies stay those of seed 0.
+#[tokio::test]
+async fn tokens_are_random_without_a_seed() {
+    let a = Harness::start();
+    let b = Harness::start();
+    let zero = Harness::with(Config {
+        seed: Some(0),
+        ..Config::default()
+    });
+    for other in [&b, &zero] {
+        assert_ne!(a.sdk, other.sdk);
+        assert_ne!(a.key, other.key);
+        assert_ne!(a.admin, other.admin);
+    }
+    assert_token_shape(&a.sdk, "ik_sdk_");
+    assert_token_shape(&a.key, "ik_live_");
+    assert_token_shape(&a.admin, "ik_admin_");
+    let spec = json!({"kind": "live", "workload": "bot"});
+    let (minted_a, minted_b) = (a.add_token(spec.clone()).await, b.add_token(spec).await);
+    assert_ne!(minted_a, minted_b);
+    assert_token_shape(&minted_a, "ik_live_");
+    // A seeded platform still mints the same tokens as another with its seed.
+    let zero_again = Harness::with(Config {
+        seed: Some(0),
+        ..Config::default()
+    });
+    assert_eq!(zero.sdk, zero_again.sdk);
+    let spec = json!({"kind": "sdk"});
+    assert_eq!(
+        zero.add_token(spec.clone()).await,
+        zero_again.add_token(spec).await
+    );
+    // Same prompt, same reply, with or without a seed of 0.
+    let mut texts = Vec::new();
+    for h in [&a, &b, &zero] {
+        h.create_ready("bot", "vllm", "text2text").await;
+        let reply = h.chat("bot", common::chat_body("hello there", false)).await;
+        assert_eq!(reply.status, 200);
+        texts.push(reply.json()["choices"][0]["message"]["content"].clone());
+    }
+    assert!(texts.iter().all(|t| *t == texts[0]), "{texts:?}");
+}
+
+/// Without `--seed`, a platform restarted on the same state directory keeps the ready-line
+/// tokens it had (the admin token too); `--seed N` replaces them with N's, and the next run
+/// without a seed keeps those.
+#[tokio::test]
+async fn state_dir_keeps_random_tokens_across_restarts() {
+    let dir = temp_dir("random-tokens");
+    let config = Config {
+        state_dir: Some(dir.clone()),
+        ..Config::default()
+    };
+    let first = Harness::with(config.clone());
+    let minted = first.add_token(json!({"kind": "sdk"})).await;
+    let tokens = (first.sdk.clone(), first.key.clone(), first.admin.clone());
+    first.lp.stop();
+
+    let second = Harness::with(config.clone());
+    assert_eq!(
+        (second.sdk.clone(), second.key.clone(), second.admin.clone()),
+        tokens
+    );
+    let list = second
+        .call(Method::GET, &second.workloads_path(), Some(&minted), None)
+        .await;
+    assert_eq!(list.status, 200);
+    second.lp.stop();
+
+    let seeded = Harness::with(Config {
+        seed: Some(3),
+        ..config.clone()
+    });
+    let derived = LocalPlatform::start(Config {
+        seed: Some(3),
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(seeded.sdk, derived.info().sdk_token);
+    assert_eq!(seeded.admin, derived.info().admin_token);
+    derived.stop();
+    // The earlier data credentials stay valid, as tokens minted under another seed do.
+    let old = seeded
+        .call(Method::GET, &seeded.workloads_path(), Some(&tokens.0), None)
+        .await;
+    assert_eq!(old.status, 200);
+    let seeded_tokens = (seeded.sdk.clone(), seeded.admin.clone());
+    seeded.lp.stop();
+
+    let after = Harness::with(config);
+    assert_eq!((after.sdk.clone(), after.admin.clone()), seeded_tokens);
+    after.lp.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -19,13 +19,15 @@ pub struct LocalPlatform {
 
 #[pymethods]
 impl LocalPlatform {
+    // `seed=None` (the default): random tokens (those of `state_dir` when it has some), synthetic
+    // engines seeded with 0; `seed=N`: everything derives from N.
     #[new]
-    #[pyo3(signature = (*, port = 0, project = None, seed = 0, state_dir = None))]
+    #[pyo3(signature = (*, port = 0, project = None, seed = None, state_dir = None))]
     fn new(
         py: Python<'_>,
         port: u16,
         project: Option<String>,
-        seed: u64,
+        seed: Option<u64>,
         state_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
         let defaults = Config::default();
