@@ -818,11 +818,12 @@ fn push_arrival(arrivals: &mut Vec<Arrival>, event: EventRef<'_>, arrived: Insta
 /// platform's error shapes. Its message is the server's.
 fn readiness_error(event: EventRef<'_>) -> Option<Error> {
     let body: Option<Value> = serde_json::from_slice(event.data).ok();
+    // The platform's nested shape, an engine's flat `{"object": "error"}`, or an `event: error`.
     let is_error = event.event == b"error"
-        || body
-            .as_ref()
-            .and_then(|b| b.get("error"))
-            .is_some_and(|e| !e.is_null());
+        || body.as_ref().is_some_and(|b| {
+            b.get("error").is_some_and(|e| !e.is_null())
+                || b.get("object").and_then(Value::as_str) == Some("error")
+        });
     if !is_error {
         return None;
     }

@@ -176,19 +176,9 @@ fn recorded_body(body: &[u8]) -> Value {
     }
 }
 
-/// `value` with every token inside its strings redacted.
+/// `value` with every secret inside its strings redacted, and values of secret-named keys hidden.
 fn redact_json(value: Value) -> Value {
-    match value {
-        Value::String(text) => Value::String(redact_text(&text)),
-        Value::Array(items) => Value::Array(items.into_iter().map(redact_json).collect()),
-        Value::Object(fields) => Value::Object(
-            fields
-                .into_iter()
-                .map(|(key, value)| (key, redact_json(value)))
-                .collect(),
-        ),
-        other => other,
-    }
+    inferencekey_secrets::redact_json(value)
 }
 
 /// A streamed response body that records in the journal how it ended: finished, failed, or

@@ -1,5 +1,5 @@
 //! Token shapes: the `ik_sdk_` / `ik_live_` / `ik_admin_` prefixes, minting real-shaped tokens,
-//! and cutting any token in a text to its prefix and id, for every output.
+//! and cutting any secret in a text to what may be shown, for every output.
 
 use crate::rng::SplitMix64;
 
@@ -33,45 +33,11 @@ pub fn redact_token(token: &str) -> String {
     redact_text(token)
 }
 
-/// `text` with every `ik_sdk_` / `ik_live_` / `ik_admin_` token cut to its prefix and id.
+/// `text` with every secret cut to what may be shown: an `ik_sdk_` / `ik_live_` / `ik_admin_` token to its
+/// prefix and id, every other recognised credential (`hf_…`, `sk-…`, passwords in URLs, ...) to its prefix; the
+/// one definition of a secret is the `inferencekey-secrets` crate's, shared with the SDK.
 pub fn redact_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some((start, prefix)) = find_token_start(rest) {
-        out.push_str(&rest[..start]);
-        let body = &rest[start + prefix.len()..];
-        let token_len = body
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(body.len());
-        let id: String = body[..token_len].chars().take(8).collect();
-        out.push_str(prefix);
-        out.push_str(&id);
-        rest = &body[token_len..];
-        // Idempotent: text redacted once (`ik_sdk_0a1b2c3d…`) stays as it is.
-        if !rest.starts_with('…') {
-            out.push('…');
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The first token prefix in `text` followed by an alphanumeric: (byte offset, prefix).
-fn find_token_start(text: &str) -> Option<(usize, &'static str)> {
-    [SDK_PREFIX, LIVE_PREFIX, ADMIN_PREFIX]
-        .into_iter()
-        .flat_map(|prefix| {
-            text.match_indices(prefix)
-                .filter(move |(at, _)| {
-                    text[at + prefix.len()..]
-                        .chars()
-                        .next()
-                        .is_some_and(|c| c.is_ascii_alphanumeric())
-                })
-                .map(move |(at, _)| (at, prefix))
-                .take(1)
-        })
-        .min_by_key(|(at, _)| *at)
+    inferencekey_secrets::redact(text)
 }
 
 #[cfg(test)]
