@@ -1,5 +1,5 @@
 # The project's commands: `make demo` (the quickstart on the embedded local platform), `make test` (the tests; CI runs
-# them, then `make test-sdist`).
+# them, then `make test-sdist`), `make reliability-doc` (docs/reliability.md from a run of the fault matrix).
 # Tools go into a local virtualenv (.venv) so a fresh machine needs only Rust and Python 3.
 
 VENV ?= .venv
@@ -24,7 +24,8 @@ ZIG_UNWIND_DIR := target/zig-libgcc-s
 WHEEL_RUSTC_ARGS := -- -L native=$(abspath $(ZIG_UNWIND_DIR)) -l dylib=gcc_s_host
 endif
 
-.PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows
+.PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows \
+	reliability-doc
 
 $(VENV)/.tools: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -54,6 +55,11 @@ test-python: develop
 # The Python suite runs against the release wheel as users install it: the same one release build as a development
 # install (the zig wheel instead of `maturin develop`), and it also tests the packaging and the manylinux link.
 test: test-rust test-wheel
+
+# docs/reliability.md: tests/test_fault_matrix.py run against the development build, one row per passing test with the
+# outcome it observed (scripts/reliability_doc.py). Fails, after writing, when a test failed; commit the result.
+reliability-doc: develop
+	$(PY) scripts/reliability_doc.py
 
 # Both suites STRESS_RUNS times while every core is kept busy: a test that passes on timing luck fails here.
 STRESS_RUNS ?= 5
