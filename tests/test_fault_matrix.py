@@ -746,10 +746,13 @@ def test_truncated_before_the_finish(matrix: Matrix, operation: str, backend: st
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_truncated_after_the_finish(matrix: Matrix, mode: str) -> None:
-    # Spec: a stream that ends without [DONE] but after its finish_reason is complete (no error). No fault of the
-    # local platform ends a stream there: `truncate` and `inband_error` always cut before the finish chunk.
-    pytest.skip("the local platform has no fault that ends a stream after its finish chunk but before [DONE]")
+@pytest.mark.parametrize("backend", STREAM_BACKENDS)
+def test_truncated_after_the_finish(matrix: Matrix, backend: str, mode: str) -> None:
+    # Spec: a stream that ends without [DONE] but after its finish_reason is complete: no error, nothing lost.
+    op = OPS["generate_text_stream"]
+    slug = matrix.prepare(op, backend)
+    outcome = decoded_normally(matrix, op, slug, mode, {"type": "truncate", "after_finish": True})
+    matrix.record(TRUNCATE, "ends after the finish chunk, no [DONE]", f"{op.name} ({backend})", mode, *outcome)
 
 
 # --- in-band errors -------------------------------------------------------------------------------------------------

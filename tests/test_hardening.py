@@ -65,7 +65,12 @@ FORMATS = [
 
 
 def hidden(secret: str) -> str:
-    """A part of `secret` that must never be shown (its last 12 characters)."""
+    """A part of `secret` that must never be shown: a key block's body, a URL's password, else its last 12
+    characters."""
+    if "PRIVATE KEY" in secret:
+        return secret.split("\n")[1]
+    if "://" in secret:
+        return secret.split("@")[0].rsplit(":", 1)[1]
     return secret[-12:]
 
 
@@ -390,3 +395,72 @@ def test_a_success_reply_without_choices_is_a_malformed_response(deploy: Deploy,
         ep.generate_text(prompt="hi")
     assert str(info.value) == "malformed response: chat completion without a choices list"
     assert info.value.request_id is not None
+
+
+# --- every secret format through every error path ------------------------------------------------------------------
+
+
+def error_paths(secret: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, route, fault) for each way a server's words reach an exception, each carrying `secret`."""
+    said = f"rejected {secret} here"
+    # A key block spans lines, which no header can carry.
+    header = (
+        []
+        if "\n" in secret
+        else [("request id", "chat", {"type": "status", "status": 500, "headers": {"x-request-id": secret}})]
+    )
+    return [
+        *header,
+        ("status body", "chat", {"type": "status", "status": 500, "body": {"error": {"code": "x", "message": said}}}),
+        ("validation body", "chat", {"type": "status", "status": 400, "body": {"message": said, "param": secret}}),
+        ("permission body", "chat", {"type": "status", "status": 403, "body": {"error": {"code": secret}}}),
+        ("text body", "chat", {"type": "status", "status": 502, "body": said}),
+        ("in-band nested", "chat_stream", {"type": "inband_error", "after_events": 1, "message": said}),
+        ("in-band flat", "chat_stream", {"type": "inband_error", "after_events": 1, "shape": "flat", "message": said}),
+        (
+            "in-band event",
+            "chat_stream",
+            {"type": "inband_error", "after_events": 1, "shape": "event", "message": said},
+        ),
+        ("readiness frame", "readiness", {"type": "inband_error", "after_events": 1, "message": said}),
+    ]
+
+
+@pytest.mark.parametrize(("secret", "words"), FORMATS, ids=[words for _, words in FORMATS])
+def test_no_secret_of_any_format_leaves_through_any_error_path(
+    mgmt: ManagementClient, deploy: Deploy, admin: Admin, secret: str, words: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="inferencekey")
+    ep = deploy()
+    mgmt.ensure(make_spec(slug="warming"))
+    for name, route, fault in error_paths(secret):
+        admin.fault(route, fault, **({"workload": "warming"} if route == "readiness" else {}))
+        if route == "readiness":
+            admin.readiness("warming", "stuck")
+        with pytest.raises(Exception) as info:
+            if route == "chat":
+                ep.generate_text(prompt="hi")
+            elif route == "chat_stream":
+                list(ep.generate_text_stream(prompt="hi"))
+            else:
+                mgmt.wait_until_ready("warming", timeout=30, silent=True)
+        err = info.value
+        seen = exception_text(err) + caplog.text
+        for attribute in ("body", "request_id", "code", "status_code"):
+            seen += json.dumps(getattr(err, attribute, None))
+        assert hidden(secret) not in seen, f"{name}: {seen!r}"
+    # Every path was taken: nine faults fired.
+    assert len([e for e in admin.journal() if e.get("fault")]) == len(error_paths(secret))
+
+
+def test_local_platform_arguments_are_checked() -> None:
+    for kwargs, exc_type, message in [
+        ({"port": 70000}, ValidationError, "validation error: port must be an integer from 0 to 65535"),
+        ({"port": -1}, ValidationError, "validation error: port must be an integer from 0 to 65535"),
+        ({"port": "8080"}, TypeError, "port must be an int, not str"),
+        ({"seed": 2**64}, ValidationError, "validation error: seed must be an integer from 0 to 18446744073709551615"),
+        ({"project": 3}, TypeError, "project must be a str, not int"),
+    ]:
+        with pytest.raises(exc_type) as info:
+            LocalPlatform(**kwargs)
+        assert str(info.value) == message

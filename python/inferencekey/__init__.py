@@ -61,10 +61,16 @@ from inferencekey.types import (
 __version__: str = _core.__version__
 """The package version (that of the native module it ships with)."""
 
+MAX_SSE_EVENT_BYTES: int = _core.MAX_SSE_EVENT_BYTES
+"""The largest server-sent event a stream may carry (16 MiB): past it the stream raises ``ApiError``
+(``malformed response: … exceeded the 16 MiB limit of one SSE event``), so a server that sends one endless line
+cannot grow the client's memory without bound."""
+
 # A library never configures logging; without a handler, drift warnings would also print via logging's last resort.
 logging.getLogger("inferencekey").addHandler(logging.NullHandler())
 
 __all__ = [
+    "MAX_SSE_EVENT_BYTES",
     "ApiConnectionError",
     "ApiError",
     "ApiTimeoutError",

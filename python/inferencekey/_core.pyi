@@ -15,6 +15,7 @@ from inferencekey.types import EmbedResult, EndpointRef, Plan, ReadinessEvent, R
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_CONCURRENCY",
+    "MAX_SSE_EVENT_BYTES",
     "ChatStream",
     "ChunkBatch",
     "DataClient",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 __version__: str
 DEFAULT_BATCH_SIZE: int
+MAX_SSE_EVENT_BYTES: int
 DEFAULT_MAX_CONCURRENCY: int
 
 def redact(text: str) -> str:
@@ -227,7 +229,7 @@ class LocalPlatform:
     def __new__(
         cls,
         *,
-        port: int = 0,
+        port: int | None = None,
         project: str | None = None,
         seed: int | None = None,
         state_dir: str | None = None,

@@ -25,6 +25,19 @@ fn too_large(name: &str) -> Error {
     Error::validation(format_args!("{name} is too large"))
 }
 
+/// An integer argument that must lie in `min..=max` (a port, a seed), or a validation error naming the argument
+/// and the range.
+pub fn int_in_range<T: TryFrom<i128>>(name: &str, value: i128, min: i128, max: i128) -> Result<T> {
+    if (min..=max).contains(&value) {
+        if let Ok(value) = T::try_from(value) {
+            return Ok(value);
+        }
+    }
+    Err(Error::validation(format_args!(
+        "{name} must be an integer from {min} to {max}"
+    )))
+}
+
 /// The validation error for an integer a binding cannot even carry (beyond 64 bits), worded as the core's own
 /// range checks are.
 pub fn integer_out_of_range(name: &str, negative: bool) -> Error {

@@ -22,7 +22,7 @@ mod token;
 mod transport;
 mod wire;
 
-pub use args::{integer_out_of_range, readiness_timeout};
+pub use args::{int_in_range, integer_out_of_range, readiness_timeout};
 pub use batch::{BatchDone, BatchOptions, EmbedJob, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY};
 pub use config::{resolve_setting, TransportOptions, DEFAULT_BASE_URL};
 pub use control::{EnsureOutcome, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
@@ -34,6 +34,6 @@ pub use error::{Error, ErrorBody, ErrorKind, Result};
 pub use manifest::{load_manifest, parse_manifest};
 pub use plan::{FieldChange, Plan, PlanAction};
 pub use spec::{canonical_slug, checked_slug, WorkloadSpec};
-pub use sse::{SseDecoder, SseEvent};
+pub use sse::{SseDecoder, SseEvent, MAX_EVENT_BYTES};
 pub use token::redact;
 pub use wire::Workload;

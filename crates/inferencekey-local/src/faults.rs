@@ -154,11 +154,15 @@ pub enum Fault {
         #[serde(default = "one_ms")]
         interval_ms: u64,
     },
-    /// End the stream cleanly after that many events, before any finish or `[DONE]`.
+    /// End the stream cleanly after that many events, before any finish or `[DONE]`; with `after_finish`,
+    /// after every event but `[DONE]` (a stream that is complete without its last frame).
     Truncate {
         /// Events sent before the end.
         #[serde(default = "two")]
         after_events: usize,
+        /// Send the finish (and the usage chunk), leave out only `[DONE]`.
+        #[serde(default)]
+        after_finish: bool,
     },
     /// Send the engine's error frame after that many events.
     InbandError {

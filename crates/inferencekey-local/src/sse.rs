@@ -258,7 +258,13 @@ async fn produce(
             Some(Fault::EndlessLine { .. }) if event.terminal => {
                 return endless_line(&mut out, ENDLESS_CAP).await;
             }
-            Some(Fault::Truncate { after_events }) if cut_here(*after_events) => break,
+            Some(Fault::Truncate {
+                after_finish: true, ..
+            }) if &event.data[..] == b"[DONE]" => break,
+            Some(Fault::Truncate {
+                after_events,
+                after_finish: false,
+            }) if cut_here(*after_events) => break,
             Some(Fault::InbandError {
                 after_events,
                 shape,

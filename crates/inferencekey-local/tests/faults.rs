@@ -278,6 +278,23 @@ async fn truncate_ends_before_any_finish() {
 }
 
 #[tokio::test]
+async fn truncate_after_finish_leaves_out_only_done() {
+    let h = Harness::start();
+    for backend in ["vllm", "llamacpp", "ollama", "sglang"] {
+        h.create_ready(backend, backend, "text2text").await;
+        let whole = sse_json(&stream_chat(&h, backend, 5).await.bytes);
+        assert_eq!(whole.last(), Some(&json!("[DONE]")));
+        h.add_fault(json!({"route": "chat_stream", "workload": backend,
+            "fault": {"type": "truncate", "after_finish": true}}))
+            .await;
+        let cut = sse_json(&stream_chat(&h, backend, 5).await.bytes);
+        assert_eq!(cut.len(), whole.len() - 1, "{backend}");
+        assert!(has_finish(&cut), "{backend}");
+        assert!(!cut.contains(&json!("[DONE]")), "{backend}");
+    }
+}
+
+#[tokio::test]
 async fn inband_errors_in_each_shape() {
     let h = Harness::start();
     h.create_ready("vllm", "vllm", "text2text").await;

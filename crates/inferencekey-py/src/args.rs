@@ -142,6 +142,25 @@ pub fn int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
     ))
 }
 
+/// An `int` argument that must lie in `min..=max` (checked by the core, which words the error); any Python int
+/// is read, however large, so none raises `OverflowError`.
+pub fn int_in<T: TryFrom<i128>>(
+    obj: &Bound<'_, PyAny>,
+    name: &str,
+    min: i128,
+    max: i128,
+) -> PyResult<T> {
+    if obj.cast::<PyBool>().is_ok() || obj.cast::<PyInt>().is_err() {
+        return Err(wrong_type(obj, name, "an int"));
+    }
+    // Beyond 128 bits is out of every range: saturate to a value outside it.
+    let value = obj.extract::<i128>().or_else(|_| {
+        obj.lt(0)
+            .map(|negative| if negative { i128::MIN } else { i128::MAX })
+    })?;
+    inferencekey_core::int_in_range(name, value, min, max).map_err(|err| to_pyerr(obj.py(), err))
+}
+
 /// An optional `int` argument (None stays None).
 pub fn opt_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i64>> {
     if obj.is_none() {

@@ -53,6 +53,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .call_method1("register", (exiting,))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_BATCH_SIZE", inferencekey_core::DEFAULT_BATCH_SIZE)?;
+    m.add("MAX_SSE_EVENT_BYTES", inferencekey_core::MAX_EVENT_BYTES)?;
     m.add(
         "DEFAULT_MAX_CONCURRENCY",
         inferencekey_core::DEFAULT_MAX_CONCURRENCY,

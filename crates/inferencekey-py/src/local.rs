@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 use inferencekey_local::{Config, LocalPlatform as Platform, ReadyInfo};
 
+use crate::args;
 use crate::errors::{internal_error, to_pyerr};
 
 /// A running local platform; `stop()` (or garbage collection) shuts it down.
@@ -22,14 +23,22 @@ impl LocalPlatform {
     // `seed=None` (the default): random tokens (those of `state_dir` when it has some), synthetic
     // engines seeded with 0; `seed=N`: everything derives from N.
     #[new]
-    #[pyo3(signature = (*, port = 0, project = None, seed = None, state_dir = None))]
+    #[pyo3(signature = (*, port = None, project = None, seed = None, state_dir = None))]
     fn new(
         py: Python<'_>,
-        port: u16,
-        project: Option<String>,
-        seed: Option<u64>,
+        port: Option<&Bound<'_, PyAny>>,
+        project: Option<&Bound<'_, PyAny>>,
+        seed: Option<&Bound<'_, PyAny>>,
         state_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
+        let port: u16 = match port {
+            Some(port) => args::int_in(port, "port", 0, u16::MAX.into())?,
+            None => 0,
+        };
+        let project = project.map(|p| args::text(p, "project")).transpose()?;
+        let seed: Option<u64> = seed
+            .map(|s| args::int_in(s, "seed", 0, u64::MAX.into()))
+            .transpose()?;
         let defaults = Config::default();
         let config = Config {
             port,
