@@ -15,7 +15,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -263,12 +263,27 @@ fn resolver() -> PyResult<Sender<Message>> {
 /// Set once the interpreter begins to exit (an `atexit` hook registered at import).
 static EXITING: AtomicBool = AtomicBool::new(false);
 
-/// The interpreter is exiting: the resolver thread must not attach any more. Before CPython 3.13 a thread that
-/// attaches during finalization is ended with `pthread_exit` in the middle of our frames; nothing awaits results
-/// then anyway.
+/// How many of our threads are attached, or about to attach (counted before `EXITING` is checked).
+static ATTACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// The longest the exit hook waits for an attached resolver to finish its call (a few microseconds in practice).
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The interpreter is exiting: the resolver thread must not attach any more, and one attached now must have left
+/// before finalization begins. Before CPython 3.14 a thread that takes the interpreter lock back during finalization
+/// (even one attached before it began, inside a call that released the lock, such as the socket send of
+/// `call_soon_threadsafe`) is ended with `pthread_exit` in the middle of our frames, which aborts the process;
+/// nothing awaits results then anyway.
 #[pyfunction]
-pub fn _interpreter_exiting() {
+pub fn _interpreter_exiting(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
+    // Release the lock so that an attached resolver can finish its call; it attaches no more after that.
+    py.detach(|| {
+        let started = std::time::Instant::now();
+        while ATTACHED.load(Ordering::SeqCst) != 0 && started.elapsed() < EXIT_WAIT {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    });
 }
 
 /// Wake the resolver to emit queued log records (called by the log bridge on the thread that logged).
@@ -278,6 +293,22 @@ pub fn wake_resolver() {
     }
     if let Some(queue) = resolver_queue() {
         let _ = queue.send(Message::Logged);
+    }
+}
+
+/// One count in `ATTACHED` for as long as it lives (however the attached call ends).
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        ATTACHED.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        ATTACHED.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -295,7 +326,11 @@ fn resolve_forever(receiver: &Receiver<Message>) {
                 next = receiver.try_recv().ok();
             }
         }
+        // Counted before the check, as the exit hook sets the flag before it reads the count: one of the two
+        // always sees the other (both sequentially consistent).
+        let counted = Counted::new();
         if EXITING.load(Ordering::SeqCst) {
+            drop(counted);
             // Dropped without attaching: their Python references are released by the interpreter's teardown.
             std::mem::forget(batch);
             continue;
@@ -306,6 +341,7 @@ fn resolve_forever(receiver: &Receiver<Message>) {
             let _ = logs::drain(py);
             hand_over(py, batch);
         });
+        drop(counted);
     }
 }
 
