@@ -464,3 +464,43 @@ def test_local_platform_arguments_are_checked() -> None:
         with pytest.raises(exc_type) as info:
             LocalPlatform(**kwargs)
         assert str(info.value) == message
+
+
+# --- found on the way: an abort at exit ------------------------------------------------------------------------------
+
+LATE_RESULT_AT_EXIT = """
+import asyncio, logging, os, threading, time
+
+class SlowOffMain(logging.Handler):
+    # Emitting from an SDK thread takes a while (without the interpreter lock), so the result reaches the loop
+    # late, and the program exits while the thread that handed it over is still inside that call.
+    def emit(self, record):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.02)
+
+logger = logging.getLogger("inferencekey")
+logger.setLevel(logging.DEBUG)
+logger.addHandler(SlowOffMain())
+from inferencekey import AsyncDataClient
+
+env = os.environ
+ep = AsyncDataClient(base_url=env["INFERENCEKEY_BASE_URL"], project=env["INFERENCEKEY_PROJECT"],
+                     api_key=env["INFERENCEKEY_API_KEY"]).endpoint("support-bot")
+
+async def main():
+    await ep.generate_text(prompt="hi")
+
+asyncio.run(main())
+print("done")
+"""
+
+
+def test_a_program_that_exits_right_after_an_async_result_exits_cleanly(
+    platform: LocalPlatform, deploy: Deploy
+) -> None:
+    # Before the fix, 14 of 20 such programs were killed by SIGABRT after they had finished: the thread that handed
+    # the result to the loop took the interpreter lock back during finalization and was ended inside our frames.
+    deploy()
+    for _ in range(10):
+        done = run_python(LATE_RESULT_AT_EXIT, child_env(platform))
+        assert (done.returncode, done.stdout.strip()) == (0, "done"), done.stderr[-2000:]
