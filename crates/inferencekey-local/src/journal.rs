@@ -297,6 +297,27 @@ mod tests {
     }
 
     #[test]
+    fn every_secret_format_is_redacted_not_only_tokens() {
+        let mut journal = Journal::default();
+        let headers = HeaderMap::new();
+        let hf = format!("hf_{}", "AbCdEfGhIj".repeat(4));
+        let body = serde_json::json!({
+            "config": {"env": {"HF_TOKEN": hf, "PASSWORD": "hunter2hunter2", "HF_HUB_OFFLINE": "1"}},
+            "model": "https://user:pa55word99@models.example/m",
+        })
+        .to_string();
+        journal.begin("POST", "/api/x", None, &headers, body.as_bytes(), 5);
+        let entry = &journal.entries()[0];
+        assert_eq!(entry.body["config"]["env"]["HF_TOKEN"], "hf_\u{2026}");
+        assert_eq!(entry.body["config"]["env"]["PASSWORD"], "\u{2026}");
+        assert_eq!(entry.body["config"]["env"]["HF_HUB_OFFLINE"], "1");
+        assert_eq!(
+            entry.body["model"],
+            "https://user:\u{2026}@models.example/m"
+        );
+    }
+
+    #[test]
     fn bodies_and_capacity() {
         let mut journal = Journal::default();
         let headers = HeaderMap::new();

@@ -656,7 +656,13 @@ pub fn redact_json(value: Value) -> Value {
             map.into_iter()
                 .map(|(key, value)| {
                     let value = match value {
-                        Value::String(text) if secret_named(&key) && credential_like(&text) => {
+                        // A value of a known shape keeps its prefix; any other credential under a secret name
+                        // is hidden whole.
+                        Value::String(text)
+                            if secret_named(&key)
+                                && credential_like(&text)
+                                && find(&text).is_empty() =>
+                        {
                             Value::String(ELLIPSIS.to_string())
                         }
                         other => redact_json(other),
