@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{read, Harness};
+use common::{read, temp_dir, Harness};
 use inferencekey_local::{Config, LocalError, LocalPlatform};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -213,14 +213,7 @@ async fn serves_http2_with_prior_knowledge() {
 
 #[tokio::test]
 async fn state_dir_keeps_workloads_and_tokens_across_restarts() {
-    let dir = std::env::temp_dir().join(format!(
-        "inferencekey-local-state-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = temp_dir("state");
     let config = Config {
         state_dir: Some(dir.clone()),
         seed: Some(11),
@@ -311,20 +304,6 @@ async fn state_dir_keeps_workloads_and_tokens_across_restarts() {
     assert_eq!(with_old.json()["workloads"].as_array().unwrap().len(), 2);
     third.lp.stop();
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A fresh directory under the system temp dir for one test.
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "inferencekey-local-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 /// Without `--seed` every install has its own tokens (the ready line's and the minted ones), from

@@ -6,7 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{read, Harness};
+use common::{read, temp_dir, Harness};
 use inferencekey_local::{Config, LocalError, LocalPlatform};
 use reqwest::Method;
 use serde_json::Value;
@@ -253,20 +253,6 @@ fn allow_remote_warns_on_stderr() {
     );
     let quiet = binary_stderr(&["--port", "0"]);
     assert_eq!(quiet, "");
-}
-
-/// A fresh directory under the system temp dir for one test.
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "inferencekey-local-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 /// Two platforms on one state directory would overwrite each other's writes: the second one

@@ -306,3 +306,17 @@ pub fn stream_text(chunks: &[Value]) -> String {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect()
 }
+
+/// A fresh directory under the system temp dir for one test.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "inferencekey-local-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
