@@ -4,8 +4,8 @@
                         links only the C runtime; prints each wheel's tag, libraries and size
     test-wheel DIST     installs the wheel of DIST that fits this interpreter into a fresh virtualenv, then runs the
                         test suite against the installed package with no Rust toolchain on PATH
-    test-sdist DIST     builds and installs the sdist of DIST in a fresh virtualenv, then runs the quickstart with
-                        ``inferencekey local exec`` and the CLI and text tests
+    test-sdist DIST     builds and installs the sdist of DIST in a fresh virtualenv, then runs the quickstart it
+                        ships (examples/quickstart.py) with ``inferencekey local exec`` and the CLI and text tests
 
 Standard library only (audit also needs auditwheel), so it runs unchanged on Linux, macOS, Windows and Alpine.
 """
@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
@@ -197,13 +198,25 @@ def test_sdist(dist: Path, venv: Path, pytest_args: Sequence[str]) -> int:
     env["PATH"] = os.pathsep.join([str(scripts_dir(venv)), env.get("PATH", "")])
     with tempfile.TemporaryDirectory(prefix="inferencekey-sdist-") as tmp:
         shutil.copytree(ROOT / "tests", Path(tmp) / "tests")
-        shutil.copy(ROOT / "examples" / "quickstart.py", Path(tmp) / "quickstart.py")
+        # The quickstart as the sdist ships it (the README points its users to examples/), not the checkout's copy.
+        (Path(tmp) / "quickstart.py").write_bytes(sdist_member(sdists[0], "examples/quickstart.py"))
         script = assert_installed(python, venv, env, Path(tmp))
         run([script, "local", "exec", "--", str(python), "quickstart.py"], env=env, cwd=Path(tmp))
         return pytest(python, env, Path(tmp), [*SDIST_TESTS, *pytest_args])
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
+
+
+def sdist_member(sdist: Path, path: str) -> bytes:
+    """The bytes of `path` (relative to the project root) inside the sdist; an error if it is not there."""
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.partition("/")[2] == path:
+                data = tar.extractfile(member)
+                assert data is not None
+                return data.read()
+    raise SystemExit(f"check_dist: {sdist.name} does not contain {path}")
 
 
 def fresh_venv(venv: Path) -> Path:
