@@ -1,11 +1,11 @@
 //! The mapping of HTTP error responses to errors (`Error::from_response`, every body shape of platform-wire
 //! section 8) and of in-band errors in 2xx bodies. The first byte picks the status, the rest is the body. It never
 //! panics; the kind follows the status; the message has the kind's wording and a bounded quote of the server's text;
-//! no message, body or `Debug` holds a full token.
+//! no message, body or `Debug` holds a full token; and redacting any text leaves at most 8 characters of a token id.
 #![no_main]
 
 use inferencekey_core::fuzzing::{error_response, inband, SLUG};
-use inferencekey_core::{ErrorBody, ErrorKind};
+use inferencekey_core::{redact, ErrorBody, ErrorKind};
 use inferencekey_fuzz::assert_redacted;
 use libfuzzer_sys::fuzz_target;
 
@@ -52,6 +52,8 @@ fuzz_target!(|input: &[u8]| {
         None => assert!(body.iter().all(u8::is_ascii_whitespace)),
     }
     let _ = format!("{err:?}");
+    // Redaction itself, on the raw body as text (it guards every message, log line and body the SDK shows).
+    assert_redacted("redacted body", &redact(&String::from_utf8_lossy(body)));
     if let Some(err) = inband(body) {
         assert_eq!(err.kind, ErrorKind::Api);
         let expected = format!("workload {SLUG:?} reported an error: ");

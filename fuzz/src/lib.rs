@@ -40,7 +40,23 @@ pub fn bytewise(data: &[u8]) -> Vec<&[u8]> {
     data.chunks(1).collect()
 }
 
-/// Text that has left the SDK holds no full token: redacting it again changes nothing.
+/// Text that has left the SDK holds no full token: redacting it again changes nothing, and every token prefix
+/// followed by a letter or digit shows at most 8 of them and then the ellipsis.
 pub fn assert_redacted(what: &str, text: &str) {
     assert_eq!(redact(text), text, "{what} holds an unredacted token");
+    let bytes = text.as_bytes();
+    for prefix in ["ik_sdk_", "ik_live_"] {
+        for (at, _) in text.match_indices(prefix) {
+            let id = &bytes[at + prefix.len()..];
+            let shown = id.iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+            if shown == 0 {
+                continue;
+            }
+            assert!(shown <= 8, "{what} shows {shown} characters of a token id");
+            assert!(
+                id[shown..].starts_with("\u{2026}".as_bytes()),
+                "{what}: a token id not followed by the ellipsis"
+            );
+        }
+    }
 }
