@@ -1,5 +1,6 @@
 # The project's commands: `make demo` (the quickstart on the embedded local platform), `make test` (the tests; CI runs
 # them, then `make test-sdist`), `make reliability-doc` (docs/reliability.md from a run of the fault matrix).
+# `make fuzz` and `make soak` are bounded robustness runs outside `make test`.
 # Tools go into a local virtualenv (.venv) so a fresh machine needs only Rust and Python 3.
 
 VENV ?= .venv
@@ -25,7 +26,7 @@ WHEEL_RUSTC_ARGS := -- -L native=$(abspath $(ZIG_UNWIND_DIR)) -l dylib=gcc_s_hos
 endif
 
 .PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows \
-	reliability-doc
+	reliability-doc fuzz soak
 
 $(VENV)/.tools: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -65,6 +66,22 @@ reliability-doc: develop
 STRESS_RUNS ?= 5
 test-stress: develop
 	STRESS_RUNS=$(STRESS_RUNS) CARGO=$(CARGO) PY=$(PY) scripts/stress.sh
+
+# Fuzzing (fuzz/README.md): every cargo-fuzz target of the core's decoders (SSE, chat chunks and streams, workload
+# lists, error bodies, TOML manifests) for FUZZ_SECONDS each (default 60), then the atheris harness of the binding's
+# Python-to-JSON conversion. Installs cargo-fuzz into fuzz/.cargo-root and builds into fuzz/target (stable toolchain,
+# no sanitizer). Not part of `make test`. FUZZ_TARGETS="sse manifest" runs a subset; FUZZ_PY_ARGS=--no-deep leaves
+# deep nesting and cycles out of the Python harness.
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.tools
+	FUZZ_SECONDS=$(FUZZ_SECONDS) VENV=$(VENV) CARGO=$(CARGO) scripts/fuzz.sh
+
+# Soak (scripts/soak.py): a few minutes of streams against the local platform (sync, async, threads, a forked child,
+# injected faults), failing if RSS, open file descriptors or threads grow past the tolerances it prints. Not part of
+# `make test`. SOAK_ARGS="--streams 500" for a quick run.
+SOAK_ARGS ?=
+soak: develop
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 # dist/: this platform's abi3 wheel and the sdist. Fails unless a Linux wheel is manylinux2014 or better and links
 # only the C runtime (check-wheel).

@@ -645,7 +645,7 @@ impl Endpoint {
 }
 
 /// Message text: a string, or the `text` of each part of list-form content; anything else is `""`.
-fn content_text(content: Option<&Value>) -> String {
+pub(crate) fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(parts)) => parts
@@ -690,7 +690,7 @@ fn answer_json(bytes: &[u8], what: &str, slug: &str) -> Result<Value> {
 }
 
 /// An error carried in a 200 body: `{"error": {...}}` / `{"error": "..."}`, or a flat `{"object": "error"}`.
-fn inband_error(body: &Value, slug: &str) -> Option<Error> {
+pub(crate) fn inband_error(body: &Value, slug: &str) -> Option<Error> {
     let map = body.as_object()?;
     let is_error = map.get("error").is_some_and(|e| !e.is_null())
         || map.get("object").and_then(Value::as_str) == Some("error");
@@ -960,6 +960,30 @@ impl StreamState<'_> {
             data: Bytes::copy_from_slice(data),
         });
     }
+}
+
+/// What a stream body decodes to without a connection: the chunks, whether `[DONE]` and a `finish_reason` were
+/// seen, and the failure that ended it. The same decoding as `pump`, for `crate::fuzzing`.
+pub(crate) fn decode_stream<'r>(
+    reads: impl IntoIterator<Item = &'r [u8]>,
+    slug: &str,
+) -> (Vec<ChatChunk>, bool, bool, Option<Error>) {
+    let mut decoder = SseDecoder::new();
+    let mut state = StreamState {
+        slug,
+        done: false,
+        finished: false,
+        error: None,
+    };
+    let mut chunks = Vec::new();
+    for read in reads {
+        decoder.feed_with(read, |event| state.on_event(event, &mut chunks));
+        if decoder.overflowed() && state.error.is_none() {
+            state.error = Some(Error::event_too_large(&format!("workload {slug:?}")));
+        }
+    }
+    decoder.finish_with(|event| state.on_event(event, &mut chunks));
+    (chunks, state.done, state.finished, state.error)
 }
 
 /// The background task of a chat stream: read, decode, queue one batch per network read.

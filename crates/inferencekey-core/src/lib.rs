@@ -13,6 +13,9 @@ mod data;
 mod drift;
 mod error;
 mod event;
+// Wrappers over the private decoders for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod manifest;
 mod plan;
 mod quote;
