@@ -18,6 +18,7 @@ mod plan;
 mod quote;
 mod spec;
 mod sse;
+mod suggest;
 mod token;
 mod transport;
 mod wire;
