@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import subprocess
@@ -34,6 +35,13 @@ if sys.platform != "win32":
 READINESS_PATH = f"{WORKLOADS_PATH}/support-bot/readiness-events"
 ON_A_TTY = pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal (pty, termios): POSIX only")
 PLAIN_LINE = re.compile(r"^\[\s*\d+\.\d+s\] (scheduling|provisioning|bootstrapping|ready|error)\b.*$")
+
+
+class FakeTerminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def with_profile(mgmt: ManagementClient, admin: Admin, readiness: str, **settings: Any) -> None:
@@ -218,6 +226,25 @@ def test_async_wait_gets_the_same_hint(platform: LocalPlatform, mgmt: Management
 
     with pytest.raises(ApiError, match=r'not found \(did you mean "support-bot"\?\)$'):
         asyncio.run(wait())
+
+
+def test_a_phase_bar_flooded_with_updates_redraws_each_phase_and_little_else() -> None:
+    from inferencekey._progress import MIN_REDRAW_INTERVAL_S, ProgressView
+
+    terminal = FakeTerminal()
+    view = ProgressView(terminal, interactive=True)
+    started = time.monotonic()
+    for phase in PHASES:
+        for n in range(200):
+            view(ReadinessEvent(phase=phase, message=f"update {n}", elapsed_ms=n, step=None))
+    view.close()
+    elapsed = time.monotonic() - started
+    drawn = terminal.getvalue()
+    # Each phase change at once, message updates at most once per interval, and the final state at the end.
+    assert drawn.count("\r") <= len(PHASES) + elapsed / MIN_REDRAW_INTERVAL_S + 2, (drawn.count("\r"), elapsed)
+    for phase in PHASES:
+        assert f"[{phase}]" in drawn
+    assert drawn.endswith("[ready]  update 199\n")
 
 
 def test_dropped_stream_is_reconnected(mgmt: ManagementClient, admin: Admin) -> None:
