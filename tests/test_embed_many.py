@@ -6,6 +6,7 @@ import asyncio
 import io
 import math
 import pickle
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -210,3 +211,59 @@ def test_the_view_redraws_one_line_on_a_terminal_and_prints_plain_lines_elsewher
         view(update)
     view.close()
     assert log.getvalue() == "embedded 64/64 texts  64/s  ETA 0s  (concurrency 4)\n"  # quiet until the end
+
+
+class FakeTerminal(io.StringIO):
+    """A stream that says it is a terminal and counts the view's redraws (each starts with a carriage return)."""
+
+    def isatty(self) -> bool:
+        return True
+
+    @property
+    def redraws(self) -> int:
+        return self.getvalue().count("\r")
+
+
+def test_a_fast_run_redraws_at_most_ten_times_a_second_and_ends_on_the_final_state(
+    embedder: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferencekey._progress import MIN_REDRAW_INTERVAL_S
+
+    # The built-in view on a "terminal" stderr: 20,000 texts in batches of 10 make 2,000 progress updates.
+    terminal = FakeTerminal()
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr("sys.stderr", terminal)
+    started = time.monotonic()
+    array = embedder.embed_many(texts(20_000), batch_size=10, max_concurrency=8)
+    elapsed = time.monotonic() - started
+    assert array.shape[0] == 20_000
+    # One draw up front, then at most one per interval, plus the final state drawn at the end.
+    assert terminal.redraws <= elapsed / MIN_REDRAW_INTERVAL_S + 2, (terminal.redraws, elapsed)
+    assert terminal.redraws < 2_000 / 4
+    drawn = terminal.getvalue()
+    assert drawn.endswith("\n") and drawn.count("\n") == 1
+    assert drawn.rsplit("\r", 1)[1].startswith("\x1b[2Kembedded 20,000/20,000 texts")
+
+
+def test_a_throttled_redraw_is_kept_until_the_next_due_one_or_the_end() -> None:
+    from inferencekey._progress import LiveLine
+
+    now = [0.0]
+    terminal = FakeTerminal()
+    line = LiveLine(terminal, interactive=True, clock=lambda: now[0])
+    line.redraw("one")
+    now[0] = 0.05
+    line.redraw("two")  # too soon: kept
+    assert terminal.redraws == 1
+    now[0] = 0.11
+    line.redraw("three")  # due: drawn, "two" is dropped for the newer text
+    assert terminal.redraws == 2 and "two" not in terminal.getvalue()
+    now[0] = 0.12
+    line.redraw("four", now=True)  # a change that must show at once
+    line.redraw("five")
+    line.end()  # the kept text is the final state: drawn before the newline
+    assert terminal.redraws == 4
+    assert terminal.getvalue().endswith("five\n")
+    line.print("plain")  # plain lines are never throttled
+    line.print("plain")
+    assert terminal.getvalue().endswith("plain\nplain\n")

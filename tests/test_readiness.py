@@ -2,6 +2,8 @@
 # and the built-in progress view (silent, plain lines off a TTY or under CI, the phase bar on a TTY).
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import re
 import subprocess
@@ -33,6 +35,13 @@ if sys.platform != "win32":
 READINESS_PATH = f"{WORKLOADS_PATH}/support-bot/readiness-events"
 ON_A_TTY = pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal (pty, termios): POSIX only")
 PLAIN_LINE = re.compile(r"^\[\s*\d+\.\d+s\] (scheduling|provisioning|bootstrapping|ready|error)\b.*$")
+
+
+class FakeTerminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def with_profile(mgmt: ManagementClient, admin: Admin, readiness: str, **settings: Any) -> None:
@@ -154,8 +163,88 @@ def test_unknown_workload_is_not_a_timeout(mgmt: ManagementClient, admin: Admin)
         mgmt.wait_until_ready("nobody-here", timeout=HANG_GUARD, silent=True)
     assert info.value.status_code == 404
     assert not isinstance(info.value, TimeoutError)
-    # Raised at once: one request, no reconnect.
-    assert [e["status"] for e in admin.journal()] == [404]
+    # Raised at once: one readiness request, no reconnect; then the one list that looks for similar slugs.
+    assert [(e["method"], e["path"], e["status"]) for e in admin.journal()] == [
+        ("GET", f"{WORKLOADS_PATH}/nobody-here/readiness-events", 404),
+        ("GET", WORKLOADS_PATH, 200),
+    ]
+    assert str(info.value) == (
+        'HTTP 404 [not_found]: workload "nobody-here" not found (no workload in project "local" has a similar slug)'
+    )
+
+
+@pytest.mark.parametrize(
+    ("asked", "hint"),
+    [
+        ("suport-bot", ' (did you mean "support-bot"?)'),
+        ("support-bot-3", ' (did you mean "support-bot-2", "support-bot" or "support-bot-12"?)'),
+        ("support", ' (did you mean "support-bot", "support-bot-2" or "support-bot-12"?)'),
+        ("billing", ' (no workload in project "local" has a similar slug)'),
+    ],
+)
+def test_a_404_names_similar_slugs_of_the_project(mgmt: ManagementClient, admin: Admin, asked: str, hint: str) -> None:
+    for slug in ("support-bot", "support-bot-2", "support-bot-12", "embedder"):
+        mgmt.ensure(make_spec(slug=slug))
+    admin.clear_journal()
+    with pytest.raises(ApiError) as info:
+        mgmt.wait_until_ready(asked, timeout=HANG_GUARD, silent=True)
+    assert str(info.value) == f'HTTP 404 [not_found]: workload "{asked}" not found{hint}'
+    assert (info.value.status_code, info.value.code) == (404, "not_found")
+    assert [e["status"] for e in admin.journal()] == [404, 200]
+
+
+def test_a_404_stays_as_it_was_when_the_list_fails(mgmt: ManagementClient, admin: Admin) -> None:
+    # The list is one attempt with no retry (a 503 would otherwise be retried), and its failure never replaces the 404.
+    admin.fault("list", {"type": "status", "status": 503, "retry_after": 0, "body": {"error": "busy"}})
+    with pytest.raises(ApiError) as info:
+        mgmt.wait_until_ready("suport-bot", timeout=HANG_GUARD, silent=True)
+    assert str(info.value) == 'HTTP 404 [not_found]: workload "suport-bot" not found'
+    assert info.value.status_code == 404
+    assert [e["status"] for e in admin.journal()] == [404, 503]
+
+
+def test_no_hint_when_the_workload_is_listed(mgmt: ManagementClient, admin: Admin) -> None:
+    # A 404 for a workload the list shows is about something else: "did you mean" would mislead.
+    mgmt.ensure(make_spec())
+    admin.clear_journal()
+    gone = {"error": {"code": "not_found", "message": "x"}}
+    admin.fault("readiness", {"type": "status", "status": 404, "body": gone})
+    with pytest.raises(ApiError) as info:
+        mgmt.wait_until_ready("support-bot", timeout=HANG_GUARD, silent=True)
+    assert str(info.value) == "HTTP 404 [not_found]: x"
+    assert [e["status"] for e in admin.journal()] == [404, 200]
+
+
+def test_async_wait_gets_the_same_hint(platform: LocalPlatform, mgmt: ManagementClient) -> None:
+    from inferencekey import AsyncManagementClient
+
+    mgmt.ensure(make_spec())
+
+    async def wait() -> None:
+        async with AsyncManagementClient(base_url=platform.url, sdk_token=platform.sdk_token, project=PROJECT) as amgmt:
+            await amgmt.wait_until_ready("support-bott", timeout=HANG_GUARD, silent=True)
+
+    with pytest.raises(ApiError, match=r'not found \(did you mean "support-bot"\?\)$'):
+        asyncio.run(wait())
+
+
+def test_a_phase_bar_flooded_with_updates_redraws_each_phase_and_little_else() -> None:
+    from inferencekey._progress import MIN_REDRAW_INTERVAL_S, ProgressView
+
+    terminal = FakeTerminal()
+    view = ProgressView(terminal, interactive=True)
+    started = time.monotonic()
+    for phase in PHASES:
+        for n in range(200):
+            view(ReadinessEvent(phase=phase, message=f"update {n}", elapsed_ms=n, step=None))
+    view.close()
+    elapsed = time.monotonic() - started
+    drawn = terminal.getvalue()
+    # Each phase change at once, message updates at most once per interval, and the final state at the end.
+    assert drawn.count("\r") <= len(PHASES) + elapsed / MIN_REDRAW_INTERVAL_S + 2, (drawn.count("\r"), elapsed)
+    for phase in PHASES:
+        assert f"[{phase}]" in drawn
+    assert drawn.endswith("[ready]  update 199\n")
 
 
 def test_dropped_stream_is_reconnected(mgmt: ManagementClient, admin: Admin) -> None:

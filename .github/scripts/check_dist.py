@@ -22,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,6 +105,8 @@ def audit_wheel(wheel: Path) -> int:
     beyond = [name for name in system if name not in C_RUNTIME]
     if beyond:
         problems.append(f"links system libraries beyond the C runtime: {', '.join(beyond)}")
+    if not ships_license(wheel):
+        problems.append("does not carry LICENSE (in its .dist-info/licenses/) as the repository has it")
     if tag.startswith("manylinux") and "libgcc_s.so.1" not in system:
         # A private unwinder (zig's libunwind) next to the process's libgcc_s: an unwind that libgcc_s starts through
         # the extension's frames (glibc's pthread_exit) crashes in it.
@@ -188,6 +191,8 @@ def test_sdist(dist: Path, venv: Path, pytest_args: Sequence[str]) -> int:
     sdists = sorted(dist.glob("inferencekey-*.tar.gz"))
     if len(sdists) != 1:
         return fail(f"expected one sdist in {dist}, found {[s.name for s in sdists]}")
+    if not ships_license(sdists[0]):
+        return fail(f"{sdists[0].name} does not carry LICENSE at its root as the repository has it")
     python = fresh_venv(venv)
     started = time.monotonic()
     # Built from source by pip, with the build backend from PyPI, as a user without a matching wheel would.
@@ -217,6 +222,19 @@ def sdist_member(sdist: Path, path: str) -> bytes:
                 assert data is not None
                 return data.read()
     raise SystemExit(f"check_dist: {sdist.name} does not contain {path}")
+
+
+def ships_license(dist: Path) -> bool:
+    """Whether the wheel or sdist `dist` carries the repository's LICENSE, byte for byte (Apache-2.0 requires it)."""
+    expected = (ROOT / "LICENSE").read_bytes()
+    if dist.suffix == ".whl":
+        with zipfile.ZipFile(dist) as wheel:
+            names = [n for n in wheel.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+            return len(names) == 1 and wheel.read(names[0]) == expected
+    with tarfile.open(dist) as sdist:
+        member = next((m for m in sdist.getmembers() if m.name.count("/") == 1 and m.name.endswith("/LICENSE")), None)
+        extracted = sdist.extractfile(member) if member is not None else None
+        return extracted is not None and extracted.read() == expected
 
 
 def fresh_venv(venv: Path) -> Path:

@@ -23,6 +23,7 @@ serves, call its OpenAI-compatible ``Endpoint`` (text, streaming, embeddings, re
 from __future__ import annotations
 
 import logging
+import warnings
 
 from inferencekey import _core
 from inferencekey._async import AsyncDataClient, AsyncEndpoint, AsyncManagementClient, AsyncTextStream
@@ -66,8 +67,25 @@ MAX_SSE_EVENT_BYTES: int = _core.MAX_SSE_EVENT_BYTES
 (``malformed response: … exceeded the 16 MiB limit of one SSE event``), so a server that sends one endless line
 cannot grow the client's memory without bound."""
 
-# A library never configures logging; without a handler, drift warnings would also print via logging's last resort.
-logging.getLogger("inferencekey").addHandler(logging.NullHandler())
+
+def _configure_logging() -> None:
+    """Give the ``inferencekey`` logger a stderr handler at the level ``INFERENCEKEY_LOG`` names (``debug``, ``info``,
+    ``warning``, ``error``; the core reads and checks it), like ``OPENAI_LOG``. Without it nothing is configured: a
+    library never configures logging by default (the NullHandler only keeps logging's last resort from printing)."""
+    logger = logging.getLogger("inferencekey")
+    level, warning = _core.log_level_from_env()
+    if warning is not None:
+        warnings.warn(warning, RuntimeWarning, stacklevel=2)
+    if level is None:
+        logger.addHandler(logging.NullHandler())
+        return
+    handler = logging.StreamHandler()  # stderr
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+_configure_logging()
 
 __all__ = [
     "MAX_SSE_EVENT_BYTES",

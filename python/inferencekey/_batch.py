@@ -48,8 +48,9 @@ class EmbedProgress:
 
 
 class EmbedProgressView:
-    """The built-in view of ``embed_many`` on stderr: one line redrawn in place on a terminal; otherwise (``CI`` set,
-    or not a terminal) a plain line at most every 10 seconds and at the end."""
+    """The built-in view of ``embed_many`` on stderr: one line redrawn in place on a terminal, at most about ten times
+    a second and with the final state at the end; otherwise (``CI`` set, or not a terminal) a plain line at most every
+    10 seconds and at the end."""
 
     def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None) -> None:
         self._line = LiveLine(stream, interactive=interactive)

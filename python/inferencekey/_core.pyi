@@ -34,6 +34,7 @@ __all__ = [
     "_panicking_call",
     "canonical_slug",
     "load_manifest",
+    "log_level_from_env",
     "redact",
     "register_result_types",
     "result_fields",
@@ -45,6 +46,10 @@ DEFAULT_MAX_CONCURRENCY: int
 
 def redact(text: str) -> str:
     """Return ``text`` with every ik_sdk_/ik_live_ token shortened to its prefix and id."""
+
+def log_level_from_env() -> tuple[int | None, str | None]:
+    """What ``INFERENCEKEY_LOG`` asks for: ``(level, None)`` with the ``logging`` level number, ``(None, None)`` when
+    unset, or ``(None, warning)`` for a value that is not ``debug``, ``info``, ``warning`` or ``error``."""
 
 def canonical_slug(raw: str) -> str:
     """The platform's canonical form of a slug (may be empty)."""

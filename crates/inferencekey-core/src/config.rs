@@ -18,6 +18,41 @@ pub(crate) const ENV_SDK_TOKEN: &str = "INFERENCEKEY_SDK_TOKEN";
 /// Environment variable for the default data-plane key.
 pub(crate) const ENV_API_KEY: &str = "INFERENCEKEY_API_KEY";
 
+/// Environment variable that turns on the SDK's own log output (`debug`, `info`, `warning`, `error`).
+pub const ENV_LOG: &str = "INFERENCEKEY_LOG";
+
+/// The levels `INFERENCEKEY_LOG` accepts, in the order the warning for another value lists them.
+const LOG_LEVELS: [(&str, log::Level); 4] = [
+    ("debug", log::Level::Debug),
+    ("info", log::Level::Info),
+    ("warning", log::Level::Warn),
+    ("error", log::Level::Error),
+];
+
+/// What `INFERENCEKEY_LOG` asks for: `Ok(None)` when unset or blank (a library configures no logging by default),
+/// `Ok(Some(level))` for one of `debug`, `info`, `warning`, `error` (any case, trimmed), else `Err` with the one
+/// warning to show: `INFERENCEKEY_LOG='verbose' is not one of debug, info, warning, error; it is ignored`.
+pub fn log_level_from_env() -> std::result::Result<Option<log::Level>, String> {
+    log_level(std::env::var(ENV_LOG).ok().as_deref())
+}
+
+fn log_level(value: Option<&str>) -> std::result::Result<Option<log::Level>, String> {
+    let Some(value) = non_blank(value) else {
+        return Ok(None);
+    };
+    let wanted = value.to_ascii_lowercase();
+    if let Some((_, level)) = LOG_LEVELS.iter().find(|(name, _)| *name == wanted) {
+        return Ok(Some(*level));
+    }
+    let accepted: Vec<&str> = LOG_LEVELS.iter().map(|(name, _)| *name).collect();
+    // The value is shown redacted: a credential pasted into the wrong variable must not reach a log.
+    Err(crate::token::redact(&format!(
+        "{ENV_LOG}={} is not one of {}; it is ignored",
+        crate::quote::py_repr_str(&value),
+        accepted.join(", ")
+    )))
+}
+
 /// A setting resolved explicit > environment variable `env_var`; values are trimmed and a blank one counts
 /// as unset (so `project=""` falls back to the environment, and a blank environment value to the default).
 pub fn resolve_setting(explicit: Option<&str>, env_var: &str) -> Option<String> {
@@ -314,5 +349,22 @@ mod tests {
             refused(0.0, 0.0, -1),
             "validation error: connect_timeout must be a positive, finite number of seconds"
         );
+    }
+
+    #[test]
+    fn log_levels_any_case_and_a_warning_for_anything_else() {
+        assert_eq!(log_level(None), Ok(None));
+        assert_eq!(log_level(Some("  ")), Ok(None));
+        assert_eq!(log_level(Some("debug")), Ok(Some(log::Level::Debug)));
+        assert_eq!(log_level(Some(" INFO ")), Ok(Some(log::Level::Info)));
+        assert_eq!(log_level(Some("Warning")), Ok(Some(log::Level::Warn)));
+        assert_eq!(log_level(Some("ERROR")), Ok(Some(log::Level::Error)));
+        assert_eq!(
+            log_level(Some("verbose")),
+            Err("INFERENCEKEY_LOG='verbose' is not one of debug, info, warning, error; it is ignored".to_owned())
+        );
+        let token = "ik_sdk_a1b2c3d4_0123456789abcdef0123456789abcdef";
+        let warning = log_level(Some(token)).unwrap_err();
+        assert!(!warning.contains("0123456789abcdef"), "{warning}");
     }
 }

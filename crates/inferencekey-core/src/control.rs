@@ -24,6 +24,7 @@ use crate::plan::{Plan, PlanAction};
 use crate::quote::py_repr_str;
 use crate::spec::{checked_project, checked_slug, WorkloadSpec};
 use crate::sse::{EventRef, SseDecoder};
+use crate::suggest::not_found_hint;
 use crate::token::{redact, token_kind, Secret, TokenKind};
 use crate::transport::{bearer, AttemptError, Failure, Method, Request, Transport};
 use crate::wire::{decode_readiness, decode_workload_list, ReadinessPayload, Workload};
@@ -49,6 +50,9 @@ const WATCH_RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// Decoded readiness events one connection holds for the caller before its reader waits (a handful
 /// make up a whole wait; the bound only matters against a server that floods).
 const WATCH_QUEUE: usize = 32;
+
+/// Longest wait for the project's list that adds a "did you mean" to a workload's 404: a hint is not worth more.
+const HINT_WAIT: Duration = Duration::from_secs(5);
 
 /// What `ensure` does when the live workload differs from the spec.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -472,6 +476,7 @@ impl ManagementClient {
             transport,
             auth: self.inner.auth.clone(),
             url,
+            project,
             slug,
             started,
             deadline: started
@@ -505,6 +510,7 @@ pub struct ReadinessWatch {
     transport: Transport,
     auth: HeaderValue,
     url: String,
+    project: String,
     slug: String,
     started: Instant,
     deadline: Instant,
@@ -697,6 +703,9 @@ impl ReadinessWatch {
                         }
                     };
                     if !transient {
+                        if error.status == Some(404) {
+                            return Err(self.with_slug_hint(error).await);
+                        }
                         return Err(error);
                     }
                     log::debug!(
@@ -709,6 +718,57 @@ impl ReadinessWatch {
             }
         }
     }
+}
+
+impl ReadinessWatch {
+    /// The 404 of this workload with a hint naming the project's similar slugs (none when the workload is listed:
+    /// the 404 is then about something else). Costs one request (a single
+    /// attempt, no retries, at most `HINT_WAIT` and never past the deadline); when it fails, `error` is returned
+    /// unchanged, so the hint can never replace the 404.
+    async fn with_slug_hint(&self, error: Error) -> Error {
+        let until = self.deadline.min(Instant::now() + HINT_WAIT);
+        let listed = timeout_at(until, list_once(&self.transport, &self.auth, &self.project)).await;
+        match listed {
+            Ok(Ok(workloads)) => {
+                let slugs = workloads.iter().map(|w| w.slug.as_str());
+                match not_found_hint(&self.project, &self.slug, slugs) {
+                    Some(hint) => error.with_hint(&hint),
+                    None => error,
+                }
+            }
+            Ok(Err(failed)) => {
+                log::debug!("no slug hint for {:?}: {}", self.slug, failed.message);
+                error
+            }
+            Err(_) => {
+                log::debug!("no slug hint for {:?}: the list took too long", self.slug);
+                error
+            }
+        }
+    }
+}
+
+/// The workloads of `project` in one attempt: the error path that uses it must not retry or wait.
+async fn list_once(
+    transport: &Transport,
+    auth: &HeaderValue,
+    project: &str,
+) -> Result<Vec<Workload>> {
+    let url = transport.url(&["api", "projects", project, "workloads"]);
+    let request = Request {
+        method: Method::Get,
+        url: &url,
+        auth,
+        body: None,
+        event_stream: false,
+    };
+    let response = transport
+        .attempt(&request)
+        .await
+        .map_err(|failed| failed.error)?;
+    transport
+        .read_body(response, |body| decode_workload_list(&body))
+        .await
 }
 
 /// The wait before the next connect after `failures` consecutive failed connections: the server's

@@ -123,6 +123,12 @@ impl Error {
         self
     }
 
+    /// This error with `hint` appended to its message (redacted, as every message is), its other fields kept.
+    pub(crate) fn with_hint(mut self, hint: &str) -> Self {
+        self.message = redact(&format!("{}{hint}", self.message));
+        self
+    }
+
     /// The error of a stream (from `what`) whose event grew past the SSE decoder's size cap.
     pub(crate) fn event_too_large(what: &str) -> Self {
         Self::api(format!(

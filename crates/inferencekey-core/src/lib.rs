@@ -21,13 +21,16 @@ mod plan;
 mod quote;
 mod spec;
 mod sse;
+mod suggest;
 mod token;
 mod transport;
 mod wire;
 
 pub use args::{int_in_range, integer_out_of_range, readiness_timeout};
 pub use batch::{BatchDone, BatchOptions, EmbedJob, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY};
-pub use config::{resolve_setting, TransportOptions, DEFAULT_BASE_URL};
+pub use config::{
+    log_level_from_env, resolve_setting, TransportOptions, DEFAULT_BASE_URL, ENV_LOG,
+};
 pub use control::{EnsureOutcome, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
 pub use data::{
     checked_top_n, ChatChunk, ChatCompletion, ChatRequest, ChatStream, DataClient, EmbeddingFormat,

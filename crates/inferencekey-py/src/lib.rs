@@ -59,6 +59,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         inferencekey_core::DEFAULT_MAX_CONCURRENCY,
     )?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
+    m.add_function(wrap_pyfunction!(logs::log_level_from_env, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;
     m.add_function(wrap_pyfunction!(manifest::load_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(results::register_result_types, m)?)?;

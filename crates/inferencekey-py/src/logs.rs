@@ -104,6 +104,16 @@ pub fn drain(py: Python<'_>) -> PyResult<()> {
     }
 }
 
+/// What `INFERENCEKEY_LOG` asks for, as the core reads it: `(level, None)` with Python's level number,
+/// `(None, None)` when unset, or `(None, warning)` for a value the core refuses.
+#[pyfunction]
+pub fn log_level_from_env() -> (Option<u8>, Option<String>) {
+    match inferencekey_core::log_level_from_env() {
+        Ok(level) => (level.map(python_level), None),
+        Err(warning) => (None, Some(warning)),
+    }
+}
+
 fn emit(py: Python<'_>, record: &Record) -> PyResult<()> {
     let get_logger = GET_LOGGER.get_or_try_init(py, || {
         py.import("logging")?
