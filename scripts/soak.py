@@ -59,6 +59,8 @@ THREAD_TOLERANCE = 4
 SAMPLES_PER_END = 5
 # Once every sync client is closed: open fds beyond those at the start (the platform's pipe and the like).
 CLOSED_FD_TOLERANCE = 4
+# How long closed clients' sockets may take to close.
+CLOSE_GRACE_S = 5.0
 # Each fault scenario's workload and the exception it must end in (None: a full reply). A 503 on half the requests
 # is retried 3 times: a reply, or (1 time in 16) the ApiError of the last 503.
 FAULTS: dict[str, tuple[dict[str, Any], type[BaseException] | None]] = {
@@ -152,6 +154,19 @@ def allowed(scenario: str, err: BaseException, error: type[BaseException] | None
     return scenario.endswith("soak-503") and isinstance(err, ApiError) and err.status_code == 503
 
 
+def settle(
+    tally: Tally, scenario: str, outcome: str | None, err: BaseException | None, error: type[BaseException] | None
+) -> None:
+    """Count how one scenario ended (`outcome`, or the exception `err`) against what it should do (`error`)."""
+    if err is not None:
+        problem = None if allowed(scenario, err, error) else f"{type(err).__name__}: {err}"
+        tally.add(scenario, type(err).__name__, problem)
+    elif error is not None:
+        tally.add(scenario, str(outcome), f"ended {outcome!r}, expected {error.__name__}")
+    else:
+        tally.add(scenario, str(outcome))
+
+
 def expect(tally: Tally, scenario: str, run: Callable[[], str], error: type[BaseException] | None) -> None:
     """Run one stream scenario and check its outcome: `run` returns how it ended, or raises."""
     try:
@@ -159,13 +174,9 @@ def expect(tally: Tally, scenario: str, run: Callable[[], str], error: type[Base
     except KeyboardInterrupt:
         raise
     except BaseException as err:
-        problem = None if allowed(scenario, err, error) else f"{type(err).__name__}: {err}"
-        tally.add(scenario, type(err).__name__, problem)
+        settle(tally, scenario, None, err, error)
         return
-    if error is not None:
-        tally.add(scenario, outcome, f"ended {outcome!r}, expected {error.__name__}")
-    else:
-        tally.add(scenario, outcome)
+    settle(tally, scenario, outcome, None, error)
 
 
 # --- sync scenarios -------------------------------------------------------------------------------------------------
@@ -230,13 +241,9 @@ async def aexpect(tally: Tally, scenario: str, run: Callable[[], Any], error: ty
     except asyncio.CancelledError:
         raise
     except BaseException as err:
-        problem = None if allowed(scenario, err, error) else f"{type(err).__name__}: {err}"
-        tally.add(scenario, type(err).__name__, problem)
+        settle(tally, scenario, None, err, error)
         return
-    if error is not None:
-        tally.add(scenario, outcome, f"ended {outcome!r}, expected {error.__name__}")
-    else:
-        tally.add(scenario, outcome)
+    settle(tally, scenario, outcome, None, error)
 
 
 async def aread_fully(client: AsyncDataClient, slug: str) -> str:
@@ -407,7 +414,13 @@ def soak(platform: Platform, args: argparse.Namespace) -> int:
     after = sample(round_, tally.streams, started)
     for c in (client, retrying, impatient):
         c.close()
+    # A closed pool's sockets are shut by the runtime's tasks a moment later (later still on a loaded machine): wait
+    # for them, within a bound that a real leak outlasts.
+    deadline = time.monotonic() + CLOSE_GRACE_S
     closed = sample(round_, tally.streams, started)
+    while closed.fds - before.fds > CLOSED_FD_TOLERANCE and time.monotonic() < deadline:
+        time.sleep(0.05)
+        closed = sample(round_, tally.streams, started)
     return report(tally, before, samples, after, closed)
 
 
