@@ -38,7 +38,14 @@ fuzz_target!(|data: &[u8]| {
             .as_ref()
             .expect_err("a file with a token was accepted");
         assert_eq!(err.kind, ErrorKind::Configuration, "{}", err.message);
-        assert!(err.message.ends_with(" holds a token)"), "{}", err.message);
+        // The first line holding any secret is named, with the secret's kind (`… holds a Hugging Face token)`).
+        assert!(
+            err.message.starts_with("configuration error: secrets must never go in specs (")
+                && err.message.contains(" holds ")
+                && err.message.ends_with(')'),
+            "{}",
+            err.message
+        );
     }
     match result {
         Ok(specs) => {
