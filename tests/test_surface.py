@@ -332,3 +332,41 @@ def test_from_env_signatures_start_as_documented(func: Any, names: list[str]) ->
     params = parameters(func)
     assert [(name, kind, default) for name, kind, default in params[:3]] == [(n, KW, None) for n in names]
     assert isinstance(inspect.getattr_static(func.__self__, "from_env"), classmethod)
+
+
+# Public submodules a user may import (`inferencekey.types`, ...); importing them sets them on the package.
+PUBLIC_MODULES = {"cli", "enums", "exceptions", "local", "pytest_plugin", "testing", "types"}
+
+
+def test_the_namespace_shows_only_the_public_surface() -> None:
+    # `@py_builtins` and `@pytest_ar`: pytest's assertion rewriting of the plugin's package, only under pytest.
+    stray = [n for n in dir(inferencekey) if n[0] not in "_@" and n not in inferencekey.__all__]
+    assert set(stray) <= PUBLIC_MODULES, stray
+
+
+def test_exported_classes_report_the_package_as_their_module() -> None:
+    classes = [getattr(inferencekey, n) for n in inferencekey.__all__ if isinstance(getattr(inferencekey, n), type)]
+    assert len(classes) > 30
+    for cls in classes:
+        assert cls.__module__ == "inferencekey", cls
+        assert f"{cls.__module__}.{cls.__qualname__}" == f"inferencekey.{cls.__name__}"
+
+
+def test_pickles_naming_the_defining_modules_still_load() -> None:
+    # What earlier releases wrote: the classes under their defining modules (`inferencekey.types.TextResult`).
+    import pickle
+
+    from inferencekey import ApiError, Backend, FieldChange
+
+    for obj, old_module in [
+        (FieldChange(field="command", live="a", desired="b"), "inferencekey.types"),
+        (Backend.VLLM, "inferencekey.enums"),
+        (ApiError("boom", status_code=500, code="x", request_id="req_1", body=None), "inferencekey.exceptions"),
+    ]:
+        new = pickle.dumps(obj, protocol=0)
+        name = type(obj).__qualname__.encode()
+        assert b"cinferencekey\n" + name + b"\n" in new
+        old = new.replace(b"cinferencekey\n" + name, b"c" + old_module.encode() + b"\n" + name)
+        loaded = pickle.loads(old)
+        assert type(loaded) is type(obj)
+        assert repr(loaded) == repr(obj)

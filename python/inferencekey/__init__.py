@@ -20,10 +20,9 @@ serves, call its OpenAI-compatible ``Endpoint`` (text, streaming, embeddings, re
 ``LocalPlatform`` (and the ``inferencekey local`` command) runs a local copy of the platform for development and CI.
 """
 
-from __future__ import annotations
-
-import logging
-import warnings
+# Standard modules under private names, so that `dir(inferencekey)` shows only the public surface.
+import logging as _logging
+import warnings as _warnings
 
 from inferencekey import _core
 from inferencekey._async import AsyncDataClient, AsyncEndpoint, AsyncManagementClient, AsyncTextStream
@@ -72,15 +71,15 @@ def _configure_logging() -> None:
     """Give the ``inferencekey`` logger a stderr handler at the level ``INFERENCEKEY_LOG`` names (``debug``, ``info``,
     ``warning``, ``error``; the core reads and checks it), like ``OPENAI_LOG``. Without it nothing is configured: a
     library never configures logging by default (the NullHandler only keeps logging's last resort from printing)."""
-    logger = logging.getLogger("inferencekey")
+    logger = _logging.getLogger("inferencekey")
     level, warning = _core.log_level_from_env()
     if warning is not None:
-        warnings.warn(warning, RuntimeWarning, stacklevel=2)
+        _warnings.warn(warning, RuntimeWarning, stacklevel=2)
     if level is None:
-        logger.addHandler(logging.NullHandler())
+        logger.addHandler(_logging.NullHandler())
         return
-    handler = logging.StreamHandler()  # stderr
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = _logging.StreamHandler()  # stderr
+    handler.setFormatter(_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(level)
 
@@ -127,3 +126,17 @@ __all__ = [
     "WorkloadSpec",
     "__version__",
 ]
+
+
+def _public_module() -> None:
+    """Exported classes report ``inferencekey`` as their module (in reprs, tracebacks, docs and new pickles), as the
+    names users import them by. Pickles that name the defining modules (``inferencekey.types.TextResult``, made by
+    earlier releases) still load: those modules keep every name."""
+    namespace = globals()
+    for name in __all__:
+        value = namespace[name]
+        if isinstance(value, type) and value.__module__.startswith("inferencekey."):
+            value.__module__ = "inferencekey"
+
+
+_public_module()
