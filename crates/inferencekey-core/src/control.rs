@@ -19,7 +19,7 @@ use crate::config::{
     ENV_PROJECT, ENV_SDK_TOKEN,
 };
 use crate::drift::{create_plan, diff, patch_body};
-use crate::error::{extract_code_message, Error, ErrorBody, ErrorKind, Result};
+use crate::error::{is_inband_error, Error, ErrorKind, Result};
 use crate::plan::{Plan, PlanAction};
 use crate::quote::py_repr_str;
 use crate::spec::{checked_project, checked_slug, WorkloadSpec};
@@ -879,29 +879,12 @@ fn push_arrival(arrivals: &mut Vec<Arrival>, event: EventRef<'_>, arrived: Insta
 fn readiness_error(event: EventRef<'_>) -> Option<Error> {
     let body: Option<Value> = serde_json::from_slice(event.data).ok();
     // The platform's nested shape, an engine's flat `{"object": "error"}`, or an `event: error`.
-    let is_error = event.event == b"error"
-        || body.as_ref().is_some_and(|b| {
-            b.get("error").is_some_and(|e| !e.is_null())
-                || b.get("object").and_then(Value::as_str) == Some("error")
-        });
-    if !is_error {
+    if !(event.event == b"error" || body.as_ref().is_some_and(is_inband_error)) {
         return None;
     }
     let body =
         body.unwrap_or_else(|| Value::String(String::from_utf8_lossy(event.data).into_owned()));
-    let (code, message) = match &body {
-        Value::String(text) => (None, Some(text.clone())),
-        other => extract_code_message(other),
-    };
-    let message = message
-        .filter(|m| !m.is_empty())
-        .or_else(|| code.clone())
-        .unwrap_or_else(|| "unknown error".to_owned());
-    Some(
-        Error::api(format!("the readiness stream reported an error: {message}"))
-            .with_code(code)
-            .with_body(ErrorBody::Json(body)),
-    )
+    Some(Error::reported("the readiness stream", body))
 }
 
 /// The content type of a response when it is present and not `text/event-stream`.

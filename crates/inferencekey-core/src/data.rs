@@ -21,7 +21,7 @@ use crate::config::{
     non_blank, normalize_base_url, resolve_setting, Sources, TransportOptions, ENV_API_KEY,
     ENV_BASE_URL, ENV_PROJECT,
 };
-use crate::error::{extract_code_message, Error, ErrorBody, Result};
+use crate::error::{is_inband_error, Error, Result};
 use crate::event;
 use crate::spec::{checked_project, checked_slug};
 use crate::sse::{EventRef, SseDecoder};
@@ -691,24 +691,11 @@ fn answer_json(bytes: &[u8], what: &str, slug: &str) -> Result<Value> {
 
 /// An error carried in a 200 body: `{"error": {...}}` / `{"error": "..."}`, or a flat `{"object": "error"}`.
 pub(crate) fn inband_error(body: &Value, slug: &str) -> Option<Error> {
-    let map = body.as_object()?;
-    let is_error = map.get("error").is_some_and(|e| !e.is_null())
-        || map.get("object").and_then(Value::as_str) == Some("error");
-    if !is_error {
-        return None;
-    }
-    Some(workload_error(body, slug))
+    is_inband_error(body).then(|| workload_error(body.clone(), slug))
 }
 
-fn workload_error(body: &Value, slug: &str) -> Error {
-    let (code, message) = extract_code_message(body);
-    let message = message
-        .filter(|m| !m.is_empty())
-        .or_else(|| code.clone())
-        .unwrap_or_else(|| "unknown error".to_owned());
-    Error::api(format!("workload {slug:?} reported an error: {message}"))
-        .with_code(code)
-        .with_body(ErrorBody::Json(body.clone()))
+fn workload_error(body: Value, slug: &str) -> Error {
+    Error::reported(&format!("workload {slug:?}"), body)
 }
 
 /// Vectors from an embeddings body: each `embedding` a number array or base64 little-endian f32, by `index`.
@@ -917,6 +904,15 @@ struct StreamState<'a> {
 }
 
 impl StreamState<'_> {
+    /// One network read through the decoder: its events into `batch`, and an event past the size cap as the
+    /// stream's error.
+    fn feed(&mut self, decoder: &mut SseDecoder, bytes: &[u8], batch: &mut Vec<ChatChunk>) {
+        decoder.feed_with(bytes, |event| self.on_event(event, batch));
+        if decoder.overflowed() && self.error.is_none() {
+            self.error = Some(Error::event_too_large(&format!("workload {:?}", self.slug)));
+        }
+    }
+
     fn on_event(&mut self, event: EventRef<'_>, batch: &mut Vec<ChatChunk>) {
         if self.done || self.error.is_some() {
             return;
@@ -925,7 +921,7 @@ impl StreamState<'_> {
         if event.event == b"error" {
             let body = serde_json::from_slice::<Value>(data)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
-            self.error = Some(workload_error(&body, self.slug));
+            self.error = Some(workload_error(body, self.slug));
             return;
         }
         if data.is_empty() {
@@ -950,7 +946,7 @@ impl StreamState<'_> {
         if fields.is_error {
             // Rare: the error keeps the whole body, so this event alone is parsed into a tree.
             let body = serde_json::from_slice::<Value>(data).unwrap_or(Value::Null);
-            self.error = Some(workload_error(&body, self.slug));
+            self.error = Some(workload_error(body, self.slug));
             return;
         }
         self.finished |= fields.finish_reason.is_some();
@@ -977,10 +973,7 @@ pub(crate) fn decode_stream<'r>(
     };
     let mut chunks = Vec::new();
     for read in reads {
-        decoder.feed_with(read, |event| state.on_event(event, &mut chunks));
-        if decoder.overflowed() && state.error.is_none() {
-            state.error = Some(Error::event_too_large(&format!("workload {slug:?}")));
-        }
+        state.feed(&mut decoder, read, &mut chunks);
     }
     decoder.finish_with(|event| state.on_event(event, &mut chunks));
     (chunks, state.done, state.finished, state.error)
@@ -1004,13 +997,7 @@ async fn pump(
     loop {
         let ended = match response.chunk().await {
             Ok(Some(bytes)) => {
-                decoder.feed_with(&bytes, |event| state.on_event(event, &mut batch));
-                if decoder.overflowed() && state.error.is_none() {
-                    state.error = Some(Error::event_too_large(&format!(
-                        "workload {:?}",
-                        endpoint.slug
-                    )));
-                }
+                state.feed(&mut decoder, &bytes, &mut batch);
                 false
             }
             Ok(None) => {

@@ -129,6 +129,19 @@ impl Error {
         self
     }
 
+    /// An error a server reported in a 2xx body or a stream event (`what` says who: `workload "bot"`, `the
+    /// readiness stream`), with the code and message of whichever error shape `body` has, and `body` kept redacted.
+    pub(crate) fn reported(what: &str, body: Value) -> Self {
+        let (code, message) = extract_code_message(&body);
+        let message = message
+            .filter(|m| !m.is_empty())
+            .or_else(|| code.clone())
+            .unwrap_or_else(|| "unknown error".to_owned());
+        Self::api(format!("{what} reported an error: {message}"))
+            .with_code(code)
+            .with_body(ErrorBody::Json(body))
+    }
+
     /// The error of a stream (from `what`) whose event grew past the SSE decoder's size cap.
     pub(crate) fn event_too_large(what: &str) -> Self {
         Self::api(format!(
@@ -232,13 +245,9 @@ fn parse_body(body: &[u8]) -> Option<ErrorBody> {
 /// Redact every string inside a body (a server may echo a credential back).
 fn redact_body(body: ErrorBody) -> ErrorBody {
     match body {
-        ErrorBody::Json(value) => ErrorBody::Json(redact_value(value)),
+        ErrorBody::Json(value) => ErrorBody::Json(inferencekey_secrets::redact_json(value)),
         ErrorBody::Text(text) => ErrorBody::Text(redact(&text)),
     }
-}
-
-fn redact_value(value: Value) -> Value {
-    inferencekey_secrets::redact_json(value)
 }
 
 /// A JSON scalar used as a code: strings as they are, numbers as digits (vLLM sends `"code": 500`).
@@ -284,6 +293,12 @@ fn detail_item_text(item: &Value) -> String {
         (_, Some(msg)) => msg.to_owned(),
         _ => item.to_string(),
     }
+}
+
+/// True for a 2xx body that carries an error instead of a result: a non-null `error`, or `"object": "error"`.
+pub(crate) fn is_inband_error(body: &Value) -> bool {
+    body.get("error").is_some_and(|e| !e.is_null())
+        || body.get("object").and_then(Value::as_str) == Some("error")
 }
 
 /// The error code and message of a JSON error body, whatever its shape:

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::{canonical_slug, WorkloadSpec};
-use crate::token::find_secret;
+use crate::token::contains_secret;
 
 /// The top-level key holding the workloads (`[[workload]]`).
 const WORKLOAD_KEY: &str = "workload";
@@ -37,7 +37,7 @@ pub fn parse_manifest(text: &str, origin: &str) -> Result<Vec<WorkloadSpec>> {
     if let Some((line, kind)) = text
         .lines()
         .enumerate()
-        .find_map(|(line, text)| Some((line, find_secret(text)?)))
+        .find_map(|(line, text)| Some((line, contains_secret(text)?)))
     {
         return Err(Error::configuration(format!(
             "{SECRET_MESSAGE} ({origin}:{} holds {})",

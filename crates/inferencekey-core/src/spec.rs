@@ -6,7 +6,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::token::{find_secret, redact, Kind};
+use crate::token::{contains_secret, redact, Kind};
 
 /// The task type sent when the spec sets none (the platform's default).
 pub(crate) const DEFAULT_TASK_TYPE: &str = "text2text";
@@ -84,7 +84,7 @@ impl WorkloadSpec {
         ];
         strings
             .into_iter()
-            .find_map(|(field, value)| find_secret(value?).map(|kind| (field.to_owned(), kind)))
+            .find_map(|(field, value)| contains_secret(value?).map(|kind| (field.to_owned(), kind)))
             .or_else(|| {
                 [
                     ("config", &self.config),
@@ -207,7 +207,7 @@ pub fn checked_slug(raw: &str) -> Result<String> {
         return Err(Error::validation("slug must not be empty"));
     }
     // A credential pasted as a slug would go into a URL path, and its slug form (`ik-sdk-…`) into messages.
-    if let Some(kind) = find_secret(raw) {
+    if let Some(kind) = contains_secret(raw) {
         return Err(segment_secret_error("slug", kind));
     }
     let slug = canonical_slug(raw);
@@ -222,7 +222,7 @@ pub fn checked_slug(raw: &str) -> Result<String> {
 /// A project slug checked before it goes into a URL path: no secret, and never `.` or `..`, which URL
 /// normalisation would collapse so that the request (and its credential) reached another route.
 pub(crate) fn checked_project(project: String) -> Result<String> {
-    if let Some(kind) = find_secret(&project) {
+    if let Some(kind) = contains_secret(&project) {
         return Err(segment_secret_error("project", kind));
     }
     if project == "." || project == ".." {

@@ -33,16 +33,6 @@ pub(crate) fn token_kind(token: &str) -> TokenKind {
     }
 }
 
-/// The kind of the first secret in `text` (any recognised format, see `inferencekey-secrets`), if any.
-pub(crate) fn find_secret(text: &str) -> Option<Kind> {
-    contains_secret(text)
-}
-
-/// True when `text` holds a secret of any recognised format.
-pub(crate) fn contains_token(text: &str) -> bool {
-    contains_secret(text).is_some()
-}
-
 /// A credential held by a client: usable on the wire, redacted in every `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);
@@ -66,7 +56,7 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if contains_token(&self.0) {
+        if contains_secret(&self.0).is_some() {
             write!(f, "{:?}", redact(&self.0))
         } else {
             // A credential of unknown shape is hidden entirely.
@@ -79,6 +69,10 @@ impl fmt::Debug for Secret {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    fn contains_token(text: &str) -> bool {
+        contains_secret(text).is_some()
+    }
 
     const SDK: &str =
         "ik_sdk_a1b2c3d4_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
