@@ -370,3 +370,28 @@ def test_pickles_naming_the_defining_modules_still_load() -> None:
         loaded = pickle.loads(old)
         assert type(loaded) is type(obj)
         assert repr(loaded) == repr(obj)
+
+
+def test_package_modules_import_the_module_they_mean() -> None:
+    # Each module of the package imports what it uses from the module that defines it (`from inferencekey._core import
+    # …`, `from inferencekey.types import …`), never through the package face: `from inferencekey import X` inside the
+    # package would make the layering depend on `__init__`'s import order and hide cycles from import tools.
+    import ast
+    from pathlib import Path
+
+    package = Path(inferencekey.__file__).parent
+    sources = sorted(package.glob("*.py"))
+    assert len(sources) > 15
+    offenders = []
+    for source in sources:
+        tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "inferencekey":
+                offenders.append(f"{source.name}:{node.lineno}: from inferencekey import …")
+            elif isinstance(node, ast.ImportFrom) and node.level > 0:
+                offenders.append(f"{source.name}:{node.lineno}: relative import")
+            elif isinstance(node, ast.Import):
+                offenders += [
+                    f"{source.name}:{node.lineno}: import inferencekey" for a in node.names if a.name == "inferencekey"
+                ]
+    assert offenders == []

@@ -24,9 +24,11 @@ serves, call its OpenAI-compatible ``Endpoint`` (text, streaming, embeddings, re
 import logging as _logging
 import warnings as _warnings
 
-from inferencekey import _core
 from inferencekey._async import AsyncDataClient, AsyncEndpoint, AsyncManagementClient, AsyncTextStream
 from inferencekey._batch import EmbedProgress
+from inferencekey._core import MAX_SSE_EVENT_BYTES as _MAX_SSE_EVENT_BYTES
+from inferencekey._core import __version__ as _native_version
+from inferencekey._core import log_level_from_env as _log_level_from_env
 from inferencekey._data import DataClient, Endpoint, TextStream
 from inferencekey._management import ManagementClient
 from inferencekey.enums import Backend, ExecutionPolicy, OnDrift, TaskType
@@ -58,10 +60,10 @@ from inferencekey.types import (
     WorkloadSpec,
 )
 
-__version__: str = _core.__version__
+__version__: str = _native_version
 """The package version (that of the native module it ships with)."""
 
-MAX_SSE_EVENT_BYTES: int = _core.MAX_SSE_EVENT_BYTES
+MAX_SSE_EVENT_BYTES: int = _MAX_SSE_EVENT_BYTES
 """The largest server-sent event a stream may carry (16 MiB): past it the stream raises ``ApiError``
 (``malformed response: … exceeded the 16 MiB limit of one SSE event``), so a server that sends one endless line
 cannot grow the client's memory without bound."""
@@ -72,7 +74,7 @@ def _configure_logging() -> None:
     ``warning``, ``error``; the core reads and checks it), like ``OPENAI_LOG``. Without it nothing is configured: a
     library never configures logging by default (the NullHandler only keeps logging's last resort from printing)."""
     logger = _logging.getLogger("inferencekey")
-    level, warning = _core.log_level_from_env()
+    level, warning = _log_level_from_env()
     if warning is not None:
         _warnings.warn(warning, RuntimeWarning, stacklevel=2)
     if level is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, TypeVar
 
-from inferencekey import _core
+from inferencekey._core import Pending
 
 if TYPE_CHECKING:
     import asyncio
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
-async def run(pending: _core.Pending[_T]) -> _T:
+async def run(pending: Pending[_T]) -> _T:
     """Run ``pending`` on the native runtime and await its result.
 
     Cancelling the await cancels the future, which aborts the native task (closing its connection).

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from inferencekey import _core
 from inferencekey._aio import run
 from inferencekey._batch import EmbedProgress, Output, drive, run_async
 from inferencekey._closing import AsyncClosing
-from inferencekey._data import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, _DataBase, _EndpointBase
+from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, ChatStream, ChunkBatch
+from inferencekey._data import _DataBase, _EndpointBase
 from inferencekey._management import Progress, _ensured, _ManagementBase
 from inferencekey.enums import OnDrift
 
@@ -183,7 +183,7 @@ class AsyncEndpoint(_EndpointBase):
         stream with ``async with`` (or ``await close()``) to release the connection when stopping early.
         """
         opened = await run(self._native.chat_stream(prompt, messages, temperature, max_tokens))
-        return AsyncTextStream(_core.ChatStream(opened))
+        return AsyncTextStream(ChatStream(opened))
 
     async def embed(self, *, input: str | list[str]) -> EmbedResult:
         """Create embeddings: one vector per input, in input order. A bare string is a one-element batch.
@@ -245,8 +245,8 @@ class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
     waits for chunks, or garbage collection closes the connection.
     """
 
-    def __init__(self, native: _core.ChatStream) -> None:
-        self._native: _core.ChatStream | None = native
+    def __init__(self, native: ChatStream) -> None:
+        self._native: ChatStream | None = native
         self._batch: Iterator[TextChunk] = iter(())
 
     def __aiter__(self) -> AsyncTextStream:
@@ -262,7 +262,7 @@ class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
         if native is None:
             raise StopAsyncIteration
         try:
-            batch: _core.ChunkBatch = await run(native.next_batch())
+            batch: ChunkBatch = await run(native.next_batch())
             self._batch = batch
         except BaseException:
             await self.close()

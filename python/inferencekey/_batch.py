@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Literal, TextIO
 
-from inferencekey import _core
+from inferencekey._core import DoneBatch, EmbedJob, Pending
 from inferencekey._progress import LiveLine
 from inferencekey.exceptions import ApiError, BatchEmbedError, InferenceKeyError, ValidationError
 
@@ -84,14 +84,14 @@ def progress_line(progress: EmbedProgress) -> str:
 
 
 def drive(
-    job: _core.EmbedJob,
+    job: EmbedJob,
     inputs: Iterable[str],
     batch_size: int,
     max_concurrency: int,
     output: Output,
     on_progress: Callable[[EmbedProgress], None] | None,
     silent: bool,
-) -> Generator[_core.Pending[_core.DoneBatch | None], _core.DoneBatch | None, Any]:
+) -> Generator[Pending[DoneBatch | None], DoneBatch | None, Any]:
     """Run ``job`` over ``inputs``: yields each native call to wait for and is sent its result; returns the vectors.
 
     ``job`` comes from the endpoint, which has checked ``batch_size`` and ``max_concurrency`` already.
@@ -224,7 +224,7 @@ def _numpy() -> Any:
     return numpy
 
 
-def run_sync(driver: Generator[_core.Pending[Any], Any, Any]) -> Any:
+def run_sync(driver: Generator[Pending[Any], Any, Any]) -> Any:
     """Run a driver, waiting for each native call on this thread."""
     try:
         pending = next(driver)
@@ -237,7 +237,7 @@ def run_sync(driver: Generator[_core.Pending[Any], Any, Any]) -> Any:
         raise
 
 
-async def run_async(driver: Generator[_core.Pending[Any], Any, Any]) -> Any:
+async def run_async(driver: Generator[Pending[Any], Any, Any]) -> Any:
     """Run a driver, awaiting each native call on the running event loop."""
     from inferencekey._aio import run
 

@@ -7,17 +7,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from inferencekey import _core
 from inferencekey._batch import EmbedProgress, Output, drive, run_sync
 from inferencekey._closing import Closing
+from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, ChatStream
+from inferencekey._core import DataClient as NativeDataClient
+from inferencekey._core import Endpoint as NativeEndpoint
 from inferencekey._pickling import rebuild_client, rebuild_endpoint
 from inferencekey.types import EmbedResult, RerankResult, TextChunk, TextResult
 
 if TYPE_CHECKING:
     import numpy
 
-DEFAULT_BATCH_SIZE: int = _core.DEFAULT_BATCH_SIZE
-DEFAULT_MAX_CONCURRENCY: int = _core.DEFAULT_MAX_CONCURRENCY
+DEFAULT_BATCH_SIZE: int = DEFAULT_BATCH_SIZE
+DEFAULT_MAX_CONCURRENCY: int = DEFAULT_MAX_CONCURRENCY
 
 __all__ = ["DataClient", "Endpoint", "TextStream"]
 
@@ -27,7 +29,7 @@ _D = TypeVar("_D", bound="_DataBase")
 class _DataBase:
     """Construction and configuration shared by ``DataClient`` and ``AsyncDataClient``."""
 
-    _native: _core.DataClient
+    _native: NativeDataClient
 
     def __init__(
         self,
@@ -39,7 +41,7 @@ class _DataBase:
         connect_timeout: float = 10.0,
         max_retries: int = 2,
     ) -> None:
-        self._native = _core.DataClient(
+        self._native = NativeDataClient(
             base_url=base_url,
             project=project,
             api_key=api_key,
@@ -66,7 +68,7 @@ class _DataBase:
         ``INFERENCEKEY_API_KEY`` (the default ``ik_live_`` key). Blank environment values count as unset.
         """
         client = cls.__new__(cls)
-        client._native = _core.DataClient(
+        client._native = NativeDataClient(
             base_url=base_url,
             project=project,
             api_key=api_key,
@@ -133,7 +135,7 @@ class _EndpointBase:
     # The client class an unpickled endpoint is rebuilt with.
     _client_class: type[_DataBase]
 
-    def __init__(self, native: _core.Endpoint) -> None:
+    def __init__(self, native: NativeEndpoint) -> None:
         self._native = native
         self.workload_slug: str = native.workload_slug
         self.project: str = native.project
@@ -259,7 +261,7 @@ class Endpoint(_EndpointBase):
         return self._native.rerank(query, documents, top_n).wait()
 
 
-class TextStream(_core.ChatStream, Closing, Iterator[TextChunk]):
+class TextStream(ChatStream, Closing, Iterator[TextChunk]):
     """The chunks of one streaming chat completion; an iterator and a context manager.
 
     Iteration is native: chunks are read from the connection in batches (everything decoded so far, in one
@@ -272,7 +274,7 @@ class TextStream(_core.ChatStream, Closing, Iterator[TextChunk]):
 
     def close(self) -> None:
         """Close the stream and its connection; iteration ends. Idempotent."""
-        _core.ChatStream.close(self)
+        ChatStream.close(self)
 
 
 Endpoint._client_class = DataClient

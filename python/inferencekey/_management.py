@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from inferencekey import _core
 from inferencekey._closing import Closing
+from inferencekey._core import Ensured
+from inferencekey._core import ManagementClient as NativeManagementClient
 from inferencekey._pickling import rebuild_client
 from inferencekey._progress import ProgressView
 from inferencekey.enums import OnDrift
@@ -29,7 +30,7 @@ _M = TypeVar("_M", bound="_ManagementBase")
 class _ManagementBase:
     """Construction and configuration shared by ``ManagementClient`` and ``AsyncManagementClient``."""
 
-    _native: _core.ManagementClient
+    _native: NativeManagementClient
 
     def __init__(
         self,
@@ -41,7 +42,7 @@ class _ManagementBase:
         connect_timeout: float = 10.0,
         max_retries: int = 2,
     ) -> None:
-        self._native = _core.ManagementClient(
+        self._native = NativeManagementClient(
             base_url=base_url,
             sdk_token=sdk_token,
             project=project,
@@ -68,7 +69,7 @@ class _ManagementBase:
         ``INFERENCEKEY_SDK_TOKEN``. Blank environment values count as unset.
         """
         client = cls.__new__(cls)
-        client._native = _core.ManagementClient(
+        client._native = NativeManagementClient(
             base_url=base_url,
             sdk_token=sdk_token,
             project=project,
@@ -190,8 +191,21 @@ class ManagementClient(_ManagementBase, Closing):
         """Close the client's pooled connections (a later call opens new ones)."""
         self._native.close()
 
+    # The deploy commands' seam (``inferencekey apply`` and ``status``): what they need beyond the public methods,
+    # kept on the client so that no caller reaches into the native object.
 
-def _ensured(outcome: _core.Ensured) -> EndpointRef:
+    def _ensure_outcome(self, spec: WorkloadSpec, *, on_drift: str, project: str | None = None) -> Ensured:
+        """``ensure``, returning the core's whole outcome (the plan acted on, whether it changed anything, the drift
+        note) instead of showing the drift as a warning."""
+        return self._native.ensure(spec, on_drift, project).wait()
+
+    def _readiness(self, workload_slug: str, *, project: str | None = None, timeout: float) -> Iterator[ReadinessEvent]:
+        """The workload's readiness events, the first a snapshot of its current phase. The arguments (and that a
+        project resolves) are checked here; no connection opens until the first event is asked for."""
+        return self._native.watch_readiness(workload_slug, project, timeout)
+
+
+def _ensured(outcome: Ensured) -> EndpointRef:
     """The ref of an ensure outcome, after showing what the core decided to show: the dry-run note, or the drift
     warning (as a ``DriftWarning`` and a log record).
 

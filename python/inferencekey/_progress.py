@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from inferencekey import _core
+from inferencekey._core import redact
 from inferencekey.types import ReadinessEvent
 
 PHASES = ("scheduling", "provisioning", "bootstrapping", "ready")
@@ -132,7 +132,7 @@ def bar_line(event: ReadinessEvent) -> str:
 
 def _printable(message: str) -> str:
     # Server text goes to a terminal: no tokens, and no line breaks or control characters that would garble the view.
-    kept = "".join(ch for ch in _core.redact(message) if ch.isprintable() or ch.isspace())
+    kept = "".join(ch for ch in redact(message) if ch.isprintable() or ch.isspace())
     return " ".join(kept.split())
 
 

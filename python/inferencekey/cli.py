@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from inferencekey import _core, _deploy
+from inferencekey._core import __version__
+from inferencekey._deploy import COMMANDS as DEPLOY_COMMANDS
+from inferencekey._deploy import add_commands as add_deploy_commands
+from inferencekey._deploy import run as run_deploy
 from inferencekey.exceptions import InferenceKeyError
 from inferencekey.local import LocalPlatform
 
@@ -40,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         # --help, --version and usage errors: argparse has printed what it had to; hand back its code.
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    if args.group in _deploy.COMMANDS:
-        return _deploy.run(args)
+    if args.group in DEPLOY_COMMANDS:
+        return run_deploy(args)
     if args.local_command == "serve":
         return _serve(args)
     command: list[str] = args.command
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferencekey", description="The InferenceKey SDK command line.")
-    parser.add_argument("--version", action="version", version=f"inferencekey {_core.__version__}")
+    parser.add_argument("--version", action="version", version=f"inferencekey {__version__}")
     commands = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     local = commands.add_parser(
         "local",
@@ -94,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "INFERENCEKEY_SDK_TOKEN and INFERENCEKEY_API_KEY set, stop the platform, and exit with CMD's exit code.",
     )
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the command to run")
-    _deploy.add_commands(commands)
+    add_deploy_commands(commands)
     return parser
 
 

@@ -6,8 +6,9 @@ against it offline, with no account and no GPU.
 
 from __future__ import annotations
 
-from inferencekey import _core
 from inferencekey._closing import Closing
+from inferencekey._core import LocalPlatform as NativeLocalPlatform
+from inferencekey._core import redact
 
 __all__ = ["LocalPlatform"]
 
@@ -34,7 +35,7 @@ class LocalPlatform(Closing):
     def __init__(
         self, *, port: int = 0, project: str = "local", seed: int | None = None, state_dir: str | None = None
     ) -> None:
-        self._native = _core.LocalPlatform(port=port, project=project, seed=seed, state_dir=state_dir)
+        self._native = NativeLocalPlatform(port=port, project=project, seed=seed, state_dir=state_dir)
 
     @property
     def url(self) -> str:
@@ -85,8 +86,8 @@ class LocalPlatform(Closing):
         self.stop()
 
     def __repr__(self) -> str:
-        sdk_token = _core.redact(self.sdk_token)
-        api_key = _core.redact(self.api_key)
+        sdk_token = redact(self.sdk_token)
+        api_key = redact(self.api_key)
         return (
             f"{type(self).__name__}(url={self.url!r}, project={self.project!r}, sdk_token={sdk_token!r}, "
             f"api_key={api_key!r}, admin_token='<hidden>')"

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from inferencekey import DataClient, ManagementClient
+from inferencekey._data import DataClient
+from inferencekey._management import ManagementClient
 from inferencekey.local import LocalPlatform
 from inferencekey.testing import LocalAdmin
 

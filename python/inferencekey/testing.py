@@ -127,7 +127,8 @@ class LocalAdmin:
         self, slug: str, *, backend: str = "vllm", task_type: str = "text2text", model: str = "test/model"
     ) -> None:
         """Create (or keep) a workload ``slug`` that is ready at once: readiness ``immediate`` for it."""
-        from inferencekey import ManagementClient, WorkloadSpec
+        from inferencekey._management import ManagementClient
+        from inferencekey.types import WorkloadSpec
 
         spec = WorkloadSpec(name=slug, slug=slug, model=model, backend=backend, task_type=task_type)
         with ManagementClient(

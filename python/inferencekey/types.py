@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inferencekey import _core
+from inferencekey._core import redact, register_result_types
 from inferencekey.enums import Backend, ExecutionPolicy, TaskType
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class FieldChange:
 
     def __repr__(self) -> str:
         # A live value may hold a credential someone stored on the platform: the repr shows it redacted.
-        return _core.redact(f"FieldChange(field={self.field!r}, live={self.live!r}, desired={self.desired!r})")
+        return redact(f"FieldChange(field={self.field!r}, live={self.live!r}, desired={self.desired!r})")
 
 
 @dataclass(frozen=True)
@@ -277,7 +277,7 @@ class Plan:
         return self.rendered
 
 
-_core.register_result_types(
+register_result_types(
     TextChunk=TextChunk,
     TextResult=TextResult,
     EmbedResult=EmbedResult,
