@@ -31,6 +31,7 @@ from inferencekey import (
     RerankResult,
     TextChunk,
     TextResult,
+    WorkloadSpec,
     _core,
 )
 from inferencekey.local import LocalPlatform
@@ -53,6 +54,13 @@ def test_each_result_class_declares_exactly_what_the_binding_fills() -> None:
     assert set(filled) == {cls.__name__ for cls in RESULT_CLASSES}
     for cls in RESULT_CLASSES:
         assert tuple(field.name for field in dataclasses.fields(cls)) == filled[cls.__name__], cls
+
+
+def test_workload_spec_declares_exactly_the_core_spec_fields() -> None:
+    # One list (the core's SPEC_FIELDS) names the fields the binding reads from a WorkloadSpec, the manifest reader
+    # accepts and load_manifest hands back: the dataclass must declare exactly those, in that order.
+    assert tuple(field.name for field in dataclasses.fields(WorkloadSpec)) == _core.spec_fields()
+    assert len(_core.spec_fields()) == 14
 
 
 def test_registration_refuses_a_class_whose_fields_differ() -> None:

@@ -228,7 +228,7 @@ class AsyncEndpoint(_EndpointBase):
     ) -> Any:
         """The asyncio twin of ``Endpoint.embed_many``: the same arguments, result, progress and errors; cancelling the
         await stops every request in flight."""
-        job = self._native.embed_job(batch_size, max_concurrency)
+        job = self._native.embed_job(batch_size, max_concurrency, output, inputs)
         driver = drive(job, inputs, batch_size, max_concurrency, output, on_progress, silent)
         return await run_async(driver)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, TextIO
 
 from inferencekey._core import DoneBatch, EmbedJob, Pending
 from inferencekey._progress import LiveLine
-from inferencekey.exceptions import ApiError, BatchEmbedError, InferenceKeyError, ValidationError
+from inferencekey.exceptions import ApiError, BatchEmbedError, InferenceKeyError
 
 Output = Literal["numpy", "list"]
 
@@ -94,12 +94,9 @@ def drive(
 ) -> Generator[Pending[DoneBatch | None], DoneBatch | None, Any]:
     """Run ``job`` over ``inputs``: yields each native call to wait for and is sent its result; returns the vectors.
 
-    ``job`` comes from the endpoint, which has checked ``batch_size`` and ``max_concurrency`` already.
+    ``job`` comes from the endpoint, whose core has checked the arguments already (``batch_size``,
+    ``max_concurrency``, ``output``, and ``inputs`` not one string).
     """
-    if output not in ("numpy", "list"):
-        raise ValidationError(f"validation error: output must be 'numpy' or 'list'; got {output!r}")
-    if isinstance(inputs, str):
-        raise ValidationError("validation error: inputs must be an iterable of strings, not one string (use embed())")
     numpy = _numpy() if output == "numpy" else None
     total = len(inputs) if isinstance(inputs, Sized) else None
     source: Iterator[str] = iter(inputs)

@@ -38,6 +38,7 @@ __all__ = [
     "redact",
     "register_result_types",
     "result_fields",
+    "spec_fields",
 ]
 __version__: str
 DEFAULT_BATCH_SIZE: int
@@ -64,6 +65,9 @@ def register_result_types(**classes: type) -> None:
 
 def result_fields() -> dict[str, tuple[str, ...]]:
     """The fields the binding fills in each result class, by class name, in dataclass order."""
+
+def spec_fields() -> tuple[str, ...]:
+    """The spec's field names in order, as the core reads them from a `WorkloadSpec` and from manifests."""
 
 def _panicking_call(message: str) -> Pending[None]:
     """Test hook: a call whose core future panics with `message` (an empty message: no panic)."""
@@ -186,7 +190,9 @@ class Endpoint:
     ) -> Pending[OpenStream]: ...
     def embed(self, input: str | list[str]) -> Pending[EmbedResult]: ...
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> Pending[RerankResult]: ...
-    def embed_job(self, batch_size: int, max_concurrency: int) -> EmbedJob: ...
+    def embed_job(self, batch_size: int, max_concurrency: int, output: str, inputs: object) -> EmbedJob:
+        """A batch embedding job, after the checks of `embed_many`'s arguments (batch size, concurrency, output, and
+        `inputs` not one string)."""
     def config(self) -> dict[str, Any]:
         """The client's constructor arguments, `workload_slug` and `endpoint_api_key` (for pickling)."""
 

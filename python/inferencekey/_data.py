@@ -252,7 +252,7 @@ class Endpoint(_EndpointBase):
             ValidationError: ``batch_size`` is not 1-2048, ``max_concurrency`` < 1, or ``output`` is unknown.
             ImportError: ``output="numpy"`` without NumPy installed.
         """
-        job = self._native.embed_job(batch_size, max_concurrency)
+        job = self._native.embed_job(batch_size, max_concurrency, output, inputs)
         driver = drive(job, inputs, batch_size, max_concurrency, output, on_progress, silent)
         return run_sync(driver)
 

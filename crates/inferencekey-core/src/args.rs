@@ -69,6 +69,58 @@ pub fn readiness_timeout(seconds: f64) -> Result<Duration> {
         .map_err(|_| Error::validation("timeout must be a non-negative number of seconds"))
 }
 
+/// The message of a binding's `TypeError` for an argument of the wrong type: it names the argument, what it must be
+/// (`"a str"`, `"an int"`) and the type it got.
+pub fn wrong_type(name: &str, expected: &str, got: &str) -> String {
+    format!("{name} must be {expected}, not {got}")
+}
+
+/// The validation error for a spec field of the wrong type (`expected` is `"a string"` or `"a dict"`).
+pub fn field_type(name: &str, expected: &str) -> Error {
+    Error::validation(format_args!("{name} must be {expected}"))
+}
+
+/// The deepest nesting of a JSON-like argument accepted (what the platform's JSON parsers accept).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Why a value given as JSON cannot be carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotJson<'a> {
+    /// A container holds itself.
+    Cycle,
+    /// Nested deeper than [`MAX_JSON_DEPTH`].
+    TooDeep,
+    /// An integer beyond 64 bits.
+    IntegerTooLarge,
+    /// NaN or an infinity.
+    NonFinite,
+    /// A value of a type with no JSON form (the type's name).
+    Type(&'a str),
+    /// A mapping key that is not a string.
+    KeyNotString,
+}
+
+/// The validation error for an argument (`what`) holding something JSON cannot carry.
+pub fn not_json(what: &str, reason: NotJson<'_>) -> Error {
+    Error::validation(match reason {
+        NotJson::Cycle => format!("{what} holds a reference cycle, which JSON cannot carry"),
+        NotJson::TooDeep => format!("{what} nests deeper than {MAX_JSON_DEPTH} levels"),
+        NotJson::IntegerTooLarge => format!("{what} holds an integer too large for JSON"),
+        NotJson::NonFinite => {
+            format!("{what} holds a float JSON cannot carry (NaN or infinity)")
+        }
+        NotJson::Type(name) => {
+            format!("{what} holds a value of type {name}, which is not JSON-compatible")
+        }
+        NotJson::KeyNotString => format!("{what} keys must be strings"),
+    })
+}
+
+/// The configuration error for a local platform that could not start (`cause` says why).
+pub fn local_platform_failed(cause: impl std::fmt::Display) -> Error {
+    Error::configuration(format!("cannot start the local platform: {cause}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

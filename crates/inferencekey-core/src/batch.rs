@@ -29,6 +29,41 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// The largest batch accepted (OpenAI-compatible servers cap a request at 2,048 inputs).
 const MAX_BATCH_SIZE: i64 = 2048;
 
+/// What `embed_many` returns its vectors as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbedOutput {
+    /// One float32 array of shape `(n, dim)`.
+    Numpy,
+    /// A list of lists of floats.
+    List,
+}
+
+impl EmbedOutput {
+    /// The output a user named (`"numpy"` or `"list"`); anything else is a validation error naming `output`.
+    pub fn from_user(value: &str) -> Result<Self> {
+        match value {
+            "numpy" => Ok(Self::Numpy),
+            "list" => Ok(Self::List),
+            other => Err(Error::validation(format_args!(
+                "output must be 'numpy' or 'list'; got {other:?}"
+            ))),
+        }
+    }
+
+    /// The name a user gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Numpy => "numpy",
+            Self::List => "list",
+        }
+    }
+}
+
+/// The validation error for `embed_many` given one string: it would embed its characters one by one.
+pub fn one_string_inputs() -> Error {
+    Error::validation("inputs must be an iterable of strings, not one string (use embed())")
+}
+
 /// How a batch job runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchOptions {

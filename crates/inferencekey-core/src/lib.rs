@@ -26,8 +26,14 @@ mod token;
 mod transport;
 mod wire;
 
-pub use args::{int_in_range, integer_out_of_range, readiness_timeout};
-pub use batch::{BatchDone, BatchOptions, EmbedJob, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY};
+pub use args::{
+    field_type, int_in_range, integer_out_of_range, local_platform_failed, not_json,
+    readiness_timeout, wrong_type, NotJson, MAX_JSON_DEPTH,
+};
+pub use batch::{
+    one_string_inputs, BatchDone, BatchOptions, EmbedJob, EmbedOutput, DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+};
 pub use config::{
     log_level_from_env, resolve_setting, TransportOptions, DEFAULT_BASE_URL, ENV_LOG,
 };
@@ -39,7 +45,10 @@ pub use data::{
 pub use error::{Error, ErrorBody, ErrorKind, Result};
 pub use manifest::{load_manifest, parse_manifest};
 pub use plan::{FieldChange, Plan, PlanAction};
-pub use spec::{canonical_slug, checked_slug, WorkloadSpec};
+pub use spec::{
+    canonical_slug, checked_slug, spec_field, FieldSetter, FieldValue, SpecField, WorkloadSpec,
+    SPEC_FIELDS,
+};
 pub use sse::{SseDecoder, SseEvent, MAX_EVENT_BYTES};
 pub use token::redact;
 pub use wire::Workload;

@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::spec::{canonical_slug, WorkloadSpec};
+use crate::spec::{canonical_slug, spec_field, FieldSetter, WorkloadSpec, SPEC_FIELDS};
 use crate::token::contains_secret;
 
 /// The top-level key holding the workloads (`[[workload]]`).
@@ -73,60 +73,6 @@ struct File<'a> {
     text: &'a str,
     origin: &'a str,
 }
-
-/// How a spec field takes its value: a string, or a table (as a JSON object).
-enum Setter {
-    Text(fn(&mut WorkloadSpec, String)),
-    Table(fn(&mut WorkloadSpec, Map<String, Value>)),
-}
-
-/// The spec fields a workload table may set, in `WorkloadSpec` order.
-const FIELDS: [(&str, Setter); 14] = [
-    ("name", Setter::Text(|spec, text| spec.name = text)),
-    ("slug", Setter::Text(|spec, text| spec.slug = text)),
-    ("model", Setter::Text(|spec, text| spec.model = text)),
-    ("backend", Setter::Text(|spec, text| spec.backend = text)),
-    (
-        "project",
-        Setter::Text(|spec, text| spec.project = Some(text)),
-    ),
-    (
-        "description",
-        Setter::Text(|spec, text| spec.description = Some(text)),
-    ),
-    (
-        "command",
-        Setter::Text(|spec, text| spec.command = Some(text)),
-    ),
-    (
-        "vllm_version",
-        Setter::Text(|spec, text| spec.vllm_version = Some(text)),
-    ),
-    (
-        "task_type",
-        Setter::Text(|spec, text| spec.task_type = Some(text)),
-    ),
-    ("config", Setter::Table(|spec, map| spec.config = Some(map))),
-    (
-        "execution_policy",
-        Setter::Text(|spec, text| spec.execution_policy = Some(text)),
-    ),
-    (
-        "execution_policy_config",
-        Setter::Table(|spec, map| spec.execution_policy_config = Some(map)),
-    ),
-    (
-        "worker_id",
-        Setter::Text(|spec, text| spec.worker_id = Some(text)),
-    ),
-    (
-        "gpu_resource_id",
-        Setter::Text(|spec, text| spec.gpu_resource_id = Some(text)),
-    ),
-];
-
-/// The fields a workload must set.
-const REQUIRED: [&str; 4] = ["name", "slug", "model", "backend"];
 
 impl File<'_> {
     /// `origin:line` for a byte offset of the text.
@@ -216,7 +162,7 @@ impl File<'_> {
         let mut spec = WorkloadSpec::default();
         for (key, value) in table {
             let field = key.get_ref().as_ref();
-            let Some((_, setter)) = FIELDS.iter().find(|(name, _)| *name == field) else {
+            let Some(spec_field) = spec_field(field) else {
                 return Err(self.invalid(
                     key.span().start,
                     format_args!("{named}: unknown field {field:?}"),
@@ -231,15 +177,15 @@ impl File<'_> {
                     ),
                 )
             };
-            match setter {
-                Setter::Text(set) => {
+            match spec_field.set {
+                FieldSetter::Text(set) => {
                     let text = value
                         .get_ref()
                         .as_str()
                         .ok_or_else(|| wrong_type("string"))?;
                     set(&mut spec, text.to_owned());
                 }
-                Setter::Table(set) => {
+                FieldSetter::Table(set) => {
                     let table = value
                         .get_ref()
                         .as_table()
@@ -248,7 +194,11 @@ impl File<'_> {
                 }
             }
         }
-        if let Some(missing) = REQUIRED.iter().find(|name| !table.contains_key(**name)) {
+        if let Some(missing) = SPEC_FIELDS
+            .iter()
+            .find(|field| field.required && !table.contains_key(field.name))
+        {
+            let missing = missing.name;
             return Err(self.invalid(
                 item.span().start,
                 format_args!("{named}: missing required field {missing:?}"),

@@ -44,18 +44,115 @@ pub struct WorkloadSpec {
     pub gpu_resource_id: Option<String>,
 }
 
+/// A spec field's value, borrowed: a string (the required four are always `Some`) or a table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FieldValue<'a> {
+    /// A string field.
+    Text(Option<&'a String>),
+    /// A table field (`config`, `execution_policy_config`), as a JSON object.
+    Table(Option<&'a Map<String, Value>>),
+}
+
+/// How a spec field takes a value.
+#[derive(Clone, Copy)]
+pub enum FieldSetter {
+    /// A string.
+    Text(fn(&mut WorkloadSpec, String)),
+    /// A table, as a JSON object.
+    Table(fn(&mut WorkloadSpec, Map<String, Value>)),
+}
+
+/// One field of the spec: its name (the same in Python, in manifests and in messages), whether it is required, and
+/// how to read and set it.
+#[derive(Clone, Copy)]
+pub struct SpecField {
+    /// The field's name.
+    pub name: &'static str,
+    /// Whether a spec must set it (a non-blank string).
+    pub required: bool,
+    get: for<'a> fn(&'a WorkloadSpec) -> FieldValue<'a>,
+    /// How to set it.
+    pub set: FieldSetter,
+}
+
+impl SpecField {
+    /// The field's value in `spec`.
+    pub fn get<'a>(&self, spec: &'a WorkloadSpec) -> FieldValue<'a> {
+        (self.get)(spec)
+    }
+
+    /// Whether the field holds a table rather than a string.
+    pub fn is_table(&self) -> bool {
+        matches!(self.set, FieldSetter::Table(_))
+    }
+}
+
+/// Builds one `SpecField` entry; `required` fields are plain `String`s, the others `Option`s.
+macro_rules! spec_field {
+    (required $name:ident) => {
+        SpecField {
+            name: stringify!($name),
+            required: true,
+            get: |spec| FieldValue::Text(Some(&spec.$name)),
+            set: FieldSetter::Text(|spec, text| spec.$name = text),
+        }
+    };
+    (text $name:ident) => {
+        SpecField {
+            name: stringify!($name),
+            required: false,
+            get: |spec| FieldValue::Text(spec.$name.as_ref()),
+            set: FieldSetter::Text(|spec, text| spec.$name = Some(text)),
+        }
+    };
+    (table $name:ident) => {
+        SpecField {
+            name: stringify!($name),
+            required: false,
+            get: |spec| FieldValue::Table(spec.$name.as_ref()),
+            set: FieldSetter::Table(|spec, map| spec.$name = Some(map)),
+        }
+    };
+}
+
+/// The spec's fields in `WorkloadSpec` order: the one list the manifest reader, the binding (which reads a Python
+/// `WorkloadSpec` and hands manifests over as its fields) and the Python dataclass are held to.
+pub const SPEC_FIELDS: [SpecField; 14] = [
+    spec_field!(required name),
+    spec_field!(required slug),
+    spec_field!(required model),
+    spec_field!(required backend),
+    spec_field!(text project),
+    spec_field!(text description),
+    spec_field!(text command),
+    spec_field!(text vllm_version),
+    spec_field!(text task_type),
+    spec_field!(table config),
+    spec_field!(text execution_policy),
+    spec_field!(table execution_policy_config),
+    spec_field!(text worker_id),
+    spec_field!(text gpu_resource_id),
+];
+
+/// The field of that name, if the spec has one.
+pub fn spec_field(name: &str) -> Option<&'static SpecField> {
+    SPEC_FIELDS.iter().find(|field| field.name == name)
+}
+
 impl WorkloadSpec {
     /// Check the spec locally, before any request: `name`, `slug`, `model`, `backend` must not be blank (in
     /// that order), the slug must canonicalise to something, and no string anywhere may hold a token.
     pub fn validate(&self) -> Result<()> {
-        for (field, value) in [
-            ("name", &self.name),
-            ("slug", &self.slug),
-            ("model", &self.model),
-            ("backend", &self.backend),
-        ] {
-            if value.trim().is_empty() {
-                return Err(Error::validation(format_args!("{field} must not be empty")));
+        for field in SPEC_FIELDS.iter().filter(|field| field.required) {
+            let blank = match field.get(self) {
+                FieldValue::Text(value) => value.is_none_or(|value| value.trim().is_empty()),
+                FieldValue::Table(_) => false,
+            };
+            if blank {
+                return Err(Error::validation(format_args!(
+                    "{} must not be empty",
+                    field.name
+                )));
             }
         }
         checked_slug(&self.slug)?;
@@ -68,31 +165,19 @@ impl WorkloadSpec {
     /// Where the spec holds a secret (the field's path, `config.env.HF_TOKEN`) and of what kind: any string,
     /// dict keys and values included, at any depth.
     fn find_secret(&self) -> Option<(String, Kind)> {
-        let strings = [
-            ("name", Some(&self.name)),
-            ("slug", Some(&self.slug)),
-            ("model", Some(&self.model)),
-            ("backend", Some(&self.backend)),
-            ("project", self.project.as_ref()),
-            ("description", self.description.as_ref()),
-            ("command", self.command.as_ref()),
-            ("vllm_version", self.vllm_version.as_ref()),
-            ("task_type", self.task_type.as_ref()),
-            ("execution_policy", self.execution_policy.as_ref()),
-            ("worker_id", self.worker_id.as_ref()),
-            ("gpu_resource_id", self.gpu_resource_id.as_ref()),
-        ];
-        strings
-            .into_iter()
-            .find_map(|(field, value)| contains_secret(value?).map(|kind| (field.to_owned(), kind)))
-            .or_else(|| {
-                [
-                    ("config", &self.config),
-                    ("execution_policy_config", &self.execution_policy_config),
-                ]
-                .into_iter()
-                .find_map(|(field, map)| inferencekey_secrets::find_in_map(map.as_ref()?, field))
+        // Strings first, then tables: a secret in a plain field is named before one deep in a config.
+        let text = SPEC_FIELDS.iter().find_map(|field| match field.get(self) {
+            FieldValue::Text(value) => {
+                contains_secret(value?).map(|kind| (field.name.to_owned(), kind))
+            }
+            FieldValue::Table(_) => None,
+        });
+        text.or_else(|| {
+            SPEC_FIELDS.iter().find_map(|field| match field.get(self) {
+                FieldValue::Table(map) => inferencekey_secrets::find_in_map(map?, field.name),
+                FieldValue::Text(_) => None,
             })
+        })
     }
 
     /// The wire `config`: the user's `config` with `command` and `vllm_version` laid over it (the explicit
@@ -146,31 +231,21 @@ impl WorkloadSpec {
 /// Shows the spec with any token redacted (a spec holding one is rejected, but may be logged first).
 impl fmt::Debug for WorkloadSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = |s: &String| redact(s);
-        let opt = |s: &Option<String>| s.as_ref().map(|s| redact(s));
-        let map = |m: &Option<Map<String, Value>>| {
-            m.as_ref()
-                .map(|m| redact(&Value::Object(m.clone()).to_string()))
-        };
-        f.debug_struct("WorkloadSpec")
-            .field("name", &text(&self.name))
-            .field("slug", &text(&self.slug))
-            .field("model", &text(&self.model))
-            .field("backend", &text(&self.backend))
-            .field("project", &opt(&self.project))
-            .field("description", &opt(&self.description))
-            .field("command", &opt(&self.command))
-            .field("vllm_version", &opt(&self.vllm_version))
-            .field("task_type", &opt(&self.task_type))
-            .field("config", &map(&self.config))
-            .field("execution_policy", &opt(&self.execution_policy))
-            .field(
-                "execution_policy_config",
-                &map(&self.execution_policy_config),
-            )
-            .field("worker_id", &opt(&self.worker_id))
-            .field("gpu_resource_id", &opt(&self.gpu_resource_id))
-            .finish()
+        // Required fields show as strings, optional ones as options, as a derived Debug would.
+        let mut debug = f.debug_struct("WorkloadSpec");
+        for field in &SPEC_FIELDS {
+            let shown = match field.get(self) {
+                FieldValue::Text(value) => value.map(|s| redact(s)),
+                FieldValue::Table(map) => {
+                    map.map(|m| redact(&Value::Object(m.clone()).to_string()))
+                }
+            };
+            match (field.required, shown) {
+                (true, Some(shown)) => debug.field(field.name, &shown),
+                (_, shown) => debug.field(field.name, &shown),
+            };
+        }
+        debug.finish()
     }
 }
 
@@ -275,6 +350,71 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use serde_json::json;
+
+    #[test]
+    fn each_spec_field_sets_and_reads_its_own_member() {
+        let mut spec = WorkloadSpec::default();
+        for (i, field) in SPEC_FIELDS.iter().enumerate() {
+            match field.set {
+                FieldSetter::Text(set) => set(&mut spec, format!("v{i}")),
+                FieldSetter::Table(set) => set(&mut spec, obj(json!({ "k": i }))),
+            }
+        }
+        for (i, field) in SPEC_FIELDS.iter().enumerate() {
+            match field.get(&spec) {
+                FieldValue::Text(value) => {
+                    assert_eq!(value.unwrap(), &format!("v{i}"), "{}", field.name)
+                }
+                FieldValue::Table(map) => {
+                    assert_eq!(map.unwrap(), &obj(json!({ "k": i })), "{}", field.name)
+                }
+            }
+        }
+        // Every member is in the table: this exhaustive pattern stops compiling when a member is added, and the
+        // loop above gave each member a distinct value through the table.
+        let WorkloadSpec {
+            name,
+            slug,
+            model,
+            backend,
+            project,
+            description,
+            command,
+            vllm_version,
+            task_type,
+            config,
+            execution_policy,
+            execution_policy_config,
+            worker_id,
+            gpu_resource_id,
+        } = &spec;
+        let texts = [name, slug, model, backend];
+        let options = [
+            project,
+            description,
+            command,
+            vllm_version,
+            task_type,
+            execution_policy,
+            worker_id,
+            gpu_resource_id,
+        ];
+        assert!(texts.iter().all(|text| text.starts_with('v')));
+        assert!(options.iter().all(|text| text.is_some()));
+        assert!(config.is_some() && execution_policy_config.is_some());
+        let names: Vec<&str> = SPEC_FIELDS.iter().map(|field| field.name).collect();
+        assert_eq!(names.len(), 14);
+        assert_eq!(
+            SPEC_FIELDS
+                .iter()
+                .filter(|field| field.required)
+                .map(|field| field.name)
+                .collect::<Vec<_>>(),
+            ["name", "slug", "model", "backend"]
+        );
+        assert!(spec_field("config").unwrap().is_table());
+        assert!(spec_field("nope").is_none());
+    }
 
     fn spec() -> WorkloadSpec {
         spec_of_model("meta-llama/Llama-3.1-8B-Instruct")

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Value};
 
-use inferencekey_core::{Error, OnDrift, WorkloadSpec};
+use inferencekey_core::{field_type, wrong_type, FieldSetter, OnDrift, WorkloadSpec, SPEC_FIELDS};
 
 use crate::errors::{not_json, to_pyerr};
 use crate::json::{dict_to_map, py_to_value};
@@ -19,10 +19,7 @@ fn opt_str(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<String>> {
     }
     match value.cast::<PyString>() {
         Ok(s) => Ok(Some(s.to_str()?.to_owned())),
-        Err(_) => Err(to_pyerr(
-            obj.py(),
-            Error::validation(format_args!("{name} must be a string")),
-        )),
+        Err(_) => Err(to_pyerr(obj.py(), field_type(name, "a string"))),
     }
 }
 
@@ -36,34 +33,36 @@ fn opt_map(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Map<String, Va
         Ok(dict) => dict_to_map(dict, name)
             .map(Some)
             .map_err(|failure| not_json(obj.py(), failure)),
-        Err(_) => Err(to_pyerr(
-            obj.py(),
-            Error::validation(format_args!("{name} must be a dict")),
-        )),
+        Err(_) => Err(to_pyerr(obj.py(), field_type(name, "a dict"))),
     }
 }
 
-/// The core spec from a Python `WorkloadSpec` (read by attribute, so any object with those fields works).
+/// The core spec from a Python `WorkloadSpec`, read by attribute (so any object with those fields works), field by
+/// field as the core lists them (`SPEC_FIELDS`).
 pub fn spec(obj: &Bound<'_, PyAny>) -> PyResult<WorkloadSpec> {
     if obj.getattr("slug").is_err() {
-        return Err(PyTypeError::new_err("spec must be a WorkloadSpec"));
+        return Err(PyTypeError::new_err(wrong_type(
+            "spec",
+            "a WorkloadSpec",
+            &type_name(obj),
+        )));
     }
-    Ok(WorkloadSpec {
-        name: opt_str(obj, "name")?.unwrap_or_default(),
-        slug: opt_str(obj, "slug")?.unwrap_or_default(),
-        model: opt_str(obj, "model")?.unwrap_or_default(),
-        backend: opt_str(obj, "backend")?.unwrap_or_default(),
-        project: opt_str(obj, "project")?,
-        description: opt_str(obj, "description")?,
-        command: opt_str(obj, "command")?,
-        vllm_version: opt_str(obj, "vllm_version")?,
-        task_type: opt_str(obj, "task_type")?,
-        config: opt_map(obj, "config")?,
-        execution_policy: opt_str(obj, "execution_policy")?,
-        execution_policy_config: opt_map(obj, "execution_policy_config")?,
-        worker_id: opt_str(obj, "worker_id")?,
-        gpu_resource_id: opt_str(obj, "gpu_resource_id")?,
-    })
+    let mut spec = WorkloadSpec::default();
+    for field in &SPEC_FIELDS {
+        match field.set {
+            FieldSetter::Text(set) => {
+                if let Some(text) = opt_str(obj, field.name)? {
+                    set(&mut spec, text);
+                }
+            }
+            FieldSetter::Table(set) => {
+                if let Some(map) = opt_map(obj, field.name)? {
+                    set(&mut spec, map);
+                }
+            }
+        }
+    }
+    Ok(spec)
 }
 
 /// A JSON-like argument (`what` names it in errors); None stays None.
@@ -94,27 +93,30 @@ pub fn texts(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
             if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
                 err
             } else {
-                wrong_type(obj, name, "a str or a list of str")
+                wrong_type_error(obj, name, "a str or a list of str")
             }
         }),
     }
 }
 
 /// The `TypeError` for an argument of the wrong type: it names the argument and what it must be.
-fn wrong_type(obj: &Bound<'_, PyAny>, name: &str, expected: &str) -> PyErr {
-    let got = obj
-        .get_type()
+fn wrong_type_error(obj: &Bound<'_, PyAny>, name: &str, expected: &str) -> PyErr {
+    PyTypeError::new_err(wrong_type(name, expected, &type_name(obj)))
+}
+
+/// The name of `obj`'s type, for messages.
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
         .name()
         .map(|n| n.to_string())
-        .unwrap_or_else(|_| "another type".to_owned());
-    PyTypeError::new_err(format!("{name} must be {expected}, not {got}"))
+        .unwrap_or_else(|_| "another type".to_owned())
 }
 
 /// A required `str` argument.
 pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
     match obj.cast::<PyString>() {
         Ok(s) => Ok(s.to_str()?.to_owned()),
-        Err(_) => Err(wrong_type(obj, name, "a str")),
+        Err(_) => Err(wrong_type_error(obj, name, "a str")),
     }
 }
 
@@ -130,7 +132,7 @@ pub fn opt_text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<String>> 
 /// argument, as the core's range checks word it, never an `OverflowError`.
 pub fn int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
     if obj.cast::<PyBool>().is_ok() || obj.cast::<PyInt>().is_err() {
-        return Err(wrong_type(obj, name, "an int"));
+        return Err(wrong_type_error(obj, name, "an int"));
     }
     if let Ok(value) = obj.extract::<i64>() {
         return Ok(value);
@@ -151,7 +153,7 @@ pub fn int_in<T: TryFrom<i128>>(
     max: i128,
 ) -> PyResult<T> {
     if obj.cast::<PyBool>().is_ok() || obj.cast::<PyInt>().is_err() {
-        return Err(wrong_type(obj, name, "an int"));
+        return Err(wrong_type_error(obj, name, "an int"));
     }
     // Beyond 128 bits is out of every range: saturate to a value outside it.
     let value = obj.extract::<i128>().or_else(|_| {
@@ -172,7 +174,7 @@ pub fn opt_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i64>> {
 /// A required number (`int` or `float`, not a bool or a str).
 pub fn number(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
     if obj.cast::<PyBool>().is_ok() {
-        return Err(wrong_type(obj, name, "a number"));
+        return Err(wrong_type_error(obj, name, "a number"));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         return Ok(f.value());
@@ -181,7 +183,7 @@ pub fn number(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
         // An int too large for a float is infinite, which the core's range checks refuse.
         return Ok(obj.extract::<f64>().unwrap_or(f64::INFINITY));
     }
-    Err(wrong_type(obj, name, "a number"))
+    Err(wrong_type_error(obj, name, "a number"))
 }
 
 /// An optional number (None stays None).
@@ -196,14 +198,14 @@ pub fn opt_number(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<f64>> {
 pub fn text_list(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
     let expected = "a list of str";
     if obj.cast::<PyString>().is_ok() {
-        return Err(wrong_type(obj, name, expected));
+        return Err(wrong_type_error(obj, name, expected));
     }
     let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = obj.cast::<PyList>() {
         list.iter().collect()
     } else if let Ok(tuple) = obj.cast::<PyTuple>() {
         tuple.iter().collect()
     } else {
-        return Err(wrong_type(obj, name, expected));
+        return Err(wrong_type_error(obj, name, expected));
     };
     items
         .iter()

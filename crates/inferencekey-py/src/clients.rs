@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict};
+use pyo3::types::{PyBool, PyDict, PyString};
 
 use inferencekey_core as core;
 
@@ -599,19 +599,27 @@ impl Endpoint {
         )))
     }
 
-    /// A batch embedding job on this endpoint (`batch_size` inputs per request, at most `max_concurrency` in flight).
-    #[pyo3(signature = (batch_size, max_concurrency))]
+    /// A batch embedding job on this endpoint (`batch_size` inputs per request, at most `max_concurrency` in flight),
+    /// after the core's checks of every `embed_many` argument it can judge before reading `inputs`.
+    #[pyo3(signature = (batch_size, max_concurrency, output, inputs))]
     fn embed_job(
         &self,
         py: Python<'_>,
         batch_size: &Bound<'_, PyAny>,
         max_concurrency: &Bound<'_, PyAny>,
+        output: &Bound<'_, PyAny>,
+        inputs: &Bound<'_, PyAny>,
     ) -> PyResult<EmbedJob> {
         let options = core::BatchOptions::from_user(
             args::int(batch_size, "batch_size")?,
             args::int(max_concurrency, "max_concurrency")?,
         )
         .map_err(|err| to_pyerr(py, err))?;
+        core::EmbedOutput::from_user(&args::text(output, "output")?)
+            .map_err(|err| to_pyerr(py, err))?;
+        if inputs.is_instance_of::<PyString>() {
+            return Err(to_pyerr(py, core::one_string_inputs()));
+        }
         Ok(EmbedJob::new(&self.core(py)?, options))
     }
 

@@ -1,41 +1,72 @@
 //! Core errors raised as the exception classes of `inferencekey.exceptions` (owned by Python), with their
-//! structured attributes. The one kind-to-class table lives here: every exception the binding raises goes
-//! through `to_pyerr`, its class chosen from the core's error kind and nothing else.
+//! structured attributes. The one kind-to-class table lives here (`Classes::for_kind`): every exception the binding
+//! raises goes through `to_pyerr`, its class chosen from the core's error kind and nothing else.
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyModule};
+use pyo3::types::{PyDict, PyType};
 
 use inferencekey_core::{Error, ErrorBody, ErrorKind};
 
 use crate::json::{value_to_py, NotJson};
 use crate::results;
 
-static EXCEPTIONS_MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-
-/// The exception class that stands for a core error kind.
-fn class_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Configuration => "ConfigurationError",
-        ErrorKind::Validation => "ValidationError",
-        ErrorKind::Drift => "DriftError",
-        ErrorKind::Auth => "AuthError",
-        ErrorKind::PermissionDenied => "PermissionDenied",
-        ErrorKind::Api => "ApiError",
-        ErrorKind::Connection => "ApiConnectionError",
-        ErrorKind::Timeout => "ApiTimeoutError",
-        ErrorKind::WaitTimeout => "WaitTimeoutError",
-    }
+/// One typed handle per exception class of `inferencekey.exceptions`, imported together the first time an error
+/// is raised (outside any lock Python code could need), so a raise looks nothing up by name.
+struct Classes {
+    base: Py<PyType>,
+    configuration: Py<PyType>,
+    validation: Py<PyType>,
+    drift: Py<PyType>,
+    auth: Py<PyType>,
+    permission_denied: Py<PyType>,
+    api: Py<PyType>,
+    connection: Py<PyType>,
+    timeout: Py<PyType>,
+    wait_timeout: Py<PyType>,
 }
 
-/// `inferencekey.exceptions`, imported once (outside any lock Python code could need).
-fn exceptions(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    EXCEPTIONS_MODULE
-        .get_or_try_init(py, || {
-            py.import("inferencekey.exceptions").map(Bound::unbind)
+static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
+
+impl Classes {
+    fn import(py: Python<'_>) -> PyResult<Self> {
+        let module = py.import("inferencekey.exceptions")?;
+        let class = |name: &str| -> PyResult<Py<PyType>> {
+            Ok(module.getattr(name)?.cast_into::<PyType>()?.unbind())
+        };
+        Ok(Classes {
+            base: class("InferenceKeyError")?,
+            configuration: class("ConfigurationError")?,
+            validation: class("ValidationError")?,
+            drift: class("DriftError")?,
+            auth: class("AuthError")?,
+            permission_denied: class("PermissionDenied")?,
+            api: class("ApiError")?,
+            connection: class("ApiConnectionError")?,
+            timeout: class("ApiTimeoutError")?,
+            wait_timeout: class("WaitTimeoutError")?,
         })
-        .map(|module| module.bind(py))
+    }
+
+    fn get(py: Python<'_>) -> PyResult<&Classes> {
+        CLASSES.get_or_try_init(py, || Classes::import(py))
+    }
+
+    /// The class that stands for a core error kind.
+    fn for_kind(&self, kind: ErrorKind) -> &Py<PyType> {
+        match kind {
+            ErrorKind::Configuration => &self.configuration,
+            ErrorKind::Validation => &self.validation,
+            ErrorKind::Drift => &self.drift,
+            ErrorKind::Auth => &self.auth,
+            ErrorKind::PermissionDenied => &self.permission_denied,
+            ErrorKind::Api => &self.api,
+            ErrorKind::Connection => &self.connection,
+            ErrorKind::Timeout => &self.timeout,
+            ErrorKind::WaitTimeout => &self.wait_timeout,
+        }
+    }
 }
 
 /// Build the Python exception for a core error; a failure to build it becomes a RuntimeError.
@@ -44,7 +75,7 @@ pub fn to_pyerr(py: Python<'_>, err: Error) -> PyErr {
 }
 
 fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
-    let class = exceptions(py)?.getattr(class_name(err.kind))?;
+    let class = Classes::get(py)?.for_kind(err.kind).bind(py);
     let kwargs = PyDict::new(py);
     kwargs.set_item("status_code", err.status)?;
     kwargs.set_item("code", err.code.as_deref())?;
@@ -65,7 +96,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
 pub fn not_json(py: Python<'_>, failure: NotJson) -> PyErr {
     match failure {
         NotJson::Python(err) => err,
-        NotJson::Invalid(message) => to_pyerr(py, Error::validation(message)),
+        NotJson::Invalid(err) => to_pyerr(py, err),
     }
 }
 
@@ -73,9 +104,12 @@ pub fn not_json(py: Python<'_>, failure: NotJson) -> PyErr {
 /// `except InferenceKeyError` still catches it; a RuntimeError only if even that cannot be built.
 pub fn internal_error(message: &str) -> PyErr {
     Python::attach(|py| {
-        let built = exceptions(py)
-            .and_then(|module| module.getattr("InferenceKeyError"))
-            .and_then(|cls| cls.call1((format!("internal error: {message}"),)));
+        let built = Classes::get(py).and_then(|classes| {
+            classes
+                .base
+                .bind(py)
+                .call1((format!("internal error: {message}"),))
+        });
         match built {
             Ok(instance) => PyErr::from_value(instance),
             Err(_) => PyRuntimeError::new_err(format!("internal error: {message}")),

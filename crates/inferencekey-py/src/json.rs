@@ -10,12 +10,14 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+use inferencekey_core::{not_json, Error, NotJson as Reason, MAX_JSON_DEPTH};
+
 /// Why a Python object could not become JSON.
 pub enum NotJson {
     /// Python itself failed while the object was read.
     Python(PyErr),
-    /// The object holds something JSON cannot carry; the message says what.
-    Invalid(String),
+    /// The object holds something JSON cannot carry: the core's validation error, which says what.
+    Invalid(Error),
 }
 
 impl From<PyErr> for NotJson {
@@ -221,9 +223,9 @@ impl<'de, 'py> Visitor<'de> for PyKey<'_, 'de, 'py> {
     }
 }
 
-/// How deep Python values may nest on their way to JSON: as deep as the platform's JSON parsers read, and far
-/// from the native stack's limit.
-pub const MAX_DEPTH: usize = 128;
+/// How deep Python values may nest on their way to JSON (the core's limit): as deep as the platform's JSON parsers
+/// read, and far from the native stack's limit.
+const MAX_DEPTH: usize = MAX_JSON_DEPTH;
 
 /// A Python object as JSON; `what` names it in the error for values JSON cannot hold. Nesting deeper than
 /// [`MAX_DEPTH`] and reference cycles are refused (the recursion would otherwise exhaust the stack).
@@ -251,27 +253,25 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// The refusal of this walk's value, worded by the core.
+    fn refuse(&self, reason: Reason<'_>) -> NotJson {
+        NotJson::Invalid(not_json(self.what, reason))
+    }
+
     /// Enter a container: refused when it is already open (a cycle) or too deep.
     fn enter(&mut self, obj: &Bound<'_, PyAny>) -> Result<(), NotJson> {
         let id = obj.as_ptr() as usize;
         if self.open.contains(&id) {
-            return Err(NotJson::Invalid(format!(
-                "{} holds a reference cycle, which JSON cannot carry",
-                self.what
-            )));
+            return Err(self.refuse(Reason::Cycle));
         }
         if self.open.len() >= MAX_DEPTH {
-            return Err(NotJson::Invalid(format!(
-                "{} nests deeper than {MAX_DEPTH} levels",
-                self.what
-            )));
+            return Err(self.refuse(Reason::TooDeep));
         }
         self.open.push(id);
         Ok(())
     }
 
     fn value(&mut self, obj: &Bound<'_, PyAny>) -> Result<Value, NotJson> {
-        let what = self.what;
         if obj.is_none() {
             return Ok(Value::Null);
         }
@@ -289,18 +289,12 @@ impl<'a> Walk<'a> {
             if let Ok(u) = obj.extract::<u64>() {
                 return Ok(Value::Number(u.into()));
             }
-            return Err(NotJson::Invalid(format!(
-                "{what} holds an integer too large for JSON"
-            )));
+            return Err(self.refuse(Reason::IntegerTooLarge));
         }
         if let Ok(f) = obj.cast::<PyFloat>() {
             return Number::from_f64(f.value())
                 .map(Value::Number)
-                .ok_or_else(|| {
-                    NotJson::Invalid(format!(
-                        "{what} holds a float JSON cannot carry (NaN or infinity)"
-                    ))
-                });
+                .ok_or_else(|| self.refuse(Reason::NonFinite));
         }
         if let Ok(dict) = obj.cast::<PyDict>() {
             return self.map(dict).map(Value::Object);
@@ -313,9 +307,7 @@ impl<'a> Walk<'a> {
             tuple.iter().map(|item| self.value(&item)).collect()
         } else {
             let type_name = obj.get_type().name()?.to_string();
-            return Err(NotJson::Invalid(format!(
-                "{what} holds a value of type {type_name}, which is not JSON-compatible"
-            )));
+            return Err(self.refuse(Reason::Type(&type_name)));
         };
         self.open.pop();
         items.map(Value::Array)
@@ -327,7 +319,7 @@ impl<'a> Walk<'a> {
         for (key, item) in dict.iter() {
             let key = key
                 .cast::<PyString>()
-                .map_err(|_| NotJson::Invalid(format!("{} keys must be strings", self.what)))?;
+                .map_err(|_| self.refuse(Reason::KeyNotString))?;
             map.insert(key.to_str()?.to_owned(), self.value(&item)?);
         }
         self.open.pop();

@@ -62,6 +62,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logs::log_level_from_env, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;
     m.add_function(wrap_pyfunction!(manifest::load_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(manifest::spec_fields, m)?)?;
     m.add_function(wrap_pyfunction!(results::register_result_types, m)?)?;
     m.add_function(wrap_pyfunction!(results::result_fields, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_panicking_call, m)?)?;

@@ -47,14 +47,9 @@ impl LocalPlatform {
             state_dir,
             ..defaults
         };
-        let platform = py.detach(move || Platform::start(config)).map_err(|err| {
-            to_pyerr(
-                py,
-                inferencekey_core::Error::configuration(format!(
-                    "cannot start the local platform: {err}"
-                )),
-            )
-        })?;
+        let platform = py
+            .detach(move || Platform::start(config))
+            .map_err(|err| to_pyerr(py, inferencekey_core::local_platform_failed(err)))?;
         Ok(Self {
             info: platform.info().clone(),
             platform: Mutex::new(Some(platform)),

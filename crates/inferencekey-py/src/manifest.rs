@@ -4,43 +4,30 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
-use inferencekey_core::WorkloadSpec;
+use inferencekey_core::{FieldValue, WorkloadSpec, SPEC_FIELDS};
 
 use crate::errors::to_pyerr;
 use crate::json::map_to_py;
 
 /// One workload as a dict of the fields it sets (an unset optional field is left out, not None).
-fn spec_fields<'py>(py: Python<'py>, spec: &WorkloadSpec) -> PyResult<Bound<'py, PyDict>> {
+fn spec_dict<'py>(py: Python<'py>, spec: &WorkloadSpec) -> PyResult<Bound<'py, PyDict>> {
     let fields = PyDict::new(py);
-    fields.set_item("name", &spec.name)?;
-    fields.set_item("slug", &spec.slug)?;
-    fields.set_item("model", &spec.model)?;
-    fields.set_item("backend", &spec.backend)?;
-    for (name, value) in [
-        ("project", &spec.project),
-        ("description", &spec.description),
-        ("command", &spec.command),
-        ("vllm_version", &spec.vllm_version),
-        ("task_type", &spec.task_type),
-        ("execution_policy", &spec.execution_policy),
-        ("worker_id", &spec.worker_id),
-        ("gpu_resource_id", &spec.gpu_resource_id),
-    ] {
-        if let Some(value) = value {
-            fields.set_item(name, value)?;
-        }
-    }
-    for (name, value) in [
-        ("config", &spec.config),
-        ("execution_policy_config", &spec.execution_policy_config),
-    ] {
-        if let Some(map) = value {
-            fields.set_item(name, map_to_py(py, map)?)?;
+    for field in &SPEC_FIELDS {
+        match field.get(spec) {
+            FieldValue::Text(Some(text)) => fields.set_item(field.name, text)?,
+            FieldValue::Table(Some(map)) => fields.set_item(field.name, map_to_py(py, map)?)?,
+            FieldValue::Text(None) | FieldValue::Table(None) => {}
         }
     }
     Ok(fields)
+}
+
+/// The spec's field names in order (`SPEC_FIELDS`), for the test that holds `WorkloadSpec` to them.
+#[pyfunction]
+pub fn spec_fields(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, SPEC_FIELDS.iter().map(|field| field.name))
 }
 
 /// Read the deploy manifest at `path` (the file read and checked with the interpreter released): one dict of
@@ -52,7 +39,7 @@ pub fn load_manifest(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyList
         .map_err(|err| to_pyerr(py, err))?;
     let list = PyList::empty(py);
     for spec in &specs {
-        list.append(spec_fields(py, spec)?)?;
+        list.append(spec_dict(py, spec)?)?;
     }
     Ok(list)
 }
