@@ -1,7 +1,8 @@
 # The project's commands: `make demo` (the quickstart on the embedded local platform), `make test` (the tests; CI runs
 # them, then `make test-sdist`), `make reliability-doc` (docs/reliability.md from a run of the fault matrix).
-# `make fuzz` and `make soak` are bounded robustness runs outside `make test`.
-# Tools go into a local virtualenv (.venv) so a fresh machine needs only Rust and Python 3.
+# `make fuzz` and `make soak` are bounded robustness runs outside `make test`. `make docs` builds the documentation
+# site (docs/, an API reference from the docstrings) into site/; CI builds it after `make test`.
+# Tools go into a local virtualenv (.venv) so a fresh machine needs only Rust and Python 3 (`make docs`: Python 3 only).
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,7 +27,7 @@ WHEEL_RUSTC_ARGS := -- -L native=$(abspath $(ZIG_UNWIND_DIR)) -l dylib=gcc_s_hos
 endif
 
 .PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows \
-	reliability-doc fuzz soak
+	reliability-doc fuzz soak docs
 
 $(VENV)/.tools: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -37,6 +38,13 @@ $(VENV)/.tools: requirements-dev.txt
 # The release tools (zig, auditwheel, the workflow linters), on top of the dev tools.
 $(VENV)/.release-tools: requirements-release.txt $(VENV)/.tools
 	$(VENV)/bin/pip install -q -r requirements-release.txt
+	touch $@
+
+# The documentation tools (requirements-docs.txt), on their own: `make docs` needs no Rust toolchain.
+$(VENV)/.docs-tools: requirements-docs.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-docs.txt
 	touch $@
 
 # The extension, built once in release mode into the virtualenv.
@@ -61,6 +69,14 @@ test: test-rust test-wheel
 # outcome it observed (scripts/reliability_doc.py). Fails, after writing, when a test failed; commit the result.
 reliability-doc: develop
 	$(PY) scripts/reliability_doc.py
+
+# The documentation site (mkdocs.yml): the guide pages of docs/ in Markdown, beside an API reference that mkdocstrings
+# renders from the public modules' docstrings and the _core.pyi stub. Its griffe reads them statically, with nothing
+# imported, so the extension need not be built. --strict turns every warning (a broken link, a docstring problem, a
+# reference to a missing name) into an error. Writes site/ (not committed); tests/test_docs.py checks that every
+# public name has its entry, and tests/test_readme.py runs the pages' Python blocks.
+docs: $(VENV)/.docs-tools
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --clean
 
 # Both suites STRESS_RUNS times while every core is kept busy: a test that passes on timing luck fails here.
 STRESS_RUNS ?= 5

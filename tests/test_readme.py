@@ -1,6 +1,7 @@
-# Every ```python block of README.md, run as written: each one as a file in a child process, with the environment a
-# user gets from `inferencekey local exec` (a fresh local platform per block, its four INFERENCEKEY_ variables and no
-# others); a block of pytest tests runs under pytest, with the plugin as installed. A newcomer copies these first.
+# Every ```python block of README.md and of the documentation pages (docs/**/*.md), run as written: each one as a file
+# in a child process, with the environment a user gets from `inferencekey local exec` (a fresh local platform per
+# block, its four INFERENCEKEY_ variables and no others); a block of pytest tests runs under pytest, with the plugin as
+# installed. A newcomer copies these first. A block's id names its file: `docs/getting-started.md: Quickstart #1`.
 #
 # Markers, an HTML comment on the line right before the fence:
 #   <!-- requires: numpy, distributed -->   skipped unless each of these modules is importable
@@ -19,9 +20,13 @@ import pytest
 
 from inferencekey.local import LocalPlatform
 
-# The checkout's README, or the copy next to the copied tests/ when the installed wheel is tested
-# (.github/scripts/check_dist.py test-wheel copies both).
-README = Path(__file__).resolve().parents[1] / "README.md"
+# The checkout's README and docs/, or the copies next to the copied tests/ when the installed wheel is tested
+# (.github/scripts/check_dist.py test-wheel copies them).
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+# The page whose blocks a newcomer runs first: its absence means docs/ was not found, not that it has no blocks.
+GETTING_STARTED = DOCS / "getting-started.md"
 PYTHON_FENCES = {"python", "py", "python3"}
 MARKER = re.compile(r"<!--\s*(requires|not-runnable):\s*(.*?)\s*-->")
 TEST_FUNCTION = re.compile(r"^(async\s+)?def\s+test_", re.MULTILINE)
@@ -30,6 +35,7 @@ TIMEOUT = 300
 
 @dataclass
 class Block:
+    source: str  # the file, relative to the root: README.md, docs/async.md
     heading: str
     index: int  # 1-based, among the Python blocks under that heading
     line: int  # of the opening fence
@@ -39,15 +45,16 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"{self.heading} #{self.index}"
+        return f"{self.source}: {self.heading} #{self.index}"
 
     @property
     def is_pytest_file(self) -> bool:
         return TEST_FUNCTION.search(self.code) is not None
 
 
-def parse(text: str) -> tuple[list[Block], list[str]]:
-    """The Python blocks of a Markdown text, and the problems found (a marker before no Python block)."""
+def parse(text: str, source: str = "README.md") -> tuple[list[Block], list[str]]:
+    """The Python blocks of the Markdown text of `source`, and the problems found (a marker before no Python block,
+    a fence never closed)."""
     blocks: list[Block] = []
     problems: list[str] = []
     heading = "(top)"
@@ -70,19 +77,19 @@ def parse(text: str) -> tuple[list[Block], list[str]]:
             marker = marker_before(lines, start)
             if info in PYTHON_FENCES:
                 per_heading[heading] = per_heading.get(heading, 0) + 1
-                block = Block(heading, per_heading[heading], start, "\n".join(body) + "\n")
+                block = Block(source, heading, per_heading[heading], start, "\n".join(body) + "\n")
                 if marker and marker[0] == "requires":
                     block.requires = [name.strip() for name in marker[1].split(",") if name.strip()]
                 elif marker:
                     block.not_runnable = marker[1] or "no reason given"
                 blocks.append(block)
             elif marker:
-                problems.append(f"README.md:{start}: <!-- {marker[0]}: ... --> before a ```{info} block, not ```python")
+                problems.append(f"{source}:{start}: <!-- {marker[0]}: ... --> before a ```{info} block, not ```python")
             fence = None
         else:
             body.append(line)
     if fence is not None:
-        problems.append(f"README.md:{start}: the ``` fence opened here is never closed")
+        problems.append(f"{source}:{start}: the ``` fence opened here is never closed")
     return blocks, problems
 
 
@@ -94,23 +101,54 @@ def marker_before(lines: list[str], fence_line: int) -> tuple[str, str] | None:
     return (found[1], found[2]) if found else None
 
 
-def readme_blocks() -> list[Block | None]:
-    """The README's Python blocks; one None (a failure below, not an empty set that pytest would skip) if missing."""
-    return list(parse(README.read_text(encoding="utf-8"))[0]) if README.is_file() else [None]
+def sources() -> list[Path]:
+    """README.md and every Markdown page under docs/ (those that exist), in a stable order."""
+    pages = sorted(DOCS.rglob("*.md")) if DOCS.is_dir() else []
+    return [path for path in [README, *pages] if path.is_file()]
 
 
-def test_readme_is_found_and_well_formed() -> None:
-    # Fails, never skips, when README.md is missing: the blocks below would silently be none.
-    assert README.is_file(), f"{README} is missing (test-wheel must copy it next to the copied tests/)"
-    blocks, problems = parse(README.read_text(encoding="utf-8"))
-    assert problems == []
-    assert len(blocks) >= 5, f"only {len(blocks)} ```python blocks found in {README}"
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+@dataclass
+class Missing:
+    """A source that should be there and is not: a failing case, not an empty set that pytest would skip."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return f"{relative(self.path)} missing"
+
+
+def all_blocks() -> list[Block | Missing]:
+    """The Python blocks of every source, with a Missing in place of README.md or docs/ when either is absent."""
+    found: list[Block | Missing] = [Missing(path) for path in (README, GETTING_STARTED) if not path.is_file()]
+    for path in sources():
+        found += parse(path.read_text(encoding="utf-8"), relative(path))[0]
+    return found
+
+
+def test_sources_are_found_and_well_formed() -> None:
+    # Fails, never skips, when README.md or docs/ is missing: the blocks below would silently be fewer.
+    for path in (README, GETTING_STARTED):
+        assert path.is_file(), f"{path} is missing (test-wheel must copy README.md and docs/ next to the copied tests/)"
+    blocks: list[Block] = []
+    for path in sources():
+        found, problems = parse(path.read_text(encoding="utf-8"), relative(path))
+        assert problems == []
+        blocks += found
+    readme = [block for block in blocks if block.source == "README.md"]
+    assert len(readme) >= 5, f"only {len(readme)} ```python blocks found in {README}"
+    started = [block for block in blocks if block.source == relative(GETTING_STARTED)]
+    assert started, f"no ```python block in {GETTING_STARTED}"
     assert len({block.id for block in blocks}) == len(blocks)
 
 
-@pytest.mark.parametrize("block", readme_blocks(), ids=lambda block: block.id if block else "README.md missing")
-def test_readme_block_runs(block: Block | None, tmp_path: Path) -> None:
-    assert block is not None, f"{README} is missing"
+@pytest.mark.parametrize("block", all_blocks(), ids=lambda block: block.id)
+def test_block_runs(block: Block | Missing, tmp_path: Path) -> None:
+    assert not isinstance(block, Missing), f"{block.path} is missing"
     if block.not_runnable:
         pytest.skip(f"marked not runnable: {block.not_runnable}")
     missing = [name for name in block.requires if importlib.util.find_spec(name) is None]
@@ -132,6 +170,6 @@ def test_readme_block_runs(block: Block | None, tmp_path: Path) -> None:
             command, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT
         )
     assert done.returncode == 0, (
-        f"README.md:{block.line} ({block.id}) exited {done.returncode}\n"
+        f"{block.source}:{block.line} ({block.id}) exited {done.returncode}\n"
         f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
     )

@@ -143,11 +143,13 @@ def test_wheel(dist: Path, venv: Path, pytest_args: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="inferencekey-wheel-") as tmp:
         # The tests run from a copy, so neither python/ nor the checkout is on sys.path: only the installed package
         # can be imported. The folder stays whole because the tests import their helpers from conftest; the
-        # examples come along because the cluster test runs the pipeline example, and README.md because
-        # tests/test_readme.py runs its Python blocks (both found next to tests/, as in the checkout).
+        # examples come along because the cluster test runs the pipeline example, README.md and docs/ because
+        # tests/test_readme.py runs their Python blocks and tests/test_docs.py reads the reference pages (all found
+        # next to tests/, as in the checkout).
         shutil.copytree(ROOT / "tests", Path(tmp) / "tests")
         shutil.copytree(ROOT / "examples", Path(tmp) / "examples")
         shutil.copy(ROOT / "README.md", Path(tmp) / "README.md")
+        shutil.copytree(ROOT / "docs", Path(tmp) / "docs")
         assert_installed(python, venv, env, Path(tmp))
         return pytest(python, env, Path(tmp), ["tests", *pytest_args])
 
