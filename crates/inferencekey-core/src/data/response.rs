@@ -1,0 +1,216 @@
+//! What the data plane receives: chat completions and chunks, embeddings (floats or base64), rerank results, and
+//! in-band errors, decoded tolerantly across engine dialects.
+
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::error::{is_inband_error, Error, Result};
+
+/// Standard base64, padding optional (engines differ).
+pub(super) const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A non-streamed chat completion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatCompletion {
+    /// `choices[0].message.content` (`""` when null).
+    pub text: String,
+    /// The body's `model` (the workload slug when the body has none).
+    pub model: String,
+    /// `choices[0].finish_reason`.
+    pub finish_reason: Option<String>,
+    /// The response body.
+    pub raw: Value,
+    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    pub body: Bytes,
+}
+
+/// One streamed event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatChunk {
+    /// `choices[0].delta.content` (`""` when null, absent, or `choices` is empty).
+    pub text: String,
+    /// Set only on the chunk that carries it.
+    pub finish_reason: Option<String>,
+    /// The chunk JSON as received (already validated): kept as bytes so the stream builds no JSON tree per
+    /// chunk; `raw` parses it on demand.
+    pub data: Bytes,
+}
+
+impl ChatChunk {
+    /// The chunk JSON (`Value::Null` if `data` is not JSON, which no chunk the SDK yields can be).
+    pub fn raw(&self) -> Value {
+        serde_json::from_slice(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// Embedding vectors, one per input, in input order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    /// The vectors, ordered by `index`.
+    pub vectors: Vec<Vec<f32>>,
+    /// The body's `model` (the workload slug when the body has none).
+    pub model: String,
+    /// The response body.
+    pub raw: Value,
+    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    pub body: Bytes,
+}
+
+/// One reranked document.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RerankResult {
+    /// Position of the document in the request.
+    pub index: usize,
+    /// The engine's relevance score.
+    pub relevance_score: f64,
+}
+
+/// A rerank answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rerank {
+    /// Results in the order the server gave (best first).
+    pub results: Vec<RerankResult>,
+    /// The body's `model` (the workload slug when the body has none).
+    pub model: String,
+    /// The response body.
+    pub raw: Value,
+    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    pub body: Bytes,
+}
+
+/// Message text: a string, or the `text` of each part of list-form content; anything else is `""`.
+pub(crate) fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Text and finish reason of a completion body (`message`, or `delta` for a chunk-shaped body). A body with no
+/// choice, or a choice with neither, is malformed: answering `text=""` would hide a broken engine.
+pub(super) fn completion_parts(body: &Value) -> Result<(String, Option<String>)> {
+    let malformed = |why: &str| Error::api(format!("malformed response: chat completion {why}"));
+    let choice = body
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("without a choices list"))?
+        .first()
+        .ok_or_else(|| malformed("with an empty choices list"))?;
+    let message = choice
+        .get("message")
+        .or_else(|| choice.get("delta"))
+        .filter(|m| m.is_object())
+        .ok_or_else(|| malformed("choice without a message"))?;
+    let text = content_text(message.get("content"));
+    let finish_reason = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok((text, finish_reason))
+}
+
+/// A 2xx JSON answer, parsed; an in-band error in it is returned as the error it reports.
+pub(super) fn answer_json(bytes: &[u8], what: &str, slug: &str) -> Result<Value> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|err| Error::api(format!("malformed response: {what} is not JSON ({err})")))?;
+    match inband_error(&value, slug) {
+        Some(err) => Err(err),
+        None => Ok(value),
+    }
+}
+
+/// An error carried in a 200 body: `{"error": {...}}` / `{"error": "..."}`, or a flat `{"object": "error"}`.
+pub(crate) fn inband_error(body: &Value, slug: &str) -> Option<Error> {
+    is_inband_error(body).then(|| workload_error(body.clone(), slug))
+}
+
+pub(super) fn workload_error(body: Value, slug: &str) -> Error {
+    Error::reported(&format!("workload {slug:?}"), body)
+}
+
+/// Vectors from an embeddings body: each `embedding` a number array or base64 little-endian f32, by `index`.
+pub(super) fn decode_embeddings(body: &Value, expected: usize) -> Result<Vec<Vec<f32>>> {
+    let malformed = |why: &str| Error::api(format!("malformed response: embeddings {why}"));
+    let items = body
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("without a data list"))?;
+    let mut indexed = Vec::with_capacity(items.len());
+    for (position, item) in items.iter().enumerate() {
+        let index = match item.get("index") {
+            Some(index) => index
+                .as_u64()
+                .ok_or_else(|| malformed("item with a non-integer index"))?,
+            None => position as u64,
+        };
+        let vector = match item.get("embedding") {
+            Some(Value::Array(numbers)) => numbers
+                .iter()
+                .map(|n| n.as_f64().map(|x| x as f32))
+                .collect::<Option<Vec<f32>>>()
+                .ok_or_else(|| malformed("vector holding a non-number"))?,
+            Some(Value::String(encoded)) => decode_base64_f32(encoded)
+                .ok_or_else(|| malformed("vector that is not base64 float32"))?,
+            _ => return Err(malformed("item without an embedding")),
+        };
+        indexed.push((index, vector));
+    }
+    if indexed.len() != expected {
+        return Err(malformed(&format!(
+            "count {} for {expected} inputs",
+            indexed.len()
+        )));
+    }
+    indexed.sort_by_key(|(index, _)| *index);
+    Ok(indexed.into_iter().map(|(_, vector)| vector).collect())
+}
+
+pub(super) fn decode_base64_f32(encoded: &str) -> Option<Vec<f32>> {
+    let bytes = BASE64.decode(encoded.trim()).ok()?;
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+pub(super) fn decode_rerank(body: &Value) -> Result<Vec<RerankResult>> {
+    let malformed = |why: &str| Error::api(format!("malformed response: rerank {why}"));
+    let items = body
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("without a results list"))?;
+    items
+        .iter()
+        .map(|item| {
+            let index = item
+                .get("index")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| malformed("result without an index"))?;
+            let score = item
+                .get("relevance_score")
+                .or_else(|| item.get("score"))
+                .and_then(Value::as_f64)
+                .ok_or_else(|| malformed("result without a relevance_score"))?;
+            let index =
+                usize::try_from(index).map_err(|_| malformed("result index out of range"))?;
+            Ok(RerankResult {
+                index,
+                relevance_score: score,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,300 @@
+//! The stream task: a streamed chat body read on the runtime, decoded into batches of chunks, and handed to the
+//! consumer through a bounded queue (backpressure), with the connection drained for reuse when it ends.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::event;
+use crate::sse::{EventRef, SseDecoder};
+
+use super::*;
+
+/// Decoded batches queued ahead of the consumer; a full queue stops reading the socket (backpressure).
+pub(super) const STREAM_QUEUE: usize = 32;
+/// How long a finished stream keeps reading to the end of the body so the connection can be reused.
+pub(super) const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
+
+pub(super) enum StreamMessage {
+    Chunks(Vec<ChatChunk>),
+    Failed(Error),
+}
+
+/// An open chat stream. A background task reads the body, decodes SSE and JSON, and queues chunks;
+/// dropping or closing the stream aborts the task, which closes the connection.
+pub struct ChatStream {
+    pub(super) receiver: Option<mpsc::Receiver<StreamMessage>>,
+    pub(super) buffered: VecDeque<ChatChunk>,
+    pub(super) failed: Option<Error>,
+    pub(super) task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatStream")
+            .field("open", &self.receiver.is_some())
+            .field("buffered", &self.buffered.len())
+            .finish()
+    }
+}
+
+impl ChatStream {
+    pub(super) fn spawn(response: reqwest::Response, endpoint: Arc<EndpointInner>) -> Self {
+        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        let task = tokio::spawn(pump(response, sender, endpoint));
+        Self {
+            receiver: Some(receiver),
+            buffered: VecDeque::new(),
+            failed: None,
+            task: Some(task),
+        }
+    }
+
+    pub(super) fn ready(chunk: ChatChunk) -> Self {
+        Self {
+            receiver: None,
+            buffered: VecDeque::from([chunk]),
+            failed: None,
+            task: None,
+        }
+    }
+
+    /// Wait for at least one chunk, then take every chunk already decoded (at most `max`). An empty batch
+    /// means the stream finished; a stream failure is returned after the chunks that preceded it.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<ChatChunk>> {
+        let max = max.max(1);
+        let from_buffer = self.buffered.len().min(max);
+        let mut out: Vec<ChatChunk> = self.buffered.drain(..from_buffer).collect();
+        if out.is_empty() && self.failed.is_none() {
+            if let Some(receiver) = self.receiver.as_mut() {
+                match receiver.recv().await {
+                    Some(message) => self.accept(message, &mut out, max),
+                    None => self.receiver = None,
+                }
+            }
+        }
+        // Then whatever is already decoded, without waiting; leftovers wait in `buffered`, in order.
+        while out.len() < max && self.buffered.is_empty() && self.failed.is_none() {
+            let Some(receiver) = self.receiver.as_mut() else {
+                break;
+            };
+            match receiver.try_recv() {
+                Ok(message) => self.accept(message, &mut out, max),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.receiver = None,
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        match self.failed.take() {
+            Some(err) => {
+                self.close();
+                Err(err)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub(super) fn accept(&mut self, message: StreamMessage, out: &mut Vec<ChatChunk>, max: usize) {
+        match message {
+            StreamMessage::Chunks(mut chunks) => {
+                if out.is_empty() && chunks.len() <= max {
+                    // The common case: the task's batch is handed over as it is, no copy.
+                    *out = chunks;
+                    return;
+                }
+                let room = max.saturating_sub(out.len());
+                if chunks.len() > room {
+                    self.buffered.extend(chunks.drain(room..));
+                }
+                out.append(&mut chunks);
+            }
+            StreamMessage::Failed(err) => self.failed = Some(err),
+        }
+    }
+
+    /// Stop reading and close the connection; later batches are empty.
+    pub fn close(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.receiver = None;
+        self.buffered.clear();
+    }
+}
+
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Per-stream decoding state of the background task.
+pub(super) struct StreamState<'a> {
+    pub(super) slug: &'a str,
+    /// `[DONE]` seen: later frames are ignored.
+    pub(super) done: bool,
+    /// A `finish_reason` was seen: an end without `[DONE]` is then complete.
+    pub(super) finished: bool,
+    pub(super) error: Option<Error>,
+}
+
+impl StreamState<'_> {
+    /// One network read through the decoder: its events into `batch`, and an event past the size cap as the
+    /// stream's error.
+    pub(super) fn feed(
+        &mut self,
+        decoder: &mut SseDecoder,
+        bytes: &[u8],
+        batch: &mut Vec<ChatChunk>,
+    ) {
+        decoder.feed_with(bytes, |event| self.on_event(event, batch));
+        if decoder.overflowed() && self.error.is_none() {
+            self.error = Some(Error::event_too_large(&format!("workload {:?}", self.slug)));
+        }
+    }
+
+    pub(super) fn on_event(&mut self, event: EventRef<'_>, batch: &mut Vec<ChatChunk>) {
+        if self.done || self.error.is_some() {
+            return;
+        }
+        let data = event.data.trim_ascii();
+        if event.event == b"error" {
+            let body = serde_json::from_slice::<Value>(data)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+            self.error = Some(workload_error(body, self.slug));
+            return;
+        }
+        if data.is_empty() {
+            return;
+        }
+        if data == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        // The one decode of this event, straight from the decoder's buffer, into only the fields the
+        // stream needs; the bytes are kept for `raw`.
+        let fields = match event::decode(data) {
+            Ok(fields) => fields,
+            Err(err) => {
+                self.error = Some(Error::api(format!(
+                    "malformed JSON in a stream event from workload {:?}: {err}",
+                    self.slug
+                )));
+                return;
+            }
+        };
+        if fields.is_error {
+            // Rare: the error keeps the whole body, so this event alone is parsed into a tree.
+            let body = serde_json::from_slice::<Value>(data).unwrap_or(Value::Null);
+            self.error = Some(workload_error(body, self.slug));
+            return;
+        }
+        self.finished |= fields.finish_reason.is_some();
+        batch.push(ChatChunk {
+            text: fields.text,
+            finish_reason: fields.finish_reason,
+            data: Bytes::copy_from_slice(data),
+        });
+    }
+}
+
+/// What a stream body decodes to without a connection: the chunks, whether `[DONE]` and a `finish_reason` were
+/// seen, and the failure that ended it. The same decoding as `pump`, for `crate::fuzzing`.
+pub(crate) fn decode_stream<'r>(
+    reads: impl IntoIterator<Item = &'r [u8]>,
+    slug: &str,
+) -> (Vec<ChatChunk>, bool, bool, Option<Error>) {
+    let mut decoder = SseDecoder::new();
+    let mut state = StreamState {
+        slug,
+        done: false,
+        finished: false,
+        error: None,
+    };
+    let mut chunks = Vec::new();
+    for read in reads {
+        state.feed(&mut decoder, read, &mut chunks);
+    }
+    decoder.finish_with(|event| state.on_event(event, &mut chunks));
+    (chunks, state.done, state.finished, state.error)
+}
+
+/// The background task of a chat stream: read, decode, queue one batch per network read.
+pub(super) async fn pump(
+    mut response: reqwest::Response,
+    sender: mpsc::Sender<StreamMessage>,
+    endpoint: Arc<EndpointInner>,
+) {
+    let request_id = crate::transport::request_id(&response);
+    let mut decoder = SseDecoder::new();
+    let mut state = StreamState {
+        slug: &endpoint.slug,
+        done: false,
+        finished: false,
+        error: None,
+    };
+    let mut batch = Vec::new();
+    loop {
+        let ended = match response.chunk().await {
+            Ok(Some(bytes)) => {
+                state.feed(&mut decoder, &bytes, &mut batch);
+                false
+            }
+            Ok(None) => {
+                decoder.finish_with(|event| state.on_event(event, &mut batch));
+                if !state.done && !state.finished && state.error.is_none() {
+                    state.error = Some(Error::api(format!(
+                        "stream ended before completion (workload {:?} sent no [DONE] and no finish_reason)",
+                        endpoint.slug
+                    )));
+                }
+                true
+            }
+            Err(err) => {
+                // After `[DONE]` or a finish_reason the answer is complete; a broken connection then loses nothing.
+                if !state.done && !state.finished && state.error.is_none() {
+                    state.error = Some(
+                        endpoint
+                            .transport
+                            .transport_error(&err, "reading the stream from")
+                            .0,
+                    );
+                }
+                true
+            }
+        };
+        if !batch.is_empty()
+            && sender
+                .send(StreamMessage::Chunks(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Some(err) = state.error.take() {
+            let err = err.with_request_id(request_id.as_deref());
+            let _ = sender.send(StreamMessage::Failed(err)).await;
+            return;
+        }
+        if state.done || ended {
+            break;
+        }
+    }
+    // The consumer sees the end now; reading the (normally empty) rest lets the connection be reused.
+    drop(sender);
+    let _ = tokio::time::timeout(DRAIN_AFTER_DONE, async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+}

@@ -1,0 +1,580 @@
+//! Unit tests of the data plane's pure parts and of the stream queue.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::client::*;
+use super::request::*;
+use super::response::*;
+use super::stream::*;
+use std::collections::VecDeque;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::config::TransportOptions;
+use crate::error::Error;
+use crate::event;
+use crate::sse::SseDecoder;
+
+use crate::error::ErrorKind;
+use serde_json::json;
+
+const LIVE: &str = "ik_live_a1b2c3d4_ffffffffffffffff";
+const SDK: &str = "ik_sdk_0a1b2c3d_0123456789abcdef";
+
+fn client(api_key: Option<&str>) -> DataClient {
+    DataClient::new(
+        Some("http://127.0.0.1:9"),
+        Some("acme"),
+        api_key,
+        TransportOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn blank_project_is_a_configuration_error() {
+    for project in [None, Some(""), Some("  ")] {
+        let err =
+            DataClient::new(None, project, Some(LIVE), TransportOptions::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Configuration);
+    }
+}
+
+#[test]
+fn endpoint_key_resolution_and_checks() {
+    let err = client(None).endpoint("Support Bot", None).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Configuration);
+    assert_eq!(
+        err.message,
+        "No ik_live_ key for workload \"support-bot\". Pass api_key= or set INFERENCEKEY_API_KEY."
+    );
+    let err = client(Some(LIVE))
+        .endpoint("support-bot", Some(SDK))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PermissionDenied);
+    assert_eq!(err.code.as_deref(), Some("wrong_credential_type"));
+    assert_eq!(
+        err.message,
+        "permission denied [wrong_credential_type]: ik_sdk_0a1b2c3d\u{2026} is a control token; the data plane requires an ik_live_ key"
+    );
+    let err = client(Some(SDK)).endpoint("support-bot", None).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PermissionDenied);
+    let ep = client(Some(LIVE))
+        .endpoint(" Support Bot ", Some("  "))
+        .unwrap();
+    assert_eq!(ep.workload_slug(), "support-bot");
+    assert_eq!(ep.project(), "acme");
+    assert_eq!(
+        ep.base_url(),
+        "http://127.0.0.1:9/endpoint/acme/support-bot/v1"
+    );
+    assert!(!format!("{ep:?}").contains("ffffffff"));
+    assert_eq!(
+        client(Some(LIVE)).endpoint("__", None).unwrap_err().kind,
+        ErrorKind::Validation
+    );
+}
+
+#[test]
+fn chat_body_exact_shapes() {
+    let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+    let body = |r: &ChatRequest, stream| {
+        serde_json::from_slice::<Value>(&ep.chat_body(r, stream).unwrap()).unwrap()
+    };
+    let prompt = ChatRequest {
+        prompt: Some("Hola".into()),
+        ..ChatRequest::default()
+    };
+    assert_eq!(
+        body(&prompt, false),
+        json!({"model": "support-bot", "messages": [{"role": "user", "content": "Hola"}], "stream": false})
+    );
+    let messages = vec![
+        json!({"role": "system", "content": "x", "name": "n"}),
+        json!({"role": "user", "content": [{"type": "text", "text": "hi"}]}),
+    ];
+    let full = ChatRequest {
+        prompt: None,
+        messages: Some(messages.clone()),
+        temperature: Some(0.2),
+        max_tokens: Some(300),
+    };
+    assert_eq!(
+        body(&full, true),
+        json!({"model": "support-bot", "messages": messages, "stream": true, "temperature": 0.2, "max_tokens": 300})
+    );
+    let keys: Vec<String> = body(&full, true)
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        keys,
+        ["model", "messages", "stream", "temperature", "max_tokens"]
+    );
+}
+
+#[test]
+fn chat_request_checks() {
+    let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+    let both = ChatRequest {
+        prompt: Some("a".into()),
+        messages: Some(vec![]),
+        ..ChatRequest::default()
+    };
+    let err = ep.chat_body(&both, false).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Validation);
+    assert_eq!(
+        err.message,
+        "validation error: pass either prompt or messages, not both"
+    );
+    let err = ep.chat_body(&ChatRequest::default(), false).unwrap_err();
+    assert_eq!(err.message, "validation error: pass prompt or messages");
+    let nan = ChatRequest {
+        prompt: Some("a".into()),
+        temperature: Some(f64::NAN),
+        ..ChatRequest::default()
+    };
+    assert_eq!(
+        ep.chat_body(&nan, false).unwrap_err().kind,
+        ErrorKind::Validation
+    );
+}
+
+#[test]
+fn chat_request_from_user_values() {
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let request = ChatRequest::from_user(None, Some(messages.clone()), Some(0.0), Some(7)).unwrap();
+    assert_eq!(
+        request,
+        ChatRequest {
+            prompt: None,
+            messages: Some(vec![json!({"role": "user", "content": "hi"})]),
+            temperature: Some(0.0),
+            max_tokens: Some(7),
+        }
+    );
+    // Null messages are "not given", the way a binding passes None.
+    let request =
+        ChatRequest::from_user(Some("Hola".into()), Some(Value::Null), None, None).unwrap();
+    assert_eq!(request.messages, None);
+    assert_eq!(request.prompt.as_deref(), Some("Hola"));
+    assert_eq!(
+        ChatRequest::from_user(Some("a".into()), None, None, Some(i64::MAX))
+            .unwrap()
+            .max_tokens,
+        Some(i64::MAX.unsigned_abs())
+    );
+    // An empty list is a list: sent as given, the server judges it.
+    assert_eq!(
+        ChatRequest::from_user(None, Some(json!([])), None, None)
+            .unwrap()
+            .messages,
+        Some(vec![])
+    );
+}
+
+#[test]
+fn chat_request_from_user_refusals_and_wording() {
+    let refused =
+        |prompt: Option<&str>, messages: Option<Value>, t: Option<f64>, n: Option<i64>| {
+            let err =
+                ChatRequest::from_user(prompt.map(str::to_owned), messages, t, n).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Validation);
+            assert_eq!(err.status, None);
+            err.message
+        };
+    let list = || Some(json!([{"role": "user", "content": "b"}]));
+    for n in [0, -5, i64::MIN] {
+        assert_eq!(
+            refused(Some("a"), None, None, Some(n)),
+            "validation error: max_tokens must be an integer of at least 1"
+        );
+    }
+    for not_a_list in [json!({"role": "user"}), json!("hi"), json!(3), json!(true)] {
+        assert_eq!(
+            refused(None, Some(not_a_list), None, None),
+            "validation error: messages must be a list"
+        );
+    }
+    assert_eq!(
+        refused(Some("a"), list(), None, None),
+        "validation error: pass either prompt or messages, not both"
+    );
+    assert_eq!(
+        refused(None, None, None, None),
+        "validation error: pass prompt or messages"
+    );
+    assert_eq!(
+        refused(None, None, Some(0.5), None),
+        "validation error: pass prompt or messages"
+    );
+    for t in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert_eq!(
+            refused(Some("a"), None, Some(t), None),
+            "validation error: temperature must be a finite number"
+        );
+    }
+    // The order of the checks: bounds first, then the messages type, then prompt xor messages.
+    assert_eq!(
+        refused(Some("a"), Some(json!("x")), Some(f64::NAN), Some(0)),
+        "validation error: max_tokens must be an integer of at least 1"
+    );
+    assert_eq!(
+        refused(Some("a"), Some(json!("x")), Some(f64::NAN), None),
+        "validation error: messages must be a list"
+    );
+}
+
+#[test]
+fn chat_request_check_applies_to_hand_built_requests() {
+    let zero = ChatRequest {
+        prompt: Some("a".into()),
+        max_tokens: Some(0),
+        ..ChatRequest::default()
+    };
+    assert_eq!(
+        zero.check().unwrap_err().message,
+        "validation error: max_tokens must be an integer of at least 1"
+    );
+    let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+    assert_eq!(
+        ep.chat_body(&zero, false).unwrap_err().kind,
+        ErrorKind::Validation
+    );
+    let fine = ChatRequest {
+        prompt: Some("a".into()),
+        max_tokens: Some(1),
+        ..ChatRequest::default()
+    };
+    assert!(fine.check().is_ok());
+}
+
+#[test]
+fn top_n_bounds() {
+    assert_eq!(checked_top_n(1).unwrap(), 1);
+    assert_eq!(checked_top_n(i64::from(u32::MAX)).unwrap(), u32::MAX);
+    for bad in [0, -1, i64::MIN] {
+        let err = checked_top_n(bad).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+        assert_eq!(
+            err.message,
+            "validation error: top_n must be an integer of at least 1"
+        );
+    }
+    for bad in [i64::from(u32::MAX) + 1, i64::MAX] {
+        let err = checked_top_n(bad).unwrap_err();
+        assert_eq!(err.message, "validation error: top_n is too large");
+    }
+}
+
+#[tokio::test]
+async fn rerank_refuses_top_n_zero_before_any_request() {
+    // Port 9 has no listener: an attempt would fail as a connection error, not a validation error.
+    let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+    let err = ep.rerank("q", vec!["a".into()], Some(0)).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Validation);
+    assert_eq!(
+        err.message,
+        "validation error: top_n must be an integer of at least 1"
+    );
+}
+
+#[test]
+fn completion_parts_tolerate_nulls_and_refuse_missing_choices() {
+    assert_eq!(
+        completion_parts(
+            &json!({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]})
+        )
+        .unwrap(),
+        ("hi".to_owned(), Some("stop".to_owned()))
+    );
+    assert_eq!(
+        completion_parts(&json!({"choices": [{"message": {"content": null}}]})).unwrap(),
+        (String::new(), None)
+    );
+    for (body, why) in [
+        (json!({"choices": []}), "with an empty choices list"),
+        (json!({}), "without a choices list"),
+        (json!({"choices": null}), "without a choices list"),
+        (
+            json!({"choices": [{"index": 0}]}),
+            "choice without a message",
+        ),
+    ] {
+        let err = completion_parts(&body).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Api);
+        assert_eq!(
+            err.message,
+            format!("malformed response: chat completion {why}")
+        );
+    }
+}
+
+#[test]
+fn inband_error_shapes() {
+    let nested = json!({"error": {"message": "boom", "type": "InternalServerError", "code": 500}});
+    let err = inband_error(&nested, "w").unwrap();
+    assert_eq!(err.kind, ErrorKind::Api);
+    assert_eq!(err.message, "workload \"w\" reported an error: boom");
+    assert_eq!(err.code.as_deref(), Some("500"));
+    let flat = json!({"object": "error", "message": "bad request", "type": "BadRequestError", "code": 400});
+    assert!(inband_error(&flat, "w")
+        .unwrap()
+        .message
+        .ends_with("bad request"));
+    assert!(inband_error(&json!({"error": null, "choices": []}), "w").is_none());
+    assert!(inband_error(&json!({"choices": []}), "w").is_none());
+}
+
+fn stream_events(input: &[u8]) -> (Vec<ChatChunk>, StreamState<'static>) {
+    let mut decoder = SseDecoder::new();
+    let mut state = StreamState {
+        slug: "w",
+        done: false,
+        finished: false,
+        error: None,
+    };
+    let mut batch = Vec::new();
+    decoder.feed_with(input, |event| state.on_event(event, &mut batch));
+    decoder.finish_with(|event| state.on_event(event, &mut batch));
+    (batch, state)
+}
+
+#[test]
+fn stream_dialects_decode() {
+    let llama = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},\"finish_reason\":null}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"timings\":{}}\n\n\
+data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n\
+data: [DONE]\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"late\"}}]}\n\n";
+    let (chunks, state) = stream_events(llama);
+    let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, ["", "Hi", "", ""]);
+    assert_eq!(chunks[2].finish_reason.as_deref(), Some("stop"));
+    assert_eq!(chunks[0].finish_reason, None);
+    assert_eq!(
+        chunks[3].raw(),
+        json!({"choices": [], "usage": {"total_tokens": 3}})
+    );
+    assert!(state.done && state.finished && state.error.is_none());
+}
+
+/// What the stream read from one event when it parsed a `Value` tree: the reference for `event::decode`.
+fn decode_by_value(data: &[u8]) -> std::result::Result<(bool, String, Option<String>), String> {
+    let raw: Value = serde_json::from_slice(data).map_err(|err| err.to_string())?;
+    let choice = raw.get("choices").and_then(|c| c.get(0));
+    let text = content_text(
+        choice
+            .and_then(|c| c.get("delta"))
+            .and_then(|d| d.get("content")),
+    );
+    let finish_reason = choice
+        .and_then(|c| c.get("finish_reason"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok((inband_error(&raw, "w").is_some(), text, finish_reason))
+}
+
+#[test]
+fn typed_event_decode_matches_a_value_parse() {
+    let cases: &[&[u8]] = &[
+        br#"{"choices":[{"delta":{"content":"a\u00e9\n"},"finish_reason":null}]}"#,
+        br#"{"choices":[{"delta":{"content":[{"type":"text","text":"x"},{"text":5},"s",{"text":"y"}]}}]}"#,
+        br#"{"choices":[{"delta":{"content":"a","content":null},"finish_reason":"stop","finish_reason":1}]}"#,
+        br#"{"choices":[{"delta":{"content":"a"}}],"choices":{"0":{}}}"#,
+        br#"{"choices":[5,{"delta":{"content":"b"}}]}"#,
+        br#"{"choices":[],"usage":{"total_tokens":3}}"#,
+        br#"{"ch\u006fices":[{"d\u0065lta":{"c\u006fntent":"esc"},"finish_reason":"l\u0065ngth"}]}"#,
+        br#"{"error":null,"object":"chat.completion.chunk","choices":[]}"#,
+        br#"{"error":{"message":"oom"},"error":null}"#,
+        br#"{"error":false}"#,
+        br#"{"error":0}"#,
+        br#"{"object":"error","message":"m"}"#,
+        br#"{"object":"\u0065rror"}"#,
+        br#"{"object":["error"]}"#,
+        br#"[{"choices":[{"delta":{"content":"x"}}]}]"#,
+        br#""text""#,
+        b"5",
+        b"null",
+        br#"{"a":1e400}"#,
+        br#"{"a":-0,"b":18446744073709551615,"c":-9223372036854775808,"d":1.5e-300}"#,
+        b"{\"a\":\"\xff\"}",
+        b"{\"\xff\":1}",
+        br#"{"a":"\ud800"}"#,
+        br#"{"a":1,}"#,
+        br#"{"a":1} x"#,
+        br#"{"a":tru}"#,
+        b"{\"a\":\"tab\there\"}",
+    ];
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let nested = format!(r#"{{"x":{}1{}}}"#, "[".repeat(127), "]".repeat(127));
+    for data in cases
+        .iter()
+        .copied()
+        .chain([deep.as_bytes(), nested.as_bytes()])
+    {
+        let typed = event::decode(data)
+            .map(|f| (f.is_error, f.text, f.finish_reason))
+            .map_err(|err| err.to_string());
+        assert_eq!(
+            typed,
+            decode_by_value(data),
+            "{}",
+            String::from_utf8_lossy(data)
+        );
+    }
+}
+
+#[test]
+fn stream_errors() {
+    let (chunks, state) = stream_events(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"oom\",\"code\":500}}\n\ndata: [DONE]\n\n");
+    assert_eq!(chunks.len(), 1);
+    assert!(state.error.unwrap().message.ends_with("oom"));
+    let (_, state) = stream_events(b"event: error\ndata: {\"message\":\"evt\"}\n\n");
+    assert!(state.error.unwrap().message.ends_with("evt"));
+    let (_, state) = stream_events(b"event: error\ndata: plain words\n\n");
+    assert!(state.error.unwrap().message.ends_with("plain words"));
+    let (_, state) = stream_events(b"data: {not json\n\n");
+    assert!(state
+        .error
+        .unwrap()
+        .message
+        .starts_with("malformed JSON in a stream event"));
+    let (chunks, state) = stream_events(b"data:\n\n: ping\n\ndata: [DONE]\n\n");
+    assert!(chunks.is_empty() && state.done && state.error.is_none());
+}
+
+#[test]
+fn embeddings_floats_and_base64_by_index() {
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode([1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
+    let body = json!({"data": [{"index": 1, "embedding": b64}, {"index": 0, "embedding": [0.25, 1]}], "model": "e"});
+    assert_eq!(
+        decode_embeddings(&body, 2).unwrap(),
+        vec![vec![0.25, 1.0], vec![1.5, -2.0]]
+    );
+    assert_eq!(
+        decode_embeddings(&json!({"data": [{"embedding": [1]}]}), 1).unwrap(),
+        vec![vec![1.0]]
+    );
+    let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(1.5f32.to_le_bytes());
+    assert_eq!(
+        decode_embeddings(&json!({"data": [{"embedding": unpadded}]}), 1).unwrap(),
+        vec![vec![1.5]]
+    );
+    for bad in [
+        json!({"data": [{"embedding": "AAA"}]}),
+        json!({"data": [{"embedding": "not base64!"}]}),
+        json!({"data": [{"embedding": ["x"]}]}),
+        json!({"data": [{"index": "0", "embedding": [1]}]}),
+        json!({"data": [{}]}),
+        json!({"nodata": true}),
+    ] {
+        assert_eq!(
+            decode_embeddings(&bad, 1).unwrap_err().kind,
+            ErrorKind::Api,
+            "{bad}"
+        );
+    }
+    assert!(decode_embeddings(&json!({"data": [{"embedding": [1]}]}), 2).is_err());
+}
+
+#[test]
+fn rerank_results() {
+    let body =
+        json!({"results": [{"index": 2, "relevance_score": 0.9}, {"index": 0, "score": 0.1}]});
+    assert_eq!(
+        decode_rerank(&body).unwrap(),
+        vec![
+            RerankResult {
+                index: 2,
+                relevance_score: 0.9
+            },
+            RerankResult {
+                index: 0,
+                relevance_score: 0.1
+            }
+        ]
+    );
+    assert!(decode_rerank(&json!({"results": [{"index": 0}]})).is_err());
+    assert!(decode_rerank(&json!({})).is_err());
+}
+
+fn chunk(text: &str) -> ChatChunk {
+    ChatChunk {
+        text: text.into(),
+        finish_reason: None,
+        data: Bytes::from_static(b"{}"),
+    }
+}
+
+/// A stream fed by hand through the returned sender, as `pump` feeds a real one.
+fn channel_stream() -> (mpsc::Sender<StreamMessage>, ChatStream) {
+    let (sender, receiver) = mpsc::channel(8);
+    let stream = ChatStream {
+        receiver: Some(receiver),
+        buffered: VecDeque::new(),
+        failed: None,
+        task: None,
+    };
+    (sender, stream)
+}
+
+#[tokio::test]
+async fn batches_keep_order_and_error_comes_last() {
+    let (sender, mut stream) = channel_stream();
+    sender
+        .send(StreamMessage::Chunks(vec![
+            chunk("a"),
+            chunk("b"),
+            chunk("c"),
+        ]))
+        .await
+        .unwrap();
+    sender
+        .send(StreamMessage::Chunks(vec![chunk("d"), chunk("e")]))
+        .await
+        .unwrap();
+    sender
+        .send(StreamMessage::Failed(Error::api("boom")))
+        .await
+        .unwrap();
+    drop(sender);
+    let texts = |batch: Vec<ChatChunk>| batch.into_iter().map(|c| c.text).collect::<Vec<_>>();
+    assert_eq!(
+        texts(stream.next_batch(4).await.unwrap()),
+        ["a", "b", "c", "d"]
+    );
+    assert_eq!(texts(stream.next_batch(4).await.unwrap()), ["e"]);
+    assert_eq!(stream.next_batch(4).await.unwrap_err().message, "boom");
+    assert!(stream.next_batch(4).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn batch_of_one_and_clean_end() {
+    let (sender, mut stream) = channel_stream();
+    sender
+        .send(StreamMessage::Chunks(vec![chunk("a"), chunk("b")]))
+        .await
+        .unwrap();
+    drop(sender);
+    assert_eq!(stream.next_batch(0).await.unwrap().len(), 1);
+    assert_eq!(stream.next_batch(1).await.unwrap()[0].text, "b");
+    assert!(stream.next_batch(1).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ready_stream_yields_then_finishes() {
+    let mut stream = ChatStream::ready(ChatChunk {
+        text: "x".into(),
+        finish_reason: Some("stop".into()),
+        data: Bytes::from_static(b"{}"),
+    });
+    let batch = stream.next_batch(8).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert!(stream.next_batch(8).await.unwrap().is_empty());
+}
