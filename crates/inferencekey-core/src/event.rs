@@ -8,6 +8,8 @@ use std::marker::PhantomData;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::data::Usage;
+
 /// What the stream reads from one event.
 #[derive(Default)]
 pub(crate) struct EventFields {
@@ -17,6 +19,36 @@ pub(crate) struct EventFields {
     pub text: String,
     /// `choices[0].finish_reason` when it is a string.
     pub finish_reason: Option<String>,
+    /// The top-level `usage` object, when the event carries one (not `null`).
+    pub usage: Option<Usage>,
+    /// `choices[0].delta.tool_calls`, when the event carries any: fragments of the calls, keyed by `index`.
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+impl ToolCallDelta {
+    /// A whole call as one fragment (a reply that came in one piece).
+    pub fn whole(call: crate::data::ToolCall) -> Self {
+        Self {
+            index: None,
+            id: Some(call.id),
+            name: Some(call.name),
+            arguments: Some(call.arguments),
+        }
+    }
+}
+
+/// One fragment of a streamed tool call: the first names the call (`id`, `name`); the others add to `arguments`.
+/// Engines differ in which fields each fragment repeats (see engine-dialects), so every one is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    /// Which call of the reply this adds to (its position when the engine sends no index).
+    pub index: Option<u64>,
+    /// The call's id.
+    pub id: Option<String>,
+    /// The function's name.
+    pub name: Option<String>,
+    /// More of the arguments' JSON text.
+    pub arguments: Option<String>,
 }
 
 /// Decode one event's data; the error is the one a `Value` parse of the same bytes reports.
@@ -45,6 +77,12 @@ trait Shape: Default {
     fn from_str(text: &str) -> Self {
         let _ = text;
         Self::default()
+    }
+
+    /// A non-negative integer (`scalar` unless the shape keeps it).
+    fn from_u64(value: u64) -> Self {
+        let _ = value;
+        Self::scalar()
     }
 
     fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
@@ -107,11 +145,13 @@ impl Shape for IsErrorString {
 impl Shape for EventFields {
     fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let (mut error, mut object_error, mut choice) = (false, false, Choice::default());
+        let mut usage = None;
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
                 "error" => error = map.next_value::<Decode<NotNull>>()?.0 .0,
                 "object" => object_error = map.next_value::<Decode<IsErrorString>>()?.0 .0,
                 "choices" => choice = map.next_value::<Decode<Choices>>()?.0 .0,
+                "usage" => usage = map.next_value::<Decode<UsageField>>()?.0 .0,
                 _ => map.next_value::<Decode<()>>().map(drop)?,
             }
         }
@@ -119,6 +159,8 @@ impl Shape for EventFields {
             is_error: error || object_error,
             text: choice.text,
             finish_reason: choice.finish_reason,
+            usage,
+            tool_calls: choice.tool_calls,
         })
     }
 }
@@ -139,6 +181,7 @@ impl Shape for Choices {
 struct Choice {
     text: String,
     finish_reason: Option<String>,
+    tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 impl Shape for Choice {
@@ -146,7 +189,11 @@ impl Shape for Choice {
         let mut choice = Self::default();
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
-                "delta" => choice.text = map.next_value::<Decode<Delta>>()?.0 .0,
+                "delta" => {
+                    let delta = map.next_value::<Decode<Delta>>()?.0;
+                    choice.text = delta.text;
+                    choice.tool_calls = delta.tool_calls;
+                }
                 "finish_reason" => {
                     choice.finish_reason = map.next_value::<Decode<Option<String>>>()?.0;
                 }
@@ -157,20 +204,108 @@ impl Shape for Choice {
     }
 }
 
-/// The text of a `delta`'s `content`.
+/// The text of a `delta`'s `content`, and its tool-call fragments.
 #[derive(Default)]
-struct Delta(String);
+struct Delta {
+    text: String,
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
 
 impl Shape for Delta {
     fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        let mut text = String::new();
+        let mut delta = Self::default();
         while let Some(Key(key)) = map.next_key()? {
             match &*key {
-                "content" => text = map.next_value::<Decode<Content>>()?.0 .0,
+                "content" => delta.text = map.next_value::<Decode<Content>>()?.0 .0,
+                "tool_calls" => delta.tool_calls = map.next_value::<Decode<ToolCalls>>()?.0 .0,
                 _ => map.next_value::<Decode<()>>().map(drop)?,
             }
         }
-        Ok(Self(text))
+        Ok(delta)
+    }
+}
+
+/// A list of tool-call fragments (`null` or anything else: none).
+#[derive(Default)]
+struct ToolCalls(Option<Vec<ToolCallDelta>>);
+
+impl Shape for ToolCalls {
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut calls = Vec::new();
+        while let Some(call) = seq.next_element::<Decode<ToolCallDelta>>()? {
+            calls.push(call.0);
+        }
+        Ok(Self(Some(calls)))
+    }
+}
+
+impl Shape for ToolCallDelta {
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut call = Self::default();
+        while let Some(Key(key)) = map.next_key()? {
+            match &*key {
+                "index" => call.index = map.next_value::<Decode<Count>>()?.0 .0,
+                "id" => call.id = map.next_value::<Decode<Option<String>>>()?.0,
+                "function" => {
+                    let function = map.next_value::<Decode<Function>>()?.0;
+                    call.name = function.name;
+                    call.arguments = function.arguments;
+                }
+                _ => map.next_value::<Decode<()>>().map(drop)?,
+            }
+        }
+        Ok(call)
+    }
+}
+
+/// A tool call's `function`: its name and (more of) its arguments. Arguments given as an object rather than
+/// JSON text are not read here; the unary decode handles that shape.
+#[derive(Default)]
+struct Function {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+impl Shape for Function {
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut function = Self::default();
+        while let Some(Key(key)) = map.next_key()? {
+            match &*key {
+                "name" => function.name = map.next_value::<Decode<Option<String>>>()?.0,
+                "arguments" => function.arguments = map.next_value::<Decode<Option<String>>>()?.0,
+                _ => map.next_value::<Decode<()>>().map(drop)?,
+            }
+        }
+        Ok(function)
+    }
+}
+
+/// A non-negative integer, kept.
+#[derive(Default)]
+struct Count(Option<u64>);
+
+impl Shape for Count {
+    fn from_u64(value: u64) -> Self {
+        Self(Some(value))
+    }
+}
+
+/// The `usage` object: its three counts (a missing total is the sum of the others); `null` is none.
+#[derive(Default)]
+struct UsageField(Option<Usage>);
+
+impl Shape for UsageField {
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let (mut prompt, mut completion, mut total) = (None, None, None);
+        while let Some(Key(key)) = map.next_key()? {
+            match &*key {
+                "prompt_tokens" => prompt = map.next_value::<Decode<Count>>()?.0 .0,
+                "completion_tokens" => completion = map.next_value::<Decode<Count>>()?.0 .0,
+                "total_tokens" => total = map.next_value::<Decode<Count>>()?.0 .0,
+                _ => map.next_value::<Decode<()>>().map(drop)?,
+            }
+        }
+        Ok(Self(Usage::from_counts(prompt, completion, total)))
     }
 }
 
@@ -259,12 +394,12 @@ impl<'de, S: Shape> Visitor<'de> for ShapeVisitor<S> {
         Ok(S::scalar())
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<S, E> {
-        Ok(S::scalar())
+    fn visit_i64<E>(self, value: i64) -> Result<S, E> {
+        Ok(u64::try_from(value).map_or_else(|_| S::scalar(), S::from_u64))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<S, E> {
-        Ok(S::scalar())
+    fn visit_u64<E>(self, value: u64) -> Result<S, E> {
+        Ok(S::from_u64(value))
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<S, E> {

@@ -222,13 +222,22 @@ impl Endpoint {
     /// The chat body, after the rules of `ChatRequest::check`.
     pub(super) fn chat_body(&self, request: &ChatRequest, stream: bool) -> Result<Bytes> {
         let messages = request.checked_messages()?;
-        encode(&ChatBody {
+        let options = request.options.as_deref();
+        if let Some(options) = options {
+            options.check(stream)?;
+        }
+        let body = ChatBody {
             model: &self.inner.slug,
             messages,
             stream,
             temperature: request.temperature,
             max_tokens: request.max_tokens,
-        })
+            options,
+        };
+        match options.and_then(|options| options.extra_body.as_ref()) {
+            Some(Value::Object(extra)) => encode(&merged(&body, extra)?),
+            _ => encode(&body),
+        }
     }
 
     /// POST `body` and decode the JSON answer with `decode`; every failure after the 2xx answer (malformed
@@ -264,11 +273,13 @@ impl Endpoint {
             body,
             "chat completion",
             |raw, body| {
-                let (text, finish_reason) = completion_parts(&raw)?;
+                let parts = completion_parts(&raw)?;
                 Ok(ChatCompletion {
-                    text,
+                    text: parts.text,
                     model: self.model_of(&raw),
-                    finish_reason,
+                    finish_reason: parts.finish_reason,
+                    usage: parts.usage,
+                    tool_calls: parts.tool_calls,
                     raw,
                     body,
                 })
@@ -303,10 +314,15 @@ impl Endpoint {
                 transport
                     .read_body(response, |bytes| {
                         let raw = answer_json(&bytes, "chat completion", &self.inner.slug)?;
-                        let (text, finish_reason) = completion_parts(&raw)?;
+                        let parts = completion_parts(&raw)?;
+                        let model = self.model_of(&raw);
                         Ok(ChatStream::ready(ChatChunk {
-                            text,
-                            finish_reason,
+                            text: parts.text,
+                            finish_reason: parts.finish_reason,
+                            usage: parts.usage,
+                            tool_calls: (!parts.tool_calls.is_empty())
+                                .then(|| parts.tool_calls.into_iter().map(ToolCallDelta::whole).collect()),
+                            model: Some(model),
                             data: bytes,
                         }))
                     })
@@ -340,6 +356,7 @@ impl Endpoint {
                 Ok(Embeddings {
                     vectors: decode_embeddings(&raw, expected)?,
                     model: self.model_of(&raw),
+                    usage: Usage::of(&raw),
                     raw,
                     body,
                 })

@@ -19,9 +19,10 @@ use response::*;
 #[allow(unused_imports)]
 use stream::*;
 
+pub use crate::event::ToolCallDelta;
 pub use client::{DataClient, Endpoint};
-pub use request::{checked_top_n, ChatRequest, EmbeddingFormat};
+pub use request::{checked_top_n, ChatOptions, ChatRequest, EmbeddingFormat};
 pub(crate) use response::{content_text, inband_error};
-pub use response::{ChatChunk, ChatCompletion, Embeddings, Rerank, RerankResult};
+pub use response::{ChatChunk, ChatCompletion, Embeddings, Rerank, RerankResult, ToolCall, Usage};
 pub(crate) use stream::decode_stream;
-pub use stream::ChatStream;
+pub use stream::{ChatStream, StreamedReply};

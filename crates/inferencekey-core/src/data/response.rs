@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::error::{is_inband_error, Error, Result};
+use crate::event::ToolCallDelta;
 
 /// Standard base64, padding optional (engines differ).
 pub(super) const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -23,6 +24,10 @@ pub struct ChatCompletion {
     pub model: String,
     /// `choices[0].finish_reason`.
     pub finish_reason: Option<String>,
+    /// The body's `usage`, when it has one.
+    pub usage: Option<Usage>,
+    /// `choices[0].message.tool_calls`, in order (empty when the reply calls none).
+    pub tool_calls: Vec<ToolCall>,
     /// The response body.
     pub raw: Value,
     /// The response body as received, for a binding that materialises `raw` only when it is read.
@@ -36,6 +41,13 @@ pub struct ChatChunk {
     pub text: String,
     /// Set only on the chunk that carries it.
     pub finish_reason: Option<String>,
+    /// Set only on the chunk that carries it (the usage chunk a stream sends when asked with
+    /// `stream_options={"include_usage": true}`, or a finish chunk that carries it).
+    pub usage: Option<Usage>,
+    /// Tool-call fragments of this chunk, assembled by the stream into whole calls (not shown per chunk).
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// The reply's `model`, on the stream's first chunk only.
+    pub model: Option<String>,
     /// The chunk JSON as received (already validated): kept as bytes so the stream builds no JSON tree per
     /// chunk; `raw` parses it on demand.
     pub data: Bytes,
@@ -55,6 +67,8 @@ pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
     /// The body's `model` (the workload slug when the body has none).
     pub model: String,
+    /// The body's `usage`, when it has one (`completion_tokens` 0).
+    pub usage: Option<Usage>,
     /// The response body.
     pub raw: Value,
     /// The response body as received, for a binding that materialises `raw` only when it is read.
@@ -84,6 +98,84 @@ pub struct Rerank {
 }
 
 /// Message text: a string, or the `text` of each part of list-form content; anything else is `""`.
+/// Token counts of a reply, as the engine reported them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens of the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens generated (0 for embeddings).
+    pub completion_tokens: u64,
+    /// Their sum, as the engine reported it.
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Usage from the counts present; none at all is no usage. A missing count is 0, a missing total the sum.
+    pub(crate) fn from_counts(
+        prompt: Option<u64>,
+        completion: Option<u64>,
+        total: Option<u64>,
+    ) -> Option<Self> {
+        if prompt.is_none() && completion.is_none() && total.is_none() {
+            return None;
+        }
+        let (prompt_tokens, completion_tokens) = (prompt.unwrap_or(0), completion.unwrap_or(0));
+        Some(Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: total.unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
+        })
+    }
+
+    /// The `usage` object of a body, if it has one.
+    pub(crate) fn of(body: &Value) -> Option<Self> {
+        let usage = body.get("usage")?.as_object()?;
+        let count = |key: &str| usage.get(key).and_then(Value::as_u64);
+        Self::from_counts(
+            count("prompt_tokens"),
+            count("completion_tokens"),
+            count("total_tokens"),
+        )
+    }
+}
+
+/// A function call the model asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The call's id, to answer it with a `tool` message (empty when the engine gave none).
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as JSON text, as received (parse it yourself: a model may produce invalid JSON).
+    pub arguments: String,
+}
+
+/// The tool calls of a unary reply's message; arguments given as an object (some engines) become JSON text.
+fn tool_calls_of(message: &Value) -> Vec<ToolCall> {
+    let Some(calls) = message.get("tool_calls").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    calls
+        .iter()
+        .filter_map(|call| {
+            let function = call.get("function")?;
+            let text = |value: Option<&Value>| {
+                value.and_then(Value::as_str).unwrap_or_default().to_owned()
+            };
+            let arguments = match function.get("arguments") {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            Some(ToolCall {
+                id: text(call.get("id")),
+                name: text(function.get("name")),
+                arguments,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
@@ -97,7 +189,16 @@ pub(crate) fn content_text(content: Option<&Value>) -> String {
 
 /// Text and finish reason of a completion body (`message`, or `delta` for a chunk-shaped body). A body with no
 /// choice, or a choice with neither, is malformed: answering `text=""` would hide a broken engine.
-pub(super) fn completion_parts(body: &Value) -> Result<(String, Option<String>)> {
+/// The parts of a unary chat completion the result shows.
+#[derive(Debug, PartialEq)]
+pub(super) struct CompletionParts {
+    pub(super) text: String,
+    pub(super) finish_reason: Option<String>,
+    pub(super) usage: Option<Usage>,
+    pub(super) tool_calls: Vec<ToolCall>,
+}
+
+pub(super) fn completion_parts(body: &Value) -> Result<CompletionParts> {
     let malformed = |why: &str| Error::api(format!("malformed response: chat completion {why}"));
     let choice = body
         .get("choices")
@@ -115,7 +216,12 @@ pub(super) fn completion_parts(body: &Value) -> Result<(String, Option<String>)>
         .get("finish_reason")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    Ok((text, finish_reason))
+    Ok(CompletionParts {
+        text,
+        finish_reason,
+        usage: Usage::of(body),
+        tool_calls: tool_calls_of(message),
+    })
 }
 
 /// A 2xx JSON answer, parsed; an in-band error in it is returned as the error it reports.

@@ -22,6 +22,79 @@ pub(super) const STREAM_QUEUE: usize = 32;
 /// How long a finished stream keeps reading to the end of the body so the connection can be reused.
 pub(super) const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
 
+/// Only the `model` of an event.
+#[derive(serde::Deserialize)]
+pub(super) struct ModelOnly {
+    model: Option<String>,
+}
+
+/// The whole reply of a stream, assembled from every chunk the stream handed out: what `final_result` returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamedReply {
+    /// Every chunk's text, joined.
+    pub text: String,
+    /// The first chunk's `model`.
+    pub model: Option<String>,
+    /// The last `finish_reason` seen.
+    pub finish_reason: Option<String>,
+    /// The last usage seen.
+    pub usage: Option<Usage>,
+    /// The tool calls assembled from their fragments, by index.
+    pub tool_calls: Vec<ToolCall>,
+    /// The index each of `tool_calls` was sent under.
+    indexes: Vec<u64>,
+}
+
+impl StreamedReply {
+    fn absorb(&mut self, chunk: &ChatChunk) {
+        self.text.push_str(&chunk.text);
+        if chunk.finish_reason.is_some() {
+            self.finish_reason.clone_from(&chunk.finish_reason);
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        if self.model.is_none() {
+            self.model.clone_from(&chunk.model);
+        }
+        if let Some(deltas) = &chunk.tool_calls {
+            for (position, delta) in deltas.iter().enumerate() {
+                self.merge(position, delta);
+            }
+        }
+    }
+
+    /// Add one fragment to the call of its index (a fragment without one is the call at its position in the
+    /// list). Ids and names are taken from the first fragment that has them (some engines repeat them, some
+    /// send `null` after); arguments are appended.
+    fn merge(&mut self, position: usize, delta: &ToolCallDelta) {
+        let index = delta
+            .index
+            .unwrap_or_else(|| u64::try_from(position).unwrap_or(u64::MAX));
+        let at = match self.indexes.iter().position(|&i| i == index) {
+            Some(at) => at,
+            None => {
+                self.indexes.push(index);
+                self.tool_calls.push(ToolCall::default());
+                self.tool_calls.len() - 1
+            }
+        };
+        let Some(call) = self.tool_calls.get_mut(at) else {
+            return;
+        };
+        for (field, value) in [(&mut call.id, &delta.id), (&mut call.name, &delta.name)] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                if field.is_empty() {
+                    value.clone_into(field);
+                }
+            }
+        }
+        if let Some(arguments) = &delta.arguments {
+            call.arguments.push_str(arguments);
+        }
+    }
+}
+
 pub(super) enum StreamMessage {
     Chunks(Vec<ChatChunk>),
     Failed(Error),
@@ -34,6 +107,8 @@ pub struct ChatStream {
     pub(super) buffered: VecDeque<ChatChunk>,
     pub(super) failed: Option<Error>,
     pub(super) task: Option<JoinHandle<()>>,
+    /// Everything handed out so far, assembled.
+    pub(super) reply: StreamedReply,
 }
 
 impl fmt::Debug for ChatStream {
@@ -54,6 +129,7 @@ impl ChatStream {
             buffered: VecDeque::new(),
             failed: None,
             task: Some(task),
+            reply: StreamedReply::default(),
         }
     }
 
@@ -63,6 +139,7 @@ impl ChatStream {
             buffered: VecDeque::from([chunk]),
             failed: None,
             task: None,
+            reply: StreamedReply::default(),
         }
     }
 
@@ -92,6 +169,9 @@ impl ChatStream {
             }
         }
         if !out.is_empty() {
+            for chunk in &out {
+                self.reply.absorb(chunk);
+            }
             return Ok(out);
         }
         match self.failed.take() {
@@ -121,6 +201,18 @@ impl ChatStream {
         }
     }
 
+    /// Read the rest of the stream and return the whole reply, the chunks already handed out included. A stream
+    /// failure is returned as it would be from `next_batch`.
+    pub async fn final_result(&mut self) -> Result<StreamedReply> {
+        while !self.next_batch(usize::MAX).await?.is_empty() {}
+        Ok(self.reply.clone())
+    }
+
+    /// The reply assembled from the chunks handed out so far.
+    pub fn reply(&self) -> &StreamedReply {
+        &self.reply
+    }
+
     /// Stop reading and close the connection; later batches are empty.
     pub fn close(&mut self) {
         if let Some(task) = self.task.take() {
@@ -146,6 +238,8 @@ pub(super) struct StreamState<'a> {
     pub(super) done: bool,
     /// A `finish_reason` was seen: an end without `[DONE]` is then complete.
     pub(super) finished: bool,
+    /// The first chunk (the one that names the model) was decoded.
+    pub(super) model_seen: bool,
     pub(super) error: Option<Error>,
 }
 
@@ -201,9 +295,19 @@ impl StreamState<'_> {
             return;
         }
         self.finished |= fields.finish_reason.is_some();
+        // The reply's model, read once from the first chunk (a second, shallow parse of that event only).
+        let model = (!self.model_seen).then(|| {
+            self.model_seen = true;
+            serde_json::from_slice::<ModelOnly>(data)
+                .ok()
+                .and_then(|m| m.model)
+        });
         batch.push(ChatChunk {
             text: fields.text,
             finish_reason: fields.finish_reason,
+            usage: fields.usage,
+            tool_calls: fields.tool_calls,
+            model: model.flatten(),
             data: Bytes::copy_from_slice(data),
         });
     }
@@ -220,6 +324,7 @@ pub(crate) fn decode_stream<'r>(
         slug,
         done: false,
         finished: false,
+        model_seen: false,
         error: None,
     };
     let mut chunks = Vec::new();
@@ -242,6 +347,7 @@ pub(super) async fn pump(
         slug: &endpoint.slug,
         done: false,
         finished: false,
+        model_seen: false,
         error: None,
     };
     let mut batch = Vec::new();

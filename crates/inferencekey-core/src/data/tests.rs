@@ -100,6 +100,7 @@ fn chat_body_exact_shapes() {
         messages: Some(messages.clone()),
         temperature: Some(0.2),
         max_tokens: Some(300),
+        options: None,
     };
     assert_eq!(
         body(&full, true),
@@ -115,6 +116,264 @@ fn chat_body_exact_shapes() {
         keys,
         ["model", "messages", "stream", "temperature", "max_tokens"]
     );
+}
+
+fn prompt_with(options: ChatOptions, stream: bool) -> crate::error::Result<ChatRequest> {
+    ChatRequest::from_user(Some("Hola".into()), None, None, None)?.with_options(options, stream)
+}
+
+#[test]
+fn chat_options_go_under_their_openai_names_and_extra_body_last() {
+    let ep = client(Some(LIVE)).endpoint("support-bot", None).unwrap();
+    let body = |request: &ChatRequest, stream: bool| -> Value {
+        serde_json::from_slice(&ep.chat_body(request, stream).unwrap()).unwrap()
+    };
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let options = ChatOptions {
+        stop: Some(json!(["\n\n", "END"])),
+        top_p: Some(0.9),
+        seed: Some(-7),
+        presence_penalty: Some(0.5),
+        frequency_penalty: Some(-0.5),
+        logprobs: Some(true),
+        top_logprobs: Some(3),
+        tools: Some(tools.clone()),
+        tool_choice: Some(json!({"type": "function", "function": {"name": "get_weather"}})),
+        response_format: Some(json!({"type": "json_object"})),
+        stream_options: Some(json!({"include_usage": true})),
+        extra_body: Some(json!({"top_k": 20, "temperature": 0.1})),
+    };
+    let request = prompt_with(options, true).unwrap();
+    assert_eq!(
+        body(&request, true),
+        json!({
+            "model": "support-bot", "messages": [{"role": "user", "content": "Hola"}], "stream": true,
+            "stop": ["\n\n", "END"], "top_p": 0.9, "seed": -7, "presence_penalty": 0.5, "frequency_penalty": -0.5,
+            "logprobs": true, "top_logprobs": 3, "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "response_format": {"type": "json_object"}, "stream_options": {"include_usage": true},
+            "top_k": 20, "temperature": 0.1,
+        })
+    );
+    assert!(request.options.as_ref().unwrap().include_usage());
+    // Empty options are not kept: the request is the plain one.
+    let plain = prompt_with(ChatOptions::default(), false).unwrap();
+    assert!(plain.options.is_none());
+    assert_eq!(
+        body(&plain, false),
+        json!({"model": "support-bot", "messages": [{"role": "user", "content": "Hola"}], "stream": false})
+    );
+}
+
+#[test]
+fn chat_option_refusals_name_the_argument() {
+    let refused = |options: ChatOptions, stream: bool| -> String {
+        let err = prompt_with(options, stream).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Validation);
+        err.message
+    };
+    let tool = |name: &str| json!({"type": "function", "function": {"name": name}});
+    let cases: Vec<(ChatOptions, &str)> = vec![
+        (
+            ChatOptions {
+                stop: Some(json!(["a", "b", "c", "d", "e"])),
+                ..Default::default()
+            },
+            "stop takes at most 4 sequences, got 5",
+        ),
+        (
+            ChatOptions {
+                stop: Some(json!(["a", 1])),
+                ..Default::default()
+            },
+            "stop[1] must be a str",
+        ),
+        (
+            ChatOptions {
+                stop: Some(json!(3)),
+                ..Default::default()
+            },
+            "stop must be a str or a list of str",
+        ),
+        (
+            ChatOptions {
+                top_p: Some(0.0),
+                ..Default::default()
+            },
+            "top_p must be a number greater than 0 and at most 1",
+        ),
+        (
+            ChatOptions {
+                top_p: Some(f64::NAN),
+                ..Default::default()
+            },
+            "top_p must be",
+        ),
+        (
+            ChatOptions {
+                presence_penalty: Some(2.5),
+                ..Default::default()
+            },
+            "presence_penalty must be a number from -2 to 2",
+        ),
+        (
+            ChatOptions {
+                frequency_penalty: Some(f64::INFINITY),
+                ..Default::default()
+            },
+            "frequency_penalty must be",
+        ),
+        (
+            ChatOptions {
+                top_logprobs: Some(21),
+                logprobs: Some(true),
+                ..Default::default()
+            },
+            "top_logprobs must be an integer from 0 to 20",
+        ),
+        (
+            ChatOptions {
+                top_logprobs: Some(2),
+                ..Default::default()
+            },
+            "top_logprobs needs logprobs=True",
+        ),
+        (
+            ChatOptions {
+                tools: Some(json!({})),
+                ..Default::default()
+            },
+            "tools must be a list",
+        ),
+        (
+            ChatOptions {
+                tools: Some(json!([{"type": "web"}])),
+                ..Default::default()
+            },
+            "tools[0].type must be \"function\"",
+        ),
+        (
+            ChatOptions {
+                tools: Some(json!([{"type": "function"}])),
+                ..Default::default()
+            },
+            "tools[0].function is missing",
+        ),
+        (
+            ChatOptions {
+                tools: Some(json!([tool("a b")])),
+                ..Default::default()
+            },
+            "tools[0].function.name must be 1 to 64",
+        ),
+        (
+            ChatOptions {
+                tools: Some(json!([tool("a"), tool("a")])),
+                ..Default::default()
+            },
+            "tools[1].function.name \"a\" is used by an earlier tool",
+        ),
+        (
+            ChatOptions {
+                tools: Some(
+                    json!([{"type": "function", "function": {"name": "a", "parameters": []}}]),
+                ),
+                ..Default::default()
+            },
+            "tools[0].function.parameters must be a dict",
+        ),
+        (
+            ChatOptions {
+                tool_choice: Some(json!("auto")),
+                ..Default::default()
+            },
+            "tool_choice needs tools",
+        ),
+        (
+            ChatOptions {
+                tools: Some(json!([tool("a")])),
+                tool_choice: Some(json!("any")),
+                ..Default::default()
+            },
+            "tool_choice must be \"none\"",
+        ),
+        (
+            ChatOptions {
+                tools: Some(json!([tool("a")])),
+                tool_choice: Some(json!({"type": "function", "function": {"name": "b"}})),
+                ..Default::default()
+            },
+            "tool_choice names the function \"b\", which is not among tools",
+        ),
+        (
+            ChatOptions {
+                response_format: Some(json!({"type": "xml"})),
+                ..Default::default()
+            },
+            "response_format.type must be",
+        ),
+        (
+            ChatOptions {
+                response_format: Some(json!({"type": "json_schema"})),
+                ..Default::default()
+            },
+            "response_format.json_schema is missing",
+        ),
+        (
+            ChatOptions {
+                response_format: Some(
+                    json!({"type": "json_schema", "json_schema": {"name": "x", "schema": 1}}),
+                ),
+                ..Default::default()
+            },
+            "response_format.json_schema.schema must be a dict",
+        ),
+        (
+            ChatOptions {
+                extra_body: Some(json!({"stream": true})),
+                ..Default::default()
+            },
+            "extra_body must not set stream",
+        ),
+        (
+            ChatOptions {
+                extra_body: Some(json!([1])),
+                ..Default::default()
+            },
+            "extra_body must be a dict",
+        ),
+    ];
+    for (options, expected) in cases {
+        let message = refused(options, false);
+        assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+    }
+    let stream_only = ChatOptions {
+        stream_options: Some(json!({"include_usage": true})),
+        ..Default::default()
+    };
+    assert!(refused(stream_only.clone(), false)
+        .contains("stream_options only goes with a streamed chat"));
+    assert!(prompt_with(stream_only, true).is_ok());
+    let bad_usage = ChatOptions {
+        stream_options: Some(json!({"include_usage": "yes"})),
+        ..Default::default()
+    };
+    assert!(refused(bad_usage, true).contains("stream_options.include_usage must be a bool"));
+    // "none" needs no tools; a named tool among them is fine.
+    assert!(prompt_with(
+        ChatOptions {
+            tool_choice: Some(json!("none")),
+            ..Default::default()
+        },
+        false
+    )
+    .is_ok());
+    let named = ChatOptions {
+        tools: Some(json!([tool("a"), tool("b")])),
+        tool_choice: Some(json!({"type": "function", "function": {"name": "b"}})),
+        ..Default::default()
+    };
+    assert!(prompt_with(named, false).is_ok());
 }
 
 #[test]
@@ -151,6 +410,7 @@ fn chat_request_from_user_values() {
     assert_eq!(
         request,
         ChatRequest {
+            options: None,
             prompt: None,
             messages: Some(vec![json!({"role": "user", "content": "hi"})]),
             temperature: Some(0.0),
@@ -290,12 +550,55 @@ fn completion_parts_tolerate_nulls_and_refuse_missing_choices() {
             &json!({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]})
         )
         .unwrap(),
-        ("hi".to_owned(), Some("stop".to_owned()))
+        CompletionParts {
+            text: "hi".to_owned(),
+            finish_reason: Some("stop".to_owned()),
+            usage: None,
+            tool_calls: vec![],
+        }
     );
     assert_eq!(
         completion_parts(&json!({"choices": [{"message": {"content": null}}]})).unwrap(),
-        (String::new(), None)
+        CompletionParts {
+            text: String::new(),
+            finish_reason: None,
+            usage: None,
+            tool_calls: vec![],
+        }
     );
+    // Usage and tool calls, arguments as text or (some engines) as an object; a missing total is the sum.
+    let parts = completion_parts(&json!({
+        "choices": [{"message": {"content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": {"b": [true]}}},
+        ]}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5},
+    }))
+    .unwrap();
+    assert_eq!(
+        parts.usage,
+        Some(Usage {
+            prompt_tokens: 7,
+            completion_tokens: 5,
+            total_tokens: 12
+        })
+    );
+    assert_eq!(
+        parts.tool_calls,
+        vec![
+            ToolCall {
+                id: "call_1".into(),
+                name: "f".into(),
+                arguments: "{\"a\": 1}".into()
+            },
+            ToolCall {
+                id: "call_2".into(),
+                name: "g".into(),
+                arguments: "{\"b\":[true]}".into()
+            },
+        ]
+    );
+    assert_eq!(parts.finish_reason.as_deref(), Some("tool_calls"));
     for (body, why) in [
         (json!({"choices": []}), "with an empty choices list"),
         (json!({}), "without a choices list"),
@@ -336,6 +639,7 @@ fn stream_events(input: &[u8]) -> (Vec<ChatChunk>, StreamState<'static>) {
         slug: "w",
         done: false,
         finished: false,
+        model_seen: false,
         error: None,
     };
     let mut batch = Vec::new();
@@ -508,6 +812,9 @@ fn chunk(text: &str) -> ChatChunk {
     ChatChunk {
         text: text.into(),
         finish_reason: None,
+        usage: None,
+        tool_calls: None,
+        model: None,
         data: Bytes::from_static(b"{}"),
     }
 }
@@ -520,6 +827,7 @@ fn channel_stream() -> (mpsc::Sender<StreamMessage>, ChatStream) {
         buffered: VecDeque::new(),
         failed: None,
         task: None,
+        reply: StreamedReply::default(),
     };
     (sender, stream)
 }
@@ -572,9 +880,99 @@ async fn ready_stream_yields_then_finishes() {
     let mut stream = ChatStream::ready(ChatChunk {
         text: "x".into(),
         finish_reason: Some("stop".into()),
+        usage: None,
+        tool_calls: None,
+        model: None,
         data: Bytes::from_static(b"{}"),
     });
     let batch = stream.next_batch(8).await.unwrap();
     assert_eq!(batch.len(), 1);
     assert!(stream.next_batch(8).await.unwrap().is_empty());
+}
+
+/// The reply a stream of `input` assembles, through the same decode and the same consumer as a real one.
+async fn assembled(input: &[u8]) -> StreamedReply {
+    let (chunks, state) = stream_events(input);
+    assert!(state.error.is_none(), "{:?}", state.error);
+    let (sender, mut stream) = channel_stream();
+    sender.send(StreamMessage::Chunks(chunks)).await.unwrap();
+    drop(sender);
+    stream.final_result().await.unwrap()
+}
+
+#[tokio::test]
+async fn streamed_usage_and_model_are_kept() {
+    let vllm = b"data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"length\"}]}\n\n\
+data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":32,\"total_tokens\":35,\"completion_tokens\":3}}\n\n\
+data: [DONE]\n\n";
+    let (chunks, _) = stream_events(vllm);
+    assert_eq!(chunks[0].model.as_deref(), Some("m"));
+    assert!(chunks[1].model.is_none() && chunks[1].usage.is_none());
+    let usage = Usage {
+        prompt_tokens: 32,
+        completion_tokens: 3,
+        total_tokens: 35,
+    };
+    assert_eq!(chunks[2].usage, Some(usage));
+    let reply = assembled(vllm).await;
+    assert_eq!(
+        (
+            reply.text.as_str(),
+            reply.model.as_deref(),
+            reply.finish_reason.as_deref(),
+            reply.usage
+        ),
+        ("Hi", Some("m"), Some("length"), Some(usage))
+    );
+    // SGLang's explicit nulls carry no usage.
+    let sglang = b"data: {\"id\":\"1\",\"model\":\"s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\",\"tool_calls\":null},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+    let (chunks, _) = stream_events(sglang);
+    assert!(chunks[0].usage.is_none() && chunks[0].tool_calls.is_none());
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_assemble_in_every_dialect_shape() {
+    let expected = vec![ToolCall {
+        id: "call_1".into(),
+        name: "get_weather".into(),
+        arguments: "{\"city\": \"Paris\"}".into(),
+    }];
+    // vLLM: the name first, then argument fragments carrying only the index.
+    let vllm = b"data: {\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"index\":0,\"function\":{\"name\":\"get_weather\"}}]}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\": \"}}]}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n";
+    // SGLang: explicit nulls for the id and name after the first fragment.
+    let sglang = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}],\"usage\":null}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":null,\"type\":\"function\",\"function\":{\"name\":null,\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}]}}],\"usage\":null}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":null},\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n\ndata: [DONE]\n\n";
+    // Ollama: each call whole in one chunk.
+    let ollama = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"id\":\"call_1\",\"index\":0,\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},\"finish_reason\":null}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n";
+    for (dialect, input) in [
+        ("vllm", &vllm[..]),
+        ("sglang", &sglang[..]),
+        ("ollama", &ollama[..]),
+    ] {
+        let reply = assembled(input).await;
+        assert_eq!(reply.tool_calls, expected, "{dialect}");
+        assert_eq!(
+            reply.finish_reason.as_deref(),
+            Some("tool_calls"),
+            "{dialect}"
+        );
+        assert_eq!(reply.text, "", "{dialect}");
+    }
+    // Two calls interleaved by index, and a fragment list without indexes (position is the index).
+    let two = b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"b\",\"function\":{\"name\":\"g\",\"arguments\":\"{\"}},{\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"f\",\"arguments\":\"[\"}}]}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"]\"}},{\"index\":1,\"function\":{\"arguments\":\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n";
+    let reply = assembled(two).await;
+    let got: Vec<(&str, &str, &str)> = reply
+        .tool_calls
+        .iter()
+        .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+        .collect();
+    assert_eq!(got, [("b", "g", "{}"), ("a", "f", "[]")]);
 }
