@@ -401,9 +401,11 @@ pub async fn embeddings(
         None | Some(Value::Null) => full_dim,
         Some(value) => match value.as_u64().and_then(|n| usize::try_from(n).ok()) {
             Some(n) if (1..=full_dim).contains(&n) => n,
-            _ => return Err(target.engine_error(format!(
+            _ => {
+                return Err(target.engine_error(format!(
                 "dimensions must be an integer from 1 to {full_dim} (the model's embedding size)"
-            ))),
+            )))
+            }
         },
     };
     if inputs.len().saturating_mul(dim) > MAX_EMBEDDING_FLOATS {
