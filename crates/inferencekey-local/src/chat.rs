@@ -353,7 +353,7 @@ fn last_user_text(messages: &Value) -> String {
 }
 
 /// The tools to call: `auto` calls every tool whose name the last user message contains
-/// (case-insensitive, in `tools` order); `required` the same, else the first tool; a named
+/// (case-insensitive, in `tools` order), none when the last message is a tool result; `required` the same, else the first tool; a named
 /// choice that function; `none` nothing. `parallel_tool_calls: false` keeps the first.
 pub fn chosen_tools<'t>(options: &'t ChatOptions, messages: &Value) -> Vec<&'t Tool> {
     let text = last_user_text(messages).to_lowercase();
@@ -362,8 +362,16 @@ pub fn chosen_tools<'t>(options: &'t ChatOptions, messages: &Value) -> Vec<&'t T
         .iter()
         .filter(|tool| text.contains(&tool.name.to_lowercase()))
         .collect();
+    // After a tool result, `auto` answers in text (so a client's tool loop ends).
+    let after_tool_result = messages
+        .as_array()
+        .and_then(|list| list.last())
+        .and_then(|last| last.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
     let mut chosen = match &options.tool_choice {
         ToolChoice::None => Vec::new(),
+        ToolChoice::Auto if after_tool_result => Vec::new(),
         ToolChoice::Auto => mentioned,
         ToolChoice::Required if mentioned.is_empty() => options.tools.iter().take(1).collect(),
         ToolChoice::Required => mentioned,

@@ -499,6 +499,21 @@ async fn tool_choice_required_named_auto_none() {
         assert!(plain.is_empty(), "{backend}");
         let none = tool_round(&h, backend, "get_weather", json!({"tool_choice": "none"})).await;
         assert!(none.is_empty(), "{backend}");
+        // After a tool result, auto answers in text; required still calls.
+        let call = json!({"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{}"}});
+        let messages = json!([{"role": "user", "content": "get_weather please"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]);
+        for (choice, calls) in [("auto", 0), ("required", 1)] {
+            let mut follow_up = body("", false, json!({"tools": tools(), "tool_choice": choice}));
+            follow_up["messages"] = messages.clone();
+            let reply = unary(&h, backend, follow_up).await;
+            let made = reply["choices"][0]["message"]["tool_calls"]
+                .as_array()
+                .map_or(0, Vec::len);
+            assert_eq!(made, calls, "{backend} {choice}");
+        }
         // The same seed gives the same arguments; another seed other ones.
         let seeded = |seed: i64| {
             body(
