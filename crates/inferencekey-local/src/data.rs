@@ -13,8 +13,12 @@ use serde_json::{json, Map, Value};
 
 use crate::app::{App, RequestCtx};
 use crate::auth::require_project;
+use crate::chat::{plan, ChatOptions, Planned, ToolCall};
 use crate::clock::unix_now;
-use crate::dialects::{completion_json, ChatHead, ChatStream, Dialect, Tokens, Usage};
+use crate::dialects::{
+    completion_json, completion_value, content_steps, ChatHead, ChatStream, Dialect, StepDelta,
+    Tokens, Usage,
+};
 use crate::engines::{self, BENCH_DEFAULT_TOKENS};
 use crate::faults::{preflight, tag, Fault, Route};
 use crate::readiness::Phase;
@@ -135,6 +139,7 @@ struct ChatParams {
     stream: bool,
     max_tokens: Option<u64>,
     include_usage: bool,
+    options: ChatOptions,
 }
 
 impl ChatParams {
@@ -156,6 +161,7 @@ impl ChatParams {
         };
         let max_tokens = match body
             .get("max_tokens")
+            .filter(|value| !value.is_null())
             .or_else(|| body.get("max_completion_tokens"))
         {
             None | Some(Value::Null) => None,
@@ -165,12 +171,7 @@ impl ChatParams {
                     .ok_or_else(|| "max_tokens must be a non-negative integer".to_string())?,
             ),
         };
-        if body
-            .get("temperature")
-            .is_some_and(|t| !(t.is_null() || t.is_number()))
-        {
-            return Err("temperature must be a number".to_string());
-        }
+        let options = ChatOptions::parse(body)?;
         let include_usage = body
             .get("stream_options")
             .and_then(|options| options.get("include_usage"))
@@ -181,6 +182,7 @@ impl ChatParams {
             stream,
             max_tokens,
             include_usage,
+            options,
         })
     }
 }
@@ -207,14 +209,22 @@ pub async fn chat(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(redact_text);
+    let mut ids = request_rng(&app, &ctx);
     let head = ChatHead {
         id: target
             .dialect
-            .completion_id(&mut request_rng(&app, &ctx), incoming_id.as_deref()),
+            .completion_id(&mut ids, incoming_id.as_deref()),
         created: unix_now(),
         model: echoed_model(body, &target.slug),
     };
     let prompt = engines::prompt_tokens(&params.messages);
+    let top_logprobs = params
+        .options
+        .logprobs
+        .then_some(params.options.top_logprobs);
+    let mut stop_reason = None;
+    let mut tool_calls: Vec<ToolCall> = Vec::new();
+    let mut completion_tokens = None;
     let (tokens, finish_reason) = if settings.bench {
         let n = params.max_tokens.unwrap_or(BENCH_DEFAULT_TOKENS);
         let built = !params.stream || fault == Some(Fault::NonSse {});
@@ -234,8 +244,32 @@ pub async fn chat(
             finish,
         )
     } else {
-        let reply = engines::complete(app.seed, &params.messages, params.max_tokens);
-        (Tokens::Generated(reply.tokens), reply.finish_reason)
+        let planned = plan(
+            app.seed,
+            &params.messages,
+            params.max_tokens,
+            &params.options,
+            || target.dialect.tool_call_id(&mut ids),
+        );
+        completion_tokens = Some(planned.completion_tokens());
+        match planned {
+            Planned::Content {
+                tokens,
+                finish_reason,
+                stop,
+            } => {
+                stop_reason = stop;
+                (
+                    Tokens::Steps(content_steps(&tokens, top_logprobs)),
+                    finish_reason,
+                )
+            }
+            Planned::Tools(calls) => {
+                let steps = target.dialect.tool_steps(&calls, top_logprobs);
+                tool_calls = calls;
+                (Tokens::Steps(steps), "tool_calls")
+            }
+        }
     };
     // Bench mode sends as fast as the socket allows: no latencies.
     let (ttft, itl) = if settings.bench {
@@ -248,9 +282,29 @@ pub async fn chat(
     };
 
     if !params.stream || fault == Some(Fault::NonSse {}) {
-        let (text, count) = match &tokens {
-            Tokens::Generated(list) => (list.concat(), list.len()),
-            Tokens::Bench(n) => ((0..*n).map(engines::bench_token).collect(), *n),
+        let (text, count, logprobs) = match &tokens {
+            Tokens::Bench(n) => ((0..*n).map(engines::bench_token).collect(), *n, None),
+            Tokens::Steps(steps) => {
+                let text: String = steps
+                    .iter()
+                    .map(|step| match &step.delta {
+                        StepDelta::Content(token) => token.as_str(),
+                        StepDelta::ToolCall(_) => "",
+                    })
+                    .collect();
+                let entries: Option<Vec<Value>> = top_logprobs.map(|_| {
+                    steps
+                        .iter()
+                        .flat_map(|step| step.logprobs.clone().unwrap_or_default())
+                        .collect()
+                });
+                let count = completion_tokens.map_or(steps.len(), |n| n as usize);
+                (
+                    text,
+                    count,
+                    entries.map(|content| json!({"content": content})),
+                )
+            }
         };
         // Generation time of the whole reply, as a real engine would take.
         let steps = u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX);
@@ -262,7 +316,17 @@ pub async fn chat(
             prompt,
             completion: count as u64,
         };
-        let completion = completion_json(&head, &text, finish_reason, usage);
+        let completion = if tool_calls.is_empty() && logprobs.is_none() {
+            completion_json(&head, &text, finish_reason, usage)
+        } else {
+            let message = if tool_calls.is_empty() {
+                json!({"role": "assistant", "content": text})
+            } else {
+                json!({"role": "assistant", "content": null,
+                       "tool_calls": tool_calls.iter().map(ToolCall::json).collect::<Vec<_>>()})
+            };
+            completion_value(&head, message, finish_reason, usage, logprobs)
+        };
         return Ok(tag(
             json_response(StatusCode::OK, &completion),
             fired.as_ref(),
@@ -271,8 +335,8 @@ pub async fn chat(
 
     let include_usage = settings.include_usage.unwrap_or(params.include_usage);
     let completion = match &tokens {
-        Tokens::Generated(list) => list.len() as u64,
         Tokens::Bench(n) => *n as u64,
+        Tokens::Steps(steps) => completion_tokens.unwrap_or(steps.len() as u64),
     };
     let usage = include_usage.then_some(Usage { prompt, completion });
     let stream = ChatStream::new(
@@ -282,7 +346,8 @@ pub async fn chat(
         finish_reason,
         usage,
         (ttft, itl),
-    );
+    )
+    .with_stop_reason(stop_reason);
     Ok(tag(
         stream_response(
             EventSource::Chat(stream),
@@ -329,7 +394,20 @@ pub async fn embeddings(
         }
     };
     target.require_task(&["embedding"], "embeddings")?;
-    let dim = target.settings.embedding_dim;
+    let full_dim = target.settings.embedding_dim;
+    // `dimensions`: vectors produced at that size (a matryoshka-capable model), at most the
+    // model's own dimension.
+    let dim = match body.get("dimensions") {
+        None | Some(Value::Null) => full_dim,
+        Some(value) => match value.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if (1..=full_dim).contains(&n) => n,
+            _ => {
+                return Err(target.engine_error(format!(
+                "dimensions must be an integer from 1 to {full_dim} (the model's embedding size)"
+            )))
+            }
+        },
+    };
     if inputs.len().saturating_mul(dim) > MAX_EMBEDDING_FLOATS {
         return Err(target.engine_error(format!(
             "input has {} texts; at most {} fit in one request at embedding_dim {dim}",

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::chat::{logprob_entry, ToolCall};
 use crate::engines;
 use crate::event::SseEvent;
 use crate::faults::ErrorShape;
@@ -56,6 +57,69 @@ impl Dialect {
         }
     }
 
+    /// A tool-call id in the engine's style.
+    pub fn tool_call_id(self, rng: &mut SplitMix64) -> String {
+        match self {
+            Dialect::Vllm => format!("chatcmpl-tool-{}", rng.hex(32)),
+            Dialect::LlamaCpp => rng.base36(32),
+            Dialect::Ollama => format!("call_{}", rng.base36(8)),
+            Dialect::Sglang => format!("call_{}", rng.hex(24)),
+        }
+    }
+
+    /// The steps of a streamed tool-call reply, split as the engine splits them: vLLM, llama.cpp
+    /// and SGLang send each call's header (id, type, name) and then its arguments in pieces;
+    /// Ollama sends each whole call in one step. `top_logprobs` is set when logprobs were asked.
+    pub fn tool_steps(self, calls: &[ToolCall], top_logprobs: Option<usize>) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut position = 0usize;
+        let mut logprobs = |pieces: &[String]| {
+            let entries = top_logprobs.map(|top| {
+                pieces
+                    .iter()
+                    .enumerate()
+                    .map(|(k, piece)| logprob_entry(piece, position + k, top))
+                    .collect::<Vec<_>>()
+            });
+            position += pieces.len();
+            entries
+        };
+        for (index, call) in calls.iter().enumerate() {
+            let pieces = call.pieces();
+            if self == Dialect::Ollama {
+                steps.push(Step {
+                    delta: StepDelta::ToolCall(json!({"id": call.id, "index": index,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments}})),
+                    logprobs: logprobs(&pieces),
+                });
+                continue;
+            }
+            let header = match self {
+                Dialect::Vllm => json!({"id": call.id, "type": "function", "index": index,
+                    "function": {"name": call.name}}),
+                _ => json!({"index": index, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}),
+            };
+            steps.push(Step {
+                delta: StepDelta::ToolCall(header),
+                logprobs: logprobs(&pieces[..1]),
+            });
+            for piece in pieces.iter().skip(1) {
+                let fragment = match self {
+                    Dialect::Sglang => json!({"index": index, "id": null, "type": "function",
+                        "function": {"name": null, "arguments": piece}}),
+                    _ => json!({"index": index, "function": {"arguments": piece}}),
+                };
+                steps.push(Step {
+                    delta: StepDelta::ToolCall(fragment),
+                    logprobs: logprobs(std::slice::from_ref(piece)),
+                });
+            }
+        }
+        steps
+    }
+
     /// The engine's body for a rejected request (HTTP 400).
     pub fn request_error(self, message: &str) -> Value {
         match self {
@@ -93,7 +157,8 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn json(self) -> Value {
+    /// `{prompt_tokens, completion_tokens, total_tokens}`.
+    pub fn json(self) -> Value {
         json!({
             "prompt_tokens": self.prompt,
             "completion_tokens": self.completion,
@@ -104,42 +169,113 @@ impl Usage {
 
 /// A non-stream chat completion (the same standard shape for every engine).
 pub fn completion_json(head: &ChatHead, text: &str, finish_reason: &str, usage: Usage) -> Value {
+    completion_value(
+        head,
+        json!({"role": "assistant", "content": text}),
+        finish_reason,
+        usage,
+        None,
+    )
+}
+
+/// A non-stream chat completion with any `message` (text or tool calls) and, when asked,
+/// the choice's `logprobs`.
+pub fn completion_value(
+    head: &ChatHead,
+    message: Value,
+    finish_reason: &str,
+    usage: Usage,
+    logprobs: Option<Value>,
+) -> Value {
+    let mut choice = json!({"index": 0, "message": message});
+    if let (Some(logprobs), Some(fields)) = (logprobs, choice.as_object_mut()) {
+        fields.insert("logprobs".to_string(), logprobs);
+    }
+    if let Some(fields) = choice.as_object_mut() {
+        fields.insert("finish_reason".to_string(), json!(finish_reason));
+    }
     json!({
         "id": head.id,
         "object": "chat.completion",
         "created": head.created,
         "model": head.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish_reason,
-        }],
+        "choices": [choice],
         "usage": usage.json(),
     })
+}
+
+/// What one content-bearing chunk carries.
+#[derive(Debug, Clone)]
+pub enum StepDelta {
+    /// A text token (`delta.content`).
+    Content(String),
+    /// One element of `delta.tool_calls`.
+    ToolCall(Value),
+}
+
+/// One content-bearing chunk of a generated reply, with its logprob entries when asked.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The delta.
+    pub delta: StepDelta,
+    /// `logprobs.content` of the chunk.
+    pub logprobs: Option<Vec<Value>>,
+}
+
+/// The steps of a text reply: one token each, with logprobs when `top_logprobs` is set.
+pub fn content_steps(tokens: &[String], top_logprobs: Option<usize>) -> Vec<Step> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(position, token)| Step {
+            delta: StepDelta::Content(token.clone()),
+            logprobs: top_logprobs.map(|top| vec![logprob_entry(token, position, top)]),
+        })
+        .collect()
 }
 
 /// The tokens of a streamed reply.
 #[derive(Debug, Clone)]
 pub enum Tokens {
-    /// A generated reply.
-    Generated(Vec<String>),
     /// `n` tokens of the cyclic bench reply.
     Bench(usize),
+    /// Content or tool-call chunks of a generated reply.
+    Steps(Vec<Step>),
 }
 
 impl Tokens {
+    /// A text reply of `tokens`, without logprobs.
+    #[cfg(test)]
+    pub fn text(tokens: Vec<String>) -> Self {
+        Tokens::Steps(content_steps(&tokens, None))
+    }
+
     fn len(&self) -> usize {
         match self {
-            Tokens::Generated(tokens) => tokens.len(),
             Tokens::Bench(n) => *n,
+            Tokens::Steps(steps) => steps.len(),
         }
     }
 
     fn get(&self, index: usize) -> String {
         match self {
-            Tokens::Generated(tokens) => tokens.get(index).cloned().unwrap_or_default(),
             Tokens::Bench(_) => engines::bench_token(index),
+            Tokens::Steps(steps) => match steps.get(index).map(|step| &step.delta) {
+                Some(StepDelta::Content(text)) => text.clone(),
+                _ => String::new(),
+            },
         }
+    }
+
+    fn step(&self, index: usize) -> Step {
+        match self {
+            Tokens::Steps(steps) => steps.get(index).cloned(),
+            _ => None,
+        }
+        .unwrap_or_else(|| Step {
+            delta: StepDelta::Content(self.get(index)),
+            logprobs: None,
+        })
     }
 }
 
@@ -160,6 +296,7 @@ pub struct ChatStream {
     head: ChatHead,
     tokens: Tokens,
     finish_reason: &'static str,
+    stop_reason: Option<String>,
     usage: Option<Usage>,
     ttft: Duration,
     itl: Duration,
@@ -179,19 +316,33 @@ impl ChatStream {
     ) -> Self {
         let cache = match tokens {
             Tokens::Bench(_) => engines::bench_cycle(),
-            Tokens::Generated(_) => 0,
+            Tokens::Steps(_) => 0,
         };
         Self {
             dialect,
             head,
             tokens,
             finish_reason,
+            stop_reason: None,
             usage,
             ttft: latency.0,
             itl: latency.1,
             position: 0,
             rendered: vec![None; cache],
         }
+    }
+
+    /// The stream with the stop string that ended the reply (vLLM's `stop_reason`, SGLang's
+    /// `matched_stop`).
+    pub fn with_stop_reason(mut self, stop: Option<String>) -> Self {
+        self.stop_reason = stop;
+        self
+    }
+
+    /// Tokens generated: the usage count when given (a tool-call step may hold several).
+    fn predicted(&self) -> u64 {
+        self.usage
+            .map_or(self.tokens.len() as u64, |usage| usage.completion)
     }
 
     /// The next event, or `None` after `[DONE]`.
@@ -273,7 +424,7 @@ impl ChatStream {
             Frame::Role => self.role_chunk(),
             Frame::Token(i) => {
                 let last = i + 1 == self.tokens.len();
-                self.content_chunk(&self.tokens.get(i), last)
+                self.step_chunk(&self.tokens.step(i), last)
             }
             Frame::Finish => self.finish_chunk(),
             Frame::Usage => self.usage_chunk(),
@@ -324,15 +475,19 @@ impl ChatStream {
                 Self::with(chunk, &[("system_fingerprint", json!("b1-local"))])
             }
             Dialect::Ollama => {
-                let first = if self.tokens.len() > 0 {
-                    self.tokens.get(0)
-                } else {
-                    String::new()
+                let first = (self.tokens.len() > 0).then(|| self.tokens.step(0));
+                let delta = match first.as_ref().map(|step| &step.delta) {
+                    Some(StepDelta::ToolCall(call)) => {
+                        json!({"role": "assistant", "content": "", "tool_calls": [call]})
+                    }
+                    Some(StepDelta::Content(text)) => json!({"role": "assistant", "content": text}),
+                    None => json!({"role": "assistant", "content": ""}),
                 };
-                self.chunk(
-                    json!([{"index": 0, "delta": {"role": "assistant", "content": first},
-                    "finish_reason": null}]),
-                )
+                let mut choice = json!({"index": 0, "delta": delta, "finish_reason": null});
+                if let Some(entries) = first.and_then(|step| step.logprobs) {
+                    choice = Self::with(choice, &[("logprobs", json!({"content": entries}))]);
+                }
+                self.chunk(json!([choice]))
             }
             Dialect::Sglang => Self::with(
                 self.chunk(
@@ -346,17 +501,48 @@ impl ChatStream {
     }
 
     fn content_chunk(&self, token: &str, last: bool) -> Value {
+        self.step_chunk(
+            &Step {
+                delta: StepDelta::Content(token.to_string()),
+                logprobs: None,
+            },
+            last,
+        )
+    }
+
+    /// A content or tool-call chunk; on vLLM the last one carries the finish.
+    fn step_chunk(&self, step: &Step, last: bool) -> Value {
+        let delta = match (&step.delta, self.dialect) {
+            (StepDelta::Content(token), Dialect::Sglang) => {
+                json!({"content": token, "reasoning_content": null, "tool_calls": null})
+            }
+            (StepDelta::Content(token), _) => json!({"content": token}),
+            (StepDelta::ToolCall(call), Dialect::Sglang) => {
+                json!({"content": null, "reasoning_content": null, "tool_calls": [call]})
+            }
+            (StepDelta::ToolCall(call), _) => json!({"tool_calls": [call]}),
+        };
+        let logprobs = step
+            .logprobs
+            .as_ref()
+            .map_or(Value::Null, |entries| json!({"content": entries}));
         match self.dialect {
-            Dialect::Vllm if last => self.chunk(json!([{"index": 0, "delta": {"content": token},
-                "logprobs": null, "finish_reason": self.finish_reason, "stop_reason": null,
-                "token_ids": null}])),
-            Dialect::Vllm => self.chunk(json!([{"index": 0, "delta": {"content": token},
-                "logprobs": null, "finish_reason": null, "token_ids": null}])),
-            Dialect::LlamaCpp | Dialect::Ollama => self.chunk(json!([{"index": 0,
-                "delta": {"content": token}, "finish_reason": null}])),
+            Dialect::Vllm if last => self.chunk(json!([{"index": 0, "delta": delta,
+                "logprobs": logprobs, "finish_reason": self.finish_reason,
+                "stop_reason": self.stop_reason, "token_ids": null}])),
+            Dialect::Vllm => self.chunk(json!([{"index": 0, "delta": delta,
+                "logprobs": logprobs, "finish_reason": null, "token_ids": null}])),
+            Dialect::LlamaCpp | Dialect::Ollama => {
+                let choice = json!({"index": 0, "delta": delta, "finish_reason": null});
+                let choice = if logprobs.is_null() {
+                    choice
+                } else {
+                    Self::with(choice, &[("logprobs", logprobs)])
+                };
+                self.chunk(json!([choice]))
+            }
             Dialect::Sglang => Self::with(
-                self.chunk(json!([{"index": 0, "delta": {"content": token,
-                    "reasoning_content": null, "tool_calls": null}, "logprobs": null,
+                self.chunk(json!([{"index": 0, "delta": delta, "logprobs": logprobs,
                     "finish_reason": null, "matched_stop": null}])),
                 &[("usage", Value::Null)],
             ),
@@ -368,18 +554,23 @@ impl ChatStream {
         match self.dialect {
             // vLLM with no token at all: an empty content chunk carries the finish.
             Dialect::Vllm => self.content_chunk("", true),
+            // With a usage chunk the timings move there (as llama-server does).
+            Dialect::LlamaCpp if self.usage.is_some() => {
+                self.chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]))
+            }
             Dialect::LlamaCpp => Self::with(
                 self.chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}])),
-                &[("timings", json!({"predicted_n": self.tokens.len()}))],
+                &[("timings", json!({"predicted_n": self.predicted()}))],
             ),
             Dialect::Ollama => {
                 self.chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]))
             }
             Dialect::Sglang => {
-                let matched_stop = if finish == "stop" {
-                    json!(2)
-                } else {
-                    Value::Null
+                // The stop string matched, else the end-of-sequence token id on `stop`.
+                let matched_stop = match (&self.stop_reason, finish) {
+                    (Some(stop), _) => json!(stop),
+                    (None, "stop") => json!(2),
+                    _ => Value::Null,
                 };
                 Self::with(
                     self.chunk(
@@ -394,10 +585,34 @@ impl ChatStream {
 
     fn usage_chunk(&self) -> Value {
         let usage = self.usage.map_or(Value::Null, Usage::json);
-        let chunk = Self::with(self.chunk(json!([])), &[("usage", usage)]);
         match self.dialect {
-            Dialect::Vllm => Self::with(chunk, &[("system_fingerprint", json!("vllm-local"))]),
-            _ => chunk,
+            Dialect::Vllm => Self::with(
+                Self::with(self.chunk(json!([])), &[("usage", usage)]),
+                &[("system_fingerprint", json!("vllm-local"))],
+            ),
+            // llama-server: its key order, usage with `prompt_tokens_details`, then the timings.
+            Dialect::LlamaCpp => {
+                let head = &self.head;
+                let (prompt, completion) = self.usage.map_or((0, 0), |u| (u.prompt, u.completion));
+                json!({
+                    "choices": [], "created": head.created, "id": head.id, "model": head.model,
+                    "system_fingerprint": "b1-local", "object": "chat.completion.chunk",
+                    "usage": {"completion_tokens": completion, "prompt_tokens": prompt,
+                        "total_tokens": prompt + completion,
+                        "prompt_tokens_details": {"cached_tokens": 0}},
+                    "timings": {"prompt_n": prompt, "predicted_n": completion},
+                })
+            }
+            Dialect::Ollama => Self::with(self.chunk(json!([])), &[("usage", usage)]),
+            // SGLang serialises its whole usage model, nulls included.
+            Dialect::Sglang => {
+                let mut usage = usage;
+                if let Some(fields) = usage.as_object_mut() {
+                    fields.insert("prompt_tokens_details".to_string(), Value::Null);
+                    fields.insert("reasoning_tokens".to_string(), json!(0));
+                }
+                Self::with(self.chunk(json!([])), &[("usage", usage)])
+            }
         }
     }
 }
@@ -478,7 +693,7 @@ mod tests {
     }
 
     fn two() -> Tokens {
-        Tokens::Generated(vec!["Hi".to_string(), "!".to_string()])
+        Tokens::text(vec!["Hi".to_string(), "!".to_string()])
     }
 
     #[test]
@@ -530,7 +745,7 @@ mod tests {
             Dialect::Ollama,
             Dialect::Sglang,
         ] {
-            let f = frames(dialect, Tokens::Generated(Vec::new()), false);
+            let f = frames(dialect, Tokens::text(Vec::new()), false);
             assert_eq!(f.len(), 3, "{dialect:?}");
             assert_eq!(f[1]["choices"][0]["finish_reason"], "stop", "{dialect:?}");
         }

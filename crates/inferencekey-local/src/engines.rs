@@ -69,10 +69,22 @@ pub struct Completion {
     pub prompt_tokens: u64,
 }
 
-/// The reply to `messages`: a prompt-derived length of 12-40 tokens, cut at `max_tokens`.
+/// The reply to `messages`: a prompt-derived length of 12-40 tokens, cut at `max_tokens`. (The chat
+/// route plans through `chat::plan`, which draws the same reply from [`complete_from`].)
+#[cfg(test)]
 pub fn complete(seed: u64, messages: &Value, max_tokens: Option<u64>) -> Completion {
     let rendered = serde_json::to_string(messages).unwrap_or_default();
-    let mut rng = SplitMix64::new(fnv1a(FNV_BASIS ^ seed, rendered.as_bytes()));
+    complete_from(
+        fnv1a(FNV_BASIS ^ seed, rendered.as_bytes()),
+        messages,
+        max_tokens,
+    )
+}
+
+/// The reply of [`complete`] drawn from a generator seeded with `reply_seed` (the hash of the
+/// platform seed and the messages, and of a request's `seed` when one is given).
+pub fn complete_from(reply_seed: u64, messages: &Value, max_tokens: Option<u64>) -> Completion {
+    let mut rng = SplitMix64::new(reply_seed);
     let natural = MIN_TOKENS + rng.below(MAX_TOKENS - MIN_TOKENS + 1);
     let (count, finish_reason) = match max_tokens {
         Some(limit) if limit < natural => (limit, "length"),

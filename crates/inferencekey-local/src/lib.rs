@@ -2,12 +2,13 @@
 //! plane, admin API) for development, tests and benchmarks. See README.md for the contract.
 //!
 //! Modules read top-down: clock, error, rng, slug, sync, token, event, readiness, settings,
-//! engines, config, reply, auth, host, journal, faults, dialects, sse, state, app, admin, control,
+//! engines, schema, chat, config, reply, auth, host, journal, faults, dialects, sse, state, app, admin, control,
 //! data, server, platform.
 
 mod admin;
 mod app;
 mod auth;
+mod chat;
 mod clock;
 mod config;
 mod control;
@@ -23,6 +24,7 @@ mod platform;
 mod readiness;
 mod reply;
 mod rng;
+mod schema;
 mod server;
 mod settings;
 mod slug;

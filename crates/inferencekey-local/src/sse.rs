@@ -570,7 +570,7 @@ mod tests {
         let stream = ChatStream::new(
             Dialect::Vllm,
             head,
-            crate::dialects::Tokens::Generated(tokens),
+            crate::dialects::Tokens::text(tokens),
             "stop",
             None,
             latency,
