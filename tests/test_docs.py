@@ -21,7 +21,7 @@ import inferencekey
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference"
 DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$")
 # Public submodules whose `__all__` is part of the API. `inferencekey.pytest_plugin` has no `__all__`: its fixtures.
-SUBMODULES = ("local", "testing", "exceptions", "enums", "types")
+SUBMODULES = ("local", "testing", "exceptions", "enums", "types", "chat")
 PLUGIN = "inferencekey.pytest_plugin"
 
 

@@ -29,7 +29,9 @@ from inferencekey import (
     DataClient,
     InferenceKeyError,
     ManagementClient,
+    NotFoundError,
     PermissionDenied,
+    RateLimitError,
     ValidationError,
 )
 from inferencekey.local import LocalPlatform
@@ -171,9 +173,9 @@ def test_sdk_token_given_to_endpoint_is_refused_locally(
         (422, ValidationError, "validation error: custom failure"),
         (401, AuthError, "authentication failed: custom failure"),
         (403, PermissionDenied, "permission denied [custom_code]: custom failure"),
-        (404, ApiError, None),
+        (404, NotFoundError, None),
         (409, ApiError, None),
-        (429, ApiError, None),
+        (429, RateLimitError, None),
         (500, ApiError, None),
         (503, ApiError, None),
     ],

@@ -31,6 +31,8 @@ from inferencekey import (
     RerankResult,
     TextChunk,
     TextResult,
+    ToolCall,
+    Usage,
     WorkloadSpec,
     _core,
 )
@@ -46,6 +48,8 @@ RESULT_CLASSES: list[type] = [
     EndpointRef,
     FieldChange,
     Plan,
+    Usage,
+    ToolCall,
 ]
 
 
@@ -87,7 +91,8 @@ def test_streamed_chunks_are_dataclasses_with_lazy_raw(deploy: Deploy) -> None:
     assert raw["object"] == "chat.completion.chunk"
     assert first.raw is raw  # parsed once
     assert dataclasses.is_dataclass(first)
-    assert [f.name for f in dataclasses.fields(first)] == ["text", "finish_reason", "raw"]
+    assert [f.name for f in dataclasses.fields(first)] == ["text", "finish_reason", "raw", "usage"]
+    assert first.usage is None and "usage" not in vars(first)  # the class default: nothing built per chunk
     as_dict = dataclasses.asdict(chunks[1])
     assert as_dict["text"] == chunks[1].text
     assert as_dict["raw"] == chunks[1].raw

@@ -13,6 +13,7 @@ from inferencekey import (
     ApiConnectionError,
     ApiError,
     ApiTimeoutError,
+    AsyncEndpoint,
     AuthError,
     Backend,
     ConfigurationError,
@@ -35,9 +36,12 @@ from inferencekey import (
     TaskType,
     TextChunk,
     TextResult,
+    ToolCall,
+    Usage,
     ValidationError,
     WaitTimeoutError,
     WorkloadSpec,
+    _core,
 )
 
 PUBLIC_NAMES = [
@@ -55,6 +59,22 @@ TASK_TYPES = [
 
 KW = inspect.Parameter.KEYWORD_ONLY
 REQUIRED = inspect.Parameter.empty
+REFERENCE_CHAT = [("prompt", KW, None), ("messages", KW, None), ("temperature", KW, None), ("max_tokens", KW, None)]
+CHAT_OPTIONS = [
+    (name, KW, None)
+    for name in [
+        "stop",
+        "top_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "response_format",
+    ]
+]
 
 
 def test_every_public_name_is_exported_and_listed() -> None:
@@ -198,13 +218,31 @@ def test_workload_spec_fields_and_defaults() -> None:
     ("cls", "expected"),
     [
         (EndpointRef, [("project_slug", dataclasses.MISSING), ("workload_slug", dataclasses.MISSING)]),
-        (TextResult, [("text", dataclasses.MISSING), ("model", dataclasses.MISSING), ("finish_reason", None)]),
-        (TextChunk, [("text", dataclasses.MISSING), ("finish_reason", None)]),
+        (
+            TextResult,
+            [
+                ("text", dataclasses.MISSING),
+                ("model", dataclasses.MISSING),
+                ("finish_reason", None),
+                ("usage", None),
+                ("tool_calls", dataclasses.MISSING),  # a fresh empty list (default_factory)
+            ],
+        ),
+        (TextChunk, [("text", dataclasses.MISSING), ("finish_reason", None), ("usage", None)]),
         (
             ReadinessEvent,
             [("phase", dataclasses.MISSING), ("message", dataclasses.MISSING), ("elapsed_ms", 0), ("step", None)],
         ),
-        (EmbedResult, [("embeddings", dataclasses.MISSING), ("model", dataclasses.MISSING)]),
+        (EmbedResult, [("embeddings", dataclasses.MISSING), ("model", dataclasses.MISSING), ("usage", None)]),
+        (
+            Usage,
+            [
+                ("prompt_tokens", dataclasses.MISSING),
+                ("completion_tokens", dataclasses.MISSING),
+                ("total_tokens", dataclasses.MISSING),
+            ],
+        ),
+        (ToolCall, [("id", dataclasses.MISSING), ("name", dataclasses.MISSING), ("arguments", dataclasses.MISSING)]),
         (RerankItem, [("index", dataclasses.MISSING), ("relevance_score", dataclasses.MISSING)]),
         (RerankResult, [("results", dataclasses.MISSING), ("model", dataclasses.MISSING)]),
     ],
@@ -304,13 +342,11 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
             DataClient.endpoint,
             [("workload_slug", inspect.Parameter.POSITIONAL_OR_KEYWORD, REQUIRED), ("api_key", KW, None)],
         ),
-        (
-            Endpoint.generate_text,
-            [("prompt", KW, None), ("messages", KW, None), ("temperature", KW, None), ("max_tokens", KW, None)],
-        ),
+        # The reference's four, then what this SDK adds beside them (OpenAI's names, each omitted when None).
+        (Endpoint.generate_text, [*REFERENCE_CHAT, *CHAT_OPTIONS, ("extra_body", KW, None)]),
         (
             Endpoint.generate_text_stream,
-            [("prompt", KW, None), ("messages", KW, None), ("temperature", KW, None), ("max_tokens", KW, None)],
+            [*REFERENCE_CHAT, *CHAT_OPTIONS, ("stream_options", KW, None), ("extra_body", KW, None)],
         ),
         (Endpoint.embed, [("input", KW, REQUIRED)]),
         (Endpoint.rerank, [("query", KW, REQUIRED), ("documents", KW, REQUIRED), ("top_n", KW, None)]),
@@ -319,6 +355,17 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
 )
 def test_documented_signatures(func: Any, expected: list[tuple[str, Any, Any]]) -> None:
     assert parameters(func) == expected
+
+
+def test_async_twins_take_the_same_chat_parameters() -> None:
+    assert parameters(AsyncEndpoint.generate_text) == parameters(Endpoint.generate_text)
+    assert parameters(AsyncEndpoint.generate_text_stream) == parameters(Endpoint.generate_text_stream)
+
+
+def test_chat_options_pass_in_the_binding_order() -> None:
+    # The surface hands the options to the binding as a tuple in the binding's order: the names must agree.
+    names = [name for name, _, _ in CHAT_OPTIONS] + ["stream_options", "extra_body"]
+    assert sorted(names) == sorted(_core.chat_option_names())  # the order itself: tests/test_chat_api.py
 
 
 @pytest.mark.parametrize(
@@ -335,7 +382,7 @@ def test_from_env_signatures_start_as_documented(func: Any, names: list[str]) ->
 
 
 # Public submodules a user may import (`inferencekey.types`, ...); importing them sets them on the package.
-PUBLIC_MODULES = {"cli", "enums", "exceptions", "local", "pytest_plugin", "testing", "types"}
+PUBLIC_MODULES = {"chat", "cli", "enums", "exceptions", "local", "pytest_plugin", "testing", "types"}
 
 
 def test_the_namespace_shows_only_the_public_surface() -> None:

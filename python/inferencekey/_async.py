@@ -16,6 +16,7 @@ from inferencekey._closing import AsyncClosing
 from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, ChatStream, ChunkBatch
 from inferencekey._data import _DataBase, _EndpointBase
 from inferencekey._management import Progress, _ensured, _ManagementBase
+from inferencekey.chat import ChatTool, ResponseFormat, StreamOptions, ToolChoice
 from inferencekey.enums import OnDrift
 
 if TYPE_CHECKING:
@@ -165,9 +166,42 @@ class AsyncEndpoint(_EndpointBase):
         messages: list[Any] | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        tools: list[ChatTool] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_format: ResponseFormat | None = None,
+        extra_body: dict[str, Any] | None = None,
     ) -> TextResult:
-        """Run a non-streaming chat completion (pass ``prompt`` or ``messages``, not both)."""
-        return await run(self._native.chat(prompt, messages, temperature, max_tokens))
+        """Run a non-streaming chat completion (pass ``prompt`` or ``messages``, not both); the same parameters and
+        result as ``Endpoint.generate_text``."""
+        return await run(
+            self._native.chat(
+                prompt,
+                messages,
+                temperature,
+                max_tokens,
+                (
+                    stop,
+                    top_p,
+                    seed,
+                    presence_penalty,
+                    frequency_penalty,
+                    logprobs,
+                    top_logprobs,
+                    tools,
+                    tool_choice,
+                    response_format,
+                    None,
+                    extra_body,
+                ),
+            )
+        )
 
     async def generate_text_stream(
         self,
@@ -176,13 +210,48 @@ class AsyncEndpoint(_EndpointBase):
         messages: list[Any] | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        tools: list[ChatTool] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_format: ResponseFormat | None = None,
+        stream_options: StreamOptions | None = None,
+        extra_body: dict[str, Any] | None = None,
     ) -> AsyncTextStream:
-        """Run a streaming chat completion: an async iterator of one ``TextChunk`` per server-sent event.
+        """Run a streaming chat completion: an async iterator of one ``TextChunk`` per server-sent event; the same
+        parameters as ``Endpoint.generate_text_stream``.
 
         The connection opens in this await, so auth and validation errors raise here, not mid-iteration. Use the
-        stream with ``async with`` (or ``await close()``) to release the connection when stopping early.
+        stream with ``async with`` (or ``await close()``) to release the connection when stopping early;
+        ``await stream.final_result()`` gives the whole reply.
         """
-        opened = await run(self._native.chat_stream(prompt, messages, temperature, max_tokens))
+        opened = await run(
+            self._native.chat_stream(
+                prompt,
+                messages,
+                temperature,
+                max_tokens,
+                (
+                    stop,
+                    top_p,
+                    seed,
+                    presence_penalty,
+                    frequency_penalty,
+                    logprobs,
+                    top_logprobs,
+                    tools,
+                    tool_choice,
+                    response_format,
+                    stream_options,
+                    extra_body,
+                ),
+            )
+        )
         return AsyncTextStream(ChatStream(opened))
 
     async def embed(self, *, input: str | list[str]) -> EmbedResult:
@@ -247,6 +316,8 @@ class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
 
     def __init__(self, native: ChatStream) -> None:
         self._native: ChatStream | None = native
+        # Kept after close: a stream that ended cleanly still gives its final result.
+        self._source = native
         self._batch: Iterator[TextChunk] = iter(())
 
     def __aiter__(self) -> AsyncTextStream:
@@ -271,6 +342,18 @@ class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
             return chunk
         await self.close()
         raise StopAsyncIteration
+
+    async def final_result(self) -> TextResult:
+        """Read the rest of the stream and return the whole reply as one ``TextResult``, as
+        ``TextStream.final_result()`` does (chunks already iterated included). The stream is consumed and closed.
+
+        Raises:
+            ApiError: The stream failed, or failed or was closed earlier (it then has no final result).
+        """
+        try:
+            return await run(self._source.read_to_end())
+        finally:
+            await self.close()
 
     async def close(self) -> None:
         """Close the stream and its connection; iteration ends. Idempotent."""

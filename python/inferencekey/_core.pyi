@@ -33,6 +33,7 @@ __all__ = [
     "__version__",
     "_panicking_call",
     "canonical_slug",
+    "chat_option_names",
     "load_manifest",
     "log_level_from_env",
     "redact",
@@ -65,6 +66,9 @@ def register_result_types(**classes: type) -> None:
 
 def result_fields() -> dict[str, tuple[str, ...]]:
     """The fields the binding fills in each result class, by class name, in dataclass order."""
+
+def chat_option_names() -> tuple[str, ...]:
+    """The chat parameters beyond prompt, messages, temperature and max_tokens, in the order `chat` takes them."""
 
 def spec_fields() -> tuple[str, ...]:
     """The spec's field names in order, as the core reads them from a `WorkloadSpec` and from manifests."""
@@ -180,13 +184,16 @@ class Endpoint:
         messages: list[Any] | None,
         temperature: float | None,
         max_tokens: int | None,
-    ) -> Pending[TextResult]: ...
+        options: tuple[Any, ...] | None = None,
+    ) -> Pending[TextResult]:
+        """`options`: the other chat parameters in `chat_option_names()` order, each None when not given."""
     def chat_stream(
         self,
         prompt: str | None,
         messages: list[Any] | None,
         temperature: float | None,
         max_tokens: int | None,
+        options: tuple[Any, ...] | None = None,
     ) -> Pending[OpenStream]: ...
     def embed(self, input: str | list[str]) -> Pending[EmbedResult]: ...
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> Pending[RerankResult]: ...
@@ -227,6 +234,8 @@ class ChatStream:
     def __next__(self) -> TextChunk: ...
     def next_batch(self) -> Pending[ChunkBatch]:
         """The chunks decoded so far (waits for at least one); an empty batch once the stream has finished."""
+    def read_to_end(self) -> Pending[TextResult]:
+        """The rest of the stream read; resolves to the whole reply as a `TextResult` (chunks handed out included)."""
     def close(self) -> None: ...
 
 @final

@@ -13,6 +13,7 @@ from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, Chat
 from inferencekey._core import DataClient as NativeDataClient
 from inferencekey._core import Endpoint as NativeEndpoint
 from inferencekey._pickling import rebuild_client, rebuild_endpoint
+from inferencekey.chat import ChatTool, ResponseFormat, StreamOptions, ToolChoice
 from inferencekey.types import EmbedResult, RerankResult, TextChunk, TextResult
 
 if TYPE_CHECKING:
@@ -167,13 +168,54 @@ class Endpoint(_EndpointBase):
         messages: list[Any] | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        tools: list[ChatTool] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_format: ResponseFormat | None = None,
+        extra_body: dict[str, Any] | None = None,
     ) -> TextResult:
         """Run a non-streaming chat completion.
 
         Pass either ``prompt`` (one user turn) or ``messages`` (OpenAI-style role/content dicts, forwarded as given),
-        not both. Unset parameters are omitted from the request.
+        not both. Unset parameters are omitted from the request; set ones go under their OpenAI names, so the body is
+        the one the ``openai`` client sends for the same call:
+
+        - sampling: ``stop`` (a string or up to 4), ``top_p`` (0 to 1), ``seed``, ``presence_penalty`` and
+          ``frequency_penalty`` (-2 to 2), ``logprobs`` and ``top_logprobs`` (0 to 20; the values stay in ``raw``);
+        - tools: ``tools`` (function tools) and ``tool_choice``; the calls come back as ``TextResult.tool_calls``;
+        - structured output: ``response_format`` (``json_object``, or ``json_schema`` with a schema);
+        - ``extra_body``: engine parameters the SDK does not name (``top_k``, ``min_p``, vLLM's guided decoding),
+          merged into the body last.
+
+        Every argument is checked before any request (``ValidationError`` naming it). ``TextResult.usage`` carries
+        the token counts when the engine reports them.
         """
-        return self._native.chat(prompt, messages, temperature, max_tokens).wait()
+        return self._native.chat(
+            prompt,
+            messages,
+            temperature,
+            max_tokens,
+            (
+                stop,
+                top_p,
+                seed,
+                presence_penalty,
+                frequency_penalty,
+                logprobs,
+                top_logprobs,
+                tools,
+                tool_choice,
+                response_format,
+                None,
+                extra_body,
+            ),
+        ).wait()
 
     def generate_text_stream(
         self,
@@ -182,14 +224,49 @@ class Endpoint(_EndpointBase):
         messages: list[Any] | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        tools: list[ChatTool] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_format: ResponseFormat | None = None,
+        stream_options: StreamOptions | None = None,
+        extra_body: dict[str, Any] | None = None,
     ) -> TextStream:
         """Run a streaming chat completion: an iterator of one ``TextChunk`` per server-sent event.
 
-        Same parameters as ``generate_text``. The connection opens here, so auth and validation errors raise from
-        this call, not mid-iteration; chunks are then pulled as you iterate. Concatenate ``chunk.text`` to rebuild
-        the reply. Use it as a context manager (or call ``close()``) to release the connection when stopping early.
+        Same parameters as ``generate_text``, plus ``stream_options``: ``{"include_usage": True}`` adds a last chunk
+        (empty ``text``) whose ``usage`` carries the token counts. The connection opens here, so auth and validation
+        errors raise from this call, not mid-iteration; chunks are then pulled as you iterate. Concatenate
+        ``chunk.text`` to rebuild the reply, or call ``final_result()`` for the whole reply (text, usage, tool calls).
+        Use it as a context manager (or call ``close()``) to release the connection when stopping early.
         """
-        return TextStream(self._native.chat_stream(prompt, messages, temperature, max_tokens).wait())
+        return TextStream(
+            self._native.chat_stream(
+                prompt,
+                messages,
+                temperature,
+                max_tokens,
+                (
+                    stop,
+                    top_p,
+                    seed,
+                    presence_penalty,
+                    frequency_penalty,
+                    logprobs,
+                    top_logprobs,
+                    tools,
+                    tool_choice,
+                    response_format,
+                    stream_options,
+                    extra_body,
+                ),
+            ).wait()
+        )
 
     def embed(self, *, input: str | list[str]) -> EmbedResult:
         """Create embeddings: one vector per input, in input order. A bare string is a one-element batch.
@@ -271,6 +348,17 @@ class TextStream(ChatStream, Closing, Iterator[TextChunk]):
 
     def __iter__(self) -> TextStream:
         return self
+
+    def final_result(self) -> TextResult:
+        """Read the rest of the stream and return the whole reply as one ``TextResult``: the text (chunks already
+        iterated included), ``model``, ``finish_reason``, ``usage`` (when the stream was opened with
+        ``stream_options={"include_usage": True}``) and the ``tool_calls`` assembled from their streamed fragments.
+        ``raw`` is the reply as one chat completion object. The stream is consumed: iteration ends.
+
+        Raises:
+            ApiError: The stream failed, or failed or was closed earlier (it then has no final result).
+        """
+        return self.read_to_end().wait()
 
     def close(self) -> None:
         """Close the stream and its connection; iteration ends. Idempotent."""

@@ -21,7 +21,9 @@ __all__ = [
     "DriftError",
     "DriftWarning",
     "InferenceKeyError",
+    "NotFoundError",
     "PermissionDenied",
+    "RateLimitError",
     "ValidationError",
     "WaitTimeoutError",
 ]
@@ -106,6 +108,34 @@ class ConfigurationError(InferenceKeyError):
 
 class ApiError(InferenceKeyError):
     """Any other non-2xx response, an in-band stream error, a malformed response or a transport failure."""
+
+
+class NotFoundError(ApiError):
+    """The workload (or another resource named) does not exist (HTTP 404), on the control plane or the data plane.
+
+    For a workload, the message says whether the project has similar slugs.
+    """
+
+
+class RateLimitError(ApiError):
+    """The platform refused the request for now (HTTP 429), after the SDK's own retries.
+
+    Attributes:
+        retry_after: How long, in seconds, the platform asked to wait (its ``Retry-After``), when it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        body: object = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, code=code, request_id=request_id, body=body)
+        self.retry_after = retry_after
 
 
 class ApiConnectionError(ApiError):

@@ -26,6 +26,8 @@ __all__ = [
     "RerankResult",
     "TextChunk",
     "TextResult",
+    "ToolCall",
+    "Usage",
     "WorkloadSpec",
 ]
 
@@ -85,6 +87,37 @@ class EndpointRef:
     workload_slug: str
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of a reply, as the engine reported them.
+
+    Attributes:
+        prompt_tokens: Tokens of the prompt (of the inputs, for embeddings).
+        completion_tokens: Tokens generated (0 for embeddings).
+        total_tokens: Their sum, as the engine reported it.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for (``TextResult.tool_calls``).
+
+    Attributes:
+        id: The call's id; answer it with ``{"role": "tool", "tool_call_id": id, "content": ...}``.
+        name: The function's name.
+        arguments: The arguments as JSON text, as received; parse it with ``json.loads`` (a model may produce
+            invalid JSON, so be ready for a ``ValueError``).
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
 class _Lazy:
     """Fields the native module leaves unset and fills on first read: ``raw`` from the JSON bytes received
     (``_raw_source``), ``embeddings`` from the vectors received (``_vectors``). Instances built by hand have every
@@ -120,14 +153,20 @@ class TextResult(_Lazy):
     Attributes:
         text: The generated completion text.
         model: The model that produced the result.
-        finish_reason: Why generation stopped (e.g. ``stop``, ``length``), when reported.
-        raw: The underlying response JSON, untouched.
+        finish_reason: Why generation stopped (e.g. ``stop``, ``length``, ``tool_calls``), when reported.
+        raw: The underlying response JSON, untouched (for ``TextStream.final_result()``, the reply as one chat
+            completion object built from the chunks). Logprobs are here.
+        usage: Token counts, when the engine reported them (a stream reports them only when asked with
+            ``stream_options={"include_usage": True}``).
+        tool_calls: The function calls the model asked for, in order; empty when it answered with text.
     """
 
     text: str
     model: str
     finish_reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,12 +176,15 @@ class TextChunk(_Lazy):
     Attributes:
         text: The delta of this chunk; concatenate across chunks to rebuild the reply.
         finish_reason: Set only on the chunk that carries it (e.g. ``stop``, ``length``).
-        raw: The underlying chunk JSON, untouched.
+        raw: The underlying chunk JSON, untouched (tool-call fragments and logprobs are here).
+        usage: Set only on the chunk that carries the reply's token counts: the extra last chunk (empty ``text``)
+            of a stream opened with ``stream_options={"include_usage": True}``.
     """
 
     text: str
     finish_reason: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -170,11 +212,13 @@ class EmbedResult(_Lazy):
         embeddings: One embedding vector per input.
         model: The embedding model that produced the vectors.
         raw: The underlying response JSON, untouched.
+        usage: Token counts (``completion_tokens`` 0), when the engine reported them.
     """
 
     embeddings: list[list[float]]
     model: str
     raw: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None
 
     def to_numpy(self) -> numpy.ndarray[Any, numpy.dtype[numpy.float32]]:
         """The vectors as a NumPy ``float32`` array of shape ``(len(embeddings), dim)``, one row per input.
@@ -287,4 +331,6 @@ register_result_types(
     EndpointRef=EndpointRef,
     FieldChange=FieldChange,
     Plan=Plan,
+    Usage=Usage,
+    ToolCall=ToolCall,
 )

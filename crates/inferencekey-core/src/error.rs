@@ -21,6 +21,10 @@ pub enum ErrorKind {
     Auth,
     /// 403, or a credential of the wrong kind found locally; `Error::code` says which.
     PermissionDenied,
+    /// 404: the workload (or another resource named) does not exist.
+    NotFound,
+    /// 429: too many requests; `Error::retry_after` says how long the platform asked to wait, when it did.
+    RateLimited,
     /// Any other HTTP error, an in-band stream error, or a malformed response.
     Api,
     /// The connection could not be made or broke.
@@ -58,6 +62,8 @@ pub struct Error {
     pub body: Option<ErrorBody>,
     /// The plan that drifted (for `ErrorKind::Drift`).
     pub plan: Option<Box<Plan>>,
+    /// The response's `Retry-After`, in seconds, when it had one (a 429 or 503).
+    pub retry_after: Option<f64>,
 }
 
 /// Longest server text quoted in a message (HTML error pages can be huge; the body keeps it all).
@@ -74,6 +80,7 @@ impl Error {
             request_id: None,
             body: None,
             plan: None,
+            retry_after: None,
         }
     }
 
@@ -198,7 +205,12 @@ impl Error {
                     }
                     _ => format!("HTTP {status}: {server_message}"),
                 };
-                (ErrorKind::Api, message)
+                let kind = match status {
+                    404 => ErrorKind::NotFound,
+                    429 => ErrorKind::RateLimited,
+                    _ => ErrorKind::Api,
+                };
+                (kind, message)
             }
         };
         let mut err = Self::new(kind, message).with_code(code);
@@ -224,6 +236,7 @@ impl fmt::Debug for Error {
             .field("request_id", &self.request_id)
             .field("body", &body)
             .field("plan", &self.plan.as_ref().map(|plan| plan.render()))
+            .field("retry_after", &self.retry_after)
             .finish()
     }
 }

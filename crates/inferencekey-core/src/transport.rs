@@ -326,8 +326,10 @@ impl Transport {
         let request_id = request_id(&response);
         // An unreadable error body still leaves the status to report.
         let body = response.bytes().await.unwrap_or_default();
+        let mut error = Error::from_response(status, request_id, &body);
+        error.retry_after = retry_after.map(|wait| wait.as_secs_f64());
         Err(AttemptError {
-            error: Error::from_response(status, request_id, &body),
+            error,
             failure: Failure::Status {
                 status,
                 retry_after,

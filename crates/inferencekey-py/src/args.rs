@@ -171,6 +171,17 @@ pub fn opt_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i64>> {
     int(obj, name).map(Some)
 }
 
+/// An optional `bool` argument (None stays None; an int is not a bool).
+pub fn opt_bool(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<bool>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    match obj.cast::<PyBool>() {
+        Ok(b) => Ok(Some(b.is_true())),
+        Err(_) => Err(wrong_type_error(obj, name, "a bool")),
+    }
+}
+
 /// A required number (`int` or `float`, not a bool or a str).
 pub fn number(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
     if obj.cast::<PyBool>().is_ok() {

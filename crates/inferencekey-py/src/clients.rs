@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 
 use inferencekey_core as core;
 
@@ -500,20 +500,88 @@ impl Endpoint {
     }
 }
 
-/// The chat request from the Python arguments, every rule checked by the core before any request.
+/// The chat parameters beyond the reference's four, in the order the Python surface passes them (a tuple, each
+/// `None` when not given). `chat_option_names()` hands the surface this order.
+pub const CHAT_OPTION_NAMES: [&str; 12] = [
+    "stop",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "stream_options",
+    "extra_body",
+];
+
+/// The chat options of the tuple the surface passed; None when every one is None (the common path).
+fn chat_options(given: &Bound<'_, PyTuple>) -> PyResult<Option<core::ChatOptions>> {
+    if given.len() != CHAT_OPTION_NAMES.len() {
+        return Err(internal_error(
+            "the chat options tuple has the wrong length",
+        ));
+    }
+    let item = |i: usize| given.get_item(i);
+    if (0..CHAT_OPTION_NAMES.len()).all(|i| item(i).is_ok_and(|value| value.is_none())) {
+        return Ok(None);
+    }
+    let json = |i: usize| -> PyResult<Option<serde_json::Value>> {
+        args::json(Some(&item(i)?), CHAT_OPTION_NAMES[i])
+    };
+    let number = |i: usize| args::opt_number(&item(i)?, CHAT_OPTION_NAMES[i]);
+    let int = |i: usize| args::opt_int(&item(i)?, CHAT_OPTION_NAMES[i]);
+    Ok(Some(core::ChatOptions {
+        stop: json(0)?,
+        top_p: number(1)?,
+        seed: int(2)?,
+        presence_penalty: number(3)?,
+        frequency_penalty: number(4)?,
+        logprobs: args::opt_bool(&item(5)?, CHAT_OPTION_NAMES[5])?,
+        top_logprobs: int(6)?,
+        tools: json(7)?,
+        tool_choice: json(8)?,
+        response_format: json(9)?,
+        stream_options: json(10)?,
+        extra_body: json(11)?,
+    }))
+}
+
+/// `CHAT_OPTION_NAMES`, for the surface (which passes the options in this order) and its test.
+#[pyfunction]
+pub fn chat_option_names(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, CHAT_OPTION_NAMES)
+}
+
+/// The chat request from the Python arguments, every rule checked by the core before any request. `options` is
+/// None on the common path (no option given), which converts nothing more.
 fn chat_request(
     py: Python<'_>,
     prompt: &Bound<'_, PyAny>,
     messages: Option<&Bound<'_, PyAny>>,
     temperature: &Bound<'_, PyAny>,
     max_tokens: &Bound<'_, PyAny>,
+    options: Option<&Bound<'_, PyTuple>>,
+    stream: bool,
 ) -> PyResult<core::ChatRequest> {
     let prompt = args::opt_text(prompt, "prompt")?;
     let messages = args::json(messages, "messages")?;
     let temperature = args::opt_number(temperature, "temperature")?;
     let max_tokens = args::opt_int(max_tokens, "max_tokens")?;
-    core::ChatRequest::from_user(prompt, messages, temperature, max_tokens)
-        .map_err(|err| to_pyerr(py, err))
+    let options = match options {
+        Some(tuple) => chat_options(tuple)?,
+        None => None,
+    };
+    let request = core::ChatRequest::from_user(prompt, messages, temperature, max_tokens)
+        .map_err(|err| to_pyerr(py, err))?;
+    match options {
+        Some(options) => request
+            .with_options(options, stream)
+            .map_err(|err| to_pyerr(py, err)),
+        None => Ok(request),
+    }
 }
 
 #[pymethods]
@@ -543,8 +611,9 @@ impl Endpoint {
         Ok(config)
     }
 
-    /// A chat completion; resolves to a `TextResult`.
-    #[pyo3(signature = (prompt, messages, temperature, max_tokens))]
+    /// A chat completion; resolves to a `TextResult`. `options`, when given, is the tuple of the other chat
+    /// parameters in `CHAT_OPTION_NAMES` order (each None when not given).
+    #[pyo3(signature = (prompt, messages, temperature, max_tokens, options=None))]
     fn chat(
         &self,
         py: Python<'_>,
@@ -552,8 +621,17 @@ impl Endpoint {
         messages: Option<&Bound<'_, PyAny>>,
         temperature: &Bound<'_, PyAny>,
         max_tokens: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyTuple>>,
     ) -> PyResult<Pending> {
-        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
+        let request = chat_request(
+            py,
+            prompt,
+            messages,
+            temperature,
+            max_tokens,
+            options,
+            false,
+        )?;
         let endpoint = self.core(py)?;
         Ok(Pending::from(Call::new(
             async move { endpoint.chat(&request).await },
@@ -561,8 +639,9 @@ impl Endpoint {
         )))
     }
 
-    /// A streamed chat completion; resolves to an `OpenStream` once the response has begun.
-    #[pyo3(signature = (prompt, messages, temperature, max_tokens))]
+    /// A streamed chat completion; resolves to an `OpenStream` once the response has begun. `options` as for
+    /// `chat`.
+    #[pyo3(signature = (prompt, messages, temperature, max_tokens, options=None))]
     fn chat_stream(
         &self,
         py: Python<'_>,
@@ -570,8 +649,9 @@ impl Endpoint {
         messages: Option<&Bound<'_, PyAny>>,
         temperature: &Bound<'_, PyAny>,
         max_tokens: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyTuple>>,
     ) -> PyResult<Pending> {
-        let request = chat_request(py, prompt, messages, temperature, max_tokens)?;
+        let request = chat_request(py, prompt, messages, temperature, max_tokens, options, true)?;
         let endpoint = self.core(py)?;
         Ok(Pending::from(Call::new(
             async move { endpoint.chat_stream(&request).await },
@@ -662,14 +742,24 @@ struct StreamState {
     reading: bool,
     /// Closed by the user: a batch that comes back is dropped, and with it the connection.
     closed: bool,
+    /// The whole reply, kept when the stream ends cleanly (for `final_result` after iteration).
+    reply: Option<core::StreamedReply>,
+    /// The stream ended with an error (already raised to the reader).
+    failed: bool,
 }
 
 impl StreamState {
     /// Put the stream back after a batch, unless the stream ended, failed or was closed meanwhile.
     fn returned(&mut self, stream: core::ChatStream, batch: &core::Result<Vec<core::ChatChunk>>) {
         self.reading = false;
-        if !self.closed && matches!(batch, Ok(chunks) if !chunks.is_empty()) {
-            self.stream = Some(stream);
+        match batch {
+            Ok(chunks) if !chunks.is_empty() => {
+                if !self.closed {
+                    self.stream = Some(stream);
+                }
+            }
+            Ok(_) => self.reply = Some(stream.reply()),
+            Err(_) => self.failed = true,
         }
     }
 }
@@ -690,15 +780,20 @@ impl ChatStream {
     /// Take the open stream out of the state for reading; None once it has ended or was closed.
     fn take_for_reading(&self) -> PyResult<Option<core::ChatStream>> {
         let mut state = self.lock()?;
-        if state.reading {
-            return Err(internal_error(
-                "a stream was read from two places at once (use one reader per stream)",
-            ));
-        }
-        let stream = state.stream.take();
-        state.reading = stream.is_some();
-        Ok(stream)
+        take_from(&mut state)
     }
+}
+
+/// Take the open stream out of `state` for reading (see `ChatStream::take_for_reading`).
+fn take_from(state: &mut StreamState) -> PyResult<Option<core::ChatStream>> {
+    if state.reading {
+        return Err(internal_error(
+            "a stream was read from two places at once (use one reader per stream)",
+        ));
+    }
+    let stream = state.stream.take();
+    state.reading = stream.is_some();
+    Ok(stream)
 }
 
 fn lock_state(state: &Mutex<StreamState>) -> PyResult<std::sync::MutexGuard<'_, StreamState>> {
@@ -784,6 +879,46 @@ impl ChatStream {
                 };
                 Ok(Bound::new(py, batch)?.into_any())
             },
+        )))
+    }
+
+    /// Read the rest of the stream and resolve to the whole reply as a `TextResult` (text, model, finish reason,
+    /// usage and tool calls), the chunks already handed out included. Chunks read but not yet handed out are
+    /// part of the reply and are not handed out afterwards.
+    fn read_to_end(&self, py: Python<'_>) -> PyResult<Pending> {
+        let (stream, done) = {
+            let mut state = self.lock()?;
+            // A stream that ended cleanly keeps its reply, even once closed.
+            let refused = if state.failed {
+                Some(core::Unfinished::Failed)
+            } else if state.closed && state.reply.is_none() {
+                Some(core::Unfinished::Closed)
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                return Err(to_pyerr(py, core::no_final_result(why)));
+            }
+            state.buffered.clear();
+            (take_from(&mut state)?, state.reply.clone())
+        };
+        let state = Arc::clone(&self.state);
+        Ok(Pending::from(Call::new(
+            async move {
+                let Some(mut stream) = stream else {
+                    return done.ok_or_else(|| core::no_final_result(core::Unfinished::Closed));
+                };
+                let reply = stream.final_result().await;
+                if let Ok(mut state) = state.lock() {
+                    state.reading = false;
+                    match &reply {
+                        Ok(reply) => state.reply = Some(reply.clone()),
+                        Err(_) => state.failed = true,
+                    }
+                }
+                reply
+            },
+            results::streamed_text_result,
         )))
     }
 

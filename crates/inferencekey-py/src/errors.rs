@@ -21,6 +21,8 @@ struct Classes {
     drift: Py<PyType>,
     auth: Py<PyType>,
     permission_denied: Py<PyType>,
+    not_found: Py<PyType>,
+    rate_limited: Py<PyType>,
     api: Py<PyType>,
     connection: Py<PyType>,
     timeout: Py<PyType>,
@@ -42,6 +44,8 @@ impl Classes {
             drift: class("DriftError")?,
             auth: class("AuthError")?,
             permission_denied: class("PermissionDenied")?,
+            not_found: class("NotFoundError")?,
+            rate_limited: class("RateLimitError")?,
             api: class("ApiError")?,
             connection: class("ApiConnectionError")?,
             timeout: class("ApiTimeoutError")?,
@@ -61,6 +65,8 @@ impl Classes {
             ErrorKind::Drift => &self.drift,
             ErrorKind::Auth => &self.auth,
             ErrorKind::PermissionDenied => &self.permission_denied,
+            ErrorKind::NotFound => &self.not_found,
+            ErrorKind::RateLimited => &self.rate_limited,
             ErrorKind::Api => &self.api,
             ErrorKind::Connection => &self.connection,
             ErrorKind::Timeout => &self.timeout,
@@ -87,6 +93,9 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     }
     if let Some(plan) = &err.plan {
         kwargs.set_item("plan", results::plan(py, plan)?)?;
+    }
+    if err.kind == ErrorKind::RateLimited {
+        kwargs.set_item("retry_after", err.retry_after)?;
     }
     let instance = class.call((err.message.as_str(),), Some(&kwargs))?;
     Ok(PyErr::from_value(instance))

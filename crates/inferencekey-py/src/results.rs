@@ -22,9 +22,19 @@ use crate::json::{value_to_py, JsonToPy};
 /// The fields the binding fills in each result class, by class name, in dataclass order. A lazy field is
 /// listed too (the class must declare it); it is filled on first read from the private source set instead.
 pub const RESULT_FIELDS: &[(&str, &[&str])] = &[
-    ("TextChunk", &["text", "finish_reason", "raw"]),
-    ("TextResult", &["text", "model", "finish_reason", "raw"]),
-    ("EmbedResult", &["embeddings", "model", "raw"]),
+    ("TextChunk", &["text", "finish_reason", "raw", "usage"]),
+    (
+        "TextResult",
+        &[
+            "text",
+            "model",
+            "finish_reason",
+            "raw",
+            "usage",
+            "tool_calls",
+        ],
+    ),
+    ("EmbedResult", &["embeddings", "model", "raw", "usage"]),
     ("RerankItem", &["index", "relevance_score"]),
     ("RerankResult", &["results", "model", "raw"]),
     (
@@ -37,6 +47,11 @@ pub const RESULT_FIELDS: &[(&str, &[&str])] = &[
         "Plan",
         &["action", "project", "workload_slug", "changes", "rendered"],
     ),
+    (
+        "Usage",
+        &["prompt_tokens", "completion_tokens", "total_tokens"],
+    ),
+    ("ToolCall", &["id", "name", "arguments"]),
 ];
 
 /// The registered classes, in `RESULT_FIELDS` order, and `object.__new__`.
@@ -59,6 +74,8 @@ enum Class {
     EndpointRef,
     FieldChange,
     Plan,
+    Usage,
+    ToolCall,
 }
 
 /// Hand the binding the result classes it builds (called once by `inferencekey.types` at import). Each class
@@ -151,23 +168,137 @@ fn raw_source<'py>(py: Python<'py>, bytes: Bytes) -> PyResult<Bound<'py, PyAny>>
     Ok(Bound::new(py, RawJson { bytes })?.into_any())
 }
 
-/// The `TextChunk` of one streamed event.
+/// The `TextChunk` of one streamed event. `usage` is set only on the chunk that carries it; the others read the
+/// class default (`None`), so a chunk without usage costs nothing more.
 pub fn text_chunk<'py>(py: Python<'py>, chunk: core::ChatChunk) -> PyResult<Bound<'py, PyAny>> {
+    let text = (
+        intern!(py, "text"),
+        PyString::new(py, &chunk.text).into_any(),
+    );
+    let finish_reason = (
+        intern!(py, "finish_reason"),
+        chunk.finish_reason.into_bound_py_any(py)?,
+    );
+    let raw = (intern!(py, "_raw_source"), raw_source(py, chunk.data)?);
+    match chunk.usage {
+        None => instance(py, Class::TextChunk, &[text, finish_reason, raw]),
+        Some(counts) => {
+            let usage = (intern!(py, "usage"), usage(py, counts)?);
+            instance(py, Class::TextChunk, &[text, finish_reason, raw, usage])
+        }
+    }
+}
+
+/// A `Usage`.
+pub fn usage(py: Python<'_>, usage: core::Usage) -> PyResult<Bound<'_, PyAny>> {
     instance(
         py,
-        Class::TextChunk,
+        Class::Usage,
         &[
             (
-                intern!(py, "text"),
-                PyString::new(py, &chunk.text).into_any(),
+                intern!(py, "prompt_tokens"),
+                usage.prompt_tokens.into_bound_py_any(py)?,
             ),
             (
-                intern!(py, "finish_reason"),
-                chunk.finish_reason.into_bound_py_any(py)?,
+                intern!(py, "completion_tokens"),
+                usage.completion_tokens.into_bound_py_any(py)?,
             ),
-            (intern!(py, "_raw_source"), raw_source(py, chunk.data)?),
+            (
+                intern!(py, "total_tokens"),
+                usage.total_tokens.into_bound_py_any(py)?,
+            ),
         ],
     )
+}
+
+/// `usage` as a Python value: a `Usage`, or None.
+fn opt_usage(py: Python<'_>, counts: Option<core::Usage>) -> PyResult<Bound<'_, PyAny>> {
+    match counts {
+        Some(counts) => usage(py, counts),
+        None => Ok(py.None().into_bound(py)),
+    }
+}
+
+/// A list of `ToolCall`s.
+fn tool_calls(py: Python<'_>, calls: Vec<core::ToolCall>) -> PyResult<Bound<'_, PyAny>> {
+    let list = PyList::empty(py);
+    for call in calls {
+        list.append(instance(
+            py,
+            Class::ToolCall,
+            &[
+                (intern!(py, "id"), call.id.into_bound_py_any(py)?),
+                (intern!(py, "name"), call.name.into_bound_py_any(py)?),
+                (
+                    intern!(py, "arguments"),
+                    call.arguments.into_bound_py_any(py)?,
+                ),
+            ],
+        )?)?;
+    }
+    Ok(list.into_any())
+}
+
+/// The `TextResult` of a whole streamed reply (`TextStream.final_result()`): `raw` is the reply as one chat
+/// completion object, built from what the stream carried.
+pub fn streamed_text_result(
+    py: Python<'_>,
+    reply: core::StreamedReply,
+) -> PyResult<Bound<'_, PyAny>> {
+    let model = reply.model.unwrap_or_default();
+    let raw = streamed_raw(
+        &reply.text,
+        &model,
+        reply.finish_reason.as_deref(),
+        reply.usage,
+        &reply.tool_calls,
+    );
+    instance(
+        py,
+        Class::TextResult,
+        &[
+            (intern!(py, "text"), reply.text.into_bound_py_any(py)?),
+            (intern!(py, "model"), model.into_bound_py_any(py)?),
+            (
+                intern!(py, "finish_reason"),
+                reply.finish_reason.into_bound_py_any(py)?,
+            ),
+            (intern!(py, "raw"), value_to_py(py, &raw)?),
+            (intern!(py, "usage"), opt_usage(py, reply.usage)?),
+            (intern!(py, "tool_calls"), tool_calls(py, reply.tool_calls)?),
+        ],
+    )
+}
+
+/// A streamed reply as the chat completion object a unary call would have answered.
+fn streamed_raw(
+    text: &str,
+    model: &str,
+    finish_reason: Option<&str>,
+    usage: Option<core::Usage>,
+    calls: &[core::ToolCall],
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut message = json!({"role": "assistant", "content": text});
+    if !calls.is_empty() {
+        message["tool_calls"] = calls
+            .iter()
+            .map(|call| {
+                json!({"id": call.id, "type": "function",
+                       "function": {"name": call.name, "arguments": call.arguments}})
+            })
+            .collect();
+    }
+    let mut raw = json!({
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+    });
+    if let Some(usage) = usage {
+        raw["usage"] = json!({"prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens});
+    }
+    raw
 }
 
 /// The `TextResult` of a chat completion.
@@ -186,6 +317,11 @@ pub fn text_result(py: Python<'_>, completion: core::ChatCompletion) -> PyResult
                 completion.finish_reason.into_bound_py_any(py)?,
             ),
             (intern!(py, "_raw_source"), raw_source(py, completion.body)?),
+            (intern!(py, "usage"), opt_usage(py, completion.usage)?),
+            (
+                intern!(py, "tool_calls"),
+                tool_calls(py, completion.tool_calls)?,
+            ),
         ],
     )
 }
@@ -258,6 +394,7 @@ pub fn embed_result(py: Python<'_>, embeddings: core::Embeddings) -> PyResult<Bo
             ),
             (intern!(py, "_vectors"), vectors.into_any()),
             (intern!(py, "_raw_source"), raw_source(py, embeddings.body)?),
+            (intern!(py, "usage"), opt_usage(py, embeddings.usage)?),
         ],
     )
 }

@@ -25,4 +25,4 @@ pub use request::{checked_top_n, ChatOptions, ChatRequest, EmbeddingFormat};
 pub(crate) use response::{content_text, inband_error};
 pub use response::{ChatChunk, ChatCompletion, Embeddings, Rerank, RerankResult, ToolCall, Usage};
 pub(crate) use stream::decode_stream;
-pub use stream::{ChatStream, StreamedReply};
+pub use stream::{no_final_result, ChatStream, StreamedReply, Unfinished};

@@ -22,6 +22,25 @@ pub(super) const STREAM_QUEUE: usize = 32;
 /// How long a finished stream keeps reading to the end of the body so the connection can be reused.
 pub(super) const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
 
+/// Why a stream has no final result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unfinished {
+    /// The reader closed it before its end.
+    Closed,
+    /// It failed before its end (the error was raised to the reader).
+    Failed,
+}
+
+/// The error of `final_result` on a stream that cannot have one.
+pub fn no_final_result(why: Unfinished) -> Error {
+    Error::api(match why {
+        Unfinished::Closed => "the stream was closed before its end; it has no final result",
+        Unfinished::Failed => {
+            "the stream failed before its end (the error was raised while reading it); it has no final result"
+        }
+    })
+}
+
 /// Only the `model` of an event.
 #[derive(serde::Deserialize)]
 pub(super) struct ModelOnly {
@@ -109,6 +128,8 @@ pub struct ChatStream {
     pub(super) task: Option<JoinHandle<()>>,
     /// Everything handed out so far, assembled.
     pub(super) reply: StreamedReply,
+    /// The model a reply names when no chunk named one (the workload slug).
+    pub(super) fallback_model: String,
 }
 
 impl fmt::Debug for ChatStream {
@@ -123,6 +144,7 @@ impl fmt::Debug for ChatStream {
 impl ChatStream {
     pub(super) fn spawn(response: reqwest::Response, endpoint: Arc<EndpointInner>) -> Self {
         let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        let fallback_model = endpoint.slug.clone();
         let task = tokio::spawn(pump(response, sender, endpoint));
         Self {
             receiver: Some(receiver),
@@ -130,6 +152,7 @@ impl ChatStream {
             failed: None,
             task: Some(task),
             reply: StreamedReply::default(),
+            fallback_model,
         }
     }
 
@@ -140,6 +163,7 @@ impl ChatStream {
             failed: None,
             task: None,
             reply: StreamedReply::default(),
+            fallback_model: String::new(),
         }
     }
 
@@ -205,12 +229,17 @@ impl ChatStream {
     /// failure is returned as it would be from `next_batch`.
     pub async fn final_result(&mut self) -> Result<StreamedReply> {
         while !self.next_batch(usize::MAX).await?.is_empty() {}
-        Ok(self.reply.clone())
+        Ok(self.reply())
     }
 
-    /// The reply assembled from the chunks handed out so far.
-    pub fn reply(&self) -> &StreamedReply {
-        &self.reply
+    /// The reply assembled from the chunks handed out so far (its model the workload slug when no chunk named
+    /// one).
+    pub fn reply(&self) -> StreamedReply {
+        let mut reply = self.reply.clone();
+        if reply.model.is_none() {
+            reply.model = Some(self.fallback_model.clone());
+        }
+        reply
     }
 
     /// Stop reading and close the connection; later batches are empty.

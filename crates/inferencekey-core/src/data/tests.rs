@@ -828,6 +828,7 @@ fn channel_stream() -> (mpsc::Sender<StreamMessage>, ChatStream) {
         failed: None,
         task: None,
         reply: StreamedReply::default(),
+        fallback_model: "w".into(),
     };
     (sender, stream)
 }

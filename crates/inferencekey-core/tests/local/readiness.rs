@@ -201,7 +201,7 @@ async fn permanent_errors_raise_at_once() {
         .watch_readiness("never-made", None, Duration::from_secs(30))
         .unwrap();
     let err = watch.next().await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Api);
+    assert_eq!(err.kind, ErrorKind::NotFound);
     assert_eq!(err.status, Some(404));
     // At once: one request, no reconnect (a retried 404 would end as a WaitTimeout instead).
     let connects = local
