@@ -361,3 +361,32 @@ def test_not_found_and_rate_limit_errors(platform: LocalPlatform, deploy: Deploy
         with pytest.raises(RateLimitError) as unsaid:
             data.endpoint("support-bot").generate_text(prompt="x")
         assert unsaid.value.retry_after is None
+
+
+def test_embed_dimensions_and_extra_body(deploy: Deploy, admin: Admin) -> None:
+    ep = deploy(slug="embedder", task_type="embedding")
+    result = ep.embed(input=["a", "b"], dimensions=8, extra_body={"user": "u1"})
+    assert [len(vector) for vector in result.embeddings] == [8, 8]
+    (entry,) = [e for e in admin.journal() if e["path"].endswith("/embeddings")]
+    assert entry["body"] == {
+        "model": "embedder",
+        "input": ["a", "b"],
+        "encoding_format": "base64",
+        "dimensions": 8,
+        "user": "u1",
+    }
+    with pytest.raises(ValidationError, match="dimensions must be an integer of at least 1"):
+        ep.embed(input="a", dimensions=0)
+    with pytest.raises(ValidationError, match="extra_body must be a dict"):
+        ep.embed(input="a", extra_body=[1])  # type: ignore[arg-type]
+
+
+def test_endpoint_hands_its_key_to_other_clients_without_showing_it(platform: LocalPlatform, deploy: Deploy) -> None:
+    ep = deploy()
+    assert ep.api_key == platform.api_key
+    assert platform.api_key not in repr(ep)
+    client = openai_client(platform, ep.base_url)
+    reply = client.chat.completions.create(model="support-bot", messages=[{"role": "user", "content": "Hola"}])
+    assert reply.choices[0].message.content
+    with pytest.raises(AttributeError):
+        ep.api_key = "x"  # type: ignore[misc]

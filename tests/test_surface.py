@@ -348,7 +348,7 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
             Endpoint.generate_text_stream,
             [*REFERENCE_CHAT, *CHAT_OPTIONS, ("stream_options", KW, None), ("extra_body", KW, None)],
         ),
-        (Endpoint.embed, [("input", KW, REQUIRED)]),
+        (Endpoint.embed, [("input", KW, REQUIRED), ("dimensions", KW, None), ("extra_body", KW, None)]),
         (Endpoint.rerank, [("query", KW, REQUIRED), ("documents", KW, REQUIRED), ("top_n", KW, None)]),
     ],
     ids=lambda value: getattr(value, "__qualname__", ""),

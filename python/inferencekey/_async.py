@@ -254,12 +254,19 @@ class AsyncEndpoint(_EndpointBase):
         )
         return AsyncTextStream(ChatStream(opened))
 
-    async def embed(self, *, input: str | list[str]) -> EmbedResult:
-        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch.
+    async def embed(
+        self,
+        *,
+        input: str | list[str],
+        dimensions: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> EmbedResult:
+        """Create embeddings: one vector per input, in input order. A bare string is a one-element batch; the same
+        parameters as ``Endpoint.embed``.
 
         ``result.to_numpy()`` gives them as one NumPy ``float32`` array of shape ``(n, dim)``.
         """
-        return await run(self._native.embed(input))
+        return await run(self._native.embed(input, dimensions, extra_body))
 
     @overload
     async def embed_many(

@@ -178,6 +178,9 @@ class Endpoint:
     def project(self) -> str: ...
     @property
     def base_url(self) -> str: ...
+    @property
+    def api_key(self) -> str:
+        """The bound `ik_live_` key itself."""
     def chat(
         self,
         prompt: str | None,
@@ -195,7 +198,9 @@ class Endpoint:
         max_tokens: int | None,
         options: tuple[Any, ...] | None = None,
     ) -> Pending[OpenStream]: ...
-    def embed(self, input: str | list[str]) -> Pending[EmbedResult]: ...
+    def embed(
+        self, input: str | list[str], dimensions: int | None = None, extra_body: dict[str, Any] | None = None
+    ) -> Pending[EmbedResult]: ...
     def rerank(self, query: str, documents: list[str], top_n: int | None) -> Pending[RerankResult]: ...
     def embed_job(self, batch_size: int, max_concurrency: int, output: str, inputs: object) -> EmbedJob:
         """A batch embedding job, after the checks of `embed_many`'s arguments (batch size, concurrency, output, and

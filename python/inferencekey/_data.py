@@ -142,6 +142,13 @@ class _EndpointBase:
         self.project: str = native.project
         self.base_url: str = native.base_url
 
+    @property
+    def api_key(self) -> str:
+        """The ``ik_live_`` key this endpoint is bound to, for handing the endpoint to another OpenAI-compatible
+        client (``openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key)``). It is the credential itself: never log
+        or print it (the endpoint's repr does not show it)."""
+        return self._native.api_key
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as the client's configuration, the workload slug and the endpoint's key; never a connection."""
         return (rebuild_endpoint, (self._client_class, self._native.config()))
@@ -268,13 +275,21 @@ class Endpoint(_EndpointBase):
             ).wait()
         )
 
-    def embed(self, *, input: str | list[str]) -> EmbedResult:
+    def embed(
+        self,
+        *,
+        input: str | list[str],
+        dimensions: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> EmbedResult:
         """Create embeddings: one vector per input, in input order. A bare string is a one-element batch.
 
         ``result.to_numpy()`` gives them as one NumPy ``float32`` array of shape ``(n, dim)``, built from the vectors
-        received without Python floats in between (``result.embeddings`` is then never built).
+        received without Python floats in between (``result.embeddings`` is then never built). ``dimensions`` asks a
+        model that can shorten its vectors for that size; ``extra_body`` is merged into the request body last.
+        ``result.usage`` carries the token counts when the engine reports them.
         """
-        return self._native.embed(input).wait()
+        return self._native.embed(input, dimensions, extra_body).wait()
 
     @overload
     def embed_many(

@@ -601,6 +601,12 @@ impl Endpoint {
         Ok(self.core(py)?.base_url().to_owned())
     }
 
+    /// The bound `ik_live_` key itself, for handing the endpoint to another OpenAI-compatible client.
+    #[getter]
+    fn api_key(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.core(py)?.exposed_api_key().to_owned())
+    }
+
     /// The arguments that rebuild this endpoint elsewhere: its client's constructor arguments, the workload slug
     /// and the endpoint's key (for pickling).
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -665,14 +671,27 @@ impl Endpoint {
     }
 
     /// Embeddings of `input` (a string or a list of strings); resolves to an `EmbedResult`.
-    #[pyo3(signature = (input))]
-    fn embed(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Pending> {
+    #[pyo3(signature = (input, dimensions=None, extra_body=None))]
+    fn embed(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        dimensions: Option<&Bound<'_, PyAny>>,
+        extra_body: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Pending> {
         let texts = args::texts(input, "input")?;
+        let dimensions = dimensions
+            .map(|d| args::opt_int(d, "dimensions"))
+            .transpose()?
+            .flatten();
+        let extra_body = args::json(extra_body, "extra_body")?;
+        let options = core::EmbedOptions::from_user(dimensions, extra_body)
+            .map_err(|err| to_pyerr(py, err))?;
         let endpoint = self.core(py)?;
         Ok(Pending::from(Call::new(
             async move {
                 endpoint
-                    .embed(texts, core::EmbeddingFormat::default())
+                    .embed_with(texts, core::EmbeddingFormat::default(), &options)
                     .await
             },
             results::embed_result,

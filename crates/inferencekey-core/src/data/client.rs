@@ -338,15 +338,31 @@ impl Endpoint {
 
     /// Embeddings for `input`, one vector per item in input order.
     pub async fn embed(&self, input: Vec<String>, format: EmbeddingFormat) -> Result<Embeddings> {
+        self.embed_with(input, format, &EmbedOptions::default())
+            .await
+    }
+
+    /// Embeddings for `input` with `options` (`dimensions`, `extra_body`).
+    pub async fn embed_with(
+        &self,
+        input: Vec<String>,
+        format: EmbeddingFormat,
+        options: &EmbedOptions,
+    ) -> Result<Embeddings> {
         let encoding_format = match format {
             EmbeddingFormat::Float => None,
             EmbeddingFormat::Base64 => Some("base64"),
         };
-        let body = encode(&EmbedBody {
+        let body = EmbedBody {
             model: &self.inner.slug,
             input: &input,
             encoding_format,
-        })?;
+            dimensions: options.dimensions,
+        };
+        let body = match &options.extra_body {
+            Some(Value::Object(extra)) => encode(&merged(&body, extra)?)?,
+            _ => encode(&body)?,
+        };
         let expected = input.len();
         self.post_json(
             &self.inner.embeddings_url,
@@ -376,6 +392,7 @@ impl Endpoint {
             model: &self.inner.slug,
             input,
             encoding_format: Some("base64"),
+            dimensions: None,
         })
         .map_err(|err| (err, None))?;
         let request = self.post(&self.inner.embeddings_url, body, false);

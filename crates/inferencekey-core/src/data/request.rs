@@ -460,6 +460,33 @@ pub(super) struct EmbedBody<'a> {
     pub(super) input: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) encoding_format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) dimensions: Option<u64>,
+}
+
+/// The embeddings parameters beyond `input`, as the user gave them (`None`: not sent).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmbedOptions {
+    /// The vectors' size, for models that can shorten them (at least 1).
+    pub dimensions: Option<u64>,
+    /// Merged into the body last (its keys win), for engine parameters the SDK does not name.
+    pub extra_body: Option<Value>,
+}
+
+impl EmbedOptions {
+    /// Options from the values a user passed, checked: `dimensions` at least 1, `extra_body` a dict.
+    pub fn from_user(dimensions: Option<i64>, extra_body: Option<Value>) -> Result<Self> {
+        let dimensions = dimensions
+            .map(|n| at_least("dimensions", n, 1))
+            .transpose()?;
+        if extra_body.as_ref().is_some_and(|extra| !extra.is_object()) {
+            return Err(Error::validation("extra_body must be a dict"));
+        }
+        Ok(Self {
+            dimensions,
+            extra_body,
+        })
+    }
 }
 
 #[derive(Serialize)]
