@@ -60,6 +60,7 @@ TASK_TYPES = [
 KW = inspect.Parameter.KEYWORD_ONLY
 REQUIRED = inspect.Parameter.empty
 REFERENCE_CHAT = [("prompt", KW, None), ("messages", KW, None), ("temperature", KW, None), ("max_tokens", KW, None)]
+PER_CALL = [("extra_headers", KW, None), ("timeout", KW, None), ("max_retries", KW, None)]
 CHAT_OPTIONS = [
     (name, KW, None)
     for name in [
@@ -303,6 +304,7 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
                 ("timeout", KW, 600.0),
                 ("connect_timeout", KW, 10.0),
                 ("max_retries", KW, 2),
+                ("default_headers", KW, None),
             ],
         ),
         (
@@ -336,6 +338,7 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
                 ("timeout", KW, 600.0),
                 ("connect_timeout", KW, 10.0),
                 ("max_retries", KW, 2),
+                ("default_headers", KW, None),
             ],
         ),
         (
@@ -343,10 +346,10 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
             [("workload_slug", inspect.Parameter.POSITIONAL_OR_KEYWORD, REQUIRED), ("api_key", KW, None)],
         ),
         # The reference's four, then what this SDK adds beside them (OpenAI's names, each omitted when None).
-        (Endpoint.generate_text, [*REFERENCE_CHAT, *CHAT_OPTIONS, ("extra_body", KW, None)]),
+        (Endpoint.generate_text, [*REFERENCE_CHAT, *CHAT_OPTIONS, ("extra_body", KW, None), *PER_CALL]),
         (
             Endpoint.generate_text_stream,
-            [*REFERENCE_CHAT, *CHAT_OPTIONS, ("stream_options", KW, None), ("extra_body", KW, None)],
+            [*REFERENCE_CHAT, *CHAT_OPTIONS, ("stream_options", KW, None), ("extra_body", KW, None), *PER_CALL],
         ),
         (Endpoint.embed, [("input", KW, REQUIRED), ("dimensions", KW, None), ("extra_body", KW, None)]),
         (Endpoint.rerank, [("query", KW, REQUIRED), ("documents", KW, REQUIRED), ("top_n", KW, None)]),

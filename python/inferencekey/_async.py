@@ -177,6 +177,9 @@ class AsyncEndpoint(_EndpointBase):
         tool_choice: ToolChoice | None = None,
         response_format: ResponseFormat | None = None,
         extra_body: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
     ) -> TextResult:
         """Run a non-streaming chat completion (pass ``prompt`` or ``messages``, not both); the same parameters and
         result as ``Endpoint.generate_text``."""
@@ -200,6 +203,7 @@ class AsyncEndpoint(_EndpointBase):
                     None,
                     extra_body,
                 ),
+                (extra_headers, timeout, max_retries),
             )
         )
 
@@ -222,6 +226,9 @@ class AsyncEndpoint(_EndpointBase):
         response_format: ResponseFormat | None = None,
         stream_options: StreamOptions | None = None,
         extra_body: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
     ) -> AsyncTextStream:
         """Run a streaming chat completion: an async iterator of one ``TextChunk`` per server-sent event; the same
         parameters as ``Endpoint.generate_text_stream``.
@@ -250,6 +257,7 @@ class AsyncEndpoint(_EndpointBase):
                     stream_options,
                     extra_body,
                 ),
+                (extra_headers, timeout, max_retries),
             )
         )
         return AsyncTextStream(ChatStream(opened))

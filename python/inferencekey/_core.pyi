@@ -127,7 +127,12 @@ class ManagementClient:
         connect_timeout: float,
         timeout: float,
         max_retries: int,
+        default_headers: dict[str, str] | None = None,
     ) -> Self: ...
+    def with_options(
+        self, timeout: float | None, max_retries: int | None, default_headers: dict[str, str] | None
+    ) -> Self:
+        """A copy with other settings (None: this client's) that shares this client's connection pool."""
     @property
     def base_url(self) -> str: ...
     @property
@@ -160,7 +165,12 @@ class DataClient:
         connect_timeout: float,
         timeout: float,
         max_retries: int,
+        default_headers: dict[str, str] | None = None,
     ) -> Self: ...
+    def with_options(
+        self, timeout: float | None, max_retries: int | None, default_headers: dict[str, str] | None
+    ) -> Self:
+        """A copy with other settings (None: this client's) that shares this client's connection pool."""
     @property
     def base_url(self) -> str: ...
     @property
@@ -188,8 +198,10 @@ class Endpoint:
         temperature: float | None,
         max_tokens: int | None,
         options: tuple[Any, ...] | None = None,
+        call: tuple[dict[str, str] | None, float | None, int | None] | None = None,
     ) -> Pending[TextResult]:
-        """`options`: the other chat parameters in `chat_option_names()` order, each None when not given."""
+        """`options`: the other chat parameters in `chat_option_names()` order, each None when not given; `call`:
+        this call's `(extra_headers, timeout, max_retries)`."""
     def chat_stream(
         self,
         prompt: str | None,
@@ -197,6 +209,7 @@ class Endpoint:
         temperature: float | None,
         max_tokens: int | None,
         options: tuple[Any, ...] | None = None,
+        call: tuple[dict[str, str] | None, float | None, int | None] | None = None,
     ) -> Pending[OpenStream]: ...
     def embed(
         self, input: str | list[str], dimensions: int | None = None, extra_body: dict[str, Any] | None = None

@@ -4,7 +4,7 @@ OpenAI-compatible endpoint. Requests, SSE decoding and error mapping happen in t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from inferencekey._batch import EmbedProgress, Output, drive, run_sync
@@ -41,6 +41,7 @@ class _DataBase:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._native = NativeDataClient(
             base_url=base_url,
@@ -50,6 +51,7 @@ class _DataBase:
             connect_timeout=connect_timeout,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=None if default_headers is None else dict(default_headers),
         )
 
     @classmethod
@@ -62,6 +64,7 @@ class _DataBase:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
     ) -> _D:
         """Build a client from configuration, each value resolved as explicit > environment > default.
 
@@ -77,6 +80,7 @@ class _DataBase:
             connect_timeout=connect_timeout,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=None if default_headers is None else dict(default_headers),
         )
         return client
 
@@ -89,6 +93,26 @@ class _DataBase:
     def project(self) -> str:
         """The project slug of this client's endpoints."""
         return self._native.project
+
+    def with_options(
+        self: _D,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> _D:
+        """A copy of this client with other settings that shares its connection pool (no new connections, cheap to
+        make per request or per tenant); each argument left ``None`` keeps this client's. ``default_headers`` are
+        added to this client's (a header of the same name replaces it); ``Authorization`` is refused, since the
+        client sends its own credential.
+
+        Raises:
+            ValidationError: A value is out of range, or a header is invalid or is ``Authorization``.
+        """
+        copy = type(self).__new__(type(self))
+        headers = None if default_headers is None else dict(default_headers)
+        copy._native = self._native.with_options(timeout, max_retries, headers)
+        return copy
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as the configuration, credentials included (see ``inferencekey._pickling``); never a connection."""
@@ -186,6 +210,9 @@ class Endpoint(_EndpointBase):
         tool_choice: ToolChoice | None = None,
         response_format: ResponseFormat | None = None,
         extra_body: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
     ) -> TextResult:
         """Run a non-streaming chat completion.
 
@@ -222,6 +249,7 @@ class Endpoint(_EndpointBase):
                 None,
                 extra_body,
             ),
+            (extra_headers, timeout, max_retries),
         ).wait()
 
     def generate_text_stream(
@@ -243,6 +271,9 @@ class Endpoint(_EndpointBase):
         response_format: ResponseFormat | None = None,
         stream_options: StreamOptions | None = None,
         extra_body: dict[str, Any] | None = None,
+        extra_headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
     ) -> TextStream:
         """Run a streaming chat completion: an iterator of one ``TextChunk`` per server-sent event.
 
@@ -272,6 +303,7 @@ class Endpoint(_EndpointBase):
                     stream_options,
                     extra_body,
                 ),
+                (extra_headers, timeout, max_retries),
             ).wait()
         )
 

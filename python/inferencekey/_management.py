@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from inferencekey._closing import Closing
@@ -41,6 +41,7 @@ class _ManagementBase:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._native = NativeManagementClient(
             base_url=base_url,
@@ -50,6 +51,7 @@ class _ManagementBase:
             connect_timeout=connect_timeout,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=None if default_headers is None else dict(default_headers),
         )
 
     @classmethod
@@ -62,6 +64,7 @@ class _ManagementBase:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
     ) -> _M:
         """Build a client from configuration, each value resolved as explicit > environment > default.
 
@@ -77,6 +80,7 @@ class _ManagementBase:
             connect_timeout=connect_timeout,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=None if default_headers is None else dict(default_headers),
         )
         return client
 
@@ -89,6 +93,26 @@ class _ManagementBase:
     def project(self) -> str | None:
         """The client's default project slug, if it has one."""
         return self._native.project
+
+    def with_options(
+        self: _M,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> _M:
+        """A copy of this client with other settings that shares its connection pool (no new connections, cheap to
+        make per request or per tenant); each argument left ``None`` keeps this client's. ``default_headers`` are
+        added to this client's (a header of the same name replaces it); ``Authorization`` is refused, since the
+        client sends its own credential.
+
+        Raises:
+            ValidationError: A value is out of range, or a header is invalid or is ``Authorization``.
+        """
+        copy = type(self).__new__(type(self))
+        headers = None if default_headers is None else dict(default_headers)
+        copy._native = self._native.with_options(timeout, max_retries, headers)
+        return copy
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as the configuration, credentials included (see ``inferencekey._pickling``); never a connection."""

@@ -152,9 +152,18 @@ pub struct TransportOptions {
     pub max_retries: u32,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Headers sent with every request (`default_headers`: for gateways and tenants), never `Authorization`.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl TransportOptions {
+    /// These options with `default_headers` (name/value pairs, checked as `Overrides::from_user` checks
+    /// headers).
+    pub fn with_default_headers(mut self, pairs: &[(String, String)]) -> Result<Self> {
+        self.headers = crate::transport::header_map(pairs, "default_headers")?;
+        Ok(self)
+    }
+
     /// Options from the values a user passed, checked before anything is built: `connect_timeout_s` and
     /// `timeout_s` (the idle read timeout) must be positive numbers of seconds, `max_retries` at least 0 (and
     /// small enough to count); each failure is an `ErrorKind::Validation` naming the argument
@@ -171,6 +180,7 @@ impl TransportOptions {
             read_timeout: positive_seconds("timeout", timeout_s)?,
             max_retries: at_least("max_retries", max_retries, 0)?,
             user_agent: Self::user_agent_for(client),
+            headers: reqwest::header::HeaderMap::new(),
         })
     }
 
@@ -188,6 +198,7 @@ impl Default for TransportOptions {
             read_timeout: Duration::from_secs(600),
             max_retries: 2,
             user_agent: Self::user_agent_for("rust"),
+            headers: reqwest::header::HeaderMap::new(),
         }
     }
 }

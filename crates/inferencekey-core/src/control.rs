@@ -200,6 +200,20 @@ impl fmt::Debug for ManagementClient {
 }
 
 impl ManagementClient {
+    /// A copy with `overrides` applied (read timeout, retries, headers) that shares this client's connection
+    /// pool.
+    pub fn with_overrides(&self, overrides: &crate::transport::Overrides) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(ControlInner {
+                transport: inner.transport.with_overrides(overrides),
+                token: inner.token.clone(),
+                auth: inner.auth.clone(),
+                project: inner.project.clone(),
+            }),
+        }
+    }
+
     /// A client from explicit values only (`base_url` `None` means the default). A missing or blank token is a
     /// `ConfigurationError`; an `ik_live_` key is `PermissionDenied [wrong_credential_type]`. Nothing is sent.
     pub fn new(
@@ -801,12 +815,19 @@ struct Connection {
 
 impl Connection {
     fn open(response: reqwest::Response, transport: Transport) -> Self {
-        let chunks = response.bytes_stream().map(move |read| {
-            read.map_err(|err| {
-                transport
-                    .transport_error(&err, "reading readiness events from")
-                    .0
-            })
+        // Each read waits at most the read timeout; the first failure ends the stream.
+        let chunks = futures_util::stream::unfold(Some((response, transport)), |open| async move {
+            let (mut response, transport) = open?;
+            match transport.next_chunk(&mut response).await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some((response, transport)))),
+                Ok(None) => None,
+                Err(err) => {
+                    let error = transport
+                        .read_error(&err, "reading readiness events from")
+                        .0;
+                    Some((Err(error), None))
+                }
+            }
         });
         let (sender, arrivals) = mpsc::channel(WATCH_QUEUE);
         Self {

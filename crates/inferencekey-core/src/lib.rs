@@ -52,4 +52,5 @@ pub use spec::{
 };
 pub use sse::{SseDecoder, SseEvent, MAX_EVENT_BYTES};
 pub use token::redact;
+pub use transport::Overrides;
 pub use wire::Workload;

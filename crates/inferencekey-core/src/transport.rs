@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, PROXY_AUTHORIZATION,
+    RETRY_AFTER,
+};
 
 use crate::config::{host_of, TransportOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -198,7 +201,8 @@ pub(crate) struct Request<'a> {
     pub(crate) event_stream: bool,
 }
 
-/// The pool and settings of one SDK client; cloning shares the pool.
+/// The pool and settings of one SDK client; cloning shares the pool. The idle read timeout is applied here, per
+/// read, rather than by the pool, so a copy with other settings (`with_overrides`) still shares the pool.
 #[derive(Clone, Debug)]
 pub(crate) struct Transport {
     client: reqwest::Client,
@@ -206,6 +210,84 @@ pub(crate) struct Transport {
     connect_timeout: Duration,
     read_timeout: Duration,
     max_retries: u32,
+    /// Sent with every request (the client's `default_headers`, then a call's `extra_headers`).
+    headers: Arc<HeaderMap>,
+}
+
+/// Why reading a response failed: the connection, or no data for the read timeout.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Http(reqwest::Error),
+    Idle,
+}
+
+/// Settings one call or one client copy overrides (`None`: the client's own).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// The idle read timeout.
+    pub read_timeout: Option<Duration>,
+    /// Retries after the first attempt.
+    pub max_retries: Option<u32>,
+    /// Headers added to (or replacing) the client's own; never `Authorization` (refused when built).
+    pub headers: Option<HeaderMap>,
+}
+
+impl Overrides {
+    /// Overrides from the values a user passed: `timeout_s` a positive number of seconds, `max_retries` at least
+    /// 0, `headers` name/value pairs that are valid HTTP and not `Authorization` (which must never replace or
+    /// reveal the bound credential). Each failure is an `ErrorKind::Validation` naming the argument (`what` names
+    /// the headers argument: `extra_headers` or `default_headers`).
+    pub fn from_user(
+        timeout_s: Option<f64>,
+        max_retries: Option<i64>,
+        headers: Option<Vec<(String, String)>>,
+        what: &str,
+    ) -> Result<Self> {
+        Ok(Self {
+            read_timeout: timeout_s
+                .map(|s| crate::args::positive_seconds("timeout", s))
+                .transpose()?,
+            max_retries: max_retries
+                .map(|n| crate::args::at_least("max_retries", n, 0))
+                .transpose()?,
+            headers: headers.map(|pairs| header_map(&pairs, what)).transpose()?,
+        })
+    }
+
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Headers from name/value pairs, checked (see `Overrides::from_user`).
+pub(crate) fn header_map(pairs: &[(String, String)], what: &str) -> Result<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Error::validation(format_args!("{what}: {name:?} is not a valid header name"))
+        })?;
+        if header == AUTHORIZATION || header == PROXY_AUTHORIZATION {
+            return Err(Error::validation(format_args!(
+                "{what} must not set {name}: the client sends its own credential, which a header must never \
+                 replace or reveal"
+            )));
+        }
+        if crate::token::contains_secret(value).is_some() {
+            return Err(Error::validation(format_args!(
+                "{what}: the value of {name} holds a secret; credentials go in the client's token or key, never \
+                 in headers"
+            )));
+        }
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            Error::validation(format_args!(
+                "{what}: the value of {name} is not a valid header value"
+            ))
+        })?;
+        value.set_sensitive(false);
+        map.insert(header, value);
+    }
+    Ok(map)
 }
 
 impl Transport {
@@ -215,7 +297,6 @@ impl Transport {
             .use_rustls_tls()
             .user_agent(options.user_agent.as_str())
             .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
             .pool_idle_timeout(POOL_IDLE)
             .tcp_nodelay(true)
             .build()
@@ -230,7 +311,78 @@ impl Transport {
             connect_timeout: options.connect_timeout,
             read_timeout: options.read_timeout,
             max_retries: options.max_retries,
+            headers: Arc::new(options.headers.clone()),
         })
+    }
+
+    /// A copy with `overrides` applied that shares this one's pool; its headers are this one's with the
+    /// overriding ones laid over them.
+    pub(crate) fn with_overrides(&self, overrides: &Overrides) -> Self {
+        let mut copy = self.clone();
+        if let Some(read_timeout) = overrides.read_timeout {
+            copy.read_timeout = read_timeout;
+        }
+        if let Some(max_retries) = overrides.max_retries {
+            copy.max_retries = max_retries;
+        }
+        if let Some(headers) = &overrides.headers {
+            let mut merged = (*self.headers).clone();
+            for (name, value) in headers {
+                merged.insert(name.clone(), value.clone());
+            }
+            copy.headers = Arc::new(merged);
+        }
+        copy
+    }
+
+    /// The next bytes of `response`, waiting at most the read timeout for them; `None` at the end.
+    pub(crate) async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> std::result::Result<Option<Bytes>, ReadError> {
+        match tokio::time::timeout(self.read_timeout, response.chunk()).await {
+            Ok(read) => read.map_err(ReadError::Http),
+            Err(_) => Err(ReadError::Idle),
+        }
+    }
+
+    /// The whole body of `response`, each read waiting at most the read timeout (one chunk is kept as it is).
+    pub(crate) async fn read_all(
+        &self,
+        mut response: reqwest::Response,
+    ) -> std::result::Result<Bytes, ReadError> {
+        let Some(first) = self.next_chunk(&mut response).await? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = self.next_chunk(&mut response).await? else {
+            return Ok(first);
+        };
+        let mut all = bytes::BytesMut::with_capacity(first.len() + second.len());
+        all.extend_from_slice(&first);
+        all.extend_from_slice(&second);
+        while let Some(more) = self.next_chunk(&mut response).await? {
+            all.extend_from_slice(&more);
+        }
+        Ok(all.freeze())
+    }
+
+    /// The error for a failed read, saying what happened and to which host.
+    pub(crate) fn read_error(&self, err: &ReadError, doing: &str) -> (Error, Failure) {
+        match err {
+            ReadError::Http(err) => self.transport_error(err, doing),
+            ReadError::Idle => (self.idle_error(doing), Failure::Transport),
+        }
+    }
+
+    fn idle_error(&self, doing: &str) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "timed out {doing} {}: no data for {} (read timeout)",
+                self.host(),
+                seconds(self.read_timeout)
+            ),
+        )
     }
 
     /// The normalized base URL.
@@ -293,8 +445,11 @@ impl Transport {
         let started = Instant::now();
         let mut builder = self
             .client
-            .request(request.method.as_reqwest(), request.url)
-            .header(AUTHORIZATION, request.auth.clone());
+            .request(request.method.as_reqwest(), request.url);
+        if !self.headers.is_empty() {
+            builder = builder.headers((*self.headers).clone());
+        }
+        builder = builder.header(AUTHORIZATION, request.auth.clone());
         if let Some(body) = &request.body {
             builder = builder
                 .header(CONTENT_TYPE, "application/json")
@@ -303,10 +458,19 @@ impl Transport {
         if request.event_stream {
             builder = builder.header(ACCEPT, "text/event-stream");
         }
-        let response = builder.send().await.map_err(|err| {
-            let (error, failure) = self.transport_error(&err, "sending the request to");
-            AttemptError { error, failure }
-        })?;
+        // The read timeout covers the wait for the response head, as it covers each later read.
+        let response = match tokio::time::timeout(self.read_timeout, builder.send()).await {
+            Ok(sent) => sent.map_err(|err| {
+                let (error, failure) = self.transport_error(&err, "sending the request to");
+                AttemptError { error, failure }
+            })?,
+            Err(_) => {
+                return Err(AttemptError {
+                    error: self.idle_error("sending the request to"),
+                    failure: Failure::Transport,
+                })
+            }
+        };
         let status = response.status().as_u16();
         log::debug!(
             "{:?} {} -> {} in {} ms",
@@ -325,7 +489,7 @@ impl Transport {
             .and_then(parse_retry_after);
         let request_id = request_id(&response);
         // An unreadable error body still leaves the status to report.
-        let body = response.bytes().await.unwrap_or_default();
+        let body = self.read_all(response).await.unwrap_or_default();
         let mut error = Error::from_response(status, request_id, &body);
         error.retry_after = retry_after.map(|wait| wait.as_secs_f64());
         Err(AttemptError {
@@ -345,9 +509,9 @@ impl Transport {
         decode: impl FnOnce(Bytes) -> Result<T>,
     ) -> Result<T> {
         let request_id = request_id(&response);
-        let decoded = match response.bytes().await {
+        let decoded = match self.read_all(response).await {
             Ok(bytes) => decode(bytes),
-            Err(err) => Err(self.transport_error(&err, "reading the response from").0),
+            Err(err) => Err(self.read_error(&err, "reading the response from").0),
         };
         decoded.map_err(|err| err.with_request_id(request_id.as_deref()))
     }

@@ -171,6 +171,26 @@ pub fn opt_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i64>> {
     int(obj, name).map(Some)
 }
 
+/// An optional dict of `str` to `str` (HTTP headers) as name/value pairs (None stays None).
+pub fn opt_str_pairs(
+    obj: &Bound<'_, PyAny>,
+    name: &str,
+) -> PyResult<Option<Vec<(String, String)>>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let Ok(dict) = obj.cast::<PyDict>() else {
+        return Err(wrong_type_error(obj, name, "a dict of str to str"));
+    };
+    let mut pairs = Vec::with_capacity(dict.len());
+    for (key, value) in dict.iter() {
+        let key = text(&key, &format!("{name} keys"))?;
+        let value = text(&value, &format!("{name}[{key:?}]"))?;
+        pairs.push((key, value));
+    }
+    Ok(Some(pairs))
+}
+
 /// An optional `bool` argument (None stays None; an int is not a bool).
 pub fn opt_bool(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<bool>> {
     if obj.is_none() {

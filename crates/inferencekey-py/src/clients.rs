@@ -32,13 +32,42 @@ fn transport_options(
     connect_timeout: &Bound<'_, PyAny>,
     timeout: &Bound<'_, PyAny>,
     max_retries: &Bound<'_, PyAny>,
+    default_headers: &Bound<'_, PyAny>,
 ) -> PyResult<core::TransportOptions> {
-    core::TransportOptions::from_user(
+    let options = core::TransportOptions::from_user(
         args::number(connect_timeout, "connect_timeout")?,
         args::number(timeout, "timeout")?,
         args::int(max_retries, "max_retries")?,
         CLIENT,
     )
+    .map_err(|err| to_pyerr(py, err))?;
+    match args::opt_str_pairs(default_headers, "default_headers")? {
+        Some(pairs) => options
+            .with_default_headers(&pairs)
+            .map_err(|err| to_pyerr(py, err)),
+        None => Ok(options),
+    }
+}
+
+/// Overrides of a client's settings from the Python keyword arguments (`headers` named `what` in errors), checked
+/// by the core; None when every one is None.
+fn overrides(
+    py: Python<'_>,
+    timeout: &Bound<'_, PyAny>,
+    max_retries: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<Option<core::Overrides>> {
+    if timeout.is_none() && max_retries.is_none() && headers.is_none() {
+        return Ok(None);
+    }
+    core::Overrides::from_user(
+        args::opt_number(timeout, "timeout")?,
+        args::opt_int(max_retries, "max_retries")?,
+        args::opt_str_pairs(headers, what)?,
+        what,
+    )
+    .map(Some)
     .map_err(|err| to_pyerr(py, err))
 }
 
@@ -78,6 +107,7 @@ impl<T: Clone> PerProcess<T> {
 }
 
 /// The constructor arguments of a client, kept to rebuild it in a forked child or after `close()`.
+#[derive(Clone)]
 struct ClientArgs {
     base_url: Option<String>,
     credential: Option<String>,
@@ -118,6 +148,28 @@ impl<C: Clone> Rebuildable<C> {
         self.client
             .replace((self.build)(&self.args).map_err(|err| to_pyerr(py, err))?)
     }
+
+    /// A copy with `overrides` applied: `client` (built from this one's, sharing its pool) now, and arguments
+    /// that rebuild the same settings later.
+    fn with_overrides(&self, overrides: &core::Overrides, client: C) -> Self {
+        let mut args = self.args.clone();
+        if let Some(read_timeout) = overrides.read_timeout {
+            args.options.read_timeout = read_timeout;
+        }
+        if let Some(max_retries) = overrides.max_retries {
+            args.options.max_retries = max_retries;
+        }
+        if let Some(headers) = &overrides.headers {
+            for (name, value) in headers {
+                args.options.headers.insert(name.clone(), value.clone());
+            }
+        }
+        Self {
+            args,
+            build: self.build,
+            client: PerProcess::new(client),
+        }
+    }
 }
 
 /// The transport options of `args` as the Python constructors take them.
@@ -129,6 +181,11 @@ fn transport_config<'py>(py: Python<'py>, args: &ClientArgs) -> PyResult<Bound<'
         args.options.connect_timeout.as_secs_f64(),
     )?;
     config.set_item("max_retries", args.options.max_retries)?;
+    let headers = PyDict::new(py);
+    for (name, value) in &args.options.headers {
+        headers.set_item(name.as_str(), value.to_str().unwrap_or_default())?;
+    }
+    config.set_item("default_headers", headers)?;
     Ok(config)
 }
 
@@ -171,7 +228,7 @@ pub struct Ensured {
 #[pymethods]
 impl ManagementClient {
     #[new]
-    #[pyo3(signature = (*, base_url, sdk_token, project, from_env, connect_timeout, timeout, max_retries))]
+    #[pyo3(signature = (*, base_url, sdk_token, project, from_env, connect_timeout, timeout, max_retries, default_headers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -182,8 +239,16 @@ impl ManagementClient {
         connect_timeout: &Bound<'_, PyAny>,
         timeout: &Bound<'_, PyAny>,
         max_retries: &Bound<'_, PyAny>,
+        default_headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let options = transport_options(py, connect_timeout, timeout, max_retries)?;
+        let none = py.None().into_bound(py);
+        let options = transport_options(
+            py,
+            connect_timeout,
+            timeout,
+            max_retries,
+            default_headers.unwrap_or(&none),
+        )?;
         let args = ClientArgs {
             base_url: args::opt_text(base_url, "base_url")?,
             credential: args::opt_text(sdk_token, "sdk_token")?,
@@ -310,6 +375,23 @@ impl ManagementClient {
         })
     }
 
+    /// A copy with other settings (each None: this client's) that shares this client's connection pool.
+    #[pyo3(signature = (timeout, max_retries, default_headers))]
+    fn with_options(
+        &self,
+        py: Python<'_>,
+        timeout: &Bound<'_, PyAny>,
+        max_retries: &Bound<'_, PyAny>,
+        default_headers: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let overrides = overrides(py, timeout, max_retries, default_headers, "default_headers")?
+            .unwrap_or_default();
+        let client = self.core(py)?.with_overrides(&overrides);
+        Ok(Self {
+            client: self.client.with_overrides(&overrides, client),
+        })
+    }
+
     /// Drop the connection pool now (a later call opens a fresh one).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.client.reset(py)
@@ -407,7 +489,7 @@ impl DataClient {
 #[pymethods]
 impl DataClient {
     #[new]
-    #[pyo3(signature = (*, base_url, project, api_key, from_env, connect_timeout, timeout, max_retries))]
+    #[pyo3(signature = (*, base_url, project, api_key, from_env, connect_timeout, timeout, max_retries, default_headers=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -418,8 +500,16 @@ impl DataClient {
         connect_timeout: &Bound<'_, PyAny>,
         timeout: &Bound<'_, PyAny>,
         max_retries: &Bound<'_, PyAny>,
+        default_headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let options = transport_options(py, connect_timeout, timeout, max_retries)?;
+        let none = py.None().into_bound(py);
+        let options = transport_options(
+            py,
+            connect_timeout,
+            timeout,
+            max_retries,
+            default_headers.unwrap_or(&none),
+        )?;
         let args = ClientArgs {
             base_url: args::opt_text(base_url, "base_url")?,
             credential: args::opt_text(api_key, "api_key")?,
@@ -464,6 +554,23 @@ impl DataClient {
         })
     }
 
+    /// A copy with other settings (each None: this client's) that shares this client's connection pool.
+    #[pyo3(signature = (timeout, max_retries, default_headers))]
+    fn with_options(
+        &self,
+        py: Python<'_>,
+        timeout: &Bound<'_, PyAny>,
+        max_retries: &Bound<'_, PyAny>,
+        default_headers: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let overrides = overrides(py, timeout, max_retries, default_headers, "default_headers")?
+            .unwrap_or_default();
+        let client = self.core(py)?.with_overrides(&overrides);
+        Ok(Self {
+            client: self.client.with_overrides(&overrides, client),
+        })
+    }
+
     /// Drop the connection pool now (a later call opens a fresh one).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.client.reset(py)
@@ -490,6 +597,32 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The core endpoint for one call: this one, or a copy sharing its pool with the call's overrides, when the
+    /// `call` tuple (`extra_headers`, `timeout`, `max_retries`) sets any.
+    fn for_call(
+        &self,
+        py: Python<'_>,
+        call: Option<&Bound<'_, PyTuple>>,
+    ) -> PyResult<core::Endpoint> {
+        let endpoint = self.core(py)?;
+        let Some(call) = call else {
+            return Ok(endpoint);
+        };
+        if call.len() != 3 {
+            return Err(internal_error(
+                "the call options tuple has the wrong length",
+            ));
+        }
+        let (headers, timeout, max_retries) =
+            (call.get_item(0)?, call.get_item(1)?, call.get_item(2)?);
+        Ok(
+            match overrides(py, &timeout, &max_retries, &headers, "extra_headers")? {
+                Some(overrides) => endpoint.with_overrides(&overrides),
+                None => endpoint,
+            },
+        )
+    }
+
     fn core(&self, py: Python<'_>) -> PyResult<core::Endpoint> {
         self.endpoint.get(|| {
             let client = self.client.get().core(py)?;
@@ -618,8 +751,10 @@ impl Endpoint {
     }
 
     /// A chat completion; resolves to a `TextResult`. `options`, when given, is the tuple of the other chat
-    /// parameters in `CHAT_OPTION_NAMES` order (each None when not given).
-    #[pyo3(signature = (prompt, messages, temperature, max_tokens, options=None))]
+    /// parameters in `CHAT_OPTION_NAMES` order (each None when not given); `call`, this call's
+    /// `(extra_headers, timeout, max_retries)`.
+    #[pyo3(signature = (prompt, messages, temperature, max_tokens, options=None, call=None))]
+    #[allow(clippy::too_many_arguments)]
     fn chat(
         &self,
         py: Python<'_>,
@@ -628,6 +763,7 @@ impl Endpoint {
         temperature: &Bound<'_, PyAny>,
         max_tokens: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyTuple>>,
+        call: Option<&Bound<'_, PyTuple>>,
     ) -> PyResult<Pending> {
         let request = chat_request(
             py,
@@ -638,7 +774,7 @@ impl Endpoint {
             options,
             false,
         )?;
-        let endpoint = self.core(py)?;
+        let endpoint = self.for_call(py, call)?;
         Ok(Pending::from(Call::new(
             async move { endpoint.chat(&request).await },
             results::text_result,
@@ -647,7 +783,8 @@ impl Endpoint {
 
     /// A streamed chat completion; resolves to an `OpenStream` once the response has begun. `options` as for
     /// `chat`.
-    #[pyo3(signature = (prompt, messages, temperature, max_tokens, options=None))]
+    #[pyo3(signature = (prompt, messages, temperature, max_tokens, options=None, call=None))]
+    #[allow(clippy::too_many_arguments)]
     fn chat_stream(
         &self,
         py: Python<'_>,
@@ -656,9 +793,10 @@ impl Endpoint {
         temperature: &Bound<'_, PyAny>,
         max_tokens: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyTuple>>,
+        call: Option<&Bound<'_, PyTuple>>,
     ) -> PyResult<Pending> {
         let request = chat_request(py, prompt, messages, temperature, max_tokens, options, true)?;
-        let endpoint = self.core(py)?;
+        let endpoint = self.for_call(py, call)?;
         Ok(Pending::from(Call::new(
             async move { endpoint.chat_stream(&request).await },
             |py, stream| {

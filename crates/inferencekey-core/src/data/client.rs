@@ -16,7 +16,7 @@ use crate::config::{
 use crate::error::{Error, Result};
 use crate::spec::{checked_project, checked_slug};
 use crate::token::{token_kind, Secret, TokenKind};
-use crate::transport::{bearer, AttemptError, Failure, Method, Request, Transport};
+use crate::transport::{bearer, AttemptError, Failure, Method, Overrides, Request, Transport};
 
 use super::*;
 
@@ -43,6 +43,19 @@ impl fmt::Debug for DataClient {
 }
 
 impl DataClient {
+    /// A copy with `overrides` applied (read timeout, retries, headers) that shares this client's connection
+    /// pool; its endpoints use them.
+    pub fn with_overrides(&self, overrides: &Overrides) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(DataInner {
+                transport: inner.transport.with_overrides(overrides),
+                project: inner.project.clone(),
+                api_key: inner.api_key.clone(),
+            }),
+        }
+    }
+
     /// A client from explicit values only (`base_url` `None` means the default). A blank project is a
     /// `ConfigurationError`; the key is checked when an endpoint is made.
     pub fn new(
@@ -188,6 +201,25 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// A copy with `overrides` applied that shares the pool, for one call's `timeout`, `max_retries` and
+    /// `extra_headers`.
+    pub fn with_overrides(&self, overrides: &Overrides) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(EndpointInner {
+                transport: inner.transport.with_overrides(overrides),
+                project: inner.project.clone(),
+                slug: inner.slug.clone(),
+                key: inner.key.clone(),
+                auth: inner.auth.clone(),
+                base_url: inner.base_url.clone(),
+                chat_url: inner.chat_url.clone(),
+                embeddings_url: inner.embeddings_url.clone(),
+                rerank_url: inner.rerank_url.clone(),
+            }),
+        }
+    }
+
     /// The `ik_live_` key itself, for handing this endpoint to another process (a pickled endpoint for a
     /// worker). Never log or show it.
     pub fn exposed_api_key(&self) -> &str {
@@ -405,8 +437,8 @@ impl Endpoint {
         let tag = |err: Error| err.with_request_id(request_id.as_deref());
         // A connection lost while the body is read is worth another attempt: embedding the same texts again
         // gives the same vectors.
-        let bytes = response.bytes().await.map_err(|err| {
-            let (error, failure) = transport.transport_error(&err, "reading the response from");
+        let bytes = transport.read_all(response).await.map_err(|err| {
+            let (error, failure) = transport.read_error(&err, "reading the response from");
             (tag(error), Some(failure))
         })?;
         answer_json(&bytes, "embeddings", &self.inner.slug)

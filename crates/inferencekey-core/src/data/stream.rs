@@ -381,7 +381,7 @@ pub(super) async fn pump(
     };
     let mut batch = Vec::new();
     loop {
-        let ended = match response.chunk().await {
+        let ended = match endpoint.transport.next_chunk(&mut response).await {
             Ok(Some(bytes)) => {
                 state.feed(&mut decoder, &bytes, &mut batch);
                 false
@@ -402,7 +402,7 @@ pub(super) async fn pump(
                     state.error = Some(
                         endpoint
                             .transport
-                            .transport_error(&err, "reading the stream from")
+                            .read_error(&err, "reading the stream from")
                             .0,
                     );
                 }
