@@ -816,10 +816,12 @@ struct Connection {
 impl Connection {
     fn open(response: reqwest::Response, transport: Transport) -> Self {
         // Each read waits at most the read timeout; the first failure ends the stream.
-        let chunks = futures_util::stream::unfold(Some((response, transport)), |open| async move {
-            let (mut response, transport) = open?;
-            match transport.next_chunk(&mut response).await {
-                Ok(Some(bytes)) => Some((Ok(bytes), Some((response, transport)))),
+        let timer = transport.idle_timer();
+        let state = Some((response, transport, timer));
+        let chunks = futures_util::stream::unfold(state, |open| async move {
+            let (mut response, transport, mut timer) = open?;
+            match timer.next_chunk(&mut response).await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some((response, transport, timer)))),
                 Ok(None) => None,
                 Err(err) => {
                     let error = transport

@@ -40,8 +40,8 @@ pub use config::{
 pub use control::{EnsureOutcome, ManagementClient, OnDrift, ReadinessEvent, ReadinessWatch};
 pub use data::{
     checked_top_n, no_final_result, ChatChunk, ChatCompletion, ChatOptions, ChatRequest,
-    ChatStream, DataClient, EmbedOptions, EmbeddingFormat, Embeddings, Endpoint, Rerank,
-    RerankResult, StreamedReply, ToolCall, ToolCallDelta, Unfinished, Usage,
+    ChatStream, ChunkExtras, DataClient, EmbedOptions, EmbeddingFormat, Embeddings, Endpoint,
+    Rerank, RerankResult, StreamedReply, ToolCall, ToolCallDelta, Unfinished, Usage,
 };
 pub use error::{Error, ErrorBody, ErrorKind, Result};
 pub use manifest::{load_manifest, parse_manifest};

@@ -221,6 +221,34 @@ pub(crate) enum ReadError {
     Idle,
 }
 
+/// The idle read timeout of one response body: one timer, pushed back before each read. Pushing a registered timer
+/// later is an atomic update in tokio (no lock on the timer wheel), where a new timer per read would register and
+/// deregister one each time: on a long stream that showed as a few percent of the client's CPU.
+pub(crate) struct IdleTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl IdleTimer {
+    /// The next bytes of `response`, waiting at most the read timeout for them; `None` at the end.
+    pub(crate) async fn next_chunk(
+        &mut self,
+        response: &mut reqwest::Response,
+    ) -> std::result::Result<Option<Bytes>, ReadError> {
+        let now = tokio::time::Instant::now();
+        // A timeout too large for an Instant never fires: a year is as good as forever here.
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+        self.sleep.as_mut().reset(deadline);
+        tokio::select! {
+            biased;
+            read = response.chunk() => read.map_err(ReadError::Http),
+            () = &mut self.sleep => Err(ReadError::Idle),
+        }
+    }
+}
+
 /// Settings one call or one client copy overrides (`None`: the client's own).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Overrides {
@@ -335,14 +363,11 @@ impl Transport {
         copy
     }
 
-    /// The next bytes of `response`, waiting at most the read timeout for them; `None` at the end.
-    pub(crate) async fn next_chunk(
-        &self,
-        response: &mut reqwest::Response,
-    ) -> std::result::Result<Option<Bytes>, ReadError> {
-        match tokio::time::timeout(self.read_timeout, response.chunk()).await {
-            Ok(read) => read.map_err(ReadError::Http),
-            Err(_) => Err(ReadError::Idle),
+    /// The timer of the idle read timeout for the reads of one response body.
+    pub(crate) fn idle_timer(&self) -> IdleTimer {
+        IdleTimer {
+            sleep: Box::pin(tokio::time::sleep(self.read_timeout)),
+            timeout: self.read_timeout,
         }
     }
 
@@ -351,16 +376,17 @@ impl Transport {
         &self,
         mut response: reqwest::Response,
     ) -> std::result::Result<Bytes, ReadError> {
-        let Some(first) = self.next_chunk(&mut response).await? else {
+        let mut timer = self.idle_timer();
+        let Some(first) = timer.next_chunk(&mut response).await? else {
             return Ok(Bytes::new());
         };
-        let Some(second) = self.next_chunk(&mut response).await? else {
+        let Some(second) = timer.next_chunk(&mut response).await? else {
             return Ok(first);
         };
         let mut all = bytes::BytesMut::with_capacity(first.len() + second.len());
         all.extend_from_slice(&first);
         all.extend_from_slice(&second);
-        while let Some(more) = self.next_chunk(&mut response).await? {
+        while let Some(more) = timer.next_chunk(&mut response).await? {
             all.extend_from_slice(&more);
         }
         Ok(all.freeze())

@@ -171,6 +171,7 @@ fn raw_source<'py>(py: Python<'py>, bytes: Bytes) -> PyResult<Bound<'py, PyAny>>
 /// The `TextChunk` of one streamed event. `usage` is set only on the chunk that carries it; the others read the
 /// class default (`None`), so a chunk without usage costs nothing more.
 pub fn text_chunk<'py>(py: Python<'py>, chunk: core::ChatChunk) -> PyResult<Bound<'py, PyAny>> {
+    let counts = chunk.usage();
     let text = (
         intern!(py, "text"),
         PyString::new(py, &chunk.text).into_any(),
@@ -180,7 +181,7 @@ pub fn text_chunk<'py>(py: Python<'py>, chunk: core::ChatChunk) -> PyResult<Boun
         chunk.finish_reason.into_bound_py_any(py)?,
     );
     let raw = (intern!(py, "_raw_source"), raw_source(py, chunk.data)?);
-    match chunk.usage {
+    match counts {
         None => instance(py, Class::TextChunk, &[text, finish_reason, raw]),
         Some(counts) => {
             let usage = (intern!(py, "usage"), usage(py, counts)?);

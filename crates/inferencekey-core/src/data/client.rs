@@ -351,10 +351,13 @@ impl Endpoint {
                         Ok(ChatStream::ready(ChatChunk {
                             text: parts.text,
                             finish_reason: parts.finish_reason,
-                            usage: parts.usage,
-                            tool_calls: (!parts.tool_calls.is_empty())
-                                .then(|| parts.tool_calls.into_iter().map(ToolCallDelta::whole).collect()),
-                            model: Some(model),
+                            extras: ChunkExtras::boxed(
+                                parts.usage,
+                                (!parts.tool_calls.is_empty()).then(|| {
+                                    parts.tool_calls.into_iter().map(ToolCallDelta::whole).collect()
+                                }),
+                                Some(model),
+                            ),
                             data: bytes,
                         }))
                     })

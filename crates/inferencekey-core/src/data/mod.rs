@@ -23,6 +23,8 @@ pub use crate::event::ToolCallDelta;
 pub use client::{DataClient, Endpoint};
 pub use request::{checked_top_n, ChatOptions, ChatRequest, EmbedOptions, EmbeddingFormat};
 pub(crate) use response::{content_text, inband_error};
-pub use response::{ChatChunk, ChatCompletion, Embeddings, Rerank, RerankResult, ToolCall, Usage};
+pub use response::{
+    ChatChunk, ChatCompletion, ChunkExtras, Embeddings, Rerank, RerankResult, ToolCall, Usage,
+};
 pub(crate) use stream::decode_stream;
 pub use stream::{no_final_result, ChatStream, StreamedReply, Unfinished};

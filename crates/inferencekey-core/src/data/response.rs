@@ -41,19 +41,49 @@ pub struct ChatChunk {
     pub text: String,
     /// Set only on the chunk that carries it.
     pub finish_reason: Option<String>,
-    /// Set only on the chunk that carries it (the usage chunk a stream sends when asked with
-    /// `stream_options={"include_usage": true}`, or a finish chunk that carries it).
-    pub usage: Option<Usage>,
-    /// Tool-call fragments of this chunk, assembled by the stream into whole calls (not shown per chunk).
-    pub tool_calls: Option<Vec<ToolCallDelta>>,
-    /// The reply's `model`, on the stream's first chunk only.
-    pub model: Option<String>,
+    /// What few chunks carry (usage, tool-call fragments, the model on the first chunk), boxed so that the
+    /// common chunk stays small; `None` when the chunk carries none of it.
+    pub extras: Option<Box<ChunkExtras>>,
     /// The chunk JSON as received (already validated): kept as bytes so the stream builds no JSON tree per
     /// chunk; `raw` parses it on demand.
     pub data: Bytes,
 }
 
+/// The rarely present parts of a chunk.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChunkExtras {
+    /// The reply's token counts: on the usage chunk a stream sends when asked with
+    /// `stream_options={"include_usage": true}`, or a finish chunk that carries them.
+    pub usage: Option<Usage>,
+    /// Tool-call fragments of this chunk, assembled by the stream into whole calls (not shown per chunk).
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// The reply's `model`, on the stream's first chunk only.
+    pub model: Option<String>,
+}
+
+impl ChunkExtras {
+    /// The extras, boxed, or `None` when all are absent.
+    pub(crate) fn boxed(
+        usage: Option<Usage>,
+        tool_calls: Option<Vec<ToolCallDelta>>,
+        model: Option<String>,
+    ) -> Option<Box<Self>> {
+        (usage.is_some() || tool_calls.is_some() || model.is_some()).then(|| {
+            Box::new(Self {
+                usage,
+                tool_calls,
+                model,
+            })
+        })
+    }
+}
+
 impl ChatChunk {
+    /// The chunk's usage, when it carries one.
+    pub fn usage(&self) -> Option<Usage> {
+        self.extras.as_ref().and_then(|extras| extras.usage)
+    }
+
     /// The chunk JSON (`Value::Null` if `data` is not JSON, which no chunk the SDK yields can be).
     pub fn raw(&self) -> Value {
         serde_json::from_slice(&self.data).unwrap_or(Value::Null)

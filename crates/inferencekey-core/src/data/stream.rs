@@ -70,13 +70,16 @@ impl StreamedReply {
         if chunk.finish_reason.is_some() {
             self.finish_reason.clone_from(&chunk.finish_reason);
         }
-        if chunk.usage.is_some() {
-            self.usage = chunk.usage;
+        let Some(extras) = &chunk.extras else {
+            return;
+        };
+        if extras.usage.is_some() {
+            self.usage = extras.usage;
         }
         if self.model.is_none() {
-            self.model.clone_from(&chunk.model);
+            self.model.clone_from(&extras.model);
         }
-        if let Some(deltas) = &chunk.tool_calls {
+        if let Some(deltas) = &extras.tool_calls {
             for (position, delta) in deltas.iter().enumerate() {
                 self.merge(position, delta);
             }
@@ -334,9 +337,7 @@ impl StreamState<'_> {
         batch.push(ChatChunk {
             text: fields.text,
             finish_reason: fields.finish_reason,
-            usage: fields.usage,
-            tool_calls: fields.tool_calls,
-            model: model.flatten(),
+            extras: ChunkExtras::boxed(fields.usage, fields.tool_calls, model.flatten()),
             data: Bytes::copy_from_slice(data),
         });
     }
@@ -380,8 +381,9 @@ pub(super) async fn pump(
         error: None,
     };
     let mut batch = Vec::new();
+    let mut timer = endpoint.transport.idle_timer();
     loop {
-        let ended = match endpoint.transport.next_chunk(&mut response).await {
+        let ended = match timer.next_chunk(&mut response).await {
             Ok(Some(bytes)) => {
                 state.feed(&mut decoder, &bytes, &mut batch);
                 false

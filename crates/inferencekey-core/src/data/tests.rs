@@ -812,9 +812,7 @@ fn chunk(text: &str) -> ChatChunk {
     ChatChunk {
         text: text.into(),
         finish_reason: None,
-        usage: None,
-        tool_calls: None,
-        model: None,
+        extras: None,
         data: Bytes::from_static(b"{}"),
     }
 }
@@ -881,9 +879,7 @@ async fn ready_stream_yields_then_finishes() {
     let mut stream = ChatStream::ready(ChatChunk {
         text: "x".into(),
         finish_reason: Some("stop".into()),
-        usage: None,
-        tool_calls: None,
-        model: None,
+        extras: None,
         data: Bytes::from_static(b"{}"),
     });
     let batch = stream.next_batch(8).await.unwrap();
@@ -908,14 +904,17 @@ data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"conte
 data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":32,\"total_tokens\":35,\"completion_tokens\":3}}\n\n\
 data: [DONE]\n\n";
     let (chunks, _) = stream_events(vllm);
-    assert_eq!(chunks[0].model.as_deref(), Some("m"));
-    assert!(chunks[1].model.is_none() && chunks[1].usage.is_none());
+    assert_eq!(
+        chunks[0].extras.as_ref().unwrap().model.as_deref(),
+        Some("m")
+    );
+    assert!(chunks[1].extras.is_none());
     let usage = Usage {
         prompt_tokens: 32,
         completion_tokens: 3,
         total_tokens: 35,
     };
-    assert_eq!(chunks[2].usage, Some(usage));
+    assert_eq!(chunks[2].usage(), Some(usage));
     let reply = assembled(vllm).await;
     assert_eq!(
         (
@@ -929,7 +928,15 @@ data: [DONE]\n\n";
     // SGLang's explicit nulls carry no usage.
     let sglang = b"data: {\"id\":\"1\",\"model\":\"s\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\",\"tool_calls\":null},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
     let (chunks, _) = stream_events(sglang);
-    assert!(chunks[0].usage.is_none() && chunks[0].tool_calls.is_none());
+    let extras = chunks[0].extras.as_ref().unwrap();
+    assert_eq!(
+        (
+            extras.usage,
+            extras.tool_calls.as_ref(),
+            extras.model.as_deref()
+        ),
+        (None, None, Some("s"))
+    );
 }
 
 #[tokio::test]
