@@ -390,3 +390,32 @@ def test_endpoint_hands_its_key_to_other_clients_without_showing_it(platform: Lo
     assert reply.choices[0].message.content
     with pytest.raises(AttributeError):
         ep.api_key = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("backend", DIALECTS)
+def test_the_openai_client_gets_tool_calls_and_structured_output(
+    platform: LocalPlatform, deploy: Deploy, backend: str
+) -> None:
+    # The local platform's replies decode in the openai client too: schema-valid tool calls (unary and streamed,
+    # assembled from each dialect's fragments) and structured output.
+    ep = deploy(backend=backend)
+    client = openai_client(platform, ep.base_url)
+    messages = [{"role": "user", "content": "What is it like in Paris?"}]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    reply = client.chat.completions.create(model="support-bot", messages=messages, tools=[WEATHER], tool_choice=named)
+    (call,) = reply.choices[0].message.tool_calls
+    assert call.function.name == "get_weather"
+    assert valid(json.loads(call.function.arguments), WEATHER["function"]["parameters"])  # type: ignore[index]
+    fragments: dict[int, str] = {}
+    for chunk in client.chat.completions.create(
+        model="support-bot", messages=messages, tools=[WEATHER], tool_choice="required", stream=True
+    ):
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            fragments[delta.index] = fragments.get(delta.index, "") + (delta.function.arguments or "")
+    assert valid(json.loads(fragments[0]), WEATHER["function"]["parameters"])  # type: ignore[index]
+    structured = client.chat.completions.create(
+        model="support-bot",
+        messages=[{"role": "user", "content": "Describe someone"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+    )
+    assert valid(json.loads(structured.choices[0].message.content or ""), PERSON)

@@ -166,6 +166,9 @@ def test_block_runs(block: Block | Missing, tmp_path: Path) -> None:
         # The blocks print the engines' replies, which are not ASCII: UTF-8 into the pipe, as a console would take
         # them (Windows' pipes would otherwise encode with the ANSI code page and fail).
         env["PYTHONIOENCODING"] = "utf-8"
+        # LiteLLM fetches a model price list from the internet at import unless told to use its bundled copy; the
+        # test machines have no internet, and the example needs no prices.
+        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         done = subprocess.run(
             command, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT
         )
