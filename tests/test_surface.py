@@ -445,3 +445,17 @@ def test_package_modules_import_the_module_they_mean() -> None:
                     f"{source.name}:{node.lineno}: import inferencekey" for a in node.names if a.name == "inferencekey"
                 ]
     assert offenders == []
+
+
+def test_the_asyncio_classes_still_load_from_their_earlier_module() -> None:
+    # Earlier builds defined them in inferencekey._async; pickles naming that module must still load.
+    import pickle
+
+    from inferencekey import _async
+
+    for name in ("AsyncDataClient", "AsyncEndpoint", "AsyncManagementClient", "AsyncTextStream"):
+        assert getattr(_async, name) is getattr(inferencekey, name)
+    old = pickle.dumps(inferencekey.ApiError, protocol=0).replace(
+        b"inferencekey\nApiError", b"inferencekey._async\nAsyncDataClient"
+    )
+    assert pickle.loads(old) is inferencekey.AsyncDataClient

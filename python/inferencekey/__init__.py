@@ -24,13 +24,12 @@ serves, call its OpenAI-compatible ``Endpoint`` (text, streaming, embeddings, re
 import logging as _logging
 import warnings as _warnings
 
-from inferencekey._async import AsyncDataClient, AsyncEndpoint, AsyncManagementClient, AsyncTextStream
 from inferencekey._batch import EmbedProgress
 from inferencekey._core import MAX_SSE_EVENT_BYTES as _MAX_SSE_EVENT_BYTES
 from inferencekey._core import __version__ as _native_version
 from inferencekey._core import log_level_from_env as _log_level_from_env
-from inferencekey._data import DataClient, Endpoint, TextStream
-from inferencekey._management import ManagementClient
+from inferencekey._data import AsyncDataClient, AsyncEndpoint, AsyncTextStream, DataClient, Endpoint, TextStream
+from inferencekey._management import AsyncManagementClient, ManagementClient
 from inferencekey.enums import Backend, ExecutionPolicy, OnDrift, TaskType
 from inferencekey.exceptions import (
     ApiConnectionError,

@@ -1,4 +1,5 @@
-"""``ManagementClient``: the control-plane client (``ik_sdk_`` token) that provisions and reconciles workloads.
+"""``ManagementClient`` and its asyncio twin ``AsyncManagementClient``: the control-plane clients (``ik_sdk_`` token)
+that provision and reconcile workloads, side by side over one shared base.
 
 Every request, check and decision is made by the native core; this module only shapes arguments and results,
 and shows drift (warning, log) and readiness progress the Python way.
@@ -11,7 +12,8 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from inferencekey._closing import Closing
+from inferencekey._aio import run
+from inferencekey._closing import AsyncClosing, Closing
 from inferencekey._core import Ensured
 from inferencekey._core import ManagementClient as NativeManagementClient
 from inferencekey._pickling import rebuild_client
@@ -20,7 +22,7 @@ from inferencekey.enums import OnDrift
 from inferencekey.exceptions import DriftWarning
 from inferencekey.types import EndpointRef, Plan, ReadinessEvent, WorkloadSpec
 
-__all__ = ["ManagementClient"]
+__all__ = ["AsyncManagementClient", "ManagementClient"]
 
 logger = logging.getLogger("inferencekey")
 
@@ -137,6 +139,8 @@ class ManagementClient(_ManagementBase, Closing):
         timeout: The longest silence, in seconds, allowed while reading a response.
         connect_timeout: The longest wait, in seconds, for a connection to the platform.
         max_retries: How many times a transient failure is retried (see the retry policy).
+        default_headers: Headers sent with every request (for a gateway or a tenant); ``Authorization`` is
+            refused, since the client sends its own credential.
     """
 
     def ensure(
@@ -260,3 +264,87 @@ class Progress:
         """Finish the live view, if one is shown."""
         if self._view is not None:
             self._view.close()
+
+
+class AsyncManagementClient(_ManagementBase, AsyncClosing):
+    """The asyncio twin of ``ManagementClient``: the same methods and arguments, each awaited.
+
+    Control-plane client, scoped to one project by its ``ik_sdk_`` token. One client keeps one connection pool:
+    reuse it, and ``await close()`` it (or use ``async with``) when done.
+
+    Args:
+        base_url: The platform's base URL, e.g. ``https://api.inferencekey.com``.
+        sdk_token: The ``ik_sdk_`` control token. A blank token raises ``ConfigurationError``; an ``ik_live_`` data
+            key raises ``PermissionDenied``.
+        project: The default project slug for calls that do not name one.
+        timeout: The longest silence, in seconds, allowed while reading a response.
+        connect_timeout: The longest wait, in seconds, for a connection to the platform.
+        max_retries: How many times a transient failure is retried (see the retry policy).
+        default_headers: Headers sent with every request (for a gateway or a tenant); ``Authorization`` is
+            refused, since the client sends its own credential.
+    """
+
+    async def ensure(
+        self,
+        spec: WorkloadSpec,
+        *,
+        on_drift: OnDrift | str = OnDrift.RECONCILE,
+        project: str | None = None,
+    ) -> EndpointRef:
+        """Idempotently provision or reconcile ``spec`` and return the ref of its endpoint.
+
+        Behaves as ``ManagementClient.ensure``: ``on_drift`` decides what a drifted workload gets (``reconcile``,
+        ``fail`` raising ``DriftError``, ``dry_run`` logging the plan, ``warn`` emitting a ``DriftWarning``,
+        ``ignore``).
+
+        Raises:
+            ValidationError: ``on_drift`` is not one of the accepted values, or the spec is invalid.
+            DriftError: ``on_drift="fail"`` and the workload drifted.
+        """
+        return _ensured(await run(self._native.ensure(spec, on_drift, project)))
+
+    async def plan(self, spec: WorkloadSpec, *, project: str | None = None) -> Plan:
+        """Compute what ``ensure(spec)`` would do (create, update which fields, or nothing), changing nothing."""
+        return await run(self._native.plan(spec, project))
+
+    async def wait_until_ready(
+        self,
+        workload_slug: str,
+        *,
+        project: str | None = None,
+        timeout: float = 600.0,
+        on_progress: Callable[[ReadinessEvent], None] | None = None,
+        silent: bool = False,
+    ) -> None:
+        """Wait until ``workload_slug`` is serving, reporting progress as ``ManagementClient.wait_until_ready`` does.
+
+        Progress goes to ``on_progress`` when given; otherwise a live view is written to stderr, unless ``silent``.
+
+        Raises:
+            ApiError: The platform reported the ``error`` phase (the message is the platform's).
+            WaitTimeoutError: ``timeout`` seconds passed first (also a builtin ``TimeoutError``).
+        """
+        watch = self._native.watch_readiness(workload_slug, project, timeout)
+        progress = Progress(on_progress, silent)
+        try:
+            while (event := await run(watch.next())) is not None:
+                if progress.report(event):
+                    break
+        finally:
+            progress.close()
+
+    async def delete(self, workload_slug: str, *, project: str | None = None) -> bool:
+        """Delete the workload; ``True`` if it existed and was removed, ``False`` if it was already gone.
+
+        Raises:
+            PermissionDenied: The token is for another project or lacks the delete capability.
+        """
+        return await run(self._native.delete(workload_slug, project))
+
+    async def list_workloads(self, *, project: str | None = None) -> list[dict[str, Any]]:
+        """The project's workloads, as the platform's JSON objects."""
+        return await run(self._native.list(project))
+
+    async def close(self) -> None:
+        """Close the client's pooled connections (a later call opens new ones)."""
+        self._native.close()
