@@ -156,11 +156,15 @@ def test_local_platform_handle() -> None:
         assert lp.url.startswith("http://127.0.0.1:")
         assert SDK_TOKEN.match(lp.sdk_token)
         assert LIVE_KEY.match(lp.api_key)
+        no_proxy = lp.env["NO_PROXY"]
+        assert "127.0.0.1" in no_proxy.split(",")
         assert lp.env == {
             "INFERENCEKEY_BASE_URL": lp.url,
             "INFERENCEKEY_PROJECT": "handle",
             "INFERENCEKEY_SDK_TOKEN": lp.sdk_token,
             "INFERENCEKEY_API_KEY": lp.api_key,
+            "NO_PROXY": no_proxy,
+            "no_proxy": no_proxy,
         }
         lines = lp.ready_text.splitlines()
         assert json.loads(lines[0]) == {

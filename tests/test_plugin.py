@@ -73,7 +73,10 @@ def test_fixtures_give_clients_and_environment(
         "INFERENCEKEY_PROJECT",
         "INFERENCEKEY_SDK_TOKEN",
         "INFERENCEKEY_API_KEY",
+        "NO_PROXY",
+        "no_proxy",
     }
+    assert "127.0.0.1" in inferencekey_env["NO_PROXY"].split(",")
     assert ManagementClient.from_env().base_url == inferencekey_env["INFERENCEKEY_BASE_URL"]
     inferencekey_management.ensure(WorkloadSpec(name="b", slug="b", model="m", backend="vllm"))
     inferencekey_management.wait_until_ready("b", timeout=30, silent=True)  # ready at once by default

@@ -305,6 +305,9 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
                 ("connect_timeout", KW, 10.0),
                 ("max_retries", KW, 2),
                 ("default_headers", KW, None),
+                ("verify", KW, True),
+                ("cert", KW, None),
+                ("proxy", KW, None),
             ],
         ),
         (
@@ -339,6 +342,9 @@ def parameters(func: Any) -> list[tuple[str, Any, Any]]:
                 ("connect_timeout", KW, 10.0),
                 ("max_retries", KW, 2),
                 ("default_headers", KW, None),
+                ("verify", KW, True),
+                ("cert", KW, None),
+                ("proxy", KW, None),
             ],
         ),
         (

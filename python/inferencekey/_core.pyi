@@ -128,6 +128,9 @@ class ManagementClient:
         timeout: float,
         max_retries: int,
         default_headers: dict[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        proxy: str | None = None,
     ) -> Self: ...
     def with_options(
         self, timeout: float | None, max_retries: int | None, default_headers: dict[str, str] | None
@@ -166,6 +169,9 @@ class DataClient:
         timeout: float,
         max_retries: int,
         default_headers: dict[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        proxy: str | None = None,
     ) -> Self: ...
     def with_options(
         self, timeout: float | None, max_retries: int | None, default_headers: dict[str, str] | None

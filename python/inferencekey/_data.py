@@ -7,6 +7,7 @@ runtime and resolves an asyncio future; cancelling the await aborts the task and
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -16,6 +17,7 @@ from inferencekey._closing import AsyncClosing, Closing
 from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, ChatStream, ChunkBatch
 from inferencekey._core import DataClient as NativeDataClient
 from inferencekey._core import Endpoint as NativeEndpoint
+from inferencekey._network import CertFiles
 from inferencekey._pickling import rebuild_client, rebuild_endpoint
 from inferencekey.chat import ChatTool, ResponseFormat, StreamOptions, ToolChoice
 from inferencekey.types import EmbedResult, RerankResult, TextChunk, TextResult
@@ -46,6 +48,9 @@ class _DataBase:
         connect_timeout: float = 10.0,
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] = True,
+        cert: CertFiles | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._native = NativeDataClient(
             base_url=base_url,
@@ -56,6 +61,9 @@ class _DataBase:
             timeout=timeout,
             max_retries=max_retries,
             default_headers=None if default_headers is None else dict(default_headers),
+            verify=verify,
+            cert=cert,
+            proxy=proxy,
         )
 
     @classmethod
@@ -69,6 +77,9 @@ class _DataBase:
         connect_timeout: float = 10.0,
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] = True,
+        cert: CertFiles | None = None,
+        proxy: str | None = None,
     ) -> _D:
         """Build a client from configuration, each value resolved as explicit > environment > default.
 
@@ -85,6 +96,9 @@ class _DataBase:
             timeout=timeout,
             max_retries=max_retries,
             default_headers=None if default_headers is None else dict(default_headers),
+            verify=verify,
+            cert=cert,
+            proxy=proxy,
         )
         return client
 
@@ -104,6 +118,9 @@ class _DataBase:
         timeout: float | None = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] = True,
+        cert: CertFiles | None = None,
+        proxy: str | None = None,
     ) -> _D:
         """A copy of this client with other settings that shares its connection pool (no new connections, cheap to
         make per request or per tenant); each argument left ``None`` keeps this client's. ``default_headers`` are
@@ -141,6 +158,13 @@ class DataClient(_DataBase, Closing):
         max_retries: How many times a transient failure is retried (see the retry policy).
         default_headers: Headers sent with every request (for a gateway or a tenant); ``Authorization`` is
             refused, since the client sends its own credential.
+        verify: Which certificates to trust: ``True`` (the operating system's store, ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR``, and the bundled roots), the path of a PEM bundle (only those), or ``False`` (no
+            verification; logged once as a warning, never the default).
+        cert: A client certificate for mutual TLS: the path of a PEM file holding the certificate and its key, or a
+            ``(cert, key)`` pair of paths.
+        proxy: A proxy for every request (``http://``, ``https://``, ``socks5://``), replacing ``HTTPS_PROXY``,
+            ``HTTP_PROXY`` and ``ALL_PROXY``; ``NO_PROXY`` still applies. ``None``: the environment's.
     """
 
     def endpoint(self, workload_slug: str, *, api_key: str | None = None) -> Endpoint:
@@ -436,6 +460,13 @@ class AsyncDataClient(_DataBase, AsyncClosing):
         max_retries: How many times a transient failure is retried (see the retry policy).
         default_headers: Headers sent with every request (for a gateway or a tenant); ``Authorization`` is
             refused, since the client sends its own credential.
+        verify: Which certificates to trust: ``True`` (the operating system's store, ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR``, and the bundled roots), the path of a PEM bundle (only those), or ``False`` (no
+            verification; logged once as a warning, never the default).
+        cert: A client certificate for mutual TLS: the path of a PEM file holding the certificate and its key, or a
+            ``(cert, key)`` pair of paths.
+        proxy: A proxy for every request (``http://``, ``https://``, ``socks5://``), replacing ``HTTPS_PROXY``,
+            ``HTTP_PROXY`` and ``ALL_PROXY``; ``NO_PROXY`` still applies. ``None``: the environment's.
     """
 
     def endpoint(self, workload_slug: str, *, api_key: str | None = None) -> AsyncEndpoint:

@@ -8,6 +8,7 @@ and shows drift (warning, log) and readiness progress the Python way.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from inferencekey._aio import run
 from inferencekey._closing import AsyncClosing, Closing
 from inferencekey._core import Ensured
 from inferencekey._core import ManagementClient as NativeManagementClient
+from inferencekey._network import CertFiles
 from inferencekey._pickling import rebuild_client
 from inferencekey._progress import ProgressView
 from inferencekey.enums import OnDrift
@@ -44,6 +46,9 @@ class _ManagementBase:
         connect_timeout: float = 10.0,
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] = True,
+        cert: CertFiles | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._native = NativeManagementClient(
             base_url=base_url,
@@ -54,6 +59,9 @@ class _ManagementBase:
             timeout=timeout,
             max_retries=max_retries,
             default_headers=None if default_headers is None else dict(default_headers),
+            verify=verify,
+            cert=cert,
+            proxy=proxy,
         )
 
     @classmethod
@@ -67,6 +75,9 @@ class _ManagementBase:
         connect_timeout: float = 10.0,
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] = True,
+        cert: CertFiles | None = None,
+        proxy: str | None = None,
     ) -> _M:
         """Build a client from configuration, each value resolved as explicit > environment > default.
 
@@ -83,6 +94,9 @@ class _ManagementBase:
             timeout=timeout,
             max_retries=max_retries,
             default_headers=None if default_headers is None else dict(default_headers),
+            verify=verify,
+            cert=cert,
+            proxy=proxy,
         )
         return client
 
@@ -102,6 +116,9 @@ class _ManagementBase:
         timeout: float | None = None,
         max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
+        verify: bool | str | os.PathLike[str] = True,
+        cert: CertFiles | None = None,
+        proxy: str | None = None,
     ) -> _M:
         """A copy of this client with other settings that shares its connection pool (no new connections, cheap to
         make per request or per tenant); each argument left ``None`` keeps this client's. ``default_headers`` are
@@ -141,6 +158,13 @@ class ManagementClient(_ManagementBase, Closing):
         max_retries: How many times a transient failure is retried (see the retry policy).
         default_headers: Headers sent with every request (for a gateway or a tenant); ``Authorization`` is
             refused, since the client sends its own credential.
+        verify: Which certificates to trust: ``True`` (the operating system's store, ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR``, and the bundled roots), the path of a PEM bundle (only those), or ``False`` (no
+            verification; logged once as a warning, never the default).
+        cert: A client certificate for mutual TLS: the path of a PEM file holding the certificate and its key, or a
+            ``(cert, key)`` pair of paths.
+        proxy: A proxy for every request (``http://``, ``https://``, ``socks5://``), replacing ``HTTPS_PROXY``,
+            ``HTTP_PROXY`` and ``ALL_PROXY``; ``NO_PROXY`` still applies. ``None``: the environment's.
     """
 
     def ensure(
@@ -282,6 +306,13 @@ class AsyncManagementClient(_ManagementBase, AsyncClosing):
         max_retries: How many times a transient failure is retried (see the retry policy).
         default_headers: Headers sent with every request (for a gateway or a tenant); ``Authorization`` is
             refused, since the client sends its own credential.
+        verify: Which certificates to trust: ``True`` (the operating system's store, ``SSL_CERT_FILE`` and
+            ``SSL_CERT_DIR``, and the bundled roots), the path of a PEM bundle (only those), or ``False`` (no
+            verification; logged once as a warning, never the default).
+        cert: A client certificate for mutual TLS: the path of a PEM file holding the certificate and its key, or a
+            ``(cert, key)`` pair of paths.
+        proxy: A proxy for every request (``http://``, ``https://``, ``socks5://``), replacing ``HTTPS_PROXY``,
+            ``HTTP_PROXY`` and ``ALL_PROXY``; ``NO_PROXY`` still applies. ``None``: the environment's.
     """
 
     async def ensure(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from inferencekey._closing import Closing
 from inferencekey._core import LocalPlatform as NativeLocalPlatform
 from inferencekey._core import redact
+from inferencekey._network import proxy_free_env
 
 __all__ = ["LocalPlatform"]
 
@@ -69,12 +70,15 @@ class LocalPlatform(Closing):
 
     @property
     def env(self) -> dict[str, str]:
-        """The four ``INFERENCEKEY_`` environment variables that point the SDK at this platform."""
+        """The environment that points the SDK at this platform: the four ``INFERENCEKEY_`` variables, and
+        ``NO_PROXY``/``no_proxy`` with the platform's address added to the current environment's entries, so a proxy
+        set for other traffic (``HTTP_PROXY``, common in CI) never gets its loopback requests."""
         return {
             "INFERENCEKEY_BASE_URL": self.url,
             "INFERENCEKEY_PROJECT": self.project,
             "INFERENCEKEY_SDK_TOKEN": self.sdk_token,
             "INFERENCEKEY_API_KEY": self.api_key,
+            **proxy_free_env(self.url),
         }
 
     def stop(self) -> None:

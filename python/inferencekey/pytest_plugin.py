@@ -21,14 +21,21 @@ import pytest
 
 from inferencekey._data import DataClient
 from inferencekey._management import ManagementClient
+from inferencekey._network import proxy_free_env
 from inferencekey.local import LocalPlatform
 from inferencekey.testing import LocalAdmin
 
 
 @pytest.fixture(scope="session")
 def inferencekey_platform() -> Iterator[LocalPlatform]:
-    """One local platform for the test session, on 127.0.0.1 and a free port; stopped when the session ends."""
-    with LocalPlatform() as platform:
+    """One local platform for the test session, on 127.0.0.1 and a free port; stopped when the session ends.
+
+    For the session, ``NO_PROXY`` (and ``no_proxy``) also name the platform's address, keeping their entries: the
+    clients of the tests and of the application under test reach it directly even with ``HTTP_PROXY`` set.
+    """
+    with LocalPlatform() as platform, pytest.MonkeyPatch.context() as patch:
+        for name, value in proxy_free_env(platform.url).items():
+            patch.setenv(name, value)
         yield platform
 
 

@@ -36,6 +36,10 @@ ROUTES: dict[str, str] = {
 }
 
 
+# The admin API is on loopback: never through a proxy, whatever HTTP_PROXY says (urllib would honour it).
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class LocalAdmin:
     """The admin API (``/_local/``) of a running ``LocalPlatform``, on the standard library only.
 
@@ -60,7 +64,7 @@ class LocalAdmin:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with _DIRECT.open(request, timeout=10) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as err:
             status, raw = err.code, err.read()

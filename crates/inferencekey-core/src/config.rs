@@ -154,6 +154,13 @@ pub struct TransportOptions {
     pub user_agent: String,
     /// Headers sent with every request (`default_headers`: for gateways and tenants), never `Authorization`.
     pub headers: reqwest::header::HeaderMap,
+    /// Which certificates to trust.
+    pub verify: crate::net::Verify,
+    /// The client certificate for mutual TLS.
+    pub client_cert: Option<crate::net::ClientCert>,
+    /// The proxy for every request, replacing the environment's (`NO_PROXY` still applies); `None`: the
+    /// environment's (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+    pub proxy: Option<String>,
 }
 
 impl TransportOptions {
@@ -161,6 +168,20 @@ impl TransportOptions {
     /// headers).
     pub fn with_default_headers(mut self, pairs: &[(String, String)]) -> Result<Self> {
         self.headers = crate::transport::header_map(pairs, "default_headers")?;
+        Ok(self)
+    }
+
+    /// These options with the network settings a user gave: `verify` (trust), `client_cert` (mutual TLS) and
+    /// `proxy` (checked: a supported scheme and a host). Files are read when the client is built.
+    pub fn with_network(
+        mut self,
+        verify: crate::net::Verify,
+        client_cert: Option<crate::net::ClientCert>,
+        proxy: Option<&str>,
+    ) -> Result<Self> {
+        self.proxy = proxy.map(crate::net::checked_proxy).transpose()?;
+        self.verify = verify;
+        self.client_cert = client_cert;
         Ok(self)
     }
 
@@ -181,6 +202,9 @@ impl TransportOptions {
             max_retries: at_least("max_retries", max_retries, 0)?,
             user_agent: Self::user_agent_for(client),
             headers: reqwest::header::HeaderMap::new(),
+            verify: crate::net::Verify::Default,
+            client_cert: None,
+            proxy: None,
         })
     }
 
@@ -199,6 +223,9 @@ impl Default for TransportOptions {
             max_retries: 2,
             user_agent: Self::user_agent_for("rust"),
             headers: reqwest::header::HeaderMap::new(),
+            verify: crate::net::Verify::Default,
+            client_cert: None,
+            proxy: None,
         }
     }
 }

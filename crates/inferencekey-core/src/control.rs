@@ -708,6 +708,7 @@ impl ReadinessWatch {
                 Ok(Err(AttemptError { error, failure })) => {
                     let transient = match failure {
                         Failure::Connect | Failure::Transport => true,
+                        Failure::Permanent => false,
                         Failure::Status {
                             status,
                             retry_after,

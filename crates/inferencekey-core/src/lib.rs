@@ -17,6 +17,7 @@ mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod manifest;
+pub mod net;
 mod plan;
 mod quote;
 mod spec;

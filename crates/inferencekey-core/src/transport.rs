@@ -14,6 +14,7 @@ use reqwest::header::{
 
 use crate::config::{host_of, TransportOptions};
 use crate::error::{Error, ErrorKind, Result};
+use crate::net::Verify;
 use crate::token::Secret;
 
 /// Path segments keep only RFC 3986 unreserved characters; everything else is percent-encoded.
@@ -64,6 +65,8 @@ pub(crate) enum Failure {
     Connect,
     /// The connection failed or timed out after the request may have been sent.
     Transport,
+    /// A failure no retry can cure (a certificate the client does not trust, a refused client certificate).
+    Permanent,
     /// The server answered with a non-2xx status.
     Status {
         status: u16,
@@ -91,6 +94,7 @@ pub(crate) fn retry_delay(
         return None;
     }
     let retry_after = match failure {
+        Failure::Permanent => return None,
         Failure::Connect => None,
         Failure::Transport if method.is_idempotent() => None,
         Failure::Transport => return None,
@@ -212,6 +216,8 @@ pub(crate) struct Transport {
     max_retries: u32,
     /// Sent with every request (the client's `default_headers`, then a call's `extra_headers`).
     headers: Arc<HeaderMap>,
+    /// The `host:port` of the proxy requests go through, if any (for messages).
+    proxy: Option<Arc<str>>,
 }
 
 /// Why reading a response failed: the connection, or no data for the read timeout.
@@ -321,18 +327,58 @@ pub(crate) fn header_map(pairs: &[(String, String)], what: &str) -> Result<Heade
 impl Transport {
     /// A pool for `base_url` (already normalized).
     pub(crate) fn new(base_url: String, options: &TransportOptions) -> Result<Self> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(options.user_agent.as_str())
             .connect_timeout(options.connect_timeout)
             .pool_idle_timeout(POOL_IDLE)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|err| {
-                Error::configuration(format!(
-                    "configuration error: cannot build the HTTP client: {err}"
-                ))
-            })?;
+            .tcp_nodelay(true);
+        match &options.verify {
+            Verify::Default => {}
+            Verify::Bundle(path) => {
+                builder = builder.tls_built_in_root_certs(false);
+                for cert in crate::net::bundle_certificates(path)? {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            Verify::Off => {
+                crate::net::warn_verify_off();
+                builder = builder.danger_accept_invalid_certs(true);
+            }
+        }
+        if let Some(cert) = &options.client_cert {
+            builder = builder.identity(crate::net::identity(cert)?);
+        }
+        if let Some(proxy) = &options.proxy {
+            let proxy = reqwest::Proxy::all(proxy.as_str())
+                .map_err(|err| {
+                    Error::configuration(format!(
+                        "configuration error: proxy {:?} is not a valid proxy URL: {err}",
+                        crate::net::proxy_address(proxy)
+                    ))
+                })?
+                .no_proxy(reqwest::NoProxy::from_env());
+            builder = builder.proxy(proxy);
+        }
+        let client = builder.build().map_err(|err| {
+            Error::configuration(format!(
+                "configuration error: cannot build the HTTP client: {}",
+                error_chain(&err)
+            ))
+        })?;
+        // The proxy requests go through, named in connection errors (`proxy=`, or the environment's).
+        let proxy = match &options.proxy {
+            Some(proxy) => {
+                let host = host_of(&base_url);
+                let bypassed = std::env::var("NO_PROXY")
+                    .or_else(|_| std::env::var("no_proxy"))
+                    .is_ok_and(|list| {
+                        crate::net::no_proxy_matches(&list, host.split(':').next().unwrap_or(host))
+                    });
+                (!bypassed).then(|| proxy.clone())
+            }
+            None => crate::net::env_proxy_for(&base_url),
+        };
         Ok(Self {
             client,
             base_url: base_url.into(),
@@ -340,6 +386,7 @@ impl Transport {
             read_timeout: options.read_timeout,
             max_retries: options.max_retries,
             headers: Arc::new(options.headers.clone()),
+            proxy: proxy.map(|p| crate::net::proxy_address(&p).to_owned().into()),
         })
     }
 
@@ -546,7 +593,18 @@ impl Transport {
     pub(crate) fn transport_error(&self, err: &reqwest::Error, doing: &str) -> (Error, Failure) {
         let host = self.host();
         let detail = error_chain(err);
+        // A certificate problem is not transient: it is never retried, and says what to do.
+        if let Some(tls) = crate::net::describe_tls_failure(err, host) {
+            return (Error::new(ErrorKind::Connection, tls), Failure::Permanent);
+        }
         if err.is_connect() {
+            if let Some(proxy) = &self.proxy {
+                let error = Error::new(
+                    ErrorKind::Connection,
+                    format!("could not connect to {host} through the proxy {proxy}: {detail}"),
+                );
+                return (error, Failure::Connect);
+            }
             let error = if err.is_timeout() {
                 Error::new(
                     ErrorKind::Timeout,

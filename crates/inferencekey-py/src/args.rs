@@ -191,6 +191,58 @@ pub fn opt_str_pairs(
     Ok(Some(pairs))
 }
 
+/// A path argument: a `str` or an `os.PathLike` (as `os.fspath` gives it).
+fn path(obj: &Bound<'_, PyAny>, name: &str, expected: &str) -> PyResult<std::path::PathBuf> {
+    if obj.cast::<PyString>().is_ok() {
+        return Ok(std::path::PathBuf::from(text(obj, name)?));
+    }
+    let fspath = obj.py().import("os")?.getattr("fspath")?;
+    match fspath.call1((obj,)) {
+        Ok(path) if path.cast::<PyString>().is_ok() => {
+            Ok(std::path::PathBuf::from(text(&path, name)?))
+        }
+        _ => Err(wrong_type_error(obj, name, expected)),
+    }
+}
+
+/// `verify`: `True` (the default trust), `False` (none), or the path of a PEM bundle.
+pub fn verify(obj: &Bound<'_, PyAny>) -> PyResult<inferencekey_core::net::Verify> {
+    use inferencekey_core::net::Verify;
+    if obj.is_none() {
+        return Ok(Verify::Default);
+    }
+    if let Ok(flag) = obj.cast::<PyBool>() {
+        return Ok(if flag.is_true() {
+            Verify::Default
+        } else {
+            Verify::Off
+        });
+    }
+    path(obj, "verify", "a bool or a path").map(Verify::Bundle)
+}
+
+/// `cert`: None, the path of a PEM file with the certificate and its key, or a `(cert, key)` pair of paths.
+pub fn client_cert(obj: &Bound<'_, PyAny>) -> PyResult<Option<inferencekey_core::net::ClientCert>> {
+    use inferencekey_core::net::ClientCert;
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let expected = "a path or a (cert, key) tuple of paths";
+    if let Ok(pair) = obj.cast::<PyTuple>() {
+        if pair.len() != 2 {
+            return Err(wrong_type_error(obj, "cert", expected));
+        }
+        return Ok(Some(ClientCert {
+            cert: path(&pair.get_item(0)?, "cert", expected)?,
+            key: Some(path(&pair.get_item(1)?, "cert", expected)?),
+        }));
+    }
+    Ok(Some(ClientCert {
+        cert: path(obj, "cert", expected)?,
+        key: None,
+    }))
+}
+
 /// An optional `bool` argument (None stays None; an int is not a bool).
 pub fn opt_bool(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<bool>> {
     if obj.is_none() {

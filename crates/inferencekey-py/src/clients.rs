@@ -41,12 +41,36 @@ fn transport_options(
         CLIENT,
     )
     .map_err(|err| to_pyerr(py, err))?;
-    match args::opt_str_pairs(default_headers, "default_headers")? {
+    let options = match args::opt_str_pairs(default_headers, "default_headers")? {
         Some(pairs) => options
             .with_default_headers(&pairs)
-            .map_err(|err| to_pyerr(py, err)),
-        None => Ok(options),
-    }
+            .map_err(|err| to_pyerr(py, err))?,
+        None => options,
+    };
+    Ok(options)
+}
+
+/// The network settings of the Python keyword arguments (`verify`, `cert`, `proxy`; each None: the default), laid
+/// over `options`.
+fn network_options(
+    py: Python<'_>,
+    options: core::TransportOptions,
+    verify: Option<&Bound<'_, PyAny>>,
+    cert: Option<&Bound<'_, PyAny>>,
+    proxy: Option<&Bound<'_, PyAny>>,
+) -> PyResult<core::TransportOptions> {
+    let verify = match verify {
+        Some(verify) => args::verify(verify)?,
+        None => core::net::Verify::Default,
+    };
+    let cert = cert.map(args::client_cert).transpose()?.flatten();
+    let proxy = proxy
+        .map(|p| args::opt_text(p, "proxy"))
+        .transpose()?
+        .flatten();
+    options
+        .with_network(verify, cert, proxy.as_deref())
+        .map_err(|err| to_pyerr(py, err))
 }
 
 /// Overrides of a client's settings from the Python keyword arguments (`headers` named `what` in errors), checked
@@ -186,6 +210,20 @@ fn transport_config<'py>(py: Python<'py>, args: &ClientArgs) -> PyResult<Bound<'
         headers.set_item(name.as_str(), value.to_str().unwrap_or_default())?;
     }
     config.set_item("default_headers", headers)?;
+    match &args.options.verify {
+        core::net::Verify::Default => config.set_item("verify", true)?,
+        core::net::Verify::Off => config.set_item("verify", false)?,
+        core::net::Verify::Bundle(path) => config.set_item("verify", path)?,
+    }
+    match &args.options.client_cert {
+        None => config.set_item("cert", py.None())?,
+        Some(core::net::ClientCert { cert, key: None }) => config.set_item("cert", cert)?,
+        Some(core::net::ClientCert {
+            cert,
+            key: Some(key),
+        }) => config.set_item("cert", (cert, key))?,
+    }
+    config.set_item("proxy", args.options.proxy.as_deref())?;
     Ok(config)
 }
 
@@ -228,7 +266,7 @@ pub struct Ensured {
 #[pymethods]
 impl ManagementClient {
     #[new]
-    #[pyo3(signature = (*, base_url, sdk_token, project, from_env, connect_timeout, timeout, max_retries, default_headers=None))]
+    #[pyo3(signature = (*, base_url, sdk_token, project, from_env, connect_timeout, timeout, max_retries, default_headers=None, verify=None, cert=None, proxy=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -240,6 +278,9 @@ impl ManagementClient {
         timeout: &Bound<'_, PyAny>,
         max_retries: &Bound<'_, PyAny>,
         default_headers: Option<&Bound<'_, PyAny>>,
+        verify: Option<&Bound<'_, PyAny>>,
+        cert: Option<&Bound<'_, PyAny>>,
+        proxy: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let none = py.None().into_bound(py);
         let options = transport_options(
@@ -249,6 +290,7 @@ impl ManagementClient {
             max_retries,
             default_headers.unwrap_or(&none),
         )?;
+        let options = network_options(py, options, verify, cert, proxy)?;
         let args = ClientArgs {
             base_url: args::opt_text(base_url, "base_url")?,
             credential: args::opt_text(sdk_token, "sdk_token")?,
@@ -489,7 +531,7 @@ impl DataClient {
 #[pymethods]
 impl DataClient {
     #[new]
-    #[pyo3(signature = (*, base_url, project, api_key, from_env, connect_timeout, timeout, max_retries, default_headers=None))]
+    #[pyo3(signature = (*, base_url, project, api_key, from_env, connect_timeout, timeout, max_retries, default_headers=None, verify=None, cert=None, proxy=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -501,6 +543,9 @@ impl DataClient {
         timeout: &Bound<'_, PyAny>,
         max_retries: &Bound<'_, PyAny>,
         default_headers: Option<&Bound<'_, PyAny>>,
+        verify: Option<&Bound<'_, PyAny>>,
+        cert: Option<&Bound<'_, PyAny>>,
+        proxy: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let none = py.None().into_bound(py);
         let options = transport_options(
@@ -510,6 +555,7 @@ impl DataClient {
             max_retries,
             default_headers.unwrap_or(&none),
         )?;
+        let options = network_options(py, options, verify, cert, proxy)?;
         let args = ClientArgs {
             base_url: args::opt_text(base_url, "base_url")?,
             credential: args::opt_text(api_key, "api_key")?,
