@@ -20,7 +20,8 @@ Without --seed the tokens are random (kept across restarts with --state-dir); --
 makes them derive from N, for reproducible runs.
 --tls serves HTTPS with a CA and certificate made at start-up (the ready line's ca_path
 names the CA's PEM file); --tls-cert/--tls-key serve given PEM files instead;
---tls-client-ca requires client certificates signed by that CA (mutual TLS).";
+--tls-client-ca requires client certificates signed by that CA (mutual TLS);
+--tls-test-leaf expired|wrong-host serves a generated leaf clients must refuse (tests).";
 
 enum Command {
     Serve(Config),
