@@ -38,6 +38,8 @@ pub struct App {
     pub port: u16,
     /// `--allow-remote`: any host name is accepted.
     pub allow_remote: bool,
+    /// Served over HTTPS (what the Host check's message and default port assume).
+    pub https: bool,
     started: Instant,
     requests: AtomicU64,
 }
@@ -55,6 +57,7 @@ impl App {
             seed,
             port: addr.port(),
             allow_remote: config.allow_remote,
+            https: config.tls.is_on(),
             started: Instant::now(),
             requests: AtomicU64::new(0),
         })

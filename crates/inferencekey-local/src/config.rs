@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LocalError;
+use crate::pki::LeafKind;
 use crate::rng::{mix64, SplitMix64};
 use crate::token::{mint, mint_random, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
 
@@ -30,6 +31,49 @@ pub struct Config {
     pub seed: Option<u64>,
     /// Where to keep state across restarts.
     pub state_dir: Option<PathBuf>,
+    /// HTTPS instead of plain HTTP (default [`Tls::Off`]).
+    pub tls: Tls,
+    /// A PEM file of one or more CA certificates: with TLS on, every client must present a
+    /// certificate signed by one of them (mutual TLS), or the handshake fails. Needs `tls` on.
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Whether and how the local platform serves HTTPS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain HTTP (the default).
+    #[default]
+    Off,
+    /// HTTPS with certificates made at start-up: a fresh CA ("inferencekey local CA") and a
+    /// 7-day server leaf it signs for `127.0.0.1`, `::1` and `localhost` (and the listen address
+    /// when it is another one). The CA is written as `ca.pem` into the state directory, or into
+    /// a temporary directory removed when the platform stops; `ReadyInfo::ca_path` says where.
+    /// `leaf` other than [`LeafKind::Valid`] serves a leaf clients must refuse (for tests).
+    Generate {
+        /// Which leaf to serve.
+        leaf: LeafKind,
+    },
+    /// HTTPS with the given PEM files: the certificate chain (leaf first) and its private key.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+impl Tls {
+    /// HTTPS with a generated CA and a valid leaf.
+    pub fn generate() -> Self {
+        Tls::Generate {
+            leaf: LeafKind::Valid,
+        }
+    }
+
+    /// Whether HTTPS is on.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Tls::Off)
+    }
 }
 
 impl Default for Config {
@@ -41,6 +85,8 @@ impl Default for Config {
             project: "local".to_string(),
             seed: None,
             state_dir: None,
+            tls: Tls::Off,
+            tls_client_ca: None,
         }
     }
 }
@@ -95,7 +141,7 @@ impl ReadyTokens {
 /// What a client needs to talk to the running platform; serialises as the ready line.
 #[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct ReadyInfo {
-    /// Base URL (`http://127.0.0.1:41234`).
+    /// Base URL (`http://127.0.0.1:41234`; `https://...` with TLS on).
     pub url: String,
     /// Default project slug.
     pub project: String,
@@ -105,6 +151,10 @@ pub struct ReadyInfo {
     pub api_key: String,
     /// `ik_admin_` token.
     pub admin_token: String,
+    /// With TLS on and a generated CA: the path of its PEM file (`ca.pem`), for clients to
+    /// trust. Absent from the ready line when `None`, so plain HTTP's line is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_path: Option<String>,
 }
 
 impl std::fmt::Debug for ReadyInfo {
@@ -113,6 +163,7 @@ impl std::fmt::Debug for ReadyInfo {
         f.debug_struct("ReadyInfo")
             .field("url", &self.url)
             .field("project", &self.project)
+            .field("ca_path", &self.ca_path)
             .finish_non_exhaustive()
     }
 }
@@ -126,7 +177,17 @@ impl ReadyInfo {
             sdk_token: tokens.sdk.clone(),
             api_key: tokens.live.clone(),
             admin_token: tokens.admin.clone(),
+            ca_path: None,
         }
+    }
+
+    /// The same platform served over HTTPS: an `https://` URL, and the generated CA's path.
+    pub fn https(mut self, ca_path: Option<String>) -> Self {
+        if let Some(rest) = self.url.strip_prefix("http://") {
+            self.url = format!("https://{rest}");
+        }
+        self.ca_path = ca_path;
+        self
     }
 
     /// The JSON ready line and the four `export` lines, each ending in a newline, exactly as
@@ -203,5 +264,24 @@ mod tests {
             ReadyInfo::new(v6, "p", &ReadyTokens::derive(0)).url,
             "http://[::1]:5"
         );
+    }
+
+    #[test]
+    fn ready_line_names_the_ca_only_with_tls() {
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let plain = ReadyInfo::new(addr, "local", &ReadyTokens::derive(0));
+        let line = serde_json::to_string(&plain).unwrap();
+        assert!(line.starts_with("{\"url\":\"http://127.0.0.1:4000\",\"project\":\"local\","));
+        assert!(line.ends_with(&format!("\"admin_token\":\"{}\"}}", plain.admin_token)));
+        assert!(!line.contains("ca_path"));
+        let tls = plain.clone().https(Some("/tmp/x/ca.pem".to_string()));
+        assert_eq!(tls.url, "https://127.0.0.1:4000");
+        let parsed: serde_json::Value = serde_json::to_value(&tls).unwrap();
+        assert_eq!(parsed["ca_path"], "/tmp/x/ca.pem");
+        assert!(tls
+            .ready_text()
+            .contains("export INFERENCEKEY_BASE_URL=https://127.0.0.1:4000\n"));
+        assert_eq!(plain.clone().https(None).ca_path, None);
+        assert!(!Tls::default().is_on() && Tls::generate().is_on());
     }
 }

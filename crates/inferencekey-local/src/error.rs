@@ -50,6 +50,10 @@ pub enum LocalError {
     /// The operating system's random generator could not be read (for the tokens).
     #[error("cannot read random bytes from the operating system: {0}")]
     Randomness(String),
+    /// HTTPS could not be set up (unreadable or bad certificate, key or client CA file, a
+    /// client CA without TLS, the generated CA not writable).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server thread stopped before it was listening.
     #[error("the local platform stopped during start-up")]
     Startup,

@@ -3,7 +3,7 @@
 //!
 //! Modules read top-down: clock, error, rng, slug, sync, token, event, readiness, settings,
 //! engines, schema, chat, config, reply, auth, host, journal, faults, dialects, sse, state, app, admin, control,
-//! data, server, platform.
+//! data, server, pki, tls, platform.
 
 mod admin;
 mod app;
@@ -20,6 +20,7 @@ mod event;
 mod faults;
 mod host;
 mod journal;
+pub mod pki;
 mod platform;
 mod readiness;
 mod reply;
@@ -31,8 +32,9 @@ mod slug;
 mod sse;
 mod state;
 mod sync;
+mod tls;
 mod token;
 
-pub use config::{Config, ReadyInfo};
+pub use config::{Config, ReadyInfo, Tls};
 pub use error::LocalError;
 pub use platform::LocalPlatform;

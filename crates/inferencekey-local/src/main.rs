@@ -6,16 +6,22 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use inferencekey_local::{Config, LocalPlatform};
+use inferencekey_local::pki::LeafKind;
+use inferencekey_local::{Config, LocalPlatform, Tls};
 
 const USAGE: &str = "\
 usage: inferencekey-local [--port 0] [--host 127.0.0.1] [--allow-remote] [--project local]
                           [--seed N] [--state-dir DIR]
+                          [--tls | --tls-cert PATH --tls-key PATH] [--tls-client-ca PATH]
 
 Runs a local copy of the InferenceKey platform API. Prints a JSON ready line and the
 INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM (Windows: Ctrl+Break).
 Without --seed the tokens are random (kept across restarts with --state-dir); --seed N
-makes them derive from N, for reproducible runs.";
+makes them derive from N, for reproducible runs.
+--tls serves HTTPS with a CA and certificate made at start-up (the ready line's ca_path
+names the CA's PEM file); --tls-cert/--tls-key serve given PEM files instead;
+--tls-client-ca requires client certificates signed by that CA (mutual TLS);
+--tls-test-leaf expired|wrong-host serves a generated leaf clients must refuse (tests).";
 
 enum Command {
     Serve(Config),
@@ -25,6 +31,8 @@ enum Command {
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config::default();
+    let (mut generate, mut leaf) = (false, LeafKind::Valid);
+    let (mut cert, mut key) = (None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -62,8 +70,38 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 config.seed = Some(text.parse().map_err(|_| format!("invalid seed {text:?}"))?);
             }
             "--state-dir" => config.state_dir = Some(PathBuf::from(value("--state-dir")?)),
+            "--tls" => generate = true,
+            // Test knobs (README "TLS"): serve a leaf that verifying clients must refuse.
+            "--tls-test-leaf" => {
+                let text = value("--tls-test-leaf")?;
+                leaf = match text.as_str() {
+                    "expired" => LeafKind::Expired,
+                    "wrong-host" => LeafKind::WrongHost,
+                    _ => {
+                        return Err(format!(
+                            "invalid --tls-test-leaf {text:?} (expired or wrong-host)"
+                        ))
+                    }
+                };
+                generate = true;
+            }
+            "--tls-cert" => cert = Some(PathBuf::from(value("--tls-cert")?)),
+            "--tls-key" => key = Some(PathBuf::from(value("--tls-key")?)),
+            "--tls-client-ca" => {
+                config.tls_client_ca = Some(PathBuf::from(value("--tls-client-ca")?));
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    config.tls = match (generate, cert, key) {
+        (false, None, None) => Tls::Off,
+        (true, None, None) => Tls::Generate { leaf },
+        (false, Some(cert), Some(key)) => Tls::Files { cert, key },
+        (true, _, _) => return Err("--tls and --tls-cert/--tls-key exclude each other".into()),
+        (false, _, _) => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    if config.tls_client_ca.is_some() && !config.tls.is_on() {
+        return Err("--tls-client-ca needs --tls or --tls-cert and --tls-key".into());
     }
     Ok(Command::Serve(config))
 }
@@ -310,5 +348,47 @@ mod tests {
         assert!(parse(&["--port"]).is_err());
         assert!(parse(&["--port", "x"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+        assert_eq!(defaults.tls, Tls::Off);
+        assert_eq!(defaults.tls_client_ca, None);
+    }
+
+    #[test]
+    fn tls_flags() {
+        let serve = |args: &[&str]| match parse(args) {
+            Ok(Command::Serve(config)) => config,
+            Ok(_) => panic!("expected serve"),
+            Err(message) => panic!("{message}"),
+        };
+        assert_eq!(serve(&["--tls"]).tls, Tls::generate());
+        let config = serve(&["--tls", "--tls-client-ca", "/c/ca.pem"]);
+        assert_eq!(config.tls_client_ca, Some(PathBuf::from("/c/ca.pem")));
+        assert_eq!(
+            serve(&["--tls-test-leaf=expired"]).tls,
+            Tls::Generate {
+                leaf: LeafKind::Expired
+            }
+        );
+        assert_eq!(
+            serve(&["--tls", "--tls-test-leaf", "wrong-host"]).tls,
+            Tls::Generate {
+                leaf: LeafKind::WrongHost
+            }
+        );
+        assert_eq!(
+            serve(&["--tls-cert", "c.pem", "--tls-key=k.pem"]).tls,
+            Tls::Files {
+                cert: PathBuf::from("c.pem"),
+                key: PathBuf::from("k.pem")
+            }
+        );
+        for bad in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &["--tls-client-ca", "ca.pem"],
+            &["--tls-test-leaf", "stale"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

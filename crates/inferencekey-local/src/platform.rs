@@ -16,6 +16,7 @@ use crate::error::LocalError;
 use crate::server;
 use crate::slug::canonical_slug;
 use crate::state::StateLock;
+use crate::tls;
 
 /// Worker threads of each platform's runtime (the platform is I/O-bound and small).
 const WORKER_THREADS: usize = 2;
@@ -137,15 +138,29 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
         let local = listener
             .local_addr()
             .map_err(|source| LocalError::Bind { addr, source })?;
-        let app = Arc::new(App::new(&config, local)?);
-        Ok::<_, LocalError>((listener, local, app))
+        let mut app = App::new(&config, local)?;
+        let served = tls::setup(&config, local.ip())?;
+        if let Some(served) = &served {
+            let ca_path = served
+                .ca_path
+                .as_ref()
+                .map(|path| path.to_string_lossy().into_owned());
+            app.info = app.info.clone().https(ca_path);
+        }
+        Ok::<_, LocalError>((listener, local, Arc::new(app), served))
     });
+    // Keeps the generated CA's temporary directory (if any) until the server is gone.
+    let mut temp_dir = None;
     match setup {
-        Ok((listener, local, app)) => {
+        Ok((listener, local, app, served)) => {
+            let acceptor = served.map(|served| {
+                temp_dir = served.temp_dir;
+                served.acceptor
+            });
             let (stop_tx, stop_rx) = oneshot::channel();
             if ready.send(Ok((app.info.clone(), local, stop_tx))).is_ok() {
                 let router = server::router(app.clone());
-                runtime.block_on(server::serve(listener, app, router, stop_rx));
+                runtime.block_on(server::serve(listener, app, router, acceptor, stop_rx));
             }
         }
         Err(error) => {
@@ -153,5 +168,6 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
         }
     }
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    drop(temp_dir);
     drop(lock);
 }

@@ -19,8 +19,10 @@ use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::{App, RequestCtx};
 use crate::faults::{FaultTag, ResetConnection};
@@ -35,6 +37,8 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// finishes sending and sees the answer instead of a broken pipe.
 const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
 const REQUEST_ID: &str = "x-request-id";
+/// A TLS client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every route of the platform and of the admin API.
 pub fn router(app: Arc<App>) -> Router {
@@ -100,11 +104,13 @@ async fn wrong_method(method: Method, uri: Uri) -> Response {
     .into_response()
 }
 
-/// Accepts connections on `listener` until `stop` fires (or its sender is dropped).
+/// Accepts connections on `listener` until `stop` fires (or its sender is dropped); with `tls`,
+/// each one is a TLS connection first (ALPN picks HTTP/2 or HTTP/1.1).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     router: Router,
+    tls: Option<TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let service = TowerToHyperService::new(router);
@@ -113,7 +119,12 @@ pub async fn serve(
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(stream, app.clone(), service.clone()));
+                    tokio::spawn(serve_connection(
+                        stream,
+                        tls.clone(),
+                        app.clone(),
+                        service.clone(),
+                    ));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -125,11 +136,32 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(stream: TcpStream, app: Arc<App>, service: TowerToHyperService<Router>) {
+async fn serve_connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    service: TowerToHyperService<Router>,
+) {
     // Stream chunks must leave at once, not wait for Nagle's algorithm.
     if let Err(error) = stream.set_nodelay(true) {
         log::debug!("cannot set TCP_NODELAY: {error}");
     }
+    let Some(acceptor) = tls else {
+        return serve_http(stream, app, service).await;
+    };
+    // A refused client (unknown CA, missing client certificate) ends here, before any HTTP.
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(stream, app, service).await,
+        Ok(Err(error)) => log::debug!("TLS handshake failed: {error}"),
+        Err(_) => log::debug!("TLS handshake timed out"),
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 (told apart by the connection preface) on a plain or TLS stream.
+async fn serve_http<S>(stream: S, app: Arc<App>, service: TowerToHyperService<Router>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let per_request =
         hyper::service::service_fn(move |request| handle(app.clone(), service.clone(), request));
     let connection = auto::Builder::new(TokioExecutor::new())
@@ -175,7 +207,7 @@ async fn handle(
     let host_refused = if app.allow_remote {
         None
     } else {
-        host::refusal(&parts, app.port)
+        host::refusal(&parts, app.port, app.https)
     };
     let response = if let Some(message) = host_refused {
         ApiError::forbidden("host_forbidden", message).into_response()
@@ -330,7 +362,7 @@ mod tests {
             }),
         );
         let (_stop, stop_rx) = oneshot::channel();
-        tokio::spawn(serve(listener, app.clone(), router, stop_rx));
+        tokio::spawn(serve(listener, app.clone(), router, None, stop_rx));
         let client = reqwest::Client::new();
         let url = format!("http://{addr}");
         for _ in 0..2 {
