@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,3 +284,127 @@ def test_network_settings_survive_pickling(platform: LocalPlatform, tmp_path: Pa
     config = pickle.loads(pickle.dumps(mgmt))._native.config()
     assert (config["verify"], config["cert"], config["proxy"]) == (False, None, proxy.url)
     assert pickle.loads(pickle.dumps(mgmt.with_options(max_retries=1)))._native.config()["proxy"] == proxy.url
+
+
+# --- TLS, against the local platform's HTTPS (certificates made at start, never committed) ------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_platform() -> Iterator[LocalPlatform]:
+    with LocalPlatform(tls=True) as lp:
+        yield lp
+
+
+def tls_clients(lp: LocalPlatform, **network: object) -> tuple[ManagementClient, DataClient]:
+    mgmt = ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project, **network)  # type: ignore[arg-type]
+    data = DataClient(base_url=lp.url, project=lp.project, api_key=lp.api_key, **network)  # type: ignore[arg-type]
+    return mgmt, data
+
+
+def test_tls_platform_serves_https_with_its_ca(tls_platform: LocalPlatform) -> None:
+    assert tls_platform.url.startswith("https://127.0.0.1:")
+    assert tls_platform.ca_path is not None and Path(tls_platform.ca_path).read_text().startswith("-----BEGIN")
+    assert tls_platform.env["SSL_CERT_FILE"] == tls_platform.ca_path
+    assert LocalPlatform().ca_path is None
+
+
+def test_full_flow_trusting_the_ca_with_verify(tls_platform: LocalPlatform, no_proxy_env: None) -> None:
+    mgmt, data = tls_clients(tls_platform, verify=tls_platform.ca_path)
+    with mgmt, data:
+        full_flow(mgmt, data)
+
+
+FLOW_SCRIPT = """
+from inferencekey import Backend, DataClient, ManagementClient, TaskType, WorkloadSpec
+mgmt, data = ManagementClient.from_env(), DataClient.from_env()
+mgmt.ensure(WorkloadSpec(name="bot", slug="bot", model="m", backend=Backend.VLLM))
+mgmt.ensure(WorkloadSpec(name="emb", slug="emb", model="e", backend=Backend.VLLM, task_type=TaskType.EMBEDDING))
+mgmt.wait_until_ready("bot", silent=True)
+bot = data.endpoint("bot")
+assert bot.generate_text(prompt="Hola", max_tokens=5).text
+with bot.generate_text_stream(prompt="Hola", max_tokens=5) as stream:
+    assert "".join(chunk.text for chunk in stream)
+assert len(data.endpoint("emb").embed(input=["a", "b"]).embeddings) == 2
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("trust", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+def test_full_flow_trusting_the_ca_through_the_environment(
+    tls_platform: LocalPlatform, tmp_path: Path, trust: str
+) -> None:
+    # As behind a TLS-inspecting proxy: the environment variable is all a user sets.
+    env = child_env(tls_platform)
+    env.pop("SSL_CERT_FILE", None)
+    if trust == "SSL_CERT_FILE":
+        env["SSL_CERT_FILE"] = str(tls_platform.ca_path)
+    else:
+        (tmp_path / "certs").mkdir()
+        (tmp_path / "certs" / "local-ca.pem").write_bytes(Path(str(tls_platform.ca_path)).read_bytes())
+        env["SSL_CERT_DIR"] = str(tmp_path / "certs")
+    done = subprocess.run([sys.executable, "-c", FLOW_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("tls", "words"),
+    [(True, "is not trusted"), ("expired", "has expired"), ("wrong-host", "not valid for that name")],
+)
+def test_untrusted_certificates_are_refused_in_plain_words(
+    tls: object, words: str, no_proxy_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with LocalPlatform(tls=tls) as lp:  # type: ignore[arg-type]
+        verify = True if tls is True else lp.ca_path
+        mgmt, _ = tls_clients(lp, verify=verify, max_retries=3)
+        started = time.monotonic()
+        with pytest.raises(ApiConnectionError, match=words) as refused:
+            mgmt.list_workloads()
+        assert time.monotonic() - started < 2.0  # never retried (three retries would back off for seconds)
+        assert "SSL_CERT_FILE" in str(refused.value) and "verify=" in str(refused.value)
+
+
+def test_mutual_tls(tmp_path: Path, no_proxy_env: None) -> None:
+    from inferencekey import _core
+
+    client_ca, cert, key = _core._local_client_certificate(tmp_path)
+    with LocalPlatform(tls=True, tls_client_ca=client_ca) as lp:
+        mgmt, data = tls_clients(lp, verify=lp.ca_path, cert=(cert, key))
+        with mgmt, data:
+            full_flow(mgmt, data)
+        (tmp_path / "both.pem").write_text(Path(cert).read_text() + Path(key).read_text())
+        assert tls_clients(lp, verify=lp.ca_path, cert=tmp_path / "both.pem")[0].list_workloads()
+        bare, _ = tls_clients(lp, verify=lp.ca_path, max_retries=0)
+        with pytest.raises(ApiConnectionError):
+            bare.list_workloads()
+
+
+def test_local_exec_tls_child_trusts_the_platform() -> None:
+    done = subprocess.run(
+        [*CLI, "local", "exec", "--tls", "--", sys.executable, "-c", FLOW_SCRIPT],
+        env=dead_proxy_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", None])
+def test_https_goes_through_a_connect_tunnel(
+    tls_platform: LocalPlatform,
+    proxy: RelayProxy,
+    no_proxy_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str | None,
+) -> None:
+    network: dict[str, object] = {"verify": tls_platform.ca_path}
+    if variable is None:
+        network["proxy"] = proxy.url
+    else:
+        monkeypatch.setenv(variable, proxy.url)
+    mgmt, data = tls_clients(tls_platform, **network)
+    with mgmt, data:
+        full_flow(mgmt, data)
+    host = tls_platform.url.split("://")[1]
+    assert proxy.log and all(entry == ("CONNECT", host) for entry in proxy.log), proxy.log

@@ -31,6 +31,7 @@ __all__ = [
     "ReadinessWatch",
     "Vectors",
     "__version__",
+    "_local_client_certificate",
     "_panicking_call",
     "canonical_slug",
     "chat_option_names",
@@ -66,6 +67,10 @@ def register_result_types(**classes: type) -> None:
 
 def result_fields() -> dict[str, tuple[str, ...]]:
     """The fields the binding fills in each result class, by class name, in dataclass order."""
+
+def _local_client_certificate(directory: str | os.PathLike[str]) -> tuple[str, str, str]:
+    """Test hook: a client CA and a client certificate it signs, written into `directory`; their paths (CA, cert,
+    key)."""
 
 def chat_option_names() -> tuple[str, ...]:
     """The chat parameters beyond prompt, messages, temperature and max_tokens, in the order `chat` takes them."""
@@ -277,7 +282,11 @@ class LocalPlatform:
         project: str | None = None,
         seed: int | None = None,
         state_dir: str | None = None,
+        tls: bool | str | None = None,
+        tls_client_ca: str | None = None,
     ) -> Self: ...
+    @property
+    def ca_path(self) -> str | None: ...
     @property
     def url(self) -> str: ...
     @property

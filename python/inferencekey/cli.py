@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seed of the tokens and synthetic engines (default: random tokens, synthetic replies as with seed 0)",
     )
     options.add_argument("--state-dir", default=None, metavar="DIR", help="persist state in DIR (default: in memory)")
+    options.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS (HTTP/2 through ALPN) with a CA made at start; the ready line's ca_path is its PEM bundle, "
+        "and exec's command trusts it through SSL_CERT_FILE",
+    )
 
     local_commands.add_parser(
         "serve",
@@ -118,7 +124,9 @@ def _seed(text: str) -> int:
 def _start(args: argparse.Namespace) -> LocalPlatform | None:
     """The started platform, or None after printing why it could not start."""
     try:
-        return LocalPlatform(port=args.port, project=args.project, seed=args.seed, state_dir=args.state_dir)
+        return LocalPlatform(
+            port=args.port, project=args.project, seed=args.seed, state_dir=args.state_dir, tls=args.tls
+        )
     except (InferenceKeyError, OSError, ValueError, OverflowError) as err:
         print(f"inferencekey local: {err}", file=sys.stderr)
         return None

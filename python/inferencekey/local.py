@@ -6,6 +6,9 @@ against it offline, with no account and no GPU.
 
 from __future__ import annotations
 
+import os
+from typing import Literal
+
 from inferencekey._closing import Closing
 from inferencekey._core import LocalPlatform as NativeLocalPlatform
 from inferencekey._core import redact
@@ -27,6 +30,10 @@ class LocalPlatform(Closing):
         seed: Seed of the tokens and of the synthetic engines. ``None`` (the default): random tokens from the
             operating system (or those kept in ``state_dir``), synthetic replies as with seed 0.
         state_dir: A directory to persist state in (written through atomically); ``None`` keeps it in memory.
+        tls: ``True`` serves HTTPS (HTTP/2 through ALPN) with a CA made at start (``ca_path``; in ``state_dir`` when
+            there is one, else in a temporary directory removed on stop), so TLS is exercised offline. For tests of
+            a client's refusals, ``"expired"`` or ``"wrong-host"`` serve a certificate clients must refuse.
+        tls_client_ca: With ``tls``, require client certificates signed by this CA (PEM), for mutual TLS.
 
     Raises:
         ConfigurationError: The platform could not start (e.g. the port is taken, or another running platform uses
@@ -34,9 +41,29 @@ class LocalPlatform(Closing):
     """
 
     def __init__(
-        self, *, port: int = 0, project: str = "local", seed: int | None = None, state_dir: str | None = None
+        self,
+        *,
+        port: int = 0,
+        project: str = "local",
+        seed: int | None = None,
+        state_dir: str | None = None,
+        tls: bool | Literal["expired", "wrong-host"] = False,
+        tls_client_ca: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._native = NativeLocalPlatform(port=port, project=project, seed=seed, state_dir=state_dir)
+        self._native = NativeLocalPlatform(
+            port=port,
+            project=project,
+            seed=seed,
+            state_dir=state_dir,
+            tls=tls,
+            tls_client_ca=None if tls_client_ca is None else os.fspath(tls_client_ca),
+        )
+
+    @property
+    def ca_path(self) -> str | None:
+        """The PEM bundle of the CA to trust when the platform serves HTTPS (``tls=True``); ``None`` otherwise. Pass
+        it as ``verify=`` or ``SSL_CERT_FILE``."""
+        return self._native.ca_path
 
     @property
     def url(self) -> str:
@@ -72,14 +99,18 @@ class LocalPlatform(Closing):
     def env(self) -> dict[str, str]:
         """The environment that points the SDK at this platform: the four ``INFERENCEKEY_`` variables, and
         ``NO_PROXY``/``no_proxy`` with the platform's address added to the current environment's entries, so a proxy
-        set for other traffic (``HTTP_PROXY``, common in CI) never gets its loopback requests."""
-        return {
+        set for other traffic (``HTTP_PROXY``, common in CI) never gets its loopback requests; with TLS,
+        ``SSL_CERT_FILE`` naming the platform's CA, so clients built from this environment trust it."""
+        env = {
             "INFERENCEKEY_BASE_URL": self.url,
             "INFERENCEKEY_PROJECT": self.project,
             "INFERENCEKEY_SDK_TOKEN": self.sdk_token,
             "INFERENCEKEY_API_KEY": self.api_key,
             **proxy_free_env(self.url),
         }
+        if self.ca_path is not None:
+            env["SSL_CERT_FILE"] = self.ca_path
+        return env
 
     def stop(self) -> None:
         """Stop serving and release the port. Idempotent."""

@@ -170,7 +170,27 @@ pub(crate) fn describe_tls_failure(
     err: &(dyn std::error::Error + 'static),
     host: &str,
 ) -> Option<String> {
-    let failure = rustls_error(err)?;
+    let Some(failure) = rustls_error(err) else {
+        // An HTTP/2 connection error keeps the alert only as text (its source is not exposed).
+        let text = chain_text(err);
+        let alert = text.split("received fatal alert: ").nth(1)?;
+        let alert = alert
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or_default();
+        return Some(format!(
+            "{host} ended the TLS connection ({alert}){}",
+            if matches!(
+                alert,
+                "CertificateRequired" | "BadCertificate" | "UnknownCA" | "CertificateUnknown"
+            ) {
+                ": it refused the client certificate or requires one; pass the certificate it expects with \
+                 cert=\"client.pem\" or cert=(\"client.pem\", \"client.key\")"
+            } else {
+                ""
+            }
+        ));
+    };
     let trust_fix = "If your network inspects TLS (a company proxy) or the platform uses a private CA, trust that \
                      CA: set SSL_CERT_FILE to its PEM bundle, or pass verify=\"/path/to/ca.pem\"";
     Some(match failure {
@@ -209,6 +229,18 @@ pub(crate) fn describe_tls_failure(
     })
 }
 
+/// Every cause's text, joined.
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(cause) = current {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    text
+}
+
 /// The rustls error among `err` and its causes (an I/O error wrapping one included).
 fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
@@ -216,13 +248,14 @@ fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ru
         if let Some(found) = cause.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if let Some(found) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return Some(found);
-            }
+        // An I/O error's `source()` skips the error it wraps, and TLS errors come wrapped in one or two of them.
+        if let Some(inner) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            let inner: &'a (dyn std::error::Error + 'static) = inner;
+            current = Some(inner);
+            continue;
         }
         current = cause.source();
     }

@@ -64,6 +64,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(manifest::load_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(manifest::spec_fields, m)?)?;
     m.add_function(wrap_pyfunction!(clients::chat_option_names, m)?)?;
+    m.add_function(wrap_pyfunction!(local::_local_client_certificate, m)?)?;
     m.add_function(wrap_pyfunction!(results::register_result_types, m)?)?;
     m.add_function(wrap_pyfunction!(results::result_fields, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_panicking_call, m)?)?;

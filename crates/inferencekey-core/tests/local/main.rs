@@ -7,3 +7,4 @@ mod common;
 mod control;
 mod data;
 mod readiness;
+mod tls;
