@@ -218,6 +218,8 @@ pub(crate) struct Transport {
     headers: Arc<HeaderMap>,
     /// The `host:port` of the proxy requests go through, if any (for messages).
     proxy: Option<Arc<str>>,
+    /// Whether a client certificate is presented (for messages).
+    client_cert: bool,
 }
 
 /// Why reading a response failed: the connection, or no data for the read timeout.
@@ -387,6 +389,7 @@ impl Transport {
             max_retries: options.max_retries,
             headers: Arc::new(options.headers.clone()),
             proxy: proxy.map(|p| crate::net::proxy_address(&p).to_owned().into()),
+            client_cert: options.client_cert.is_some(),
         })
     }
 
@@ -630,10 +633,22 @@ impl Transport {
             );
             (error, Failure::Transport)
         } else {
+            // Under TLS 1.3 a server that refuses a missing client certificate often just closes the connection
+            // after the handshake, its alert lost: say what that can mean when no certificate was given.
+            let hint = if self.base_url.starts_with("https://")
+                && !self.client_cert
+                && ["connection closed", "broken pipe", "canceled"]
+                    .iter()
+                    .any(|sign| detail.contains(sign))
+            {
+                " (if the server requires a client certificate, pass it with cert=\"client.pem\")"
+            } else {
+                ""
+            };
             (
                 Error::new(
                     ErrorKind::Connection,
-                    format!("connection failed while {doing} {host}: {detail}"),
+                    format!("connection failed while {doing} {host}: {detail}{hint}"),
                 ),
                 Failure::Transport,
             )
