@@ -2,6 +2,8 @@
 # fresh interpreter, since import is when it happens); an unknown value is ignored with one warning; unset, nothing.
 from __future__ import annotations
 
+import logging
+
 import pytest
 from conftest import BOGUS_LIVE_KEY, assert_no_token, child_env, platform_tokens, run_python
 
@@ -67,3 +69,27 @@ def test_an_unknown_value_is_ignored_with_one_warning(platform: LocalPlatform) -
     state, err = run(platform, platform.sdk_token)
     assert "is not one of debug, info, warning, error" in err
     assert_no_token(err, *platform_tokens(platform))
+
+
+def test_records_follow_the_logger_level_from_one_call_to_the_next(caplog: pytest.LogCaptureFixture) -> None:
+    # Records below the `inferencekey` logger's level are dropped where they are made (no per-request work); a level
+    # changed between calls applies to the next call.
+    from inferencekey import ManagementClient
+    from inferencekey.local import LocalPlatform
+
+    with LocalPlatform() as lp:
+        mgmt = ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project)
+        logger = logging.getLogger("inferencekey")
+        previous = logger.level
+        try:
+            logger.setLevel(logging.WARNING)
+            with caplog.at_level(logging.WARNING, logger="inferencekey"):
+                mgmt.list_workloads()
+            assert not [r for r in caplog.records if "/workloads -> 200" in r.getMessage()]
+            caplog.clear()
+            logger.setLevel(logging.DEBUG)
+            with caplog.at_level(logging.DEBUG, logger="inferencekey"):
+                mgmt.list_workloads()
+            assert [r for r in caplog.records if "/workloads -> 200" in r.getMessage()]
+        finally:
+            logger.setLevel(previous)

@@ -7,6 +7,7 @@
 //! `inferencekey.inferencekey_core.control`), so configuring the `inferencekey` logger configures them all.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyException;
@@ -71,7 +72,49 @@ pub fn install(wake: fn()) {
         *slot = Some(wake);
     }
     if log::set_logger(&BRIDGE).is_ok() {
+        INSTALLED.store(true, Ordering::Relaxed);
         log::set_max_level(log::LevelFilter::Debug);
+    }
+}
+
+/// Whether the bridge is the process's logger (so the level filter is ours to set).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+static INFERENCEKEY_LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Set the `log` level filter to what the `inferencekey` logger lets through now, so a record it would drop is
+/// never formatted, queued or handed to Python (a debug line per request otherwise woke the resolver thread and
+/// took the interpreter lock on every call). Called with the interpreter held at the start of every call, so a
+/// level changed in between applies to the next call.
+pub fn refresh_level(py: Python<'_>) {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let level = INFERENCEKEY_LOGGER
+        .get_or_try_init(py, || {
+            py.import("logging")?
+                .getattr("getLogger")?
+                .call1(("inferencekey",))
+                .map(Bound::unbind)
+        })
+        .and_then(|logger| {
+            logger
+                .bind(py)
+                .call_method0("getEffectiveLevel")?
+                .extract::<i64>()
+        });
+    let filter = match level {
+        Ok(level) if level <= 5 => log::LevelFilter::Trace,
+        Ok(level) if level <= 10 => log::LevelFilter::Debug,
+        Ok(level) if level <= 20 => log::LevelFilter::Info,
+        Ok(level) if level <= 30 => log::LevelFilter::Warn,
+        Ok(level) if level <= 40 => log::LevelFilter::Error,
+        Ok(_) => log::LevelFilter::Off,
+        // Logging itself failing: keep everything, as before.
+        Err(_) => log::LevelFilter::Debug,
+    };
+    if log::max_level() != filter {
+        log::set_max_level(filter);
     }
 }
 

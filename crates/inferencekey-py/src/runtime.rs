@@ -90,6 +90,7 @@ where
             "a blocking call was made from an I/O thread of the SDK",
         ));
     }
+    logs::refresh_level(py);
     let rt = runtime()?;
     let mut future = Box::pin(AssertUnwindSafe(future).catch_unwind());
     loop {
@@ -146,6 +147,7 @@ impl Call {
 
     /// Run the call on the I/O runtime; its outcome resolves the asyncio `future` on that future's loop.
     pub fn start(self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        logs::refresh_level(future.py());
         let completion = Completion {
             event_loop: future.call_method0("get_loop")?.unbind(),
             future: future.clone().unbind(),
