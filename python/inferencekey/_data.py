@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from inferencekey._aio import run
 from inferencekey._batch import EmbedProgress, Output, drive, run_async, run_sync
+from inferencekey._client import ClientBase
 from inferencekey._closing import AsyncClosing, Closing
 from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, ChatStream, ChunkBatch
 from inferencekey._core import DataClient as NativeDataClient
 from inferencekey._core import Endpoint as NativeEndpoint
 from inferencekey._network import CertFiles
-from inferencekey._pickling import rebuild_client, rebuild_endpoint
+from inferencekey._pickling import rebuild_endpoint
 from inferencekey.chat import ChatTool, ResponseFormat, StreamOptions, ToolChoice
 from inferencekey.types import EmbedResult, RerankResult, TextChunk, TextResult
 
@@ -33,7 +34,7 @@ __all__ = ["AsyncDataClient", "AsyncEndpoint", "AsyncTextStream", "DataClient", 
 _D = TypeVar("_D", bound="_DataBase")
 
 
-class _DataBase:
+class _DataBase(ClientBase):
     """Construction and configuration shared by ``DataClient`` and ``AsyncDataClient``."""
 
     _native: NativeDataClient
@@ -103,44 +104,9 @@ class _DataBase:
         return client
 
     @property
-    def base_url(self) -> str:
-        """The platform base URL this client talks to (no trailing slash)."""
-        return self._native.base_url
-
-    @property
     def project(self) -> str:
         """The project slug of this client's endpoints."""
         return self._native.project
-
-    def with_options(
-        self: _D,
-        *,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        verify: bool | str | os.PathLike[str] = True,
-        cert: CertFiles | None = None,
-        proxy: str | None = None,
-    ) -> _D:
-        """A copy of this client with other settings that shares its connection pool (no new connections, cheap to
-        make per request or per tenant); each argument left ``None`` keeps this client's. ``default_headers`` are
-        added to this client's (a header of the same name replaces it); ``Authorization`` is refused, since the
-        client sends its own credential.
-
-        Raises:
-            ValidationError: A value is out of range, or a header is invalid or is ``Authorization``.
-        """
-        copy = type(self).__new__(type(self))
-        headers = None if default_headers is None else dict(default_headers)
-        copy._native = self._native.with_options(timeout, max_retries, headers)
-        return copy
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle as the configuration, credentials included (see ``inferencekey._pickling``); never a connection."""
-        return (rebuild_client, (type(self), self._native.config()))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
 
 
 class DataClient(_DataBase, Closing):

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from inferencekey._aio import run
+from inferencekey._client import ClientBase
 from inferencekey._closing import AsyncClosing, Closing
 from inferencekey._core import Ensured
 from inferencekey._core import ManagementClient as NativeManagementClient
 from inferencekey._network import CertFiles
-from inferencekey._pickling import rebuild_client
 from inferencekey._progress import ProgressView
 from inferencekey.enums import OnDrift
 from inferencekey.exceptions import DriftWarning
@@ -31,7 +31,7 @@ logger = logging.getLogger("inferencekey")
 _M = TypeVar("_M", bound="_ManagementBase")
 
 
-class _ManagementBase:
+class _ManagementBase(ClientBase):
     """Construction and configuration shared by ``ManagementClient`` and ``AsyncManagementClient``."""
 
     _native: NativeManagementClient
@@ -99,46 +99,6 @@ class _ManagementBase:
             proxy=proxy,
         )
         return client
-
-    @property
-    def base_url(self) -> str:
-        """The platform base URL this client talks to (no trailing slash)."""
-        return self._native.base_url
-
-    @property
-    def project(self) -> str | None:
-        """The client's default project slug, if it has one."""
-        return self._native.project
-
-    def with_options(
-        self: _M,
-        *,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        verify: bool | str | os.PathLike[str] = True,
-        cert: CertFiles | None = None,
-        proxy: str | None = None,
-    ) -> _M:
-        """A copy of this client with other settings that shares its connection pool (no new connections, cheap to
-        make per request or per tenant); each argument left ``None`` keeps this client's. ``default_headers`` are
-        added to this client's (a header of the same name replaces it); ``Authorization`` is refused, since the
-        client sends its own credential.
-
-        Raises:
-            ValidationError: A value is out of range, or a header is invalid or is ``Authorization``.
-        """
-        copy = type(self).__new__(type(self))
-        headers = None if default_headers is None else dict(default_headers)
-        copy._native = self._native.with_options(timeout, max_retries, headers)
-        return copy
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle as the configuration, credentials included (see ``inferencekey._pickling``); never a connection."""
-        return (rebuild_client, (type(self), self._native.config()))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, project={self.project!r})"
 
 
 class ManagementClient(_ManagementBase, Closing):
