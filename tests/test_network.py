@@ -409,3 +409,23 @@ def test_https_goes_through_a_connect_tunnel(
         full_flow(mgmt, data)
     host = tls_platform.url.split("://")[1]
     assert proxy.log and all(entry == ("CONNECT", host) for entry in proxy.log), proxy.log
+
+
+def test_verify_off_is_logged_once_per_process(platform: LocalPlatform) -> None:
+    code = (
+        "from inferencekey import ManagementClient\n"
+        "from inferencekey.local import LocalPlatform\n"
+        "with LocalPlatform() as lp:\n"
+        "    for _ in range(3):\n"
+        "        ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, verify=False).list_workloads(\n"
+        "            project=lp.project)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env(INFERENCEKEY_LOG="warning"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("verify=False: TLS certificates are not verified") == 1, done.stderr

@@ -171,6 +171,16 @@ impl TransportOptions {
         Ok(self)
     }
 
+    /// These options with `overrides` laid over them (as a `with_options` copy of a client has them).
+    pub fn with_overrides(mut self, overrides: &crate::transport::Overrides) -> Self {
+        overrides.overlay(
+            &mut self.read_timeout,
+            &mut self.max_retries,
+            &mut self.headers,
+        );
+        self
+    }
+
     /// These options with the network settings a user gave: `verify` (trust), `client_cert` (mutual TLS) and
     /// `proxy` (checked: a supported scheme and a host). Files are read when the client is built.
     pub fn with_network(

@@ -109,10 +109,10 @@ pub(crate) fn warn_verify_off() {
     }
 }
 
-/// The proxy a request to `url` goes through when the client has no `proxy=`: the environment's, as the HTTP
-/// stack reads it (`HTTPS_PROXY`/`https_proxy` for https, `HTTP_PROXY`/`http_proxy` for http, then `ALL_PROXY`),
-/// unless `NO_PROXY` names the host. Used to name the proxy in errors.
-pub(crate) fn env_proxy_for(url: &str) -> Option<String> {
+/// The proxy a request to `url` goes through: `explicit` (`proxy=`) or else the environment's, as the HTTP stack
+/// reads it (`HTTPS_PROXY`/`https_proxy` for https, `HTTP_PROXY`/`http_proxy` for http, then `ALL_PROXY`); none
+/// when `NO_PROXY` names the host, which it does for both. Used to name the proxy in errors.
+pub(crate) fn proxy_for(url: &str, explicit: Option<&str>) -> Option<String> {
     let var = |names: &[&str]| {
         names
             .iter()
@@ -124,6 +124,9 @@ pub(crate) fn env_proxy_for(url: &str) -> Option<String> {
         if no_proxy_matches(&no_proxy, host) {
             return None;
         }
+    }
+    if let Some(proxy) = explicit {
+        return Some(proxy.to_owned());
     }
     let specific = if scheme.eq_ignore_ascii_case("https") {
         var(&["HTTPS_PROXY", "https_proxy"])

@@ -294,6 +294,25 @@ impl Overrides {
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
     }
+
+    /// Lay these overrides over a client's settings: each one set replaces the client's, and headers are added to
+    /// the client's (one of the same name replaced). The one rule for a call, a client copy and its rebuild.
+    pub(crate) fn overlay(
+        &self,
+        read_timeout: &mut Duration,
+        max_retries: &mut u32,
+        headers: &mut HeaderMap,
+    ) {
+        if let Some(timeout) = self.read_timeout {
+            *read_timeout = timeout;
+        }
+        if let Some(retries) = self.max_retries {
+            *max_retries = retries;
+        }
+        for (name, value) in self.headers.iter().flatten() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// Headers from name/value pairs, checked (see `Overrides::from_user`).
@@ -369,18 +388,7 @@ impl Transport {
             ))
         })?;
         // The proxy requests go through, named in connection errors (`proxy=`, or the environment's).
-        let proxy = match &options.proxy {
-            Some(proxy) => {
-                let host = host_of(&base_url);
-                let bypassed = std::env::var("NO_PROXY")
-                    .or_else(|_| std::env::var("no_proxy"))
-                    .is_ok_and(|list| {
-                        crate::net::no_proxy_matches(&list, host.split(':').next().unwrap_or(host))
-                    });
-                (!bypassed).then(|| proxy.clone())
-            }
-            None => crate::net::env_proxy_for(&base_url),
-        };
+        let proxy = crate::net::proxy_for(&base_url, options.proxy.as_deref());
         Ok(Self {
             client,
             base_url: base_url.into(),
@@ -397,19 +405,11 @@ impl Transport {
     /// overriding ones laid over them.
     pub(crate) fn with_overrides(&self, overrides: &Overrides) -> Self {
         let mut copy = self.clone();
-        if let Some(read_timeout) = overrides.read_timeout {
-            copy.read_timeout = read_timeout;
-        }
-        if let Some(max_retries) = overrides.max_retries {
-            copy.max_retries = max_retries;
-        }
-        if let Some(headers) = &overrides.headers {
-            let mut merged = (*self.headers).clone();
-            for (name, value) in headers {
-                merged.insert(name.clone(), value.clone());
-            }
-            copy.headers = Arc::new(merged);
-        }
+        overrides.overlay(
+            &mut copy.read_timeout,
+            &mut copy.max_retries,
+            Arc::make_mut(&mut copy.headers),
+        );
         copy
     }
 

@@ -26,28 +26,33 @@ const STREAM_BATCH: usize = 256;
 /// The flavour named in the User-Agent.
 const CLIENT: &str = "python";
 
-/// Transport options from the Python keyword arguments, checked by the core before anything is built.
-fn transport_options(
+/// A client's transport options from the Python keyword arguments of its constructor, checked by the core before
+/// anything is built; `optional` is `[default_headers, verify, cert, proxy]`, each absent or None for the default.
+fn client_options(
     py: Python<'_>,
     connect_timeout: &Bound<'_, PyAny>,
     timeout: &Bound<'_, PyAny>,
     max_retries: &Bound<'_, PyAny>,
-    default_headers: &Bound<'_, PyAny>,
+    optional: [Option<&Bound<'_, PyAny>>; 4],
 ) -> PyResult<core::TransportOptions> {
-    let options = core::TransportOptions::from_user(
+    let [default_headers, verify, cert, proxy] = optional;
+    let mut options = core::TransportOptions::from_user(
         args::number(connect_timeout, "connect_timeout")?,
         args::number(timeout, "timeout")?,
         args::int(max_retries, "max_retries")?,
         CLIENT,
     )
     .map_err(|err| to_pyerr(py, err))?;
-    let options = match args::opt_str_pairs(default_headers, "default_headers")? {
-        Some(pairs) => options
+    if let Some(pairs) = default_headers
+        .map(|headers| args::opt_str_pairs(headers, "default_headers"))
+        .transpose()?
+        .flatten()
+    {
+        options = options
             .with_default_headers(&pairs)
-            .map_err(|err| to_pyerr(py, err))?,
-        None => options,
-    };
-    Ok(options)
+            .map_err(|err| to_pyerr(py, err))?;
+    }
+    network_options(py, options, verify, cert, proxy)
 }
 
 /// The network settings of the Python keyword arguments (`verify`, `cert`, `proxy`; each None: the default), laid
@@ -177,22 +182,28 @@ impl<C: Clone> Rebuildable<C> {
     /// that rebuild the same settings later.
     fn with_overrides(&self, overrides: &core::Overrides, client: C) -> Self {
         let mut args = self.args.clone();
-        if let Some(read_timeout) = overrides.read_timeout {
-            args.options.read_timeout = read_timeout;
-        }
-        if let Some(max_retries) = overrides.max_retries {
-            args.options.max_retries = max_retries;
-        }
-        if let Some(headers) = &overrides.headers {
-            for (name, value) in headers {
-                args.options.headers.insert(name.clone(), value.clone());
-            }
-        }
+        args.options = args.options.with_overrides(overrides);
         Self {
             args,
             build: self.build,
             client: PerProcess::new(client),
         }
+    }
+
+    /// The copy of `with_options(timeout, max_retries, default_headers)`: the core client's copy (`copy`, sharing
+    /// its pool) now, and arguments that rebuild the same settings later.
+    fn with_options(
+        &self,
+        py: Python<'_>,
+        timeout: &Bound<'_, PyAny>,
+        max_retries: &Bound<'_, PyAny>,
+        default_headers: &Bound<'_, PyAny>,
+        copy: fn(&C, &core::Overrides) -> C,
+    ) -> PyResult<Self> {
+        let overrides = overrides(py, timeout, max_retries, default_headers, "default_headers")?
+            .unwrap_or_default();
+        let client = copy(&self.get(py)?, &overrides);
+        Ok(self.with_overrides(&overrides, client))
     }
 }
 
@@ -282,15 +293,13 @@ impl ManagementClient {
         cert: Option<&Bound<'_, PyAny>>,
         proxy: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let none = py.None().into_bound(py);
-        let options = transport_options(
+        let options = client_options(
             py,
             connect_timeout,
             timeout,
             max_retries,
-            default_headers.unwrap_or(&none),
+            [default_headers, verify, cert, proxy],
         )?;
-        let options = network_options(py, options, verify, cert, proxy)?;
         let args = ClientArgs {
             base_url: args::opt_text(base_url, "base_url")?,
             credential: args::opt_text(sdk_token, "sdk_token")?,
@@ -426,11 +435,14 @@ impl ManagementClient {
         max_retries: &Bound<'_, PyAny>,
         default_headers: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        let overrides = overrides(py, timeout, max_retries, default_headers, "default_headers")?
-            .unwrap_or_default();
-        let client = self.core(py)?.with_overrides(&overrides);
         Ok(Self {
-            client: self.client.with_overrides(&overrides, client),
+            client: self.client.with_options(
+                py,
+                timeout,
+                max_retries,
+                default_headers,
+                core::ManagementClient::with_overrides,
+            )?,
         })
     }
 
@@ -547,15 +559,13 @@ impl DataClient {
         cert: Option<&Bound<'_, PyAny>>,
         proxy: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let none = py.None().into_bound(py);
-        let options = transport_options(
+        let options = client_options(
             py,
             connect_timeout,
             timeout,
             max_retries,
-            default_headers.unwrap_or(&none),
+            [default_headers, verify, cert, proxy],
         )?;
-        let options = network_options(py, options, verify, cert, proxy)?;
         let args = ClientArgs {
             base_url: args::opt_text(base_url, "base_url")?,
             credential: args::opt_text(api_key, "api_key")?,
@@ -609,11 +619,14 @@ impl DataClient {
         max_retries: &Bound<'_, PyAny>,
         default_headers: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        let overrides = overrides(py, timeout, max_retries, default_headers, "default_headers")?
-            .unwrap_or_default();
-        let client = self.core(py)?.with_overrides(&overrides);
         Ok(Self {
-            client: self.client.with_overrides(&overrides, client),
+            client: self.client.with_options(
+                py,
+                timeout,
+                max_retries,
+                default_headers,
+                core::DataClient::with_overrides,
+            )?,
         })
     }
 

@@ -127,7 +127,6 @@ pub struct Rerank {
     pub body: Bytes,
 }
 
-/// Message text: a string, or the `text` of each part of list-form content; anything else is `""`.
 /// Token counts of a reply, as the engine reported them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -206,6 +205,7 @@ fn tool_calls_of(message: &Value) -> Vec<ToolCall> {
         .collect()
 }
 
+/// Message text: a string, or the `text` of each part of list-form content; anything else is `""`.
 pub(crate) fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
@@ -217,8 +217,6 @@ pub(crate) fn content_text(content: Option<&Value>) -> String {
     }
 }
 
-/// Text and finish reason of a completion body (`message`, or `delta` for a chunk-shaped body). A body with no
-/// choice, or a choice with neither, is malformed: answering `text=""` would hide a broken engine.
 /// The parts of a unary chat completion the result shows.
 #[derive(Debug, PartialEq)]
 pub(super) struct CompletionParts {
@@ -228,6 +226,9 @@ pub(super) struct CompletionParts {
     pub(super) tool_calls: Vec<ToolCall>,
 }
 
+/// The parts of a completion body (`message`, or `delta` for a chunk-shaped body): text, finish reason, usage and
+/// tool calls. A body with no choice, or a choice with neither, is malformed: answering `text=""` would hide a
+/// broken engine.
 pub(super) fn completion_parts(body: &Value) -> Result<CompletionParts> {
     let malformed = |why: &str| Error::api(format!("malformed response: chat completion {why}"));
     let choice = body
