@@ -1,8 +1,9 @@
 //! HTTP for one SDK client: a reqwest pool (rustls, HTTP/1.1 + 2, connect and idle-read timeouts, never a
 //! total deadline), request headers, the retry policy of platform-wire sections 9-10, and transport errors.
 
+use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -205,11 +206,121 @@ pub(crate) struct Request<'a> {
     pub(crate) event_stream: bool,
 }
 
+/// The connection pools of one SDK client: one for the multi-threaded I/O runtime, and one per thread that drives
+/// its own requests on a current-thread runtime (the binding's blocking calls).
+///
+/// A pooled connection is served by a task of the runtime that opened it, so a connection opened by one runtime
+/// must never be handed to another: a current-thread runtime runs its tasks only while its thread waits on it. Each
+/// such thread therefore gets its own reqwest client, built on first use from the same recipe, and its connections
+/// are driven on that thread with no hand-off to another one.
+#[derive(Debug)]
+struct Pools {
+    shared: reqwest::Client,
+    recipe: TransportOptions,
+    /// One client per thread that drives its own requests, with that thread's mark (see `thread_mark`).
+    local: Mutex<Vec<(Weak<ThreadMark>, reqwest::Client)>>,
+}
+
+/// A thread's identity for `Pools::local`: dropped when the thread exits, so its client can be pruned.
+#[derive(Debug)]
+struct ThreadMark {
+    /// The process that made it: a forked child makes its own, as the parent's connections are not its own.
+    pid: u32,
+}
+
+thread_local! {
+    static THREAD_MARK: RefCell<Option<Arc<ThreadMark>>> = const { RefCell::new(None) };
+}
+
+/// This thread's mark, made on first use (and again in a forked child).
+fn thread_mark() -> Arc<ThreadMark> {
+    let pid = std::process::id();
+    THREAD_MARK.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match slot.as_ref() {
+            Some(mark) if mark.pid == pid => Arc::clone(mark),
+            _ => {
+                let mark = Arc::new(ThreadMark { pid });
+                *slot = Some(Arc::clone(&mark));
+                mark
+            }
+        }
+    })
+}
+
+impl Pools {
+    /// The reqwest client for a request made now: the shared one, or this thread's when a current-thread runtime
+    /// drives the request.
+    fn client(&self) -> Result<reqwest::Client> {
+        let own_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !own_thread {
+            return Ok(self.shared.clone());
+        }
+        let mark = thread_mark();
+        let mut local = self
+            .local
+            .lock()
+            .map_err(|_| Error::api("a connection pool lock was poisoned"))?;
+        if let Some((_, client)) = local
+            .iter()
+            .find(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(&mark)))
+        {
+            return Ok(client.clone());
+        }
+        // The clients of threads that exited (or of the parent, in a forked child) go now.
+        local.retain(|(owner, _)| owner.strong_count() > 0);
+        let client = build_client(&self.recipe)?;
+        local.push((Arc::downgrade(&mark), client.clone()));
+        Ok(client)
+    }
+}
+
+/// A reqwest client made to `options` (the connection settings; per-request ones are applied per request).
+fn build_client(options: &TransportOptions) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(options.user_agent.as_str())
+        .connect_timeout(options.connect_timeout)
+        .pool_idle_timeout(POOL_IDLE)
+        .tcp_nodelay(true);
+    match &options.verify {
+        Verify::Default => {}
+        Verify::Bundle(path) => {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in crate::net::bundle_certificates(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Verify::Off => builder = builder.danger_accept_invalid_certs(true),
+    }
+    if let Some(cert) = &options.client_cert {
+        builder = builder.identity(crate::net::identity(cert)?);
+    }
+    if let Some(proxy) = &options.proxy {
+        let proxy = reqwest::Proxy::all(proxy.as_str())
+            .map_err(|err| {
+                Error::configuration(format!(
+                    "configuration error: proxy {:?} is not a valid proxy URL: {err}",
+                    crate::net::proxy_address(proxy)
+                ))
+            })?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    builder.build().map_err(|err| {
+        Error::configuration(format!(
+            "configuration error: cannot build the HTTP client: {}",
+            error_chain(&err)
+        ))
+    })
+}
+
 /// The pool and settings of one SDK client; cloning shares the pool. The idle read timeout is applied here, per
 /// read, rather than by the pool, so a copy with other settings (`with_overrides`) still shares the pool.
 #[derive(Clone, Debug)]
 pub(crate) struct Transport {
-    client: reqwest::Client,
+    pools: Arc<Pools>,
     base_url: Arc<str>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -348,49 +459,18 @@ pub(crate) fn header_map(pairs: &[(String, String)], what: &str) -> Result<Heade
 impl Transport {
     /// A pool for `base_url` (already normalized).
     pub(crate) fn new(base_url: String, options: &TransportOptions) -> Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(options.user_agent.as_str())
-            .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(POOL_IDLE)
-            .tcp_nodelay(true);
-        match &options.verify {
-            Verify::Default => {}
-            Verify::Bundle(path) => {
-                builder = builder.tls_built_in_root_certs(false);
-                for cert in crate::net::bundle_certificates(path)? {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            Verify::Off => {
-                crate::net::warn_verify_off();
-                builder = builder.danger_accept_invalid_certs(true);
-            }
+        if options.verify == Verify::Off {
+            crate::net::warn_verify_off();
         }
-        if let Some(cert) = &options.client_cert {
-            builder = builder.identity(crate::net::identity(cert)?);
-        }
-        if let Some(proxy) = &options.proxy {
-            let proxy = reqwest::Proxy::all(proxy.as_str())
-                .map_err(|err| {
-                    Error::configuration(format!(
-                        "configuration error: proxy {:?} is not a valid proxy URL: {err}",
-                        crate::net::proxy_address(proxy)
-                    ))
-                })?
-                .no_proxy(reqwest::NoProxy::from_env());
-            builder = builder.proxy(proxy);
-        }
-        let client = builder.build().map_err(|err| {
-            Error::configuration(format!(
-                "configuration error: cannot build the HTTP client: {}",
-                error_chain(&err)
-            ))
-        })?;
+        let pools = Arc::new(Pools {
+            shared: build_client(options)?,
+            recipe: options.clone(),
+            local: Mutex::new(Vec::new()),
+        });
         // The proxy requests go through, named in connection errors (`proxy=`, or the environment's).
         let proxy = crate::net::proxy_for(&base_url, options.proxy.as_deref());
         Ok(Self {
-            client,
+            pools,
             base_url: base_url.into(),
             connect_timeout: options.connect_timeout,
             read_timeout: options.read_timeout,
@@ -519,9 +599,11 @@ impl Transport {
         request: &Request<'_>,
     ) -> std::result::Result<reqwest::Response, AttemptError> {
         let started = Instant::now();
-        let mut builder = self
-            .client
-            .request(request.method.as_reqwest(), request.url);
+        let client = self.pools.client().map_err(|error| AttemptError {
+            error,
+            failure: Failure::Permanent,
+        })?;
+        let mut builder = client.request(request.method.as_reqwest(), request.url);
         if !self.headers.is_empty() {
             builder = builder.headers((*self.headers).clone());
         }

@@ -17,7 +17,9 @@ use crate::batch::EmbedJob;
 use crate::errors::{internal_error, to_pyerr};
 use crate::json::raw_to_py;
 use crate::results;
-use crate::runtime::{list_of, wait, Call, Pending};
+use crate::runtime::{
+    existing_thread_runtime, list_of, settle, thread_runtime, wait_on, Call, Pending,
+};
 
 /// Most chunks handed over per crossing of the I/O boundary: enough to amortise it, small enough to stay
 /// interactive.
@@ -423,6 +425,7 @@ impl ManagementClient {
             .map_err(|err| to_pyerr(py, err))?;
         Ok(ReadinessWatch {
             watch: Arc::new(tokio::sync::Mutex::new(Some(watch))),
+            home: std::sync::OnceLock::new(),
         })
     }
 
@@ -466,6 +469,8 @@ impl ManagementClient {
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct ReadinessWatch {
     watch: Arc<tokio::sync::Mutex<Option<core::ReadinessWatch>>>,
+    /// The runtime of the thread that first iterated it (sync): its reader task runs there.
+    home: std::sync::OnceLock<Arc<tokio::runtime::Runtime>>,
 }
 
 impl ReadinessWatch {
@@ -501,7 +506,14 @@ impl ReadinessWatch {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let event = self.next_call().wait(py)?;
+        let home = match self.home.get() {
+            Some(home) => Arc::clone(home),
+            None => {
+                let here = thread_runtime()?;
+                Arc::clone(self.home.get_or_init(|| here))
+            }
+        };
+        let event = self.next_call().wait_on(py, &home)?;
         if event.is_none(py) {
             return Err(PyStopIteration::new_err(()));
         }
@@ -986,6 +998,9 @@ impl StreamState {
 #[pyclass(module = "inferencekey._core", frozen, subclass)]
 pub struct ChatStream {
     state: Arc<Mutex<StreamState>>,
+    /// The runtime of the thread that opened it, when that thread waits on its own (a sync stream): the task
+    /// reading its body runs there, so every read drives that runtime, from whichever thread iterates.
+    home: Option<Arc<tokio::runtime::Runtime>>,
 }
 
 impl ChatStream {
@@ -1033,6 +1048,7 @@ impl ChatStream {
                 stream: Some(stream),
                 ..StreamState::default()
             })),
+            home: existing_thread_runtime(),
         })
     }
 
@@ -1049,7 +1065,11 @@ impl ChatStream {
             let Some(mut stream) = self.take_for_reading()? else {
                 return Err(PyStopIteration::new_err(()));
             };
-            let batch = wait(py, async move {
+            let home = match &self.home {
+                Some(home) => Arc::clone(home),
+                None => thread_runtime()?,
+            };
+            let batch = wait_on(py, &home, async move {
                 let batch = stream.next_batch(STREAM_BATCH).await;
                 Ok((stream, batch))
             });
@@ -1148,8 +1168,28 @@ impl ChatStream {
         };
         if let Some(mut stream) = stream {
             stream.close();
+            if let Some(home) = &self.home {
+                settle(home);
+            }
         }
         Ok(())
+    }
+}
+
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        // Collected while open: the reading task is aborted with the core stream; on a thread's own runtime it
+        // ends (and its connection closes) only when that runtime runs, so let it run now.
+        let open = self
+            .state
+            .lock()
+            .map(|mut state| state.stream.take())
+            .ok()
+            .flatten();
+        if let (Some(stream), Some(home)) = (open, &self.home) {
+            drop(stream);
+            settle(home);
+        }
     }
 }
 

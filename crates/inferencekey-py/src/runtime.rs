@@ -2,9 +2,11 @@
 //! conversion of its value), returned to Python as a `Pending`; the sync API runs it with `wait()`, the async API
 //! with `start(future)`. The two differ only in how they wait:
 //!
-//! - `wait()` drives the future on the calling thread with the interpreter released (no hand-off to another
-//!   thread), waking every `SIGNAL_TICK` to run Python's signal handlers, so Ctrl+C drops the future, which
-//!   cancels the request and closes its connection.
+//! - `wait()` drives the future on the calling thread with the interpreter released, on that thread's own
+//!   current-thread runtime: the thread itself polls the socket, runs the connection's task and the call, so a
+//!   request crosses no thread (the core keeps one connection pool per such thread). It wakes every `SIGNAL_TICK`
+//!   to run Python's signal handlers, so Ctrl+C drops the future, which cancels the request and closes its
+//!   connection.
 //! - `start(future)` spawns the call on the I/O runtime. When it ends, the I/O thread queues the outcome for the
 //!   resolver thread and goes on: it never waits for the interpreter lock. The resolver hands each batch of
 //!   outcomes to the event loop (`call_soon_threadsafe`), where they are converted and set on their futures.
@@ -12,6 +14,7 @@
 //!   the future aborts the task.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -65,6 +68,91 @@ pub fn runtime() -> PyResult<Arc<Runtime>> {
     Ok(rt)
 }
 
+/// A thread's own runtime, shut down when the thread exits (without waiting: nothing of it can be running then).
+struct ThreadRuntime {
+    pid: u32,
+    runtime: Option<Arc<Runtime>>,
+}
+
+impl Drop for ThreadRuntime {
+    fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        if self.pid != std::process::id() {
+            // A forked child's copy of its parent's runtime: its sockets and driver are the parent's.
+            std::mem::forget(runtime);
+        } else if let Ok(runtime) = Arc::try_unwrap(runtime) {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+thread_local! {
+    static THREAD_RUNTIME: RefCell<Option<ThreadRuntime>> = const { RefCell::new(None) };
+}
+
+/// This thread's current-thread runtime, built on first use (and again in a forked child), on which its blocking
+/// calls run. Another thread may drive it too (`wait_on`), which tokio allows: one thread at a time runs its tasks.
+pub fn thread_runtime() -> PyResult<Arc<Runtime>> {
+    let pid = std::process::id();
+    THREAD_RUNTIME.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if let Some(ThreadRuntime {
+            pid: owner,
+            runtime: Some(rt),
+        }) = slot.as_ref()
+        {
+            if *owner == pid {
+                return Ok(Arc::clone(rt));
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| {
+                internal_error(&format!("cannot start this thread's I/O runtime: {err}"))
+            })?;
+        let rt = Arc::new(rt);
+        // A stale one (the parent's, in a forked child) is forgotten by its own drop.
+        *slot = Some(ThreadRuntime {
+            pid,
+            runtime: Some(Arc::clone(&rt)),
+        });
+        Ok(rt)
+    })
+}
+
+/// This thread's runtime if it has built one (in this process).
+pub fn existing_thread_runtime() -> Option<Arc<Runtime>> {
+    let pid = std::process::id();
+    THREAD_RUNTIME.with(|slot| match slot.borrow().as_ref() {
+        Some(ThreadRuntime {
+            pid: owner,
+            runtime: Some(rt),
+        }) if *owner == pid => Some(Arc::clone(rt)),
+        _ => None,
+    })
+}
+
+/// Scheduler rounds `settle` gives a runtime: one runs an aborted task's cancellation, which drops its response;
+/// the next runs the connection's task, which then closes the socket.
+const SETTLE_ROUNDS: usize = 3;
+
+/// Let `rt` run what is ready now, without waiting for anything: a thread's runtime runs its tasks only while
+/// a thread drives it, so a request or stream dropped between calls (closed, interrupted, collected) closes its
+/// connection only once the runtime runs again. Does nothing inside a runtime (whose own thread drives it).
+pub fn settle(rt: &Runtime) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return;
+    }
+    rt.block_on(async {
+        for _ in 0..SETTLE_ROUNDS {
+            tokio::task::yield_now().await;
+        }
+    });
+}
+
 /// The text of a panic payload.
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
@@ -74,12 +162,13 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "no message".to_owned())
 }
 
-/// Drive `future` to its end on this thread without holding the interpreter lock.
+/// Drive `future` to its end on this thread, on `rt` (the runtime whose tasks the future waits for: its own
+/// thread's, or the thread's that opened a stream), without holding the interpreter lock.
 ///
 /// Every `SIGNAL_TICK` it re-attaches to run Python's signal handlers; when one raises (KeyboardInterrupt), the
 /// future is dropped, which cancels the request and closes its connection, and the exception propagates. A
 /// panic inside the future becomes an `InferenceKeyError`, never a `PanicException`.
-pub fn wait<F, T>(py: Python<'_>, future: F) -> PyResult<T>
+pub fn wait_on<F, T>(py: Python<'_>, rt: &Runtime, future: F) -> PyResult<T>
 where
     F: Future<Output = inferencekey_core::Result<T>> + Send,
     T: Send,
@@ -91,7 +180,6 @@ where
         ));
     }
     logs::refresh_level(py);
-    let rt = runtime()?;
     let mut future = Box::pin(AssertUnwindSafe(future).catch_unwind());
     loop {
         let polled = py
@@ -107,7 +195,14 @@ where
                     panic_message(payload.as_ref())
                 )))
             }
-            Err(_tick) => py.check_signals()?,
+            Err(_tick) => {
+                if let Err(interrupted) = py.check_signals() {
+                    // The request is dropped here; its connection closes once the runtime runs again.
+                    drop(future);
+                    settle(rt);
+                    return Err(interrupted);
+                }
+            }
         }
     }
 }
@@ -141,7 +236,12 @@ impl Call {
 
     /// Run the call on this thread and return its Python result.
     pub fn wait(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let convert = wait(py, self.future)?;
+        self.wait_on(py, &*thread_runtime()?)
+    }
+
+    /// Run the call on this thread, driving `rt`, and return its Python result.
+    pub fn wait_on(self, py: Python<'_>, rt: &Runtime) -> PyResult<Py<PyAny>> {
+        let convert = wait_on(py, rt, self.future)?;
         convert(py)
     }
 

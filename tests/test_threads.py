@@ -1,0 +1,111 @@
+# Blocking calls run on the calling thread's own runtime, with one connection pool per thread: a stream opened on one
+# thread is read from another, threads that exit leave no connection open, and a stream interrupted by Ctrl+C closes
+# its connection at once.
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psutil
+import pytest
+from conftest import ENDLESS_MS, HANG_GUARD, PROMPT, Admin, Deploy, LineReader, child_env
+from test_stream import chat_streams, slow_endpoint, wait_for_disconnect
+
+from inferencekey import DataClient, TextStream
+from inferencekey.local import LocalPlatform
+
+
+def connections_to(platform: LocalPlatform) -> list[Any]:
+    """This process's established TCP connections to the platform."""
+    port = int(platform.url.rsplit(":", 1)[1])
+    return [
+        c
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    ]
+
+
+def test_a_stream_opened_on_one_thread_is_read_on_another(deploy: Deploy) -> None:
+    endpoint = slow_endpoint(deploy)
+    expected = endpoint.generate_text(prompt=PROMPT, max_tokens=12).text
+    opened: list[TextStream] = []
+    # The opening thread has exited before the first chunk is read: its runtime is driven by the reader.
+    opener = threading.Thread(target=lambda: opened.append(endpoint.generate_text_stream(prompt=PROMPT, max_tokens=12)))
+    opener.start()
+    opener.join(timeout=HANG_GUARD)
+    with opened[0] as stream:
+        assert "".join(chunk.text for chunk in stream) == expected
+
+
+def test_a_stream_is_closed_from_another_thread(deploy: Deploy, admin: Admin) -> None:
+    stream = slow_endpoint(deploy).generate_text_stream(prompt=PROMPT, max_tokens=60)
+    next(stream)
+    closer = threading.Thread(target=stream.close)
+    closer.start()
+    closer.join(timeout=HANG_GUARD)
+    wait_for_disconnect(admin)
+
+
+def test_threads_share_one_client_and_leave_no_connection_behind(
+    platform: LocalPlatform, deploy: Deploy, data: DataClient, admin: Admin
+) -> None:
+    endpoint = deploy()
+    expected = endpoint.generate_text(prompt=PROMPT, max_tokens=8).text
+    kept = len(connections_to(platform))
+
+    def calls(_: int) -> list[str]:
+        texts = [endpoint.generate_text(prompt=PROMPT, max_tokens=8).text for _ in range(3)]
+        with endpoint.generate_text_stream(prompt=PROMPT, max_tokens=8) as stream:
+            texts.append("".join(chunk.text for chunk in stream))
+        return texts
+
+    for _ in range(3):  # three pools of threads, one after another: each thread's connections go with it
+        with ThreadPoolExecutor(8) as pool:
+            results = [text for texts in pool.map(calls, range(16)) for text in texts]
+        assert results == [expected] * 64
+    # Each thread kept one connection while it lived; every one was closed when its thread exited.
+    assert len(connections_to(platform)) <= kept
+    assert len(chat_streams(admin.journal())) == 48
+
+
+INTERRUPTED_STREAM = """
+import os, signal, threading, time
+from inferencekey import DataClient
+endpoint = DataClient.from_env().endpoint("support-bot")
+stream = endpoint.generate_text_stream(prompt="hello", max_tokens=60)
+next(stream)
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    for _ in stream:
+        pass
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
+def test_ctrl_c_mid_stream_closes_the_connection_at_once(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
+    slow_endpoint(deploy)
+    # The stream stalls after its first chunks, so the interrupt lands while the native call waits for more.
+    admin.fault("chat_stream", {"type": "stall", "at": "mid_stream", "ms": ENDLESS_MS})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_STREAM],
+        env=child_env(platform),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert LineReader(proc.stdout.fileno()).line(timeout=HANG_GUARD) == "interrupted"
+        # The child lives on (sleeping, making no call, its stream object still referenced): the connection closed
+        # when the interrupt dropped the read.
+        wait_for_disconnect(admin)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
