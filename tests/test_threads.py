@@ -50,12 +50,13 @@ def test_a_stream_is_closed_from_another_thread(deploy: Deploy, admin: Admin) ->
     wait_for_disconnect(admin)
 
 
-def test_threads_share_one_client_and_leave_no_connection_behind(
+def test_threads_share_one_client_and_new_threads_reuse_the_connections_of_old_ones(
     platform: LocalPlatform, deploy: Deploy, data: DataClient, admin: Admin
 ) -> None:
     endpoint = deploy()
     expected = endpoint.generate_text(prompt=PROMPT, max_tokens=8).text
-    kept = len(connections_to(platform))
+    seen = {c.laddr.port for c in connections_to(platform)}
+    kept = len(seen)
 
     def calls(_: int) -> list[str]:
         texts = [endpoint.generate_text(prompt=PROMPT, max_tokens=8).text for _ in range(3)]
@@ -63,12 +64,13 @@ def test_threads_share_one_client_and_leave_no_connection_behind(
             texts.append("".join(chunk.text for chunk in stream))
         return texts
 
-    for _ in range(3):  # three pools of threads, one after another: each thread's connections go with it
+    for _ in range(3):  # three pools of threads, one after another
         with ThreadPoolExecutor(8) as pool:
             results = [text for texts in pool.map(calls, range(16)) for text in texts]
         assert results == [expected] * 64
-    # Each thread kept one connection while it lived; every one was closed when its thread exited.
-    assert len(connections_to(platform)) <= kept
+        seen |= {c.laddr.port for c in connections_to(platform)}
+    # A thread that exits gives its runtime and its connections to the next new thread: the later rounds opened none.
+    assert len(seen) <= kept + 8, seen
     assert len(chat_streams(admin.journal())) == 48
 
 

@@ -1,18 +1,49 @@
 """The asyncio side of a native call: ``run`` starts a ``Pending`` call on the native I/O runtime and awaits the
-future it resolves (the native side settles it on this loop's thread, converting the result there).
+future it resolves. The native side settles it on this loop's thread, converting the result there: woken through
+the loop's own ``LoopWaker`` socket where the loop can watch one, else through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import weakref
 from typing import TYPE_CHECKING, TypeVar
 
-from inferencekey._core import Pending
+from inferencekey._core import LoopWaker, Pending
 
 if TYPE_CHECKING:
     import asyncio
 
 _T = TypeVar("_T")
+
+# Each event loop's waker, and the process that made it (a forked child makes its own: the socket is shared).
+_WAKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, LoopWaker | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
+    """The loop's waker, made and watched on first use; None where the loop cannot watch a descriptor."""
+    known = _WAKERS.get(loop)
+    pid = os.getpid()
+    if known is not None and known[0] == pid:
+        return known[1]
+    waker: LoopWaker | None
+    try:
+        waker = LoopWaker()
+        loop.add_reader(waker.fileno(), waker.drain)
+    except NotImplementedError:
+        # Windows' proactor loop (and the waker itself off Unix): the resolver thread wakes it instead.
+        waker = None
+    try:
+        _WAKERS[loop] = (pid, waker)
+    except TypeError:
+        # A loop that cannot be weakly referenced cannot keep its waker here: the resolver thread serves it.
+        if waker is not None:
+            loop.remove_reader(waker.fileno())
+        return None
+    return waker
 
 
 async def run(pending: Pending[_T]) -> _T:
@@ -21,6 +52,7 @@ async def run(pending: Pending[_T]) -> _T:
     Cancelling the await cancels the future, which aborts the native task (closing its connection).
     """
     # asyncio is loaded by whoever awaits this, so `import inferencekey` does not pay for it (~50 ms).
-    future: asyncio.Future[_T] = sys.modules["asyncio"].get_running_loop().create_future()
-    pending.start(future)
+    loop = sys.modules["asyncio"].get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+    pending.start(future, _waker(loop))
     return await future

@@ -24,6 +24,7 @@ __all__ = [
     "Endpoint",
     "Ensured",
     "LocalPlatform",
+    "LoopWaker",
     "ManagementClient",
     "OpenStream",
     "Pending",
@@ -88,8 +89,19 @@ class Pending(Generic[_T]):
     """A prepared native call; each runs at most once."""
     def wait(self) -> _T:
         """Run the call on this thread (the interpreter released) and return its result."""
-    def start(self, future: Future[_T]) -> None:
-        """Run the call on the I/O runtime and resolve `future` on its loop; cancelling `future` aborts it."""
+    def start(self, future: Future[_T], waker: LoopWaker | None = None) -> None:
+        """Run the call on the I/O runtime and resolve `future` on its loop (woken through `waker`, that loop's,
+        when given); cancelling `future` aborts it."""
+
+@final
+class LoopWaker:
+    """The wake-up of one asyncio event loop: the loop watches `fileno()` and calls `drain()` when it is readable,
+    which settles the futures whose calls finished. Raises NotImplementedError off Unix."""
+    def __new__(cls) -> Self: ...
+    def fileno(self) -> int:
+        """The descriptor the loop watches for reading."""
+    def drain(self) -> None:
+        """Settle every outcome queued for this loop (the loop's reader callback)."""
 
 @final
 class RawJson:
@@ -261,6 +273,9 @@ class ChatStream:
     def __new__(cls, open: OpenStream) -> Self: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> TextChunk: ...
+    def batch_now(self) -> ChunkBatch | None:
+        """The next batch when it is known without waiting (chunks already read, or the end already seen), else
+        None."""
     def next_batch(self) -> Pending[ChunkBatch]:
         """The chunks decoded so far (waits for at least one); an empty batch once the stream has finished."""
     def read_to_end(self) -> Pending[TextResult]:

@@ -15,7 +15,7 @@ from inferencekey._aio import run
 from inferencekey._batch import EmbedProgress, Output, drive, run_async, run_sync
 from inferencekey._client import ClientBase
 from inferencekey._closing import AsyncClosing, Closing
-from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, ChatStream, ChunkBatch
+from inferencekey._core import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONCURRENCY, ChatStream
 from inferencekey._core import DataClient as NativeDataClient
 from inferencekey._core import Endpoint as NativeEndpoint
 from inferencekey._network import CertFiles
@@ -650,7 +650,10 @@ class AsyncTextStream(AsyncClosing, AsyncIterator[TextChunk]):
         if native is None:
             raise StopAsyncIteration
         try:
-            batch: ChunkBatch = await run(native.next_batch())
+            # The end (or chunks read ahead) is often known already: only a real wait goes through the runtime.
+            batch = native.batch_now()
+            if batch is None:
+                batch = await run(native.next_batch())
             self._batch = batch
         except BaseException:
             await self.close()

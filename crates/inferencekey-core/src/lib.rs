@@ -53,5 +53,5 @@ pub use spec::{
 };
 pub use sse::{SseDecoder, SseEvent, MAX_EVENT_BYTES};
 pub use token::redact;
-pub use transport::Overrides;
+pub use transport::{EnteredContext, IoContext, Overrides};
 pub use wire::Workload;

@@ -206,58 +206,79 @@ pub(crate) struct Request<'a> {
     pub(crate) event_stream: bool,
 }
 
-/// The connection pools of one SDK client: one for the multi-threaded I/O runtime, and one per thread that drives
-/// its own requests on a current-thread runtime (the binding's blocking calls).
+/// The connection pools of one SDK client: one for the multi-threaded I/O runtime, and one per `IoContext` (a
+/// current-thread runtime that a caller's thread drives itself: the binding's blocking calls).
 ///
 /// A pooled connection is served by a task of the runtime that opened it, so a connection opened by one runtime
-/// must never be handed to another: a current-thread runtime runs its tasks only while its thread waits on it. Each
-/// such thread therefore gets its own reqwest client, built on first use from the same recipe, and its connections
-/// are driven on that thread with no hand-off to another one.
+/// must never be handed to another: a current-thread runtime runs its tasks only while a thread waits on it. Each
+/// context therefore gets its own reqwest client, built on first use from the same recipe, and its connections
+/// are driven by the waiting thread with no hand-off to another one.
 #[derive(Debug)]
 struct Pools {
     shared: reqwest::Client,
     recipe: TransportOptions,
-    /// One client per thread that drives its own requests, with that thread's mark (see `thread_mark`).
-    local: Mutex<Vec<(Weak<ThreadMark>, reqwest::Client)>>,
+    /// One client per context that has made requests, with that context's mark.
+    local: Mutex<Vec<(Weak<ContextMark>, reqwest::Client)>>,
 }
 
-/// A thread's identity for `Pools::local`: dropped when the thread exits, so its client can be pruned.
+/// The identity of an `IoContext` for `Pools::local`; dropped with the context, so its clients can be pruned.
 #[derive(Debug)]
-struct ThreadMark {
-    /// The process that made it: a forked child makes its own, as the parent's connections are not its own.
-    pid: u32,
+struct ContextMark;
+
+/// A current-thread runtime's share of every client's connections: requests made while it is entered use
+/// connections of their own, opened on (and only ever driven by) that runtime. The binding pairs one with each
+/// runtime it drives from a caller's thread, and may hand both on to another thread later (a pool of them), which
+/// keeps the connections warm.
+#[derive(Clone, Debug)]
+pub struct IoContext {
+    mark: Arc<ContextMark>,
 }
 
 thread_local! {
-    static THREAD_MARK: RefCell<Option<Arc<ThreadMark>>> = const { RefCell::new(None) };
+    static ENTERED: RefCell<Option<Arc<ContextMark>>> = const { RefCell::new(None) };
 }
 
-/// This thread's mark, made on first use (and again in a forked child).
-fn thread_mark() -> Arc<ThreadMark> {
-    let pid = std::process::id();
-    THREAD_MARK.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        match slot.as_ref() {
-            Some(mark) if mark.pid == pid => Arc::clone(mark),
-            _ => {
-                let mark = Arc::new(ThreadMark { pid });
-                *slot = Some(Arc::clone(&mark));
-                mark
-            }
+impl IoContext {
+    /// A new context, with no connection yet.
+    pub fn new() -> Self {
+        Self {
+            mark: Arc::new(ContextMark),
         }
-    })
+    }
+
+    /// Make this the context of the requests this thread makes until the guard is dropped (the previous one is
+    /// restored then).
+    pub fn enter(&self) -> EnteredContext {
+        let previous = ENTERED.with(|slot| slot.replace(Some(Arc::clone(&self.mark))));
+        EnteredContext { previous }
+    }
+}
+
+impl Default for IoContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Restores the thread's previous context when dropped.
+#[derive(Debug)]
+pub struct EnteredContext {
+    previous: Option<Arc<ContextMark>>,
+}
+
+impl Drop for EnteredContext {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        ENTERED.with(|slot| *slot.borrow_mut() = previous);
+    }
 }
 
 impl Pools {
-    /// The reqwest client for a request made now: the shared one, or this thread's when a current-thread runtime
-    /// drives the request.
+    /// The reqwest client for a request made now: the entered context's, or the shared one.
     fn client(&self) -> Result<reqwest::Client> {
-        let own_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        if !own_thread {
+        let Some(mark) = ENTERED.with(|slot| slot.borrow().clone()) else {
             return Ok(self.shared.clone());
-        }
-        let mark = thread_mark();
+        };
         let mut local = self
             .local
             .lock()
@@ -268,7 +289,7 @@ impl Pools {
         {
             return Ok(client.clone());
         }
-        // The clients of threads that exited (or of the parent, in a forked child) go now.
+        // The clients of contexts that are gone go now.
         local.retain(|(owner, _)| owner.strong_count() > 0);
         let client = build_client(&self.recipe)?;
         local.push((Arc::downgrade(&mark), client.clone()));

@@ -18,7 +18,8 @@ use crate::errors::{internal_error, to_pyerr};
 use crate::json::raw_to_py;
 use crate::results;
 use crate::runtime::{
-    existing_thread_runtime, list_of, settle, thread_runtime, wait_on, Call, Pending,
+    existing_thread_driver, list_of, settle, settle_idle, thread_driver, wait_on, Call, Driver,
+    Pending,
 };
 
 /// Most chunks handed over per crossing of the I/O boundary: enough to amortise it, small enough to stay
@@ -451,7 +452,10 @@ impl ManagementClient {
 
     /// Drop the connection pool now (a later call opens a fresh one).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.client.reset(py)
+        self.client.reset(py)?;
+        // Pools this thread (or a thread that exited) used close their connections when their runtime runs.
+        py.detach(settle_idle);
+        Ok(())
     }
 
     /// The constructor arguments that rebuild this client elsewhere, credentials included (for pickling).
@@ -469,8 +473,8 @@ impl ManagementClient {
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct ReadinessWatch {
     watch: Arc<tokio::sync::Mutex<Option<core::ReadinessWatch>>>,
-    /// The runtime of the thread that first iterated it (sync): its reader task runs there.
-    home: std::sync::OnceLock<Arc<tokio::runtime::Runtime>>,
+    /// The driver of the thread that first iterated it (sync): its reader task runs there.
+    home: std::sync::OnceLock<Arc<Driver>>,
 }
 
 impl ReadinessWatch {
@@ -509,7 +513,7 @@ impl ReadinessWatch {
         let home = match self.home.get() {
             Some(home) => Arc::clone(home),
             None => {
-                let here = thread_runtime()?;
+                let here = thread_driver()?;
                 Arc::clone(self.home.get_or_init(|| here))
             }
         };
@@ -644,7 +648,10 @@ impl DataClient {
 
     /// Drop the connection pool now (a later call opens a fresh one).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.client.reset(py)
+        self.client.reset(py)?;
+        // Pools this thread (or a thread that exited) used close their connections when their runtime runs.
+        py.detach(settle_idle);
+        Ok(())
     }
 
     /// The constructor arguments that rebuild this client elsewhere, credentials included (for pickling).
@@ -998,9 +1005,9 @@ impl StreamState {
 #[pyclass(module = "inferencekey._core", frozen, subclass)]
 pub struct ChatStream {
     state: Arc<Mutex<StreamState>>,
-    /// The runtime of the thread that opened it, when that thread waits on its own (a sync stream): the task
+    /// The driver of the thread that opened it, when that thread waits on its own (a sync stream): the task
     /// reading its body runs there, so every read drives that runtime, from whichever thread iterates.
-    home: Option<Arc<tokio::runtime::Runtime>>,
+    home: Option<Arc<Driver>>,
 }
 
 impl ChatStream {
@@ -1048,7 +1055,7 @@ impl ChatStream {
                 stream: Some(stream),
                 ..StreamState::default()
             })),
-            home: existing_thread_runtime(),
+            home: existing_thread_driver(),
         })
     }
 
@@ -1065,9 +1072,18 @@ impl ChatStream {
             let Some(mut stream) = self.take_for_reading()? else {
                 return Err(PyStopIteration::new_err(()));
             };
+            if let Some(batch) = stream.ready_batch(STREAM_BATCH) {
+                // Decoded already, or the end already seen: nothing to wait for.
+                let mut state = self.lock()?;
+                state.returned(stream, &batch);
+                state
+                    .buffered
+                    .extend(batch.map_err(|err| to_pyerr(py, err))?);
+                continue;
+            }
             let home = match &self.home {
                 Some(home) => Arc::clone(home),
-                None => thread_runtime()?,
+                None => thread_driver()?,
             };
             let batch = wait_on(py, &home, async move {
                 let batch = stream.next_batch(STREAM_BATCH).await;
@@ -1087,6 +1103,28 @@ impl ChatStream {
                 .buffered
                 .extend(batch.map_err(|err| to_pyerr(py, err))?);
         }
+    }
+
+    /// The next batch when it is known without waiting (chunks already read, or the end already seen), else None:
+    /// the async surface then awaits `next_batch()`, so a stream's end costs no round trip through the runtime.
+    fn batch_now(&self, py: Python<'_>) -> PyResult<Option<ChunkBatch>> {
+        let mut state = self.lock()?;
+        if !state.buffered.is_empty() {
+            return Ok(Some(ChunkBatch::from(std::mem::take(&mut state.buffered))));
+        }
+        if state.reading {
+            return Ok(None);
+        }
+        let Some(mut stream) = state.stream.take() else {
+            return Ok(Some(ChunkBatch::from(VecDeque::new())));
+        };
+        let Some(batch) = stream.ready_batch(STREAM_BATCH) else {
+            state.stream = Some(stream);
+            return Ok(None);
+        };
+        state.returned(stream, &batch);
+        let chunks = batch.map_err(|err| to_pyerr(py, err))?;
+        Ok(Some(ChunkBatch::from(VecDeque::from(chunks))))
     }
 
     /// The next batch of chunks; resolves to a `ChunkBatch` (an iterator of `TextChunk`), empty at the end.
@@ -1109,12 +1147,7 @@ impl ChatStream {
                 }
                 batch.map(VecDeque::from)
             },
-            |py, chunks| {
-                let batch = ChunkBatch {
-                    chunks: Mutex::new(chunks),
-                };
-                Ok(Bound::new(py, batch)?.into_any())
-            },
+            |py, chunks| Ok(Bound::new(py, ChunkBatch::from(chunks))?.into_any()),
         )))
     }
 
@@ -1197,6 +1230,14 @@ impl Drop for ChatStream {
 #[pyclass(module = "inferencekey._core", frozen)]
 pub struct ChunkBatch {
     chunks: Mutex<VecDeque<core::ChatChunk>>,
+}
+
+impl From<VecDeque<core::ChatChunk>> for ChunkBatch {
+    fn from(chunks: VecDeque<core::ChatChunk>) -> Self {
+        Self {
+            chunks: Mutex::new(chunks),
+        }
+    }
 }
 
 #[pymethods]

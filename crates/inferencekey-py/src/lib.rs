@@ -69,6 +69,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(results::result_fields, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_panicking_call, m)?)?;
     m.add_class::<runtime::Pending>()?;
+    m.add_class::<runtime::LoopWaker>()?;
     m.add_class::<results::RawJson>()?;
     m.add_class::<results::Vectors>()?;
     m.add_class::<clients::ManagementClient>()?;

@@ -7,11 +7,13 @@
 //!   request crosses no thread (the core keeps one connection pool per such thread). It wakes every `SIGNAL_TICK`
 //!   to run Python's signal handlers, so Ctrl+C drops the future, which cancels the request and closes its
 //!   connection.
-//! - `start(future)` spawns the call on the I/O runtime. When it ends, the I/O thread queues the outcome for the
-//!   resolver thread and goes on: it never waits for the interpreter lock. The resolver hands each batch of
-//!   outcomes to the event loop (`call_soon_threadsafe`), where they are converted and set on their futures.
-//!   Whatever ends the task (a value, an error, a panic, the runtime going away) resolves the future; cancelling
-//!   the future aborts the task.
+//! - `start(future, waker)` spawns the call on the I/O runtime. When it ends, the I/O thread queues the outcome
+//!   and goes on: it never waits for the interpreter lock. With a `LoopWaker` (one per event loop, where the loop
+//!   can watch a file descriptor), the outcome goes on that loop's queue and one byte on its socket wakes the loop,
+//!   whose reader callback converts the outcomes and sets them on their futures: no other thread is involved.
+//!   Without one (a loop that cannot watch descriptors, such as Windows' proactor), the resolver thread hands
+//!   each batch of outcomes to the loop with `call_soon_threadsafe`. Whatever ends the task (a value, an error, a
+//!   panic, the runtime going away) resolves the future; cancelling the future aborts the task.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -57,8 +59,12 @@ pub fn runtime() -> PyResult<Arc<Runtime>> {
         // for them forever, so the stale one is leaked on purpose.
         std::mem::forget(stale);
     }
+    // One worker: the async calls' I/O and decoding keep one thread busy at most while the interpreter's thread
+    // converts their results, and a second worker only added wake-ups (tokio wakes an idle worker to steal the work
+    // a task spawns): measured, 1 in flight cost 22% less client CPU per request with one worker, 26-chunk streams
+    // 35% less, 64 in flight and 1,000 concurrent streams no more (benches/README.md).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("inferencekey-io")
         .enable_all()
         .build()
@@ -68,69 +74,123 @@ pub fn runtime() -> PyResult<Arc<Runtime>> {
     Ok(rt)
 }
 
-/// A thread's own runtime, shut down when the thread exits (without waiting: nothing of it can be running then).
-struct ThreadRuntime {
-    pid: u32,
-    runtime: Option<Arc<Runtime>>,
+/// What a thread drives its blocking calls on: a current-thread runtime, and the core's context that gives that
+/// runtime connections of its own. A thread takes one on its first blocking call and gives it back when it exits, so
+/// the next new thread starts with a built runtime, built HTTP clients and warm connections (a thread pool made
+/// per batch of work costs no new connections).
+pub struct Driver {
+    runtime: Runtime,
+    context: inferencekey_core::IoContext,
 }
 
-impl Drop for ThreadRuntime {
+impl Driver {
+    /// Run `future` to its end on this runtime, in this context (on the calling thread).
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let _entered = self.context.enter();
+        self.runtime.block_on(future)
+    }
+}
+
+/// Most drivers kept for threads to come; beyond this, a thread's driver is shut down when it exits.
+const SPARE_DRIVERS: usize = 64;
+
+/// Drivers given back by threads that exited, and the process they belong to (a forked child keeps none).
+static SPARE: Mutex<Option<(u32, Vec<Arc<Driver>>)>> = Mutex::new(None);
+
+/// A thread's driver, given back when the thread exits.
+struct ThreadDriver {
+    pid: u32,
+    driver: Option<Arc<Driver>>,
+}
+
+impl Drop for ThreadDriver {
     fn drop(&mut self) {
-        let Some(runtime) = self.runtime.take() else {
+        let Some(driver) = self.driver.take() else {
             return;
         };
         if self.pid != std::process::id() {
-            // A forked child's copy of its parent's runtime: its sockets and driver are the parent's.
-            std::mem::forget(runtime);
-        } else if let Ok(runtime) = Arc::try_unwrap(runtime) {
-            runtime.shutdown_background();
+            // A forked child's copy of its parent's driver: its sockets and its epoll instance are the parent's.
+            std::mem::forget(driver);
+            return;
+        }
+        // Kept by a stream or watch that another thread may still read: it stays with them.
+        if Arc::strong_count(&driver) > 1 {
+            return;
+        }
+        if let Ok(mut spare) = SPARE.lock() {
+            if let Some((owner, drivers)) = spare.as_mut() {
+                if *owner == self.pid && drivers.len() < SPARE_DRIVERS {
+                    drivers.push(driver);
+                    return;
+                }
+            }
+        }
+        if let Ok(driver) = Arc::try_unwrap(driver) {
+            // Nothing of it runs now (no thread drives it): its tasks and connections are dropped at once.
+            driver.runtime.shutdown_background();
         }
     }
 }
 
 thread_local! {
-    static THREAD_RUNTIME: RefCell<Option<ThreadRuntime>> = const { RefCell::new(None) };
+    static THREAD_DRIVER: RefCell<Option<ThreadDriver>> = const { RefCell::new(None) };
 }
 
-/// This thread's current-thread runtime, built on first use (and again in a forked child), on which its blocking
-/// calls run. Another thread may drive it too (`wait_on`), which tokio allows: one thread at a time runs its tasks.
-pub fn thread_runtime() -> PyResult<Arc<Runtime>> {
+/// A spare driver of this process, or a new one.
+fn take_driver(pid: u32) -> PyResult<Arc<Driver>> {
+    if let Ok(mut spare) = SPARE.lock() {
+        if spare.as_ref().is_some_and(|(owner, _)| *owner != pid) {
+            // The parent's, in a forked child: not ours to run or to drop.
+            std::mem::forget(spare.take());
+        }
+        let (_, drivers) = spare.get_or_insert_with(|| (pid, Vec::new()));
+        if let Some(driver) = drivers.pop() {
+            return Ok(driver);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| internal_error(&format!("cannot start this thread's I/O runtime: {err}")))?;
+    Ok(Arc::new(Driver {
+        runtime,
+        context: inferencekey_core::IoContext::new(),
+    }))
+}
+
+/// This thread's driver, taken on first use (and again in a forked child), on which its blocking calls run.
+/// Another thread may drive it too (`wait_on`), which tokio allows: one thread at a time runs its tasks.
+pub fn thread_driver() -> PyResult<Arc<Driver>> {
     let pid = std::process::id();
-    THREAD_RUNTIME.with(|slot| {
+    THREAD_DRIVER.with(|slot| {
         let mut slot = slot.borrow_mut();
-        if let Some(ThreadRuntime {
+        if let Some(ThreadDriver {
             pid: owner,
-            runtime: Some(rt),
+            driver: Some(driver),
         }) = slot.as_ref()
         {
             if *owner == pid {
-                return Ok(Arc::clone(rt));
+                return Ok(Arc::clone(driver));
             }
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| {
-                internal_error(&format!("cannot start this thread's I/O runtime: {err}"))
-            })?;
-        let rt = Arc::new(rt);
+        let driver = take_driver(pid)?;
         // A stale one (the parent's, in a forked child) is forgotten by its own drop.
-        *slot = Some(ThreadRuntime {
+        *slot = Some(ThreadDriver {
             pid,
-            runtime: Some(Arc::clone(&rt)),
+            driver: Some(Arc::clone(&driver)),
         });
-        Ok(rt)
+        Ok(driver)
     })
 }
 
-/// This thread's runtime if it has built one (in this process).
-pub fn existing_thread_runtime() -> Option<Arc<Runtime>> {
+/// This thread's driver if it has one (in this process).
+pub fn existing_thread_driver() -> Option<Arc<Driver>> {
     let pid = std::process::id();
-    THREAD_RUNTIME.with(|slot| match slot.borrow().as_ref() {
-        Some(ThreadRuntime {
+    THREAD_DRIVER.with(|slot| match slot.borrow().as_ref() {
+        Some(ThreadDriver {
             pid: owner,
-            runtime: Some(rt),
-        }) if *owner == pid => Some(Arc::clone(rt)),
+            driver: Some(driver),
+        }) if *owner == pid => Some(Arc::clone(driver)),
         _ => None,
     })
 }
@@ -142,15 +202,33 @@ const SETTLE_ROUNDS: usize = 3;
 /// Let `rt` run what is ready now, without waiting for anything: a thread's runtime runs its tasks only while
 /// a thread drives it, so a request or stream dropped between calls (closed, interrupted, collected) closes its
 /// connection only once the runtime runs again. Does nothing inside a runtime (whose own thread drives it).
-pub fn settle(rt: &Runtime) {
+pub fn settle(driver: &Driver) {
     if tokio::runtime::Handle::try_current().is_ok() {
         return;
     }
-    rt.block_on(async {
+    driver.block_on(async {
         for _ in 0..SETTLE_ROUNDS {
             tokio::task::yield_now().await;
         }
     });
+}
+
+/// Let this thread's driver and every spare one run what is ready (a client closed: connections of its dropped
+/// pools close once their runtime runs). Drivers of other live threads run at their next call.
+pub fn settle_idle() {
+    if let Some(driver) = existing_thread_driver() {
+        settle(&driver);
+    }
+    let spares: Vec<Arc<Driver>> = match SPARE.lock() {
+        Ok(spare) => match spare.as_ref() {
+            Some((owner, drivers)) if *owner == std::process::id() => drivers.clone(),
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    for driver in spares {
+        settle(&driver);
+    }
 }
 
 /// The text of a panic payload.
@@ -168,7 +246,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// Every `SIGNAL_TICK` it re-attaches to run Python's signal handlers; when one raises (KeyboardInterrupt), the
 /// future is dropped, which cancels the request and closes its connection, and the exception propagates. A
 /// panic inside the future becomes an `InferenceKeyError`, never a `PanicException`.
-pub fn wait_on<F, T>(py: Python<'_>, rt: &Runtime, future: F) -> PyResult<T>
+pub fn wait_on<F, T>(py: Python<'_>, driver: &Driver, future: F) -> PyResult<T>
 where
     F: Future<Output = inferencekey_core::Result<T>> + Send,
     T: Send,
@@ -182,8 +260,9 @@ where
     logs::refresh_level(py);
     let mut future = Box::pin(AssertUnwindSafe(future).catch_unwind());
     loop {
-        let polled = py
-            .detach(|| rt.block_on(async { tokio::time::timeout(SIGNAL_TICK, &mut future).await }));
+        let polled = py.detach(|| {
+            driver.block_on(async { tokio::time::timeout(SIGNAL_TICK, &mut future).await })
+        });
         // The records the call logged on I/O threads are emitted here, before its result. A Ctrl+C that lands
         // while they are emitted ends the wait like one seen by `check_signals` (dropping the future cancels it).
         logs::drain(py)?;
@@ -199,7 +278,7 @@ where
                 if let Err(interrupted) = py.check_signals() {
                     // The request is dropped here; its connection closes once the runtime runs again.
                     drop(future);
-                    settle(rt);
+                    settle(driver);
                     return Err(interrupted);
                 }
             }
@@ -236,30 +315,36 @@ impl Call {
 
     /// Run the call on this thread and return its Python result.
     pub fn wait(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.wait_on(py, &*thread_runtime()?)
+        self.wait_on(py, &*thread_driver()?)
     }
 
-    /// Run the call on this thread, driving `rt`, and return its Python result.
-    pub fn wait_on(self, py: Python<'_>, rt: &Runtime) -> PyResult<Py<PyAny>> {
-        let convert = wait_on(py, rt, self.future)?;
+    /// Run the call on this thread, driving `driver`, and return its Python result.
+    pub fn wait_on(self, py: Python<'_>, driver: &Driver) -> PyResult<Py<PyAny>> {
+        let convert = wait_on(py, driver, self.future)?;
         convert(py)
     }
 
-    /// Run the call on the I/O runtime; its outcome resolves the asyncio `future` on that future's loop.
-    pub fn start(self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Run the call on the I/O runtime; its outcome resolves the asyncio `future` on that future's loop, through
+    /// `waker` (that loop's) when given, else through the resolver thread.
+    pub fn start(self, future: &Bound<'_, PyAny>, waker: Option<&LoopWaker>) -> PyResult<()> {
         logs::refresh_level(future.py());
+        let route = match waker {
+            Some(waker) => Route::Loop(Arc::clone(&waker.queue)),
+            None => Route::Resolver {
+                event_loop: future.call_method0("get_loop")?.unbind(),
+                resolver: resolver()?,
+            },
+        };
         let completion = Completion {
-            event_loop: future.call_method0("get_loop")?.unbind(),
             future: future.clone().unbind(),
             outcome: None,
         };
-        let resolver = resolver()?;
         let call = self.future;
         let task = runtime()?.spawn(async move {
             // Dropped with the task, however it ends: a panic or an abort still resolves the future.
             let mut guard = Resolving {
                 completion: Some(completion),
-                resolver,
+                route: Some(route),
             };
             let outcome = match AssertUnwindSafe(call).catch_unwind().await {
                 Ok(result) => Outcome::Done(result),
@@ -303,29 +388,73 @@ impl Outcome {
 
 /// An outcome on its way to the future it settles.
 struct Completion {
-    event_loop: Py<PyAny>,
     future: Py<PyAny>,
     outcome: Option<Outcome>,
 }
 
-/// What the resolver thread is handed: an outcome to deliver, or log records to emit.
+impl Completion {
+    /// Set the outcome on the future (on its loop's thread), unless the future was cancelled.
+    fn settle(self, py: Python<'_>) -> PyResult<()> {
+        let future = self.future.bind(py);
+        if future.call_method0("cancelled")?.is_truthy()? {
+            return Ok(());
+        }
+        match self.outcome.unwrap_or(Outcome::Dropped).into_py(py) {
+            Ok(value) => future.call_method1("set_result", (value,))?,
+            Err(err) => future.call_method1("set_exception", (err.into_value(py),))?,
+        };
+        Ok(())
+    }
+}
+
+/// Settle every completion, even when one fails (its loop then sees the first failure).
+fn settle_all(py: Python<'_>, completions: Vec<Completion>) -> PyResult<()> {
+    let mut first_failure = None;
+    for completion in completions {
+        if let Err(err) = completion.settle(py) {
+            first_failure.get_or_insert(err);
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+/// What the resolver thread is handed: an outcome to deliver to a loop, or log records to emit.
 enum Message {
-    Completed(Completion),
+    Completed(Py<PyAny>, Completion),
     Logged,
 }
 
-/// Sends the completion to the resolver when the task finishes, or when it is dropped unfinished.
+/// How a finished call reaches its loop.
+enum Route {
+    /// The loop's own queue and wake-up socket.
+    Loop(Arc<LoopQueue>),
+    /// The resolver thread, which schedules the settling on `event_loop`.
+    Resolver {
+        event_loop: Py<PyAny>,
+        resolver: Sender<Message>,
+    },
+}
+
+/// Sends the completion on its route when the task finishes, or when it is dropped unfinished.
 struct Resolving {
     completion: Option<Completion>,
-    resolver: Sender<Message>,
+    route: Option<Route>,
 }
 
 impl Resolving {
     fn finish(&mut self, outcome: Outcome) {
-        if let Some(mut completion) = self.completion.take() {
-            completion.outcome = Some(outcome);
+        let (Some(mut completion), Some(route)) = (self.completion.take(), self.route.take())
+        else {
+            return;
+        };
+        completion.outcome = Some(outcome);
+        match route {
+            Route::Loop(queue) => queue.push(completion),
             // The resolver lives as long as the process; a failed send means the interpreter is going away.
-            let _ = self.resolver.send(Message::Completed(completion));
+            Route::Resolver {
+                event_loop,
+                resolver,
+            } => drop(resolver.send(Message::Completed(event_loop, completion))),
         }
     }
 }
@@ -421,8 +550,8 @@ fn resolve_forever(receiver: &Receiver<Message>) {
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
-            if let Message::Completed(completion) = message {
-                batch.push(completion);
+            if let Message::Completed(event_loop, completion) = message {
+                batch.push((event_loop, completion));
             }
             if batch.len() < RESOLVE_BATCH {
                 next = receiver.try_recv().ok();
@@ -447,16 +576,16 @@ fn resolve_forever(receiver: &Receiver<Message>) {
     }
 }
 
-/// Schedule `settle_all` on each event loop with the completions that belong to it.
-fn hand_over(py: Python<'_>, mut batch: Vec<Completion>) {
-    while let Some(first) = batch.first() {
-        let event_loop = first.event_loop.clone_ref(py);
+/// Schedule a `Settle` on each event loop with the completions that belong to it.
+fn hand_over(py: Python<'_>, mut batch: Vec<(Py<PyAny>, Completion)>) {
+    while let Some((first, _)) = batch.first() {
+        let event_loop = first.clone_ref(py);
         let (mine, rest): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .partition(|c| c.event_loop.is(&event_loop));
+            .partition(|(owner, _)| owner.is(&event_loop));
         batch = rest;
         let settle = Settle {
-            completions: Mutex::new(mine),
+            completions: Mutex::new(mine.into_iter().map(|(_, c)| c).collect()),
         };
         let scheduled = Bound::new(py, settle).and_then(|settle| {
             event_loop
@@ -483,19 +612,112 @@ impl Settle {
                 .lock()
                 .map_err(|_| internal_error("a settle lock was poisoned"))?,
         );
-        for completion in completions {
-            let future = completion.future.bind(py);
-            if future.call_method0("cancelled")?.is_truthy()? {
-                continue;
-            }
-            let outcome = completion.outcome.unwrap_or(Outcome::Dropped);
-            match outcome.into_py(py) {
-                Ok(value) => future.call_method1("set_result", (value,))?,
-                Err(err) => future.call_method1("set_exception", (err.into_value(py),))?,
-            };
-        }
+        settle_all(py, completions)?;
         // The awaiting tasks resume after this callback, so the records of their calls still come first. A Ctrl+C
         // that lands while they are emitted propagates: the loop is being interrupted.
+        logs::drain(py)
+    }
+}
+
+/// The outcomes finished for one event loop, and the socket pair that wakes it.
+pub struct LoopQueue {
+    pending: Mutex<Vec<Completion>>,
+    #[cfg(unix)]
+    wake: std::os::unix::net::UnixStream,
+    #[cfg(unix)]
+    watched: std::os::unix::net::UnixStream,
+}
+
+impl LoopQueue {
+    /// Queue a finished call (on an I/O thread); the first outcome of an empty queue wakes the loop with one
+    /// byte. The loop's reader reads the bytes before it takes the queue, so no outcome is ever left unseen.
+    fn push(&self, completion: Completion) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        let was_empty = pending.is_empty();
+        pending.push(completion);
+        drop(pending);
+        if was_empty {
+            #[cfg(unix)]
+            {
+                use std::io::Write as _;
+                // Non-blocking: a full socket already holds bytes the loop has yet to read.
+                let _ = (&self.wake).write(&[1]);
+            }
+        }
+    }
+}
+
+/// The wake-up of one asyncio event loop: the loop watches `fileno()` (`loop.add_reader(fileno, drain)`) and
+/// `drain()` settles the outcomes the I/O threads queued for it. Unix only: elsewhere the constructor raises
+/// `NotImplementedError` and calls go through the resolver thread.
+#[pyclass(module = "inferencekey._core", frozen)]
+pub struct LoopWaker {
+    queue: Arc<LoopQueue>,
+}
+
+#[pymethods]
+impl LoopWaker {
+    #[new]
+    fn new() -> PyResult<Self> {
+        #[cfg(unix)]
+        {
+            let (wake, watched) = std::os::unix::net::UnixStream::pair()
+                .and_then(|(wake, watched)| {
+                    wake.set_nonblocking(true)?;
+                    watched.set_nonblocking(true)?;
+                    Ok((wake, watched))
+                })
+                .map_err(|err| {
+                    internal_error(&format!("cannot make a loop's wake-up socket: {err}"))
+                })?;
+            Ok(Self {
+                queue: Arc::new(LoopQueue {
+                    pending: Mutex::new(Vec::new()),
+                    wake,
+                    watched,
+                }),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Err(pyo3::exceptions::PyNotImplementedError::new_err(
+                "loop wake-up sockets are Unix only",
+            ))
+        }
+    }
+
+    /// The descriptor the loop watches for reading.
+    fn fileno(&self) -> i64 {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd as _;
+            i64::from(self.queue.watched.as_raw_fd())
+        }
+        #[cfg(not(unix))]
+        {
+            -1
+        }
+    }
+
+    /// Settle every outcome queued for this loop (its reader callback, on the loop's thread).
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        #[cfg(unix)]
+        {
+            use std::io::Read as _;
+            let mut bytes = [0_u8; 256];
+            while matches!((&self.queue.watched).read(&mut bytes), Ok(n) if n > 0) {}
+        }
+        let completions = std::mem::take(
+            &mut *self
+                .queue
+                .pending
+                .lock()
+                .map_err(|_| internal_error("a loop queue lock was poisoned"))?,
+        );
+        settle_all(py, completions)?;
+        // The records of these calls come before the awaiting tasks resume (as with `Settle`).
         logs::drain(py)
     }
 }
@@ -548,9 +770,15 @@ impl Pending {
         self.take()?.wait(py)
     }
 
-    /// Run the call on the I/O runtime and resolve `future` (from `loop.create_future()`) with its result.
-    fn start(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.take()?.start(future)
+    /// Run the call on the I/O runtime and resolve `future` (from `loop.create_future()`) with its result,
+    /// through `waker` (the `LoopWaker` of the future's loop) when given.
+    #[pyo3(signature = (future, waker=None))]
+    fn start(
+        &self,
+        future: &Bound<'_, PyAny>,
+        waker: Option<PyRef<'_, LoopWaker>>,
+    ) -> PyResult<()> {
+        self.take()?.start(future, waker.as_deref())
     }
 }
 

@@ -195,6 +195,11 @@ impl ChatStream {
                 Err(mpsc::error::TryRecvError::Disconnected) => self.receiver = None,
             }
         }
+        self.hand_out(out)
+    }
+
+    /// Hand `out` to the reader (assembled into the reply), or when it is empty, the failure or the end.
+    fn hand_out(&mut self, out: Vec<ChatChunk>) -> Result<Vec<ChatChunk>> {
         if !out.is_empty() {
             for chunk in &out {
                 self.reply.absorb(chunk);
@@ -208,6 +213,35 @@ impl ChatStream {
             }
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Move every message already queued into the stream's buffer, without waiting.
+    fn take_ready(&mut self) {
+        while self.failed.is_none() {
+            let Some(receiver) = self.receiver.as_mut() else {
+                return;
+            };
+            match receiver.try_recv() {
+                Ok(StreamMessage::Chunks(chunks)) => self.buffered.extend(chunks),
+                Ok(StreamMessage::Failed(err)) => self.failed = Some(err),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.receiver = None,
+            }
+        }
+    }
+
+    /// The next batch when it needs no wait: chunks already decoded, the end already seen, or the failure; None
+    /// when only the network can answer (then `next_batch` waits).
+    pub fn ready_batch(&mut self, max: usize) -> Option<Result<Vec<ChatChunk>>> {
+        self.take_ready();
+        if self.buffered.is_empty() && self.failed.is_none() && self.receiver.is_some() {
+            return None;
+        }
+        let out: Vec<ChatChunk> = self
+            .buffered
+            .drain(..self.buffered.len().min(max.max(1)))
+            .collect();
+        Some(self.hand_out(out))
     }
 
     pub(super) fn accept(&mut self, message: StreamMessage, out: &mut Vec<ChatChunk>, max: usize) {
