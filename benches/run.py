@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import embed_many
+import lean
 import numpy
-from peers import AsyncPeers, SyncPeers, Target, has_native_numpy
+from peers import CHAT_TOKENS, AsyncPeers, SyncPeers, Target, has_native_numpy
 
 import inferencekey
 from inferencekey import Backend, BatchEmbedError, EmbedProgress, ManagementClient, TaskType, WorkloadSpec
@@ -297,6 +298,10 @@ LABELS = {
     "openai threads": f"openai `OpenAI`, ThreadPoolExecutor({embed_many.CONCURRENCY})",
     "openai async": f"openai `AsyncOpenAI`, gather + Semaphore({embed_many.CONCURRENCY})",
     "embed_many 429": "inferencekey `Endpoint.embed_many`, 20% 429s",
+    "raw": "raw keep-alive socket + orjson (Python, by hand)",
+    "raw unary": "raw socket, one unary request (the yardstick)",
+    "pyreqwest": "pyreqwest + orjson",
+    "aiohttp": "aiohttp + orjson",
 }
 OPENAI_BATCH_LEGS = ("openai threads", "openai async")
 
@@ -610,6 +615,257 @@ class Bench:
         return scenario
 
 
+# --- per-request cost (issue 16) -------------------------------------------------------------------------------
+
+
+@dataclass
+class RequestSizes:
+    requests: int
+    in_flight: int
+    concurrent_requests: int
+    streams: int
+    stream_tokens: int
+
+
+REQUESTS_FULL = RequestSizes(1_000, 64, 2_560, 500, 26)
+REQUESTS_QUICK = RequestSizes(100, 64, 256, 50, 26)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class PerRequest:
+    """Issue 16's scenarios: the cost of one request (unary, and a chat-sized stream) against the leanest clients a
+    caller could write: a raw socket, pyreqwest and aiohttp, each with orjson; and the time to the first chunk."""
+
+    def __init__(self, target: Target, floor: Floor, sizes: RequestSizes, repeats: int) -> None:
+        self.target, self.floor, self.sizes, self.repeats = target, floor, sizes, repeats
+        self.ik = SyncPeers(target)
+        self.raw = lean.RawSocket(target)
+        self.reqwest = lean.SyncReqwest(target)
+        self.loop = asyncio.new_event_loop()
+        self.aio = AsyncPeers(target)
+
+        async def make() -> tuple[lean.AsyncReqwest, lean.AsyncAiohttp]:
+            return lean.AsyncReqwest(target), lean.AsyncAiohttp(target)
+
+        self.areqwest, self.aiohttp = self.loop.run_until_complete(make())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.aio.close())
+        self.loop.run_until_complete(self.areqwest.close())
+        self.loop.run_until_complete(self.aiohttp.close())
+        self.loop.close()
+        self.ik.close()
+        self.raw.close()
+        self.reqwest.close()
+
+    def check_same_data(self) -> None:
+        """Every lean client reads the SDK's completion text and the same chunk texts, before anything is timed."""
+        text = self.ik.chat_ik()
+        texts = {
+            "raw": self.raw.chat(),
+            "pyreqwest": self.reqwest.chat(),
+            "pyreqwest async": self.loop.run_until_complete(self.areqwest.chat()),
+            "aiohttp": self.loop.run_until_complete(self.aiohttp.chat()),
+        }
+        assert set(texts.values()) == {text}, (text, texts)
+        tokens = self.sizes.stream_tokens
+        chars = len("".join(self.ik.chunks_ik(tokens)))
+        assert [t for t in self.raw.stream_texts(tokens) if t] == self.ik.chunks_ik(tokens)
+        for name, got in {
+            "pyreqwest": self.reqwest.stream(tokens),
+            "pyreqwest async": self.loop.run_until_complete(self.areqwest.stream(tokens)),
+            "aiohttp": self.loop.run_until_complete(self.aiohttp.stream(tokens)),
+        }.items():
+            assert got == chars, (name, got, chars)
+        self.chat_chars, self.stream_chars = len(text), chars
+
+    def unary_check(self, out: list[str]) -> bool:
+        return {len(t) for t in out} == {self.chat_chars}
+        log("every lean client received the same completion and chunks as the SDK")
+
+    def _async(self, fn: Callable[[], Awaitable[Any]], n: int, in_flight: int, check: Callable[[Any], bool]) -> Leg:
+        per = max(1, n // in_flight)
+
+        async def worker() -> list[Any]:
+            return [await fn() for _ in range(per)]
+
+        async def run() -> list[Any]:
+            shares = await asyncio.gather(*(worker() for _ in range(in_flight)))
+            return [out for share in shares for out in share]
+
+        return lambda: timed(lambda: self.loop.run_until_complete(run()), per * in_flight, check)
+
+    def unary(self) -> list[Scenario]:
+        size, chars = self.sizes, self.chat_chars
+
+        def check(out: list[str]) -> bool:
+            return {len(t) for t in out} == {chars}
+
+        def sync(fn: Callable[[], str], n: int) -> Leg:
+            return lambda: timed(lambda: [fn() for _ in range(n)], n, check)
+
+        def sync_legs(scale: float) -> dict[str, Leg]:
+            n = scaled(size.requests, scale)
+            return {
+                "inferencekey": sync(self.ik.chat_ik, n),
+                "raw": sync(self.raw.chat, n),
+                "pyreqwest": sync(self.reqwest.chat, n),
+                "rust": lambda: self.floor.sample({"op": "chat", "requests": n, "concurrency": 1}),
+            }
+
+        def async_legs(in_flight: int, requests: int) -> Callable[[float], dict[str, Leg]]:
+            def at(scale: float) -> dict[str, Leg]:
+                n = max(in_flight, scaled(requests, scale))
+                legs = {
+                    "inferencekey": self._async(self.aio.chat_ik, n, in_flight, check),
+                    "pyreqwest": self._async(self.areqwest.chat, n, in_flight, check),
+                    "aiohttp": self._async(self.aiohttp.chat, n, in_flight, check),
+                }
+                command = {"op": "chat", "requests": in_flight * max(1, n // in_flight), "concurrency": in_flight}
+                legs["rust"] = lambda: self.floor.sample(command)
+                return legs
+
+            return at
+
+        out = []
+        title = f"per request: unary chat, sync, one after another ({size.requests:,} requests of {CHAT_TOKENS} tokens)"
+        out.append(Scenario("request_sync", title, "request", run_legs(title, sync_legs, self.repeats)))
+        title = f"per request: unary chat, asyncio, 1 in flight ({size.requests:,} requests)"
+        legs = async_legs(1, size.requests)
+        out.append(Scenario("request_async_1", title, "request", run_legs(title, legs, self.repeats)))
+        title = f"per request: unary chat, asyncio, {size.in_flight} in flight ({size.concurrent_requests:,} requests)"
+        legs = async_legs(size.in_flight, size.concurrent_requests)
+        out.append(Scenario("request_async_64", title, "request", run_legs(title, legs, self.repeats)))
+        return out
+
+    def streams(self) -> list[Scenario]:
+        size, tokens, chars = self.sizes, self.sizes.stream_tokens, self.stream_chars
+
+        def check(out: list[int]) -> bool:
+            return set(out) == {chars}
+
+        def sync_legs(scale: float) -> dict[str, Leg]:
+            n = scaled(size.streams, scale)
+
+            def leg(fn: Callable[[int], int]) -> Leg:
+                return lambda: timed(lambda: [fn(tokens) for _ in range(n)], n, check)
+
+            return {
+                "inferencekey": leg(self.ik.stream_ik),
+                "raw": leg(self.raw.stream),
+                "pyreqwest": leg(self.reqwest.stream),
+                # The yardstick of the target: one raw-socket unary request (its CPU per request).
+                "raw unary": lambda: timed(lambda: [self.raw.chat() for _ in range(n)], n, self.unary_check),
+            }
+
+        def async_legs(scale: float) -> dict[str, Leg]:
+            n = scaled(size.streams, scale)
+            return {
+                "inferencekey": self._async(lambda: self.aio.stream_ik(tokens), n, 1, check),
+                "pyreqwest": self._async(lambda: self.areqwest.stream(tokens), n, 1, check),
+                "aiohttp": self._async(lambda: self.aiohttp.stream(tokens), n, 1, check),
+            }
+
+        out = []
+        title = f"per stream: {size.streams:,} streams of {tokens} chunks, sync, one after another"
+        out.append(Scenario("stream26_sync", title, "stream", run_legs(title, sync_legs, self.repeats)))
+        title = f"per stream: {size.streams:,} streams of {tokens} chunks, asyncio, one after another"
+        out.append(Scenario("stream26_async", title, "stream", run_legs(title, async_legs, self.repeats)))
+        return out
+
+    def first_chunk(self) -> Scenario:
+        """Wall time from the call to the first non-empty chunk text, over many streams (every leg takes turns)."""
+        n, tokens = self.sizes.streams, self.sizes.stream_tokens
+
+        def ik_sync() -> float:
+            started = time.perf_counter()
+            with self.ik.ik_chat.generate_text_stream(prompt="bench", max_tokens=tokens) as stream:
+                first = 0.0
+                for chunk in stream:
+                    if chunk.text and not first:
+                        first = time.perf_counter() - started
+            return first
+
+        async def ik_async() -> float:
+            started = time.perf_counter()
+            first = 0.0
+            async with await self.aio.ik_chat.generate_text_stream(prompt="bench", max_tokens=tokens) as stream:
+                async for chunk in stream:
+                    if chunk.text and not first:
+                        first = time.perf_counter() - started
+            return first
+
+        clients: dict[str, Callable[[], float]] = {
+            "inferencekey": ik_sync,
+            "raw": lambda: self.raw.first_chunk(tokens),
+            "inferencekey async": lambda: self.loop.run_until_complete(ik_async()),
+        }
+        for fn in clients.values():  # warm
+            fn()
+        seen: dict[str, list[float]] = {name: [] for name in clients}
+        for _ in range(n):
+            for name, fn in clients.items():
+                seen[name].append(fn())
+        legs = {}
+        for name, values in seen.items():
+            legs[name] = Sample(sum(values), 0.0, len(values), {"median": statistics.median(values)})
+            legs[name].extra["p90"] = percentile(values, 0.9)
+        title = f"time to the first chunk: {n:,} streams of {tokens} chunks per client, taking turns"
+        scenario = Scenario("first_chunk", title, "stream", legs, reference="raw")
+        log(title + ": " + ", ".join(f"{k} {micros(v.extra['median'])}" for k, v in legs.items()))
+        return scenario
+
+
+def per_request(lp: Platform, floor_binary: Path | None, quick: bool, repeats: int) -> list[Scenario]:
+    """The scenarios of issue 16 on the same bench-mode platform."""
+    with ManagementClient(base_url=lp.url, sdk_token=lp.sdk_token, project=lp.project) as mgmt:
+        chat = mgmt.ensure(WorkloadSpec(name="bench", slug="bench", model="m", backend=Backend.VLLM))
+    target = Target(lp.url, lp.project, lp.api_key, chat.workload_slug, chat.workload_slug)
+    if floor_binary is None:
+        log(f"building the Rust floor (cargo build --release --example {FLOOR_EXAMPLE})")
+        floor_binary = build_floor()
+    floor = Floor(floor_binary, target)
+    bench = PerRequest(target, floor, REQUESTS_QUICK if quick else REQUESTS_FULL, repeats)
+    try:
+        bench.check_same_data()
+        return [*bench.unary(), *bench.streams(), bench.first_chunk()]
+    finally:
+        bench.close()
+        floor.close()
+
+
+def targets_per_request(s: dict[str, Scenario]) -> list[Check]:
+    """The targets of issue 16 (client CPU), each judged on this run's numbers."""
+
+    def cpu(key: str, leg: str = "inferencekey") -> float:
+        return s[key].legs[leg].cpu_per_unit
+
+    out = []
+    ratio = cpu("request_sync") / cpu("request_sync", "raw")
+    out.append(Check("sync unary", "<= 1.0x the raw-socket Python client", f"{ratio:.2f}x", ratio <= 1.0))
+    ratio = cpu("request_async_1") / cpu("request_sync", "raw")
+    measured = f"{ratio:.2f}x ({micros(cpu('request_async_1'))} vs {micros(cpu('request_sync', 'raw'))})"
+    out.append(Check("async unary, 1 in flight", "<= 1.5x the raw-socket sync client", measured, ratio <= 1.5))
+    ratio = cpu("request_async_64") / cpu("request_async_64", "pyreqwest")
+    out.append(Check("async unary, 64 in flight", "<= 0.5x pyreqwest + orjson", f"{ratio:.2f}x", ratio <= 0.5))
+    ratio = cpu("stream26_sync") / cpu("stream26_sync", "raw unary")
+    measured = f"{ratio:.2f}x ({micros(cpu('stream26_sync'))} vs {micros(cpu('stream26_sync', 'raw unary'))})"
+    out.append(Check("a sync stream of 26 chunks", "<= 3x one raw-socket unary request", measured, ratio <= 3))
+    ratio = cpu("stream26_async") / cpu("stream26_sync")
+    measured = f"{ratio:.2f}x ({micros(cpu('stream26_async'))} vs {micros(cpu('stream26_sync'))})"
+    out.append(Check("an async stream of 26 chunks", "<= 1.5x the same stream in sync", measured, ratio <= 1.5))
+    first = s["first_chunk"].legs
+    added = first["inferencekey"].extra["median"] - first["raw"].extra["median"]
+    added_async = first["inferencekey async"].extra["median"] - first["raw"].extra["median"]
+    measured = f"sync +{micros(added)}, asyncio +{micros(added_async)} (medians)"
+    out.append(Check("time to the first chunk", "latency added over the raw socket (reported)", measured, True))
+    return out
+
+
 # --- batch embedding (issue 7) ----------------------------------------------------------------------------------
 
 
@@ -907,6 +1163,14 @@ def table(scenario: Scenario) -> list[str]:
                 f"| {label(name)} | {s.rate:,.0f} | {micros(s.cpu_per_unit)} | {ratio:.2f}x | {s.wall:.2f} | "
                 f"{s.extra['peak_rss_kib'] / 1024:.1f} | {lost} |"
             )
+    elif scenario.key == "first_chunk":
+        lines.append("| client | median | p90 | median over the raw socket |")
+        lines.append("|---|---|---|---|")
+        for name, s in scenario.legs.items():
+            added = s.extra["median"] - ref.extra["median"]
+            lines.append(
+                f"| {label(name)} | {micros(s.extra['median'])} | {micros(s.extra['p90'])} | +{micros(added)} |"
+            )
     elif scenario.key == "embed_many":
         lines.append(f"| client | {unit}s/s | CPU per {unit} | x inferencekey (CPU) | wall s | x inferencekey (wall) |")
         lines.append("|---|---|---|---|---|---|")
@@ -914,7 +1178,7 @@ def table(scenario: Scenario) -> list[str]:
             cpu = f"{micros(s.cpu_per_unit)} | {s.cpu_per_unit / ref.cpu_per_unit:.2f}x"
             lines.append(f"| {label(name)} | {s.rate:,.0f} | {cpu} | {s.wall:.2f} | {s.wall / ref.wall:.2f}x |")
     else:
-        wall_head = f" | wall per {unit} | x inferencekey (wall)" if unit == "request" else ""
+        wall_head = f" | wall per {unit} | x inferencekey (wall)" if unit in ("request", "stream") else ""
         lines.append(f"| client | CPU per {unit} | x inferencekey (CPU){wall_head} | {unit}s/s |")
         lines.append("|---|---|---|" + ("---|---|" if wall_head else "") + "---|")
         for name, s in scenario.legs.items():
@@ -1030,6 +1294,7 @@ def report(
     checks: list[Check],
     batch: BatchResults | None,
     batch_checks: list[Check],
+    request_checks: list[Check],
 ) -> str:
     lines = [
         f"{meta['date']}, {meta['machine']}, Python {meta['python']}, {meta['cores']} cores, "
@@ -1053,7 +1318,12 @@ def report(
         lines += table(batch.scenario)
         if batch.million is not None:
             lines += million_table(batch.million)
-    for title, group in (("Targets (issue 6)", checks), ("Targets (issue 7, batch embedding)", batch_checks)):
+    groups = (
+        ("Targets (issue 6)", checks),
+        ("Targets (issue 7, batch embedding)", batch_checks),
+        ("Targets (issue 16, per request)", request_checks),
+    )
+    for title, group in groups:
         if group:
             lines += [f"### {title}", "", "| target | criterion | measured | met |", "|---|---|---|---|"]
             for c in group:
@@ -1131,9 +1401,10 @@ def main() -> int:
     parser.add_argument("--floor", type=Path, help="a built bench_floor binary (default: cargo builds it here)")
     parser.add_argument(
         "--only",
-        choices=("issue-6", "embed-many"),
-        help="run one group: issue 6's scenarios (streams, chat, embeddings, concurrent streams, import) or the "
-        "batch embedding of issue 7 (embed_many against openai, with 429s)",
+        choices=("issue-6", "embed-many", "per-request"),
+        help="run one group: issue 6's scenarios (streams, chat, embeddings, concurrent streams, import), the "
+        "batch embedding of issue 7 (embed_many against openai, with 429s), or the per-request cost of issue 16 "
+        "(unary and 26-chunk streams against a raw socket, pyreqwest and aiohttp)",
     )
     parser.add_argument(
         "--million",
@@ -1141,9 +1412,10 @@ def main() -> int:
         help=f"also embed {MILLION:,} texts once in a fresh process for embed_many's peak memory (~20 s)",
     )
     args = parser.parse_args()
-    if args.million and args.only == "issue-6":
+    if args.million and args.only not in (None, "embed-many"):
         parser.error("--million belongs to the embed-many group")
-    run_issue6, run_batch = args.only != "embed-many", args.only != "issue-6"
+    run_issue6, run_batch = args.only in (None, "issue-6"), args.only in (None, "embed-many")
+    run_requests = args.only in (None, "per-request")
     repeats = 1 if args.quick else max(1, args.repeats)
     sizes = QUICK if args.quick else FULL
     # 1,000 concurrent streams need ~1,000 sockets in the client and in the platform (which inherits this limit).
@@ -1163,6 +1435,7 @@ def main() -> int:
         imports = import_cost(max(5, repeats), env)
         log("imports measured")
     scenarios: list[Scenario] = []
+    request_scenarios: list[Scenario] = []
     notes: list[str] = []
     batch = None
     with platform_process(env) as lp:
@@ -1170,11 +1443,15 @@ def main() -> int:
         lp.admin("PUT", "/_local/defaults", settings)
         if run_issue6:
             scenarios, notes = issue6(lp, env, args.floor, sizes, repeats)
+        if run_requests:
+            request_scenarios = per_request(lp, args.floor, args.quick, repeats)
         if run_batch:
             batch = batch_embedding(lp, env, sizes.embed_many_texts, repeats, args.million)
     snapshot.cleanup()
     checks = targets({s.key: s for s in scenarios}, imports, sizes) if run_issue6 else []
     batch_checks = targets_batch(batch) if batch is not None else []
+    request_checks = targets_per_request({s.key: s for s in request_scenarios}) if request_scenarios else []
+    scenarios += request_scenarios
     meta = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
@@ -1188,13 +1465,14 @@ def main() -> int:
         "duration_s": time.perf_counter() - started,
         "notes": notes,
     }
-    sys.stdout.write(report(meta, scenarios, imports, checks, batch, batch_checks))
+    sys.stdout.write(report(meta, scenarios, imports, checks, batch, batch_checks, request_checks))
     if args.json:
         data: dict[str, Any] = {
             "meta": meta,
             "scenarios": {s.key: scenario_json(s) for s in scenarios},
             "imports": imports,
             "targets": [asdict(c) for c in checks],
+            "targets_issue16": [asdict(c) for c in request_checks],
         }
         if batch is not None:
             data["scenarios"][batch.scenario.key] = scenario_json(batch.scenario)
