@@ -91,18 +91,32 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The body as JSON, or why it is not JSON.
     pub json: Result<Value, String>,
+    /// Where the body stopped being JSON (line, column, what was wrong), for engines that
+    /// report a parse error's position in their own words (llama-server).
+    pub syntax_error: Option<(usize, usize, String)>,
 }
 
 impl RequestCtx {
     /// Reads `body`.
     pub fn new(request_id: String, body: &Bytes) -> Self {
+        let mut syntax_error = None;
         let json = if body.is_empty() {
             Err("the request body is empty".to_string())
         } else {
-            serde_json::from_slice(body)
-                .map_err(|e| format!("the request body is not valid JSON: {e}"))
+            serde_json::from_slice(body).map_err(|e| {
+                let text = e.to_string();
+                let what = text
+                    .rsplit_once(" at line ")
+                    .map_or(text.as_str(), |(what, _)| what);
+                syntax_error = Some((e.line(), e.column(), what.to_string()));
+                format!("the request body is not valid JSON: {e}")
+            })
         };
-        Self { request_id, json }
+        Self {
+            request_id,
+            json,
+            syntax_error,
+        }
     }
 
     /// The body as a JSON object, or the message of a 400.
