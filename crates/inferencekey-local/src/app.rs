@@ -12,6 +12,7 @@ use crate::config::{Config, ReadyInfo};
 use crate::error::LocalError;
 use crate::faults::FaultSet;
 use crate::journal::{Journal, SharedJournal};
+use crate::real::Engines;
 use crate::reply::ApiError;
 use crate::rng::mix64;
 use crate::state::Store;
@@ -40,6 +41,8 @@ pub struct App {
     pub allow_remote: bool,
     /// Served over HTTPS (what the Host check's message and default port assume).
     pub https: bool,
+    /// Real engines.
+    pub engines: Engines,
     started: Instant,
     requests: AtomicU64,
 }
@@ -58,6 +61,7 @@ impl App {
             port: addr.port(),
             allow_remote: config.allow_remote,
             https: config.tls.is_on(),
+            engines: Engines::new(config.engines.clone(), config.state_dir.as_deref()),
             started: Instant::now(),
             requests: AtomicU64::new(0),
         })

@@ -22,12 +22,14 @@ use crate::dialects::{
 use crate::engines::{self, BENCH_DEFAULT_TOKENS};
 use crate::faults::{preflight, tag, Fault, Route};
 use crate::readiness::Phase;
+use crate::real::{forward, Upstream, UpstreamEvents};
 use crate::reply::{json_response, ApiError, Params, Reply};
 use crate::rng::{fnv1a, SplitMix64, FNV_BASIS};
 use crate::settings::EngineSettings;
 use crate::sse::{stream_response, EventSource};
 use crate::sync::lock;
 use crate::token::redact_text;
+use http_body_util::BodyExt;
 
 /// Floats one embeddings reply may hold (texts × `embedding_dim`): above it, a 400 instead of a
 /// reply that would not fit in memory (a 4 MiB body can hold a million empty texts).
@@ -45,6 +47,8 @@ struct Target {
     task_type: String,
     dialect: Dialect,
     settings: EngineSettings,
+    /// The real engine serving the workload, if one does.
+    upstream: Option<Upstream>,
 }
 
 impl Target {
@@ -148,7 +152,10 @@ fn target(app: &App, headers: &HeaderMap, project: &str, slug: &str) -> Result<T
         ))
     })?;
     let stage = workload.readiness_now();
-    if stage.phase != Phase::Ready {
+    let upstream = app.engines.upstream(&workload.record.id);
+    // A real engine that just went away: its error phase is on its way.
+    let engine_gone = upstream.is_none() && app.engines.is_real(&workload.record.id);
+    if stage.phase != Phase::Ready || engine_gone {
         return Err(ApiError::not_ready(format!(
             "workload \"{slug}\" is not ready (phase: {}; {})",
             stage.phase.as_str(),
@@ -160,6 +167,7 @@ fn target(app: &App, headers: &HeaderMap, project: &str, slug: &str) -> Result<T
         task_type: workload.record.task_type.clone(),
         dialect: Dialect::for_backend(&workload.record.backend),
         settings: workload.settings.clone(),
+        upstream,
     })
 }
 
@@ -182,6 +190,62 @@ fn open<'c, P>(
         .map_err(|m| target.engine_error(body_error(target.dialect, ctx, m)))?;
     let params = parse(body, target.dialect).map_err(|m| target.engine_error(m))?;
     Ok((target, body, params))
+}
+
+/// A data-plane request passed to a real engine once the platform's own checks and fault pick are
+/// done: the engine's key instead of the client's, its answer passed back (a stream event by
+/// event, through the platform's stream faults and journal).
+// The error is the early reply itself, as in every handler's `Reply`.
+#[allow(clippy::result_large_err)]
+async fn proxy(
+    upstream: &Upstream,
+    path: &str,
+    body: &Map<String, Value>,
+    fault: Option<Fault>,
+    dialect: Dialect,
+) -> Result<Response, Response> {
+    let response = forward(upstream, path, &Value::Object(body.clone()))
+        .await
+        .map_err(|e| {
+            Response::from(ApiError::not_ready(format!(
+                "the workload's engine did not answer: {e}"
+            )))
+        })?;
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let cors = response
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .cloned();
+    let is_stream = content_type
+        .as_ref()
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let mut reply = if is_stream && status == StatusCode::OK {
+        let events = UpstreamEvents::new(response.into_body());
+        stream_response(EventSource::Upstream(events), fault, Some(dialect), false)
+    } else {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| {
+                Response::from(ApiError::not_ready(format!(
+                    "the workload's engine broke off its answer: {e}"
+                )))
+            })?
+            .to_bytes();
+        let mut reply = Response::new(axum::body::Body::from(bytes));
+        *reply.status_mut() = status;
+        reply
+    };
+    let headers = reply.headers_mut();
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    if let Some(cors) = cors {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, cors);
+    }
+    Ok(reply)
 }
 
 /// The `model` echoed back: the request's, else the workload slug.
@@ -279,6 +343,24 @@ async fn chat_reply(
 ) -> Reply {
     let (target, body, params) = open(app, headers, ctx, path, dialect, ChatParams::parse)?;
     target.require_task(&CHAT_TASKS, "chat completions", None)?;
+    if let Some(upstream) = &target.upstream {
+        let route = if params.stream {
+            Route::ChatStream
+        } else {
+            Route::Chat
+        };
+        let fired = preflight(&app.faults, route, Some(&target.slug)).await?;
+        let fault = fired.as_ref().map(|f| f.fault.clone());
+        let reply = proxy(
+            upstream,
+            "/v1/chat/completions",
+            body,
+            fault,
+            target.dialect,
+        )
+        .await?;
+        return Ok(tag(reply, fired.as_ref()));
+    }
     let prompt = engines::prompt_tokens(&params.messages);
     if let Some(overflow) = target.dialect.context_overflow(prompt) {
         return Err(json_response(StatusCode::BAD_REQUEST, &overflow));
@@ -506,6 +588,11 @@ async fn embeddings_reply(
         }
     };
     target.require_task(&["embedding"], "embeddings", Some(Unsupported::Embeddings))?;
+    if let Some(upstream) = &target.upstream {
+        let fired = preflight(&app.faults, Route::Embeddings, Some(&target.slug)).await?;
+        let reply = proxy(upstream, "/v1/embeddings", body, None, target.dialect).await?;
+        return Ok(tag(reply, fired.as_ref()));
+    }
     let full_dim = target.settings.embedding_dim;
     // `dimensions`: vectors produced at that size (a matryoshka-capable model), at most the
     // model's own dimension.
@@ -626,6 +713,11 @@ async fn rerank_reply(
 ) -> Reply {
     let (target, body, params) = open(app, headers, ctx, path, dialect, RerankParams::parse)?;
     target.require_task(&["reranker"], "rerank requests", Some(Unsupported::Rerank))?;
+    if let Some(upstream) = &target.upstream {
+        let fired = preflight(&app.faults, Route::Rerank, Some(&target.slug)).await?;
+        let reply = proxy(upstream, "/v1/rerank", body, None, target.dialect).await?;
+        return Ok(tag(reply, fired.as_ref()));
+    }
     let fired = preflight(&app.faults, Route::Rerank, Some(&target.slug)).await?;
     let scores = engines::rerank_scores(&params.query, &params.documents);
     let mut order: Vec<usize> = (0..scores.len()).collect();
