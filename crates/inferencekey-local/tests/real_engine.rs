@@ -67,7 +67,7 @@ fn platform(binary: PathBuf) -> Harness {
 }
 
 /// Process ids of running engines started with `binary`.
-fn engines_running(binary: &PathBuf) -> Vec<u32> {
+fn engines_running(binary: &std::path::Path) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
