@@ -649,6 +649,11 @@ impl PidFile {
     }
 
     fn write(&self, entries: &[PidEntry]) {
+        // No engine running: no file (the state directory holds only what it must).
+        if entries.is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+            return;
+        }
         let bytes = serde_json::to_vec(entries).unwrap_or_default();
         if let Err(e) = std::fs::write(&self.path, bytes) {
             log::warn!("cannot record engine pids in {}: {e}", self.path.display());
@@ -691,8 +696,10 @@ impl PidFile {
                 }
             }
         }
-        let _guard = lock(&self.lock);
-        self.write(&[]);
+        if !entries.is_empty() {
+            let _guard = lock(&self.lock);
+            self.write(&[]);
+        }
     }
 }
 
