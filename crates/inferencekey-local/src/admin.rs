@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::app::{App, RequestCtx};
 use crate::auth::{bearer, same_secret, Grant, Scope};
+use crate::real::{describe, EngineConfig};
 use crate::reply::{empty, json_response, ApiError, Params, Reply};
 use crate::slug::canonical_slug;
 use crate::sync::lock;
@@ -29,6 +30,31 @@ pub async fn info(State(app): State<Arc<App>>) -> Reply {
 /// `POST /_local/reset`.
 pub async fn reset(State(app): State<Arc<App>>) -> Reply {
     app.reset();
+    // The workloads are gone: so are their engines.
+    app.engines.reconcile(&app).await;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /_local/engines`: the real-engine settings in force.
+pub async fn get_engines(State(app): State<Arc<App>>) -> Reply {
+    Ok(json_response(
+        StatusCode::OK,
+        &describe(&app.engines.config()),
+    ))
+}
+
+/// `PUT /_local/engines`: replaces the real-engine settings (README "Real engines"), then starts,
+/// restarts or stops engines to match.
+pub async fn put_engines(
+    State(app): State<Arc<App>>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Reply {
+    let body = ctx.platform_object()?;
+    let config: EngineConfig = serde_json::from_value(Value::Object(body.clone()))
+        .map_err(|e| ApiError::validation(format!("engine settings: {e}")))?;
+    config.validate().map_err(ApiError::validation)?;
+    app.engines.set_config(config);
+    app.engines.reconcile(&app).await;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

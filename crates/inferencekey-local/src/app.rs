@@ -12,6 +12,7 @@ use crate::config::{Config, ReadyInfo};
 use crate::error::LocalError;
 use crate::faults::FaultSet;
 use crate::journal::{Journal, SharedJournal};
+use crate::real::Engines;
 use crate::reply::ApiError;
 use crate::rng::mix64;
 use crate::state::Store;
@@ -40,6 +41,8 @@ pub struct App {
     pub allow_remote: bool,
     /// Served over HTTPS (what the Host check's message and default port assume).
     pub https: bool,
+    /// Real engines.
+    pub engines: Engines,
     started: Instant,
     requests: AtomicU64,
 }
@@ -58,6 +61,7 @@ impl App {
             port: addr.port(),
             allow_remote: config.allow_remote,
             https: config.tls.is_on(),
+            engines: Engines::new(config.engines.clone(), config.state_dir.as_deref()),
             started: Instant::now(),
             requests: AtomicU64::new(0),
         })
@@ -91,18 +95,32 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The body as JSON, or why it is not JSON.
     pub json: Result<Value, String>,
+    /// Where the body stopped being JSON (line, column, what was wrong), for engines that
+    /// report a parse error's position in their own words (llama-server).
+    pub syntax_error: Option<(usize, usize, String)>,
 }
 
 impl RequestCtx {
     /// Reads `body`.
     pub fn new(request_id: String, body: &Bytes) -> Self {
+        let mut syntax_error = None;
         let json = if body.is_empty() {
             Err("the request body is empty".to_string())
         } else {
-            serde_json::from_slice(body)
-                .map_err(|e| format!("the request body is not valid JSON: {e}"))
+            serde_json::from_slice(body).map_err(|e| {
+                let text = e.to_string();
+                let what = text
+                    .rsplit_once(" at line ")
+                    .map_or(text.as_str(), |(what, _)| what);
+                syntax_error = Some((e.line(), e.column(), what.to_string()));
+                format!("the request body is not valid JSON: {e}")
+            })
         };
-        Self { request_id, json }
+        Self {
+            request_id,
+            json,
+            syntax_error,
+        }
     }
 
     /// The body as a JSON object, or the message of a 400.

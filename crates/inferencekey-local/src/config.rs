@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LocalError;
 use crate::pki::LeafKind;
+use crate::real::EngineConfig;
 use crate::rng::{mix64, SplitMix64};
 use crate::token::{mint, mint_random, ADMIN_PREFIX, LIVE_PREFIX, SDK_PREFIX};
 
@@ -36,6 +37,8 @@ pub struct Config {
     /// A PEM file of one or more CA certificates: with TLS on, every client must present a
     /// certificate signed by one of them (mutual TLS), or the handshake fails. Needs `tls` on.
     pub tls_client_ca: Option<PathBuf>,
+    /// Real engines (README "Real engines"); off by default: every workload is simulated.
+    pub engines: EngineConfig,
 }
 
 /// Whether and how the local platform serves HTTPS.
@@ -87,6 +90,7 @@ impl Default for Config {
             state_dir: None,
             tls: Tls::Off,
             tls_client_ca: None,
+            engines: EngineConfig::default(),
         }
     }
 }

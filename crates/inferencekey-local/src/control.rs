@@ -259,14 +259,18 @@ pub async fn create(
     let scopes = project_access(&app, &headers, &project, Scope::WorkloadWrite)?;
     let new = sent_fields(&ctx, &scopes)?.into_new()?;
     let fired = preflight(&app.faults, Route::Create, Some(&new.slug)).await?;
-    let mut store = lock(&app.store);
-    if matches!(fired, Some(ref f) if f.fault == Fault::RaceCreate {}) {
-        // The twin a concurrent client "created first".
-        store.create_workload(&project, new.clone());
-    }
-    let created = store
-        .create_workload(&project, new)
-        .ok_or_else(|| ApiError::not_found(format!("project \"{project}\" not found")))?;
+    let created = {
+        let mut store = lock(&app.store);
+        if matches!(fired, Some(ref f) if f.fault == Fault::RaceCreate {}) {
+            // The twin a concurrent client "created first".
+            store.create_workload(&project, new.clone());
+        }
+        store
+            .create_workload(&project, new)
+            .ok_or_else(|| ApiError::not_found(format!("project \"{project}\" not found")))?
+    };
+    // A workload a real engine serves starts it (its readiness is the engine's from now on).
+    app.engines.reconcile(&app).await;
     Ok(tag(
         json_response(StatusCode::CREATED, &created),
         fired.as_ref(),
@@ -293,6 +297,8 @@ pub async fn patch(
     let updated = lock(&app.store)
         .update_by_id(&id, |workload| fields.apply(workload))
         .ok_or_else(|| workload_not_found(&id))?;
+    // A change of what runs restarts a real engine.
+    app.engines.reconcile(&app).await;
     Ok(tag(json_response(StatusCode::OK, &updated), fired.as_ref()))
 }
 
@@ -309,6 +315,8 @@ pub async fn delete(
     if !lock(&app.store).remove_workload(&id) {
         return Err(workload_not_found(&id).into());
     }
+    // Its engine is stopped (or detached) before the answer.
+    app.engines.reconcile(&app).await;
     Ok(tag(empty(StatusCode::NO_CONTENT), fired.as_ref()))
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use base64::Engine as _;
@@ -16,18 +16,20 @@ use crate::auth::require_project;
 use crate::chat::{plan, ChatOptions, Planned, ToolCall};
 use crate::clock::unix_now;
 use crate::dialects::{
-    completion_json, completion_value, content_steps, ChatHead, ChatStream, Dialect, StepDelta,
-    Tokens, Usage,
+    completion_value, content_steps, ChatHead, ChatStream, Dialect, StepDelta, Tokens, Unsupported,
+    Usage,
 };
 use crate::engines::{self, BENCH_DEFAULT_TOKENS};
 use crate::faults::{preflight, tag, Fault, Route};
 use crate::readiness::Phase;
+use crate::real::{forward, Upstream, UpstreamEvents};
 use crate::reply::{json_response, ApiError, Params, Reply};
 use crate::rng::{fnv1a, SplitMix64, FNV_BASIS};
 use crate::settings::EngineSettings;
 use crate::sse::{stream_response, EventSource};
 use crate::sync::lock;
 use crate::token::redact_text;
+use http_body_util::BodyExt;
 
 /// Floats one embeddings reply may hold (texts × `embedding_dim`): above it, a 400 instead of a
 /// reply that would not fit in memory (a 4 MiB body can hold a million empty texts).
@@ -45,6 +47,8 @@ struct Target {
     task_type: String,
     dialect: Dialect,
     settings: EngineSettings,
+    /// The real engine serving the workload, if one does.
+    upstream: Option<Upstream>,
 }
 
 impl Target {
@@ -56,17 +60,78 @@ impl Target {
         )
     }
 
-    /// 400 in the platform's shape when the workload does not serve this kind of request.
-    fn require_task(&self, accepted: &[&str], what: &str) -> Result<(), ApiError> {
+    /// 400 in the platform's shape when the workload does not serve this kind of request; an
+    /// engine that answers such a request itself (llama-server's 501 for an endpoint it was not
+    /// started for) answers in its own shape.
+    #[allow(clippy::result_large_err)]
+    fn require_task(
+        &self,
+        accepted: &[&str],
+        what: &str,
+        unsupported: Option<Unsupported>,
+    ) -> Result<(), Response> {
         if accepted.contains(&self.task_type.as_str()) {
             return Ok(());
+        }
+        if let Some(body) = unsupported.and_then(|what| self.dialect.not_supported(what)) {
+            return Err(json_response(StatusCode::NOT_IMPLEMENTED, &body));
         }
         Err(ApiError::validation(format!(
             "workload \"{}\" has task_type \"{}\"; {what} need a workload with task_type {}",
             self.slug,
             self.task_type,
             accepted.join(" or ")
-        )))
+        ))
+        .into())
+    }
+
+    /// The `model` a reply names: llama-server answers chat with its alias (the platform starts
+    /// it with the workload slug), the other engines echo the request's.
+    fn reply_model(&self, body: &Map<String, Value>) -> String {
+        if self.dialect.answers_with_alias() {
+            self.slug.clone()
+        } else {
+            echoed_model(body, &self.slug)
+        }
+    }
+}
+
+/// Headers an engine adds to its own answers: llama-server echoes the request's `Origin` (empty
+/// when there is none: the platform refuses requests that carry one) and names its charset.
+// The error is the early reply itself, as in every handler's `Reply`.
+#[allow(clippy::result_large_err)]
+pub fn with_engine_headers(dialect: Option<Dialect>, headers: &HeaderMap, reply: Reply) -> Reply {
+    if dialect != Some(Dialect::LlamaCpp) {
+        return reply;
+    }
+    let add = |mut response: Response| {
+        let origin = headers
+            .get(header::ORIGIN)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        let fields = response.headers_mut();
+        fields.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if fields.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/json")
+        {
+            fields.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+        }
+        response
+    };
+    reply.map(add).map_err(add)
+}
+
+/// The message of a body that is not a JSON object, in the engine's words (llama-server reports
+/// its JSON library's parse error).
+fn body_error(dialect: Dialect, ctx: &RequestCtx, message: String) -> String {
+    match (&ctx.syntax_error, dialect) {
+        (Some((line, column, what)), Dialect::LlamaCpp) => format!(
+            "[json.exception.parse_error.101] parse error at line {line}, column {column}: \
+             syntax error while parsing value - {what}"
+        ),
+        _ => message,
     }
 }
 
@@ -87,7 +152,10 @@ fn target(app: &App, headers: &HeaderMap, project: &str, slug: &str) -> Result<T
         ))
     })?;
     let stage = workload.readiness_now();
-    if stage.phase != Phase::Ready {
+    let upstream = app.engines.upstream(&workload.record.id);
+    // A real engine that just went away: its error phase is on its way.
+    let engine_gone = upstream.is_none() && app.engines.is_real(&workload.record.id);
+    if stage.phase != Phase::Ready || engine_gone {
         return Err(ApiError::not_ready(format!(
             "workload \"{slug}\" is not ready (phase: {}; {})",
             stage.phase.as_str(),
@@ -99,6 +167,7 @@ fn target(app: &App, headers: &HeaderMap, project: &str, slug: &str) -> Result<T
         task_type: workload.record.task_type.clone(),
         dialect: Dialect::for_backend(&workload.record.backend),
         settings: workload.settings.clone(),
+        upstream,
     })
 }
 
@@ -111,12 +180,72 @@ fn open<'c, P>(
     headers: &HeaderMap,
     ctx: &'c RequestCtx,
     (project, slug): &(String, String),
-    parse: impl FnOnce(&Map<String, Value>) -> Result<P, String>,
+    dialect: &mut Option<Dialect>,
+    parse: impl FnOnce(&Map<String, Value>, Dialect) -> Result<P, String>,
 ) -> Result<(Target, &'c Map<String, Value>, P), Response> {
     let target = target(app, headers, project, slug)?;
-    let body = ctx.object().map_err(|m| target.engine_error(m))?;
-    let params = parse(body).map_err(|m| target.engine_error(m))?;
+    *dialect = Some(target.dialect);
+    let body = ctx
+        .object()
+        .map_err(|m| target.engine_error(body_error(target.dialect, ctx, m)))?;
+    let params = parse(body, target.dialect).map_err(|m| target.engine_error(m))?;
     Ok((target, body, params))
+}
+
+/// A data-plane request passed to a real engine once the platform's own checks and fault pick are
+/// done: the engine's key instead of the client's, its answer passed back (a stream event by
+/// event, through the platform's stream faults and journal).
+// The error is the early reply itself, as in every handler's `Reply`.
+#[allow(clippy::result_large_err)]
+async fn proxy(
+    upstream: &Upstream,
+    path: &str,
+    body: &Map<String, Value>,
+    fault: Option<Fault>,
+    dialect: Dialect,
+) -> Result<Response, Response> {
+    let response = forward(upstream, path, &Value::Object(body.clone()))
+        .await
+        .map_err(|e| {
+            Response::from(ApiError::not_ready(format!(
+                "the workload's engine did not answer: {e}"
+            )))
+        })?;
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let cors = response
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .cloned();
+    let is_stream = content_type
+        .as_ref()
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let mut reply = if is_stream && status == StatusCode::OK {
+        let events = UpstreamEvents::new(response.into_body());
+        stream_response(EventSource::Upstream(events), fault, Some(dialect), false)
+    } else {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| {
+                Response::from(ApiError::not_ready(format!(
+                    "the workload's engine broke off its answer: {e}"
+                )))
+            })?
+            .to_bytes();
+        let mut reply = Response::new(axum::body::Body::from(bytes));
+        *reply.status_mut() = status;
+        reply
+    };
+    let headers = reply.headers_mut();
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    if let Some(cors) = cors {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, cors);
+    }
+    Ok(reply)
 }
 
 /// The `model` echoed back: the request's, else the workload slug.
@@ -143,13 +272,19 @@ struct ChatParams {
 }
 
 impl ChatParams {
-    fn parse(body: &Map<String, Value>) -> Result<Self, String> {
+    fn parse(body: &Map<String, Value>, dialect: Dialect) -> Result<Self, String> {
+        let llamacpp = dialect == Dialect::LlamaCpp;
         let messages = match body.get("messages") {
             Some(Value::Array(list)) if list.is_empty() => {
                 return Err("messages must not be empty".to_string())
             }
             Some(Value::Array(list)) if list.iter().all(Value::is_object) => {
                 Value::Array(list.clone())
+            }
+            // llama-server's words (its `oaicompat_chat_params_parse`).
+            None if llamacpp => return Err("'messages' is required".to_string()),
+            Some(value) if llamacpp && !value.is_array() => {
+                return Err("Expected 'messages' to be an array".to_string())
             }
             Some(_) => return Err("messages must be a list of message objects".to_string()),
             None => return Err("messages is required".to_string()),
@@ -194,8 +329,42 @@ pub async fn chat(
     Extension(ctx): Extension<Arc<RequestCtx>>,
     Params(path): Params<(String, String)>,
 ) -> Reply {
-    let (target, body, params) = open(&app, &headers, &ctx, &path, ChatParams::parse)?;
-    target.require_task(&CHAT_TASKS, "chat completions")?;
+    let mut dialect = None;
+    let reply = chat_reply(&app, &headers, &ctx, &path, &mut dialect).await;
+    with_engine_headers(dialect, &headers, reply)
+}
+
+async fn chat_reply(
+    app: &App,
+    headers: &HeaderMap,
+    ctx: &RequestCtx,
+    path: &(String, String),
+    dialect: &mut Option<Dialect>,
+) -> Reply {
+    let (target, body, params) = open(app, headers, ctx, path, dialect, ChatParams::parse)?;
+    target.require_task(&CHAT_TASKS, "chat completions", None)?;
+    if let Some(upstream) = &target.upstream {
+        let route = if params.stream {
+            Route::ChatStream
+        } else {
+            Route::Chat
+        };
+        let fired = preflight(&app.faults, route, Some(&target.slug)).await?;
+        let fault = fired.as_ref().map(|f| f.fault.clone());
+        let reply = proxy(
+            upstream,
+            "/v1/chat/completions",
+            body,
+            fault,
+            target.dialect,
+        )
+        .await?;
+        return Ok(tag(reply, fired.as_ref()));
+    }
+    let prompt = engines::prompt_tokens(&params.messages);
+    if let Some(overflow) = target.dialect.context_overflow(prompt) {
+        return Err(json_response(StatusCode::BAD_REQUEST, &overflow));
+    }
     let route = if params.stream {
         Route::ChatStream
     } else {
@@ -209,15 +378,14 @@ pub async fn chat(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(redact_text);
-    let mut ids = request_rng(&app, &ctx);
+    let mut ids = request_rng(app, ctx);
     let head = ChatHead {
         id: target
             .dialect
             .completion_id(&mut ids, incoming_id.as_deref()),
         created: unix_now(),
-        model: echoed_model(body, &target.slug),
+        model: target.reply_model(body),
     };
-    let prompt = engines::prompt_tokens(&params.messages);
     let top_logprobs = params
         .options
         .logprobs
@@ -316,17 +484,21 @@ pub async fn chat(
             prompt,
             completion: count as u64,
         };
-        let completion = if tool_calls.is_empty() && logprobs.is_none() {
-            completion_json(&head, &text, finish_reason, usage)
+        let message = if tool_calls.is_empty() {
+            json!({"role": "assistant", "content": text})
         } else {
-            let message = if tool_calls.is_empty() {
-                json!({"role": "assistant", "content": text})
-            } else {
-                json!({"role": "assistant", "content": null,
-                       "tool_calls": tool_calls.iter().map(ToolCall::json).collect::<Vec<_>>()})
-            };
-            completion_value(&head, message, finish_reason, usage, logprobs)
+            json!({"role": "assistant", "content": null,
+                   "tool_calls": tool_calls.iter().map(ToolCall::json).collect::<Vec<_>>()})
         };
+        let completion = completion_value(
+            target.dialect,
+            &head,
+            message,
+            finish_reason,
+            usage,
+            logprobs,
+            (ttft, itl),
+        );
         return Ok(tag(
             json_response(StatusCode::OK, &completion),
             fired.as_ref(),
@@ -347,7 +519,8 @@ pub async fn chat(
         usage,
         (ttft, itl),
     )
-    .with_stop_reason(stop_reason);
+    .with_stop_reason(stop_reason)
+    .with_prompt_tokens(prompt);
     Ok(tag(
         stream_response(
             EventSource::Chat(stream),
@@ -360,8 +533,11 @@ pub async fn chat(
 }
 
 /// The texts of an embeddings `input`: a string or a list of strings.
-fn embedding_inputs(body: &Map<String, Value>) -> Result<Vec<String>, String> {
+fn embedding_inputs(body: &Map<String, Value>, dialect: Dialect) -> Result<Vec<String>, String> {
     match body.get("input") {
+        None if dialect == Dialect::LlamaCpp => {
+            Err("\"input\" or \"content\" must be provided".to_string())
+        }
         Some(Value::String(text)) => Ok(vec![text.clone()]),
         Some(Value::Array(items)) if items.is_empty() => Err("input must not be empty".to_string()),
         Some(Value::Array(items)) => items
@@ -384,16 +560,39 @@ pub async fn embeddings(
     Extension(ctx): Extension<Arc<RequestCtx>>,
     Params(path): Params<(String, String)>,
 ) -> Reply {
-    let (target, body, inputs) = open(&app, &headers, &ctx, &path, embedding_inputs)?;
+    let mut dialect = None;
+    let reply = embeddings_reply(&app, &headers, &ctx, &path, &mut dialect).await;
+    with_engine_headers(dialect, &headers, reply)
+}
+
+async fn embeddings_reply(
+    app: &App,
+    headers: &HeaderMap,
+    ctx: &RequestCtx,
+    path: &(String, String),
+    dialect: &mut Option<Dialect>,
+) -> Reply {
+    let (target, body, inputs) = open(app, headers, ctx, path, dialect, embedding_inputs)?;
+    let llamacpp = target.dialect == Dialect::LlamaCpp;
     let base64 = match body.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(format)) if format == "float" => false,
         Some(Value::String(format)) if format == "base64" => true,
+        Some(_) if llamacpp => {
+            return Err(target.engine_error(
+                "The format to return the embeddings in. Can be either float or base64",
+            ))
+        }
         Some(_) => {
             return Err(target.engine_error("encoding_format must be \"float\" or \"base64\""))
         }
     };
-    target.require_task(&["embedding"], "embeddings")?;
+    target.require_task(&["embedding"], "embeddings", Some(Unsupported::Embeddings))?;
+    if let Some(upstream) = &target.upstream {
+        let fired = preflight(&app.faults, Route::Embeddings, Some(&target.slug)).await?;
+        let reply = proxy(upstream, "/v1/embeddings", body, None, target.dialect).await?;
+        return Ok(tag(reply, fired.as_ref()));
+    }
     let full_dim = target.settings.embedding_dim;
     // `dimensions`: vectors produced at that size (a matryoshka-capable model), at most the
     // model's own dimension.
@@ -428,16 +627,25 @@ pub async fn embeddings(
             } else {
                 json!(vector)
             };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+            if !llamacpp {
+                return json!({"object": "embedding", "index": index, "embedding": embedding});
+            }
+            // llama-server's order, and it names the encoding of a base64 vector.
+            let mut item = json!({"embedding": embedding, "index": index, "object": "embedding"});
+            if let (true, Some(fields)) = (as_base64, item.as_object_mut()) {
+                fields.insert("encoding_format".to_string(), json!("base64"));
+            }
+            item
         })
         .collect();
     let tokens: u64 = inputs.iter().map(|text| engines::count_words(text)).sum();
-    let reply = json!({
-        "object": "list",
-        "data": data,
-        "model": echoed_model(body, &target.slug),
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    });
+    let usage = json!({"prompt_tokens": tokens, "total_tokens": tokens});
+    let model = echoed_model(body, &target.slug);
+    let reply = if llamacpp {
+        json!({"model": model, "object": "list", "usage": usage, "data": data})
+    } else {
+        json!({"object": "list", "data": data, "model": model, "usage": usage})
+    };
     Ok(tag(json_response(StatusCode::OK, &reply), fired.as_ref()))
 }
 
@@ -449,7 +657,7 @@ struct RerankParams {
 }
 
 impl RerankParams {
-    fn parse(body: &Map<String, Value>) -> Result<Self, String> {
+    fn parse(body: &Map<String, Value>, _dialect: Dialect) -> Result<Self, String> {
         let query = body
             .get("query")
             .and_then(Value::as_str)
@@ -491,8 +699,25 @@ pub async fn rerank(
     Extension(ctx): Extension<Arc<RequestCtx>>,
     Params(path): Params<(String, String)>,
 ) -> Reply {
-    let (target, body, params) = open(&app, &headers, &ctx, &path, RerankParams::parse)?;
-    target.require_task(&["reranker"], "rerank requests")?;
+    let mut dialect = None;
+    let reply = rerank_reply(&app, &headers, &ctx, &path, &mut dialect).await;
+    with_engine_headers(dialect, &headers, reply)
+}
+
+async fn rerank_reply(
+    app: &App,
+    headers: &HeaderMap,
+    ctx: &RequestCtx,
+    path: &(String, String),
+    dialect: &mut Option<Dialect>,
+) -> Reply {
+    let (target, body, params) = open(app, headers, ctx, path, dialect, RerankParams::parse)?;
+    target.require_task(&["reranker"], "rerank requests", Some(Unsupported::Rerank))?;
+    if let Some(upstream) = &target.upstream {
+        let fired = preflight(&app.faults, Route::Rerank, Some(&target.slug)).await?;
+        let reply = proxy(upstream, "/v1/rerank", body, None, target.dialect).await?;
+        return Ok(tag(reply, fired.as_ref()));
+    }
     let fired = preflight(&app.faults, Route::Rerank, Some(&target.slug)).await?;
     let scores = engines::rerank_scores(&params.query, &params.documents);
     let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -515,7 +740,7 @@ pub async fn rerank(
             .iter()
             .map(|doc| engines::count_words(doc))
             .sum::<u64>();
-    let mut rng = request_rng(&app, &ctx);
+    let mut rng = request_rng(app, ctx);
     let reply = json!({
         "id": format!("rerank-{}", rng.hex(32)),
         "model": echoed_model(body, &target.slug),

@@ -12,6 +12,12 @@ use crate::event::SseEvent;
 use crate::faults::ErrorShape;
 use crate::rng::SplitMix64;
 
+/// The `system_fingerprint` of llama-server: its build info, `b<build number>-<commit>`, which a
+/// build from sources without git metadata (as the pinned sdist's) reports as `b0-unknown`.
+pub const LLAMACPP_FINGERPRINT: &str = "b0-unknown";
+/// The context size llama-server gives the packaged model (`n_ctx`): a longer prompt is refused.
+pub const LLAMACPP_N_CTX: u64 = 2048;
+
 /// The engine whose wire format a workload speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -51,7 +57,7 @@ impl Dialect {
         match (self, incoming_request_id) {
             (Dialect::Vllm, Some(id)) => format!("chatcmpl-{id}"),
             (Dialect::Vllm, None) => format!("chatcmpl-{}", rng.hex(32)),
-            (Dialect::LlamaCpp, _) => format!("chatcmpl-{}", rng.base36(32)),
+            (Dialect::LlamaCpp, _) => format!("chatcmpl-{}", rng.base62(32)),
             (Dialect::Ollama, _) => format!("chatcmpl-{}", rng.below(1000)),
             (Dialect::Sglang, _) => rng.hex(32),
         }
@@ -120,6 +126,40 @@ impl Dialect {
         steps
     }
 
+    /// Whether the engine answers with its own model name (llama-server's `--alias`) rather than
+    /// echoing the request's `model` in chat replies.
+    pub fn answers_with_alias(self) -> bool {
+        self == Dialect::LlamaCpp
+    }
+
+    /// The engine's body for an endpoint it was not started to serve (HTTP 501), when it has
+    /// one: llama-server without `--embeddings` or `--reranking`.
+    pub fn not_supported(self, what: Unsupported) -> Option<Value> {
+        if self != Dialect::LlamaCpp {
+            return None;
+        }
+        let message = match what {
+            Unsupported::Embeddings => {
+                "This server does not support embeddings. Start it with `--embeddings`"
+            }
+            Unsupported::Rerank => {
+                "This server does not support reranking. Start it with `--reranking`"
+            }
+        };
+        Some(json!({"error": {"code": 501, "message": message, "type": "not_supported_error"}}))
+    }
+
+    /// llama-server's 400 for a prompt longer than its context.
+    pub fn context_overflow(self, prompt_tokens: u64) -> Option<Value> {
+        (self == Dialect::LlamaCpp && prompt_tokens > LLAMACPP_N_CTX).then(|| {
+            json!({"error": {"code": 400, "message": format!(
+                "request ({prompt_tokens} tokens) exceeds the available context size \
+                 ({LLAMACPP_N_CTX} tokens), try increasing it"),
+                "type": "exceed_context_size_error", "n_prompt_tokens": prompt_tokens,
+                "n_ctx": LLAMACPP_N_CTX}})
+        })
+    }
+
     /// The engine's body for a rejected request (HTTP 400).
     pub fn request_error(self, message: &str) -> Value {
         match self {
@@ -134,6 +174,45 @@ impl Dialect {
             }),
         }
     }
+}
+
+/// An endpoint a llama-server may not have been started for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// `/v1/embeddings` (needs `--embeddings`).
+    Embeddings,
+    /// `/v1/rerank` (needs `--reranking`).
+    Rerank,
+}
+
+/// llama-server's `timings` object: its 9 keys, from token counts and the simulated latencies.
+/// A simulated engine with no latency set is given 10 µs a token, so rates stay finite.
+pub fn llamacpp_timings(usage: Usage, ttft: Duration, itl: Duration) -> Value {
+    let ms = |latency: Duration, n: u64| (latency.as_secs_f64() * 1000.0).max(n as f64 * 0.01);
+    let prompt_ms = ms(ttft, usage.prompt);
+    let predicted_ms = ms(
+        itl.saturating_mul(u32::try_from(usage.completion.saturating_sub(1)).unwrap_or(u32::MAX)),
+        usage.completion,
+    );
+    let per_token = |ms: f64, n: u64| ms / n.max(1) as f64;
+    let per_second = |ms: f64, n: u64| {
+        if ms > 0.0 {
+            n as f64 * 1000.0 / ms
+        } else {
+            0.0
+        }
+    };
+    json!({
+        "cache_n": 0,
+        "prompt_n": usage.prompt,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": per_token(prompt_ms, usage.prompt),
+        "prompt_per_second": per_second(prompt_ms, usage.prompt),
+        "predicted_n": usage.completion,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": per_token(predicted_ms, usage.completion),
+        "predicted_per_second": per_second(predicted_ms, usage.completion),
+    })
 }
 
 /// Fields every chunk and completion of one reply share.
@@ -165,28 +244,46 @@ impl Usage {
             "total_tokens": self.prompt + self.completion,
         })
     }
-}
 
-/// A non-stream chat completion (the same standard shape for every engine).
-pub fn completion_json(head: &ChatHead, text: &str, finish_reason: &str, usage: Usage) -> Value {
-    completion_value(
-        head,
-        json!({"role": "assistant", "content": text}),
-        finish_reason,
-        usage,
-        None,
-    )
+    /// llama-server's usage: its key order, with `prompt_tokens_details` (nothing is cached).
+    pub fn llamacpp_json(self) -> Value {
+        json!({
+            "completion_tokens": self.completion,
+            "prompt_tokens": self.prompt,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        })
+    }
 }
 
 /// A non-stream chat completion with any `message` (text or tool calls) and, when asked,
-/// the choice's `logprobs`.
+/// the choice's `logprobs`: the standard shape, or llama-server's (its key order, fingerprint,
+/// usage details and `timings`, from the latencies `(ttft, itl)`).
 pub fn completion_value(
+    dialect: Dialect,
     head: &ChatHead,
     message: Value,
     finish_reason: &str,
     usage: Usage,
     logprobs: Option<Value>,
+    latency: (Duration, Duration),
 ) -> Value {
+    if dialect == Dialect::LlamaCpp {
+        let mut choice = json!({"finish_reason": finish_reason, "index": 0, "message": message});
+        if let (Some(logprobs), Some(fields)) = (logprobs, choice.as_object_mut()) {
+            fields.insert("logprobs".to_string(), logprobs);
+        }
+        return json!({
+            "choices": [choice],
+            "created": head.created,
+            "model": head.model,
+            "system_fingerprint": LLAMACPP_FINGERPRINT,
+            "object": "chat.completion",
+            "usage": usage.llamacpp_json(),
+            "id": head.id,
+            "timings": llamacpp_timings(usage, latency.0, latency.1),
+        });
+    }
     let mut choice = json!({"index": 0, "message": message});
     if let (Some(logprobs), Some(fields)) = (logprobs, choice.as_object_mut()) {
         fields.insert("logprobs".to_string(), logprobs);
@@ -298,6 +395,7 @@ pub struct ChatStream {
     finish_reason: &'static str,
     stop_reason: Option<String>,
     usage: Option<Usage>,
+    prompt_tokens: u64,
     ttft: Duration,
     itl: Duration,
     position: usize,
@@ -325,6 +423,7 @@ impl ChatStream {
             finish_reason,
             stop_reason: None,
             usage,
+            prompt_tokens: usage.map_or(0, |usage| usage.prompt),
             ttft: latency.0,
             itl: latency.1,
             position: 0,
@@ -337,6 +436,22 @@ impl ChatStream {
     pub fn with_stop_reason(mut self, stop: Option<String>) -> Self {
         self.stop_reason = stop;
         self
+    }
+
+    /// The stream with the prompt's token count (llama.cpp's `timings` report it also when no
+    /// usage chunk is sent).
+    pub fn with_prompt_tokens(mut self, prompt: u64) -> Self {
+        self.prompt_tokens = prompt;
+        self
+    }
+
+    /// llama-server's `timings` of this reply.
+    fn timings(&self) -> Value {
+        let usage = Usage {
+            prompt: self.prompt_tokens,
+            completion: self.predicted(),
+        };
+        llamacpp_timings(usage, self.ttft, self.itl)
     }
 
     /// Tokens generated: the usage count when given (a tool-call step may hold several).
@@ -442,7 +557,7 @@ impl ChatStream {
             }),
             Dialect::LlamaCpp => json!({
                 "choices": choices, "created": head.created, "id": head.id, "model": head.model,
-                "object": "chat.completion.chunk",
+                "system_fingerprint": LLAMACPP_FINGERPRINT, "object": "chat.completion.chunk",
             }),
             Dialect::Ollama => json!({
                 "id": head.id, "object": "chat.completion.chunk", "created": head.created,
@@ -469,11 +584,8 @@ impl ChatStream {
                 ),
                 &[("prompt_token_ids", Value::Null)],
             ),
-            Dialect::LlamaCpp => {
-                let chunk = self.chunk(json!([{"index": 0,
-                    "delta": {"role": "assistant", "content": null}, "finish_reason": null}]));
-                Self::with(chunk, &[("system_fingerprint", json!("b1-local"))])
-            }
+            Dialect::LlamaCpp => self.chunk(json!([{"finish_reason": null, "index": 0,
+                "delta": {"role": "assistant", "content": null}}])),
             Dialect::Ollama => {
                 let first = (self.tokens.len() > 0).then(|| self.tokens.step(0));
                 let delta = match first.as_ref().map(|step| &step.delta) {
@@ -533,7 +645,11 @@ impl ChatStream {
             Dialect::Vllm => self.chunk(json!([{"index": 0, "delta": delta,
                 "logprobs": logprobs, "finish_reason": null, "token_ids": null}])),
             Dialect::LlamaCpp | Dialect::Ollama => {
-                let choice = json!({"index": 0, "delta": delta, "finish_reason": null});
+                let choice = if self.dialect == Dialect::LlamaCpp {
+                    json!({"finish_reason": null, "index": 0, "delta": delta})
+                } else {
+                    json!({"index": 0, "delta": delta, "finish_reason": null})
+                };
                 let choice = if logprobs.is_null() {
                     choice
                 } else {
@@ -556,11 +672,11 @@ impl ChatStream {
             Dialect::Vllm => self.content_chunk("", true),
             // With a usage chunk the timings move there (as llama-server does).
             Dialect::LlamaCpp if self.usage.is_some() => {
-                self.chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]))
+                self.chunk(json!([{"finish_reason": finish, "index": 0, "delta": {}}]))
             }
             Dialect::LlamaCpp => Self::with(
-                self.chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}])),
-                &[("timings", json!({"predicted_n": self.predicted()}))],
+                self.chunk(json!([{"finish_reason": finish, "index": 0, "delta": {}}])),
+                &[("timings", self.timings())],
             ),
             Dialect::Ollama => {
                 self.chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]))
@@ -590,18 +706,13 @@ impl ChatStream {
                 Self::with(self.chunk(json!([])), &[("usage", usage)]),
                 &[("system_fingerprint", json!("vllm-local"))],
             ),
-            // llama-server: its key order, usage with `prompt_tokens_details`, then the timings.
+            // llama-server: usage with `prompt_tokens_details`, then the timings.
             Dialect::LlamaCpp => {
-                let head = &self.head;
-                let (prompt, completion) = self.usage.map_or((0, 0), |u| (u.prompt, u.completion));
-                json!({
-                    "choices": [], "created": head.created, "id": head.id, "model": head.model,
-                    "system_fingerprint": "b1-local", "object": "chat.completion.chunk",
-                    "usage": {"completion_tokens": completion, "prompt_tokens": prompt,
-                        "total_tokens": prompt + completion,
-                        "prompt_tokens_details": {"cached_tokens": 0}},
-                    "timings": {"prompt_n": prompt, "predicted_n": completion},
-                })
+                let usage = self.usage.map_or(Value::Null, Usage::llamacpp_json);
+                Self::with(
+                    self.chunk(json!([])),
+                    &[("usage", usage), ("timings", self.timings())],
+                )
             }
             Dialect::Ollama => Self::with(self.chunk(json!([])), &[("usage", usage)]),
             // SGLang serialises its whole usage model, nulls included.

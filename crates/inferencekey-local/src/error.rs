@@ -57,6 +57,9 @@ pub enum LocalError {
     /// The server thread stopped before it was listening.
     #[error("the local platform stopped during start-up")]
     Startup,
+    /// Invalid real-engine settings (`Config::engines`).
+    #[error("invalid engine settings: {0}")]
+    Engines(String),
 }
 
 impl LocalError {

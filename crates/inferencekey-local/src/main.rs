@@ -13,6 +13,8 @@ const USAGE: &str = "\
 usage: inferencekey-local [--port 0] [--host 127.0.0.1] [--allow-remote] [--project local]
                           [--seed N] [--state-dir DIR]
                           [--tls | --tls-cert PATH --tls-key PATH] [--tls-client-ca PATH]
+                          [--llama-server PATH] [--engine-slots 1] [--packaged-model NAME=PATH]
+                          [--attach SLUG=URL]...
 
 Runs a local copy of the InferenceKey platform API. Prints a JSON ready line and the
 INFERENCEKEY_* export lines, then serves until Ctrl+C / SIGTERM (Windows: Ctrl+Break).
@@ -21,10 +23,14 @@ makes them derive from N, for reproducible runs.
 --tls serves HTTPS with a CA and certificate made at start-up (the ready line's ca_path
 names the CA's PEM file); --tls-cert/--tls-key serve given PEM files instead;
 --tls-client-ca requires client certificates signed by that CA (mutual TLS);
---tls-test-leaf expired|wrong-host serves a generated leaf clients must refuse (tests).";
+--tls-test-leaf expired|wrong-host serves a generated leaf clients must refuse (tests).
+--llama-server (or INFERENCEKEY_LLAMA_SERVER) runs a real llama-server for each llamacpp
+workload whose model is a .gguf path or a --packaged-model name (--engine-slots at once);
+--attach SLUG=URL serves workload SLUG from an engine already running at URL (loopback
+unless --allow-remote).";
 
 enum Command {
-    Serve(Config),
+    Serve(Box<Config>),
     Help,
     Version,
 }
@@ -90,6 +96,37 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--tls-client-ca" => {
                 config.tls_client_ca = Some(PathBuf::from(value("--tls-client-ca")?));
             }
+            "--llama-server" => {
+                config.engines.llama_server = Some(PathBuf::from(value("--llama-server")?));
+            }
+            "--engine-slots" => {
+                let text = value("--engine-slots")?;
+                config.engines.slots = text
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("--engine-slots: not a positive integer: {text:?}"))?;
+            }
+            "--packaged-model" => {
+                let text = value("--packaged-model")?;
+                let (name, path) = text
+                    .split_once('=')
+                    .ok_or(format!("--packaged-model takes NAME=PATH, got {text:?}"))?;
+                config
+                    .engines
+                    .packaged_models
+                    .insert(name.to_string(), PathBuf::from(path));
+            }
+            "--attach" => {
+                let text = value("--attach")?;
+                let (slug, url) = text
+                    .split_once('=')
+                    .ok_or(format!("--attach takes SLUG=URL, got {text:?}"))?;
+                config
+                    .engines
+                    .attach
+                    .insert(slug.trim().to_ascii_lowercase(), url.to_string());
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -100,10 +137,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         (true, _, _) => return Err("--tls and --tls-cert/--tls-key exclude each other".into()),
         (false, _, _) => return Err("--tls-cert and --tls-key go together".into()),
     };
+    // Attached engines on other hosts need the same consent as serving on them.
+    config.engines.allow_remote_attach = config.allow_remote;
+    if config.engines.llama_server.is_none() {
+        if let Some(path) = std::env::var_os("INFERENCEKEY_LLAMA_SERVER").filter(|p| !p.is_empty())
+        {
+            config.engines.llama_server = Some(PathBuf::from(path));
+        }
+    }
+    config.engines.validate()?;
     if config.tls_client_ca.is_some() && !config.tls.is_on() {
         return Err("--tls-client-ca needs --tls or --tls-cert and --tls-key".into());
     }
-    Ok(Command::Serve(config))
+    Ok(Command::Serve(Box::new(config)))
 }
 
 /// What `--allow-remote` exposes, said loudly on stderr before the ready line.
@@ -237,7 +283,7 @@ impl Listeners {
 
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Serve(config)) => config,
+        Ok(Command::Serve(config)) => *config,
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -355,7 +401,7 @@ mod tests {
     #[test]
     fn tls_flags() {
         let serve = |args: &[&str]| match parse(args) {
-            Ok(Command::Serve(config)) => config,
+            Ok(Command::Serve(config)) => *config,
             Ok(_) => panic!("expected serve"),
             Err(message) => panic!("{message}"),
         };

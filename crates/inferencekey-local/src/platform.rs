@@ -138,6 +138,9 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
         let local = listener
             .local_addr()
             .map_err(|source| LocalError::Bind { addr, source })?;
+        if let Err(message) = config.engines.validate() {
+            return Err(LocalError::Engines(message));
+        }
         let mut app = App::new(&config, local)?;
         let served = tls::setup(&config, local.ip())?;
         if let Some(served) = &served {
@@ -158,10 +161,23 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
                 served.acceptor
             });
             let (stop_tx, stop_rx) = oneshot::channel();
+            // Engines a killed platform left behind go first; then those the workloads want.
+            runtime.block_on(async {
+                app.engines.reap_orphans().await;
+                app.engines.reconcile(&app).await;
+            });
             if ready.send(Ok((app.info.clone(), local, stop_tx))).is_ok() {
                 let router = server::router(app.clone());
-                runtime.block_on(server::serve(listener, app, router, acceptor, stop_rx));
+                runtime.block_on(server::serve(
+                    listener,
+                    app.clone(),
+                    router,
+                    acceptor,
+                    stop_rx,
+                ));
             }
+            // No engine outlives its platform.
+            runtime.block_on(app.engines.stop_all());
         }
         Err(error) => {
             let _ = ready.send(Err(error));

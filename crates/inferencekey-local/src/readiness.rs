@@ -113,6 +113,9 @@ pub struct ReadinessClock {
     generation: u64,
     /// The timeline this one replaced (bounded to `HISTORY` links).
     previous: Option<Arc<ReadinessClock>>,
+    /// A real engine's timeline: the stages observed so far, appended as they happen, instead
+    /// of the profile's.
+    live: Option<Arc<Vec<Stage>>>,
 }
 
 impl ReadinessClock {
@@ -126,7 +129,47 @@ impl ReadinessClock {
             from_bootstrapping: false,
             generation: 0,
             previous: None,
+            live: None,
         }
+    }
+
+    /// This clock replaced now by a real engine's timeline, starting with `first` (at 0).
+    pub fn live_started(&self, first: Stage) -> Self {
+        Self {
+            epoch: Instant::now(),
+            from_bootstrapping: false,
+            generation: self.generation + 1,
+            previous: Some(self.remembered()),
+            live: Some(Arc::new(vec![Stage { at_ms: 0, ..first }])),
+            ..self.clone()
+        }
+    }
+
+    /// Appends a stage observed now to a real engine's timeline (the same generation, so a
+    /// watcher sends it next); on a profile's clock it starts a live timeline.
+    pub fn live_pushed(&self, stage: Stage) -> Self {
+        let Some(live) = &self.live else {
+            return self.live_started(stage);
+        };
+        let mut stages = live.as_ref().clone();
+        let at_ms = self
+            .elapsed_ms(Instant::now())
+            .max(stages.last().map_or(0, |last| last.at_ms));
+        stages.push(Stage { at_ms, ..stage });
+        Self {
+            live: Some(Arc::new(stages)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a real engine drove the timeline this one replaced.
+    pub fn previous_was_live(&self) -> bool {
+        self.previous.as_ref().is_some_and(|p| p.is_live())
+    }
+
+    /// Whether a real engine drives this clock.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
     }
 
     /// This clock restarted now at `scheduling`, with a new profile and settings.
@@ -146,6 +189,7 @@ impl ReadinessClock {
             from_bootstrapping: true,
             generation: self.generation + 1,
             previous: Some(self.remembered()),
+            live: None,
             ..self.clone()
         }
     }
@@ -223,6 +267,9 @@ impl ReadinessClock {
 
     /// The `index`-th stage of this clock's timeline (unbounded for `flapping`).
     fn stage(&self, index: usize) -> Option<Stage> {
+        if let Some(live) = &self.live {
+            return live.get(index).cloned();
+        }
         let base = self.base_timeline();
         if let Some(stage) = base.get(index) {
             return Some(stage.clone());
@@ -431,6 +478,12 @@ fn plan_step(
     latest: &ReadinessClock,
     now: Instant,
 ) -> Step {
+    // A real engine's timeline grows under the same generation: follow its latest stages.
+    let followed = if latest.generation() == followed.generation() {
+        latest
+    } else {
+        followed
+    };
     let next = followed.stage(index + 1);
     if latest.generation() != followed.generation() {
         let successor = latest.successor_of(followed.generation()).unwrap_or(latest);

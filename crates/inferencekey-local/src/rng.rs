@@ -26,6 +26,7 @@ pub const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 
 const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 const HEX: &[u8; 16] = b"0123456789abcdef";
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 impl SplitMix64 {
     /// A generator starting from `seed`.
@@ -66,6 +67,11 @@ impl SplitMix64 {
     /// `len` lowercase alphanumeric characters (base 36).
     pub fn base36(&mut self, len: usize) -> String {
         self.chars(len, BASE36)
+    }
+
+    /// `len` alphanumeric characters of both cases (base 62), as llama-server's completion ids.
+    pub fn base62(&mut self, len: usize) -> String {
+        self.chars(len, BASE62)
     }
 
     fn chars(&mut self, len: usize, alphabet: &[u8]) -> String {

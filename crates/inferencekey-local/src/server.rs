@@ -69,6 +69,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/_local/info", get(admin::info))
         .route("/_local/reset", post(admin::reset))
+        .route(
+            "/_local/engines",
+            get(admin::get_engines).put(admin::put_engines),
+        )
         .route("/_local/projects", post(admin::add_project))
         .route("/_local/tokens", post(admin::add_token))
         .route("/_local/defaults", put(admin::put_defaults))

@@ -14,6 +14,7 @@ use crate::dialects::{inband_error, ChatStream, Dialect};
 use crate::event::SseEvent;
 use crate::faults::{Fault, Framing, StallAt};
 use crate::readiness::ReadinessEvents;
+use crate::real::UpstreamEvents;
 
 /// Bench mode hands the socket writes of about this size.
 const BATCH_BYTES: usize = 32 * 1024;
@@ -36,6 +37,8 @@ pub enum EventSource {
     Chat(ChatStream),
     /// A workload's readiness.
     Readiness(ReadinessEvents),
+    /// A real engine's stream, passed on event by event.
+    Upstream(UpstreamEvents),
 }
 
 impl EventSource {
@@ -44,6 +47,15 @@ impl EventSource {
     async fn next(&mut self, out: &mut Writer) -> Result<Option<SseEvent>, Closed> {
         match self {
             EventSource::Chat(stream) => Ok(stream.next_event()),
+            EventSource::Upstream(events) => {
+                // A client that goes away drops the engine's stream, which ends its work.
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    () = out.tx.closed() => return Err(Closed),
+                };
+                out.schedule.resume(Instant::now());
+                Ok(event)
+            }
             EventSource::Readiness(events) => {
                 let event = tokio::select! {
                     event = events.next() => event,

@@ -167,6 +167,37 @@ impl Workload {
         });
     }
 
+    /// Whether a real engine drives the readiness now.
+    pub fn readiness_is_live(&self) -> bool {
+        self.clock.borrow().is_live()
+    }
+
+    /// Whether a real engine drove the readiness before its last restart (a PATCH).
+    pub fn readiness_was_live(&self) -> bool {
+        self.clock.borrow().previous_was_live()
+    }
+
+    /// A real engine's readiness starts over at `stage` (now).
+    pub fn live_start(&self, stage: Stage) {
+        self.clock
+            .send_modify(|clock| *clock = clock.live_started(stage));
+    }
+
+    /// A real engine reached `stage` (now); the same stage again is not repeated.
+    pub fn live_push(&self, stage: Stage) {
+        self.clock.send_if_modified(|clock| {
+            let now = clock.current(std::time::Instant::now()).1;
+            let same = clock.is_live()
+                && now.phase == stage.phase
+                && now.step == stage.step
+                && now.message == stage.message;
+            if !same {
+                *clock = clock.live_pushed(stage);
+            }
+            !same
+        });
+    }
+
     /// Sends the workload back through `bootstrapping` (what runs has changed).
     pub fn rebootstrap(&self) {
         let model = &self.record.model_name;
@@ -531,6 +562,11 @@ impl Store {
         self.workloads
             .iter()
             .filter(move |w| w.record.project_slug == project)
+    }
+
+    /// Every workload, in creation order.
+    pub fn all_workloads(&self) -> impl Iterator<Item = &Workload> {
+        self.workloads.iter()
     }
 
     /// The workload with server id `id`.
