@@ -6,6 +6,8 @@
 # Markers, an HTML comment on the line right before the fence:
 #   <!-- requires: numpy, distributed -->   skipped unless each of these modules is importable
 #   <!-- not-runnable: why -->              skipped, with that reason (prefer a runnable block, or a ```text fence)
+#   <!-- engine: why -->                    runs against a platform with the real engine (`make engine`), as the
+#                                           real-engine tests do: skipped only with INFERENCEKEY_SKIP_ENGINE=1
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +30,7 @@ DOCS = ROOT / "docs"
 # The page whose blocks a newcomer runs first: its absence means docs/ was not found, not that it has no blocks.
 GETTING_STARTED = DOCS / "getting-started.md"
 PYTHON_FENCES = {"python", "py", "python3"}
-MARKER = re.compile(r"<!--\s*(requires|not-runnable):\s*(.*?)\s*-->")
+MARKER = re.compile(r"<!--\s*(requires|not-runnable|engine):\s*(.*?)\s*-->")
 TEST_FUNCTION = re.compile(r"^(async\s+)?def\s+test_", re.MULTILINE)
 TIMEOUT = 300
 
@@ -42,6 +44,7 @@ class Block:
     code: str
     requires: list[str] = field(default_factory=list)
     not_runnable: str | None = None
+    engine: bool = False
 
     @property
     def id(self) -> str:
@@ -80,6 +83,8 @@ def parse(text: str, source: str = "README.md") -> tuple[list[Block], list[str]]
                 block = Block(source, heading, per_heading[heading], start, "\n".join(body) + "\n")
                 if marker and marker[0] == "requires":
                     block.requires = [name.strip() for name in marker[1].split(",") if name.strip()]
+                elif marker and marker[0] == "engine":
+                    block.engine = True
                 elif marker:
                     block.not_runnable = marker[1] or "no reason given"
                 blocks.append(block)
@@ -160,7 +165,16 @@ def test_block_runs(block: Block | Missing, tmp_path: Path) -> None:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name]
     else:
         command = [sys.executable, name]
-    with LocalPlatform() as platform:
+    llama_server = None
+    if block.engine:
+        if os.environ.get("INFERENCEKEY_SKIP_ENGINE") == "1":
+            pytest.skip("INFERENCEKEY_SKIP_ENGINE=1: blocks that need the real engine skipped as asked")
+        llama_server = os.environ.get("INFERENCEKEY_TEST_LLAMA_SERVER") or os.environ.get("INFERENCEKEY_LLAMA_SERVER")
+        assert llama_server and os.path.isfile(llama_server), (
+            "no llama-server: run `make engine` and set INFERENCEKEY_TEST_LLAMA_SERVER (make test does), or skip with "
+            "INFERENCEKEY_SKIP_ENGINE=1"
+        )
+    with LocalPlatform(llama_server=llama_server) as platform:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFERENCEKEY_")}
         env.update(platform.env)
         # The blocks print the engines' replies, which are not ASCII: UTF-8 into the pipe, as a console would take

@@ -11,7 +11,7 @@
 //!   with the interpreter released, async code `start(future)`s it on the I/O runtime (`runtime`).
 //!
 //! Modules read top-down, each using only those above it: json, logs, results, errors, runtime, args, batch,
-//! clients, local, manifest.
+//! clients (what the client classes share), stream, data, management, local, manifest.
 
 // The core's `Error` is large on purpose (structured fields); errors are the cold path.
 #![allow(clippy::result_large_err)]
@@ -19,13 +19,16 @@
 mod args;
 mod batch;
 mod clients;
+mod data;
 mod errors;
 mod json;
 mod local;
 mod logs;
+mod management;
 mod manifest;
 mod results;
 mod runtime;
+mod stream;
 
 use pyo3::prelude::*;
 
@@ -63,7 +66,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical_slug, m)?)?;
     m.add_function(wrap_pyfunction!(manifest::load_manifest, m)?)?;
     m.add_function(wrap_pyfunction!(manifest::spec_fields, m)?)?;
-    m.add_function(wrap_pyfunction!(clients::chat_option_names, m)?)?;
+    m.add_function(wrap_pyfunction!(data::chat_option_names, m)?)?;
     m.add_function(wrap_pyfunction!(local::_local_client_certificate, m)?)?;
     m.add_function(wrap_pyfunction!(results::register_result_types, m)?)?;
     m.add_function(wrap_pyfunction!(results::result_fields, m)?)?;
@@ -72,14 +75,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::LoopWaker>()?;
     m.add_class::<results::RawJson>()?;
     m.add_class::<results::Vectors>()?;
-    m.add_class::<clients::ManagementClient>()?;
-    m.add_class::<clients::Ensured>()?;
-    m.add_class::<clients::ReadinessWatch>()?;
-    m.add_class::<clients::DataClient>()?;
-    m.add_class::<clients::Endpoint>()?;
-    m.add_class::<clients::OpenStream>()?;
-    m.add_class::<clients::ChatStream>()?;
-    m.add_class::<clients::ChunkBatch>()?;
+    m.add_class::<management::ManagementClient>()?;
+    m.add_class::<management::Ensured>()?;
+    m.add_class::<management::ReadinessWatch>()?;
+    m.add_class::<data::DataClient>()?;
+    m.add_class::<data::Endpoint>()?;
+    m.add_class::<stream::OpenStream>()?;
+    m.add_class::<stream::ChatStream>()?;
+    m.add_class::<stream::ChunkBatch>()?;
     m.add_class::<batch::EmbedJob>()?;
     m.add_class::<batch::DoneBatch>()?;
     m.add_class::<local::LocalPlatform>()?;

@@ -298,7 +298,7 @@ impl Drop for ChatStream {
 }
 
 /// Per-stream decoding state of the background task.
-pub(super) struct StreamState<'a> {
+pub(super) struct DecodeState<'a> {
     pub(super) slug: &'a str,
     /// `[DONE]` seen: later frames are ignored.
     pub(super) done: bool,
@@ -309,7 +309,7 @@ pub(super) struct StreamState<'a> {
     pub(super) error: Option<Error>,
 }
 
-impl StreamState<'_> {
+impl DecodeState<'_> {
     /// One network read through the decoder: its events into `batch`, and an event past the size cap as the
     /// stream's error.
     pub(super) fn feed(
@@ -384,7 +384,7 @@ pub(crate) fn decode_stream<'r>(
     slug: &str,
 ) -> (Vec<ChatChunk>, bool, bool, Option<Error>) {
     let mut decoder = SseDecoder::new();
-    let mut state = StreamState {
+    let mut state = DecodeState {
         slug,
         done: false,
         finished: false,
@@ -407,7 +407,7 @@ pub(super) async fn pump(
 ) {
     let request_id = crate::transport::request_id(&response);
     let mut decoder = SseDecoder::new();
-    let mut state = StreamState {
+    let mut state = DecodeState {
         slug: &endpoint.slug,
         done: false,
         finished: false,

@@ -633,9 +633,9 @@ fn inband_error_shapes() {
     assert!(inband_error(&json!({"choices": []}), "w").is_none());
 }
 
-fn stream_events(input: &[u8]) -> (Vec<ChatChunk>, StreamState<'static>) {
+fn stream_events(input: &[u8]) -> (Vec<ChatChunk>, DecodeState<'static>) {
     let mut decoder = SseDecoder::new();
-    let mut state = StreamState {
+    let mut state = DecodeState {
         slug: "w",
         done: false,
         finished: false,
