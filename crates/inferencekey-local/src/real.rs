@@ -1141,22 +1141,36 @@ impl Supervisor {
 
 /// Whether a starting llama-server is ready: `/health` 200 and the alias listed by `/v1/models`.
 async fn llama_ready(endpoint: &Endpoint, key: &str, alias: &str) -> Result<(), String> {
-    let (status, body) = fetch(endpoint, "/health", None)
+    fetch_ok(endpoint, "/health", None).await?;
+    listed(endpoint, Some(key), alias, || {
+        format!("model {alias} not listed yet")
+    })
+    .await
+}
+
+/// The body of an engine's 200 answer to `GET path`; else what went wrong, in the engine's words when it gave some.
+async fn fetch_ok(endpoint: &Endpoint, path: &str, key: Option<&str>) -> Result<Bytes, String> {
+    let (status, body) = fetch(endpoint, path, key)
         .await
         .map_err(|e| e.to_string())?;
     if status != 200 {
         return Err(engine_message(status, &body));
     }
-    let (status, body) = fetch(endpoint, "/v1/models", Some(key))
-        .await
-        .map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(engine_message(status, &body));
-    }
+    Ok(body)
+}
+
+/// Whether the engine's `/v1/models` names `model` (`missing` says so when it does not).
+async fn listed(
+    endpoint: &Endpoint,
+    key: Option<&str>,
+    model: &str,
+    missing: impl FnOnce() -> String,
+) -> Result<(), String> {
+    let body = fetch_ok(endpoint, "/v1/models", key).await?;
     let models: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    lists_model(&models, alias)
+    lists_model(&models, model)
         .then_some(())
-        .ok_or_else(|| format!("model {alias} not listed yet"))
+        .ok_or_else(missing)
 }
 
 /// `{"error": {"message"}}` of an engine's answer, else its status.
@@ -1190,20 +1204,10 @@ fn lists_model(models: &Value, model: &str) -> bool {
 /// (llama-server also answers `/health`).
 async fn attached_ready(endpoint: &Endpoint, dialect: Dialect, model: &str) -> Result<(), String> {
     if dialect == Dialect::LlamaCpp {
-        let (status, body) = fetch(endpoint, "/health", None)
-            .await
-            .map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(engine_message(status, &body));
-        }
+        fetch_ok(endpoint, "/health", None).await?;
     }
     if dialect == Dialect::Ollama {
-        let (status, body) = fetch(endpoint, "/api/tags", None)
-            .await
-            .map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(engine_message(status, &body));
-        }
+        let body = fetch_ok(endpoint, "/api/tags", None).await?;
         let tags: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let wanted = |name: &str| name == model || name.strip_suffix(":latest") == Some(model);
         let listed = tags
@@ -1221,16 +1225,10 @@ async fn attached_ready(endpoint: &Endpoint, dialect: Dialect, model: &str) -> R
             .then_some(())
             .ok_or_else(|| format!("Ollama does not list {model} (ollama pull {model})"));
     }
-    let (status, body) = fetch(endpoint, "/v1/models", None)
-        .await
-        .map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(engine_message(status, &body));
-    }
-    let models: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    lists_model(&models, model)
-        .then_some(())
-        .ok_or_else(|| format!("the engine does not list model {model}"))
+    listed(endpoint, None, model, || {
+        format!("the engine does not list model {model}")
+    })
+    .await
 }
 
 /// `GET /_local/engines` body: the settings, with every engine's state.
