@@ -1386,7 +1386,10 @@ def scenario_json(s: Scenario) -> dict[str, Any]:
                 **asdict(sample),
                 "cpu_per_unit": sample.cpu_per_unit,
                 "units_per_second": sample.rate,
-                "cpu_ratio_to_inferencekey": sample.cpu_per_unit / s.legs[s.reference].cpu_per_unit,
+                # None where the reference spent no measured CPU (time to first chunk is wall time only).
+                "cpu_ratio_to_inferencekey": (
+                    sample.cpu_per_unit / s.legs[s.reference].cpu_per_unit if s.legs[s.reference].cpu_per_unit else None
+                ),
             }
             for name, sample in s.legs.items()
         },
