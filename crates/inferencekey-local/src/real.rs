@@ -449,6 +449,20 @@ fn strip_log_prefix(line: &str) -> &str {
     split_log_prefix(line).map_or(line, |(_, rest)| rest).trim()
 }
 
+/// How an engine exited (`code N` or `a signal`) and the error lines of its log, read after a short pause: its last
+/// lines may still be on their way through the pipes.
+async fn exit_report(
+    status: std::io::Result<std::process::ExitStatus>,
+    tail: &Mutex<LogTail>,
+) -> (String, String) {
+    let code = status
+        .ok()
+        .and_then(|s| s.code())
+        .map_or("a signal".to_string(), |c| format!("code {c}"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    (code, lock(tail).errors())
+}
+
 /// Copies an engine's output, line by line, into its tail.
 fn follow_log(output: impl AsyncRead + Unpin + Send + 'static, tail: Arc<Mutex<LogTail>>) {
     tokio::spawn(async move {
@@ -1002,13 +1016,7 @@ impl Supervisor {
             match woke {
                 Woke::Stopped => break None,
                 Woke::Done(Err(status)) => {
-                    let code = status
-                        .ok()
-                        .and_then(|s| s.code())
-                        .map_or("a signal".to_string(), |c| format!("code {c}"));
-                    // Its last lines may still be on their way through the pipes.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    let errors = lock(&tail).errors();
+                    let (code, errors) = exit_report(status, &tail).await;
                     break Some(Err(format!(
                         "llama-server exited with {code} while starting: {errors}"
                     )));
@@ -1057,12 +1065,7 @@ impl Supervisor {
                 };
                 if let Some(status) = woke {
                     *lock(&self.upstream) = None;
-                    let code = status
-                        .ok()
-                        .and_then(|s| s.code())
-                        .map_or("a signal".to_string(), |c| format!("code {c}"));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    let errors = lock(&tail).errors();
+                    let (code, errors) = exit_report(status, &tail).await;
                     self.push(stage(
                         Phase::Error,
                         None,

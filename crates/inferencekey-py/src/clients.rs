@@ -17,7 +17,7 @@ pub(crate) const CLIENT: &str = "python";
 
 /// A client's transport options from the Python keyword arguments of its constructor, checked by the core before
 /// anything is built; `optional` is `[default_headers, verify, cert, proxy]`, each absent or None for the default.
-pub(crate) fn client_options(
+fn client_options(
     py: Python<'_>,
     connect_timeout: &Bound<'_, PyAny>,
     timeout: &Bound<'_, PyAny>,
@@ -132,6 +132,29 @@ pub(crate) struct ClientArgs {
     pub(crate) project: Option<String>,
     pub(crate) from_env: bool,
     pub(crate) options: core::TransportOptions,
+}
+
+impl ClientArgs {
+    /// The arguments of a client constructor, checked: `credential` is named `credential_name` in errors, `timing`
+    /// is `[connect_timeout, timeout, max_retries]` and `optional` as for `client_options`.
+    pub(crate) fn from_python(
+        py: Python<'_>,
+        base_url: &Bound<'_, PyAny>,
+        (credential, credential_name): (&Bound<'_, PyAny>, &str),
+        project: &Bound<'_, PyAny>,
+        from_env: bool,
+        [connect_timeout, timeout, max_retries]: [&Bound<'_, PyAny>; 3],
+        optional: [Option<&Bound<'_, PyAny>>; 4],
+    ) -> PyResult<Self> {
+        let options = client_options(py, connect_timeout, timeout, max_retries, optional)?;
+        Ok(Self {
+            base_url: args::opt_text(base_url, "base_url")?,
+            credential: args::opt_text(credential, credential_name)?,
+            project: args::opt_text(project, "project")?,
+            from_env,
+            options,
+        })
+    }
 }
 
 /// A core client with what rebuilds it from its arguments (after `fork()` or `close()`).

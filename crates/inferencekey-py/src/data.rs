@@ -9,9 +9,7 @@ use inferencekey_core as core;
 
 use crate::args;
 use crate::batch::EmbedJob;
-use crate::clients::{
-    client_options, overrides, transport_config, ClientArgs, PerProcess, Rebuildable,
-};
+use crate::clients::{overrides, transport_config, ClientArgs, PerProcess, Rebuildable};
 use crate::errors::{internal_error, to_pyerr};
 use crate::results;
 use crate::runtime::{settle_idle, Call, Pending};
@@ -62,20 +60,15 @@ impl DataClient {
         cert: Option<&Bound<'_, PyAny>>,
         proxy: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let options = client_options(
+        let args = ClientArgs::from_python(
             py,
-            connect_timeout,
-            timeout,
-            max_retries,
+            base_url,
+            (api_key, "api_key"),
+            project,
+            from_env,
+            [connect_timeout, timeout, max_retries],
             [default_headers, verify, cert, proxy],
         )?;
-        let args = ClientArgs {
-            base_url: args::opt_text(base_url, "base_url")?,
-            credential: args::opt_text(api_key, "api_key")?,
-            project: args::opt_text(project, "project")?,
-            from_env,
-            options,
-        };
         Ok(Self {
             client: Rebuildable::new(py, args, Self::build)?,
         })

@@ -11,7 +11,7 @@ use pyo3::types::{PyBool, PyDict};
 use inferencekey_core as core;
 
 use crate::args;
-use crate::clients::{client_options, transport_config, ClientArgs, Rebuildable};
+use crate::clients::{transport_config, ClientArgs, Rebuildable};
 use crate::errors::to_pyerr;
 use crate::json::raw_to_py;
 use crate::results;
@@ -73,20 +73,15 @@ impl ManagementClient {
         cert: Option<&Bound<'_, PyAny>>,
         proxy: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let options = client_options(
+        let args = ClientArgs::from_python(
             py,
-            connect_timeout,
-            timeout,
-            max_retries,
+            base_url,
+            (sdk_token, "sdk_token"),
+            project,
+            from_env,
+            [connect_timeout, timeout, max_retries],
             [default_headers, verify, cert, proxy],
         )?;
-        let args = ClientArgs {
-            base_url: args::opt_text(base_url, "base_url")?,
-            credential: args::opt_text(sdk_token, "sdk_token")?,
-            project: args::opt_text(project, "project")?,
-            from_env,
-            options,
-        };
         Ok(Self {
             client: Rebuildable::new(py, args, Self::build)?,
         })

@@ -161,26 +161,19 @@ fn take_driver(pid: u32) -> PyResult<Arc<Driver>> {
 /// This thread's driver, taken on first use (and again in a forked child), on which its blocking calls run.
 /// Another thread may drive it too (`wait_on`), which tokio allows: one thread at a time runs its tasks.
 pub fn thread_driver() -> PyResult<Arc<Driver>> {
+    if let Some(driver) = existing_thread_driver() {
+        return Ok(driver);
+    }
     let pid = std::process::id();
+    let driver = take_driver(pid)?;
+    // A stale one (the parent's, in a forked child) is forgotten by its own drop.
     THREAD_DRIVER.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        if let Some(ThreadDriver {
-            pid: owner,
-            driver: Some(driver),
-        }) = slot.as_ref()
-        {
-            if *owner == pid {
-                return Ok(Arc::clone(driver));
-            }
-        }
-        let driver = take_driver(pid)?;
-        // A stale one (the parent's, in a forked child) is forgotten by its own drop.
-        *slot = Some(ThreadDriver {
+        *slot.borrow_mut() = Some(ThreadDriver {
             pid,
             driver: Some(Arc::clone(&driver)),
         });
-        Ok(driver)
-    })
+    });
+    Ok(driver)
 }
 
 /// This thread's driver if it has one (in this process).
