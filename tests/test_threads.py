@@ -19,12 +19,12 @@ from inferencekey import DataClient, TextStream
 from inferencekey.local import LocalPlatform
 
 
-def connections_to(platform: LocalPlatform) -> list[Any]:
-    """This process's established TCP connections to the platform."""
+def connections_to(platform: LocalPlatform, pid: int | None = None) -> list[Any]:
+    """The established TCP connections of this process (or of `pid`) to the platform."""
     port = int(platform.url.rsplit(":", 1)[1])
     return [
         c
-        for c in psutil.Process().net_connections(kind="tcp")
+        for c in psutil.Process(pid).net_connections(kind="tcp")
         if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
     ]
 
@@ -69,8 +69,10 @@ def test_threads_share_one_client_and_new_threads_reuse_the_connections_of_old_o
             results = [text for texts in pool.map(calls, range(16)) for text in texts]
         assert results == [expected] * 64
         seen |= {c.laddr.port for c in connections_to(platform)}
-    # A thread that exits gives its runtime and its connections to the next new thread: the later rounds opened none.
-    assert len(seen) <= kept + 8, seen
+    # Unary calls share one pool of direct connections (at most one per thread in flight: 8), and a thread that exits
+    # gives its runtime and its stream connection to the next new thread (8 more): the later rounds opened none, where
+    # a connection per thread and round would have opened 48.
+    assert len(seen) <= kept + 16, seen
     assert len(chat_streams(admin.journal())) == 48
 
 
@@ -108,6 +110,50 @@ def test_ctrl_c_mid_stream_closes_the_connection_at_once(platform: LocalPlatform
         # when the interrupt dropped the read.
         wait_for_disconnect(admin)
         assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+INTERRUPTED_CALL = """
+import os, signal, sys, threading, time
+from inferencekey import DataClient
+endpoint = DataClient.from_env().endpoint("support-bot")
+print(endpoint.generate_text(prompt="hello", max_tokens=4).text != "", flush=True)
+sys.stdin.readline()
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    endpoint.generate_text(prompt="hello", max_tokens=4)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
+def test_ctrl_c_during_a_stalled_call_closes_its_connection_at_once(
+    platform: LocalPlatform, deploy: Deploy, admin: Admin
+) -> None:
+    deploy()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_CALL],
+        env=child_env(platform),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        lines = LineReader(proc.stdout.fileno())
+        # The first call answers, and its connection is kept for the next one, which stalls before its answer.
+        assert lines.line(timeout=HANG_GUARD) == "True"
+        assert len(connections_to(platform, proc.pid)) == 1
+        admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert lines.line(timeout=HANG_GUARD) == "interrupted"
+        # The child lives on, making no call: the interrupt closed the stalled request's connection.
+        assert proc.poll() is None
+        assert connections_to(platform, proc.pid) == []
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

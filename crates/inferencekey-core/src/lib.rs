@@ -10,6 +10,7 @@ mod batch;
 mod config;
 mod control;
 mod data;
+pub mod direct;
 mod drift;
 mod error;
 mod event;

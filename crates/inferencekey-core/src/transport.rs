@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, PROXY_AUTHORIZATION,
-    RETRY_AFTER,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_LENGTH,
+    CONTENT_TYPE, HOST, PROXY_AUTHORIZATION, RETRY_AFTER, TRANSFER_ENCODING, USER_AGENT,
 };
 
 use crate::config::{host_of, TransportOptions};
+use crate::direct::{Direct, Fail};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Verify;
 use crate::token::Secret;
@@ -44,6 +45,15 @@ pub(crate) enum Method {
 }
 
 impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+
     fn as_reqwest(self) -> reqwest::Method {
         match self {
             Self::Get => reqwest::Method::GET,
@@ -219,6 +229,8 @@ struct Pools {
     recipe: TransportOptions,
     /// One client per context that has made requests, with that context's mark.
     local: Mutex<Vec<(Weak<ContextMark>, reqwest::Client)>>,
+    /// The blocking connections of unary requests made in a blocking scope, where that path applies.
+    direct: Option<Direct>,
 }
 
 /// The identity of an `IoContext` for `Pools::local`; dropped with the context, so its clients can be pruned.
@@ -483,13 +495,14 @@ impl Transport {
         if options.verify == Verify::Off {
             crate::net::warn_verify_off();
         }
+        // The proxy requests go through, named in connection errors (`proxy=`, or the environment's).
+        let proxy = crate::net::proxy_for(&base_url, options.proxy.as_deref());
         let pools = Arc::new(Pools {
             shared: build_client(options)?,
             recipe: options.clone(),
             local: Mutex::new(Vec::new()),
+            direct: Direct::for_base(&base_url, proxy.is_some(), &options.user_agent, POOL_IDLE),
         });
-        // The proxy requests go through, named in connection errors (`proxy=`, or the environment's).
-        let proxy = crate::net::proxy_for(&base_url, options.proxy.as_deref());
         Ok(Self {
             pools,
             base_url: base_url.into(),
@@ -586,32 +599,204 @@ impl Transport {
     pub(crate) async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
         let mut retries_done = 0;
         loop {
-            match self.attempt(request).await {
+            let failed = match self.attempt(request).await {
                 Ok(response) => return Ok(response),
-                Err(AttemptError { error, failure }) => {
-                    match retry_delay(
+                Err(failed) => failed,
+            };
+            let delay = self.next_retry(request, failed, retries_done)?;
+            tokio::time::sleep(delay).await;
+            retries_done += 1;
+        }
+    }
+
+    /// The wait before retrying a failed attempt, or its error when the policy says not to retry.
+    fn next_retry(
+        &self,
+        request: &Request<'_>,
+        failed: AttemptError,
+        retries_done: u32,
+    ) -> Result<Duration> {
+        let AttemptError { error, failure } = failed;
+        let Some(delay) = retry_delay(
+            request.method,
+            failure,
+            retries_done,
+            self.max_retries,
+            jitter(),
+        ) else {
+            return Err(error);
+        };
+        log::debug!(
+            "retrying {:?} {} in {} ms after: {}",
+            request.method,
+            request.url,
+            delay.as_millis(),
+            error.message
+        );
+        Ok(delay)
+    }
+
+    /// The whole 2xx body of `request` and its `x-request-id`, retries included; every failure after the 2xx
+    /// answer carries the request id. Inside a blocking scope (a caller's thread waiting on this one request) with
+    /// a direct path, the request runs to its end right here, on that thread; otherwise through the pool.
+    pub(crate) async fn fetch(&self, request: &Request<'_>) -> Result<(Bytes, Option<String>)> {
+        if let (Some(direct), Some(interrupted)) =
+            (self.pools.direct.as_ref(), crate::direct::scope())
+        {
+            return self.fetch_direct(direct, request, interrupted);
+        }
+        let response = self.send(request).await?;
+        let request_id = request_id(&response);
+        match self.read_all(response).await {
+            Ok(bytes) => Ok((bytes, request_id)),
+            Err(err) => Err(self
+                .read_error(&err, "reading the response from")
+                .0
+                .with_request_id(request_id.as_deref())),
+        }
+    }
+
+    /// `fetch` on the direct path, on this thread.
+    fn fetch_direct(
+        &self,
+        direct: &Direct,
+        request: &Request<'_>,
+        interrupted: fn() -> bool,
+    ) -> Result<(Bytes, Option<String>)> {
+        let head = self.direct_head(direct, request);
+        let body = request.body.as_deref().unwrap_or_default();
+        let mut retries_done = 0;
+        loop {
+            let started = Instant::now();
+            let failed = match direct.exchange(
+                &head,
+                body,
+                self.connect_timeout,
+                self.read_timeout,
+                interrupted,
+            ) {
+                Ok(answer) => {
+                    log::debug!(
+                        "{:?} {} -> {} in {} ms",
                         request.method,
-                        failure,
-                        retries_done,
-                        self.max_retries,
-                        jitter(),
-                    ) {
-                        Some(delay) => {
-                            log::debug!(
-                                "retrying {:?} {} in {} ms after: {}",
-                                request.method,
-                                request.url,
-                                delay.as_millis(),
-                                error.message
-                            );
-                            tokio::time::sleep(delay).await;
-                            retries_done += 1;
-                        }
-                        None => return Err(error),
+                        request.url,
+                        answer.status,
+                        started.elapsed().as_millis()
+                    );
+                    if (200..300).contains(&answer.status) {
+                        return Ok((answer.body, answer.request_id));
+                    }
+                    let retry_after = answer.retry_after.as_deref().and_then(parse_retry_after);
+                    let mut error =
+                        Error::from_response(answer.status, answer.request_id, &answer.body);
+                    error.retry_after = retry_after.map(|wait| wait.as_secs_f64());
+                    AttemptError {
+                        error,
+                        failure: Failure::Status {
+                            status: answer.status,
+                            retry_after,
+                        },
                     }
                 }
+                Err(fail) => self.direct_failure(fail),
+            };
+            let delay = self.next_retry(request, failed, retries_done)?;
+            if !crate::direct::sleep(delay, interrupted) {
+                return Err(interrupted_error());
+            }
+            retries_done += 1;
+        }
+    }
+
+    /// The request line and headers of `request` on the direct path: the headers the pool would send (the
+    /// client's and the call's, the credential, the body's type and length, `Host`, `User-Agent`, `Accept`).
+    fn direct_head(&self, direct: &Direct, request: &Request<'_>) -> Vec<u8> {
+        let mut head = Vec::with_capacity(384);
+        head.extend_from_slice(request.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(direct.target(request.url).as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut line = |name: &[u8], value: &[u8]| {
+            head.extend_from_slice(name);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        };
+        let headers = &*self.headers;
+        if !headers.contains_key(HOST) {
+            line(b"host", direct.authority().as_bytes());
+        }
+        for (name, value) in headers {
+            // The framing and the connection are the transport's own.
+            if name != CONTENT_LENGTH && name != TRANSFER_ENCODING && name != CONNECTION {
+                line(name.as_str().as_bytes(), value.as_bytes());
             }
         }
+        line(b"authorization", request.auth.as_bytes());
+        if request.body.is_some() {
+            line(b"content-type", b"application/json");
+        }
+        if request.event_stream {
+            line(b"accept", b"text/event-stream");
+        } else if !headers.contains_key(ACCEPT) {
+            line(b"accept", b"*/*");
+        }
+        if !headers.contains_key(USER_AGENT) {
+            line(b"user-agent", direct.user_agent().as_bytes());
+        }
+        if let Some(body) = &request.body {
+            line(b"content-length", body.len().to_string().as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+
+    /// The error of a failed direct exchange, worded as the pool's, and what kind of failure it was.
+    fn direct_failure(&self, fail: Fail) -> AttemptError {
+        let host = self.host();
+        let doing = |sending: bool| {
+            if sending {
+                "sending the request to"
+            } else {
+                "reading the response from"
+            }
+        };
+        let (error, failure) = match fail {
+            Fail::Connect(err) => (
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("could not connect to {host}: tcp connect error: {err}"),
+                ),
+                Failure::Connect,
+            ),
+            Fail::ConnectTimeout => (
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "timed out connecting to {host} after {}",
+                        seconds(self.connect_timeout)
+                    ),
+                ),
+                Failure::Connect,
+            ),
+            Fail::Idle { sending } => (self.idle_error(doing(sending)), Failure::Transport),
+            Fail::Io { error, sending } => (
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("connection failed while {} {host}: {error}", doing(sending)),
+                ),
+                Failure::Transport,
+            ),
+            Fail::Malformed(what) => (
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("connection failed while reading the response from {host}: {what}"),
+                ),
+                Failure::Transport,
+            ),
+            Fail::Interrupted => (interrupted_error(), Failure::Permanent),
+        };
+        AttemptError { error, failure }
     }
 
     /// One attempt: a 2xx response, or the mapped error (a non-2xx body is read for the error).
@@ -757,6 +942,11 @@ impl Transport {
             )
         }
     }
+}
+
+/// The error of a request its blocking scope interrupted (the caller reports its own reason).
+fn interrupted_error() -> Error {
+    Error::new(ErrorKind::Connection, "the request was interrupted")
 }
 
 /// The `x-request-id` header of a response.

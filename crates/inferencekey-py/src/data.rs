@@ -333,7 +333,7 @@ impl Endpoint {
             false,
         )?;
         let endpoint = self.for_call(py, call)?;
-        Ok(Pending::from(Call::new(
+        Ok(Pending::from(Call::unary(
             async move { endpoint.chat(&request).await },
             results::text_result,
         )))
@@ -379,7 +379,7 @@ impl Endpoint {
         let options = core::EmbedOptions::from_user(dimensions, extra_body)
             .map_err(|err| to_pyerr(py, err))?;
         let endpoint = self.core(py)?;
-        Ok(Pending::from(Call::new(
+        Ok(Pending::from(Call::unary(
             async move {
                 endpoint
                     .embed_with(texts, core::EmbeddingFormat::default(), &options)
@@ -429,7 +429,7 @@ impl Endpoint {
             .transpose()
             .map_err(|err| to_pyerr(py, err))?;
         let endpoint = self.core(py)?;
-        Ok(Pending::from(Call::new(
+        Ok(Pending::from(Call::unary(
             async move { endpoint.rerank(&query, documents, top_n).await },
             results::rerank_result,
         )))

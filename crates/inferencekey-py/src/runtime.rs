@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -89,6 +90,33 @@ impl Driver {
         let _entered = self.context.enter();
         self.runtime.block_on(future)
     }
+
+    /// Poll `future` once on this thread, in this runtime's and this context's scope, with blocking requests
+    /// allowed: a unary request on the core's direct path runs to its end in this poll.
+    fn poll_blocking<F: Future + Unpin>(&self, future: &mut F) -> Poll<F::Output> {
+        let _runtime = self.runtime.enter();
+        let _context = self.context.enter();
+        inferencekey_core::direct::blocking_scope(interrupted, || {
+            Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
+        })
+    }
+}
+
+thread_local! {
+    /// The exception a signal handler raised while a blocking request asked whether to stop.
+    static INTERRUPTION: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+}
+
+/// The interrupt check of a blocking request: runs Python's signal handlers (taking the interpreter for it), and
+/// keeps the exception one raises (Ctrl+C) for the waiting call to raise.
+fn interrupted() -> bool {
+    Python::attach(|py| match py.check_signals() {
+        Ok(()) => false,
+        Err(err) => {
+            INTERRUPTION.with(|slot| *slot.borrow_mut() = Some(err));
+            true
+        }
+    })
 }
 
 /// Most drivers kept for threads to come; beyond this, a thread's driver is shut down when it exits.
@@ -244,6 +272,16 @@ where
     F: Future<Output = inferencekey_core::Result<T>> + Send,
     T: Send,
 {
+    wait_with(py, driver, future, false)
+}
+
+/// `wait_on`; with `blocking_first`, the future is first polled once with blocking requests allowed (a unary
+/// call: its request, on the direct path, runs to its end in that poll, on this thread, with no runtime involved).
+fn wait_with<F, T>(py: Python<'_>, driver: &Driver, future: F, blocking_first: bool) -> PyResult<T>
+where
+    F: Future<Output = inferencekey_core::Result<T>> + Send,
+    T: Send,
+{
     if tokio::runtime::Handle::try_current().is_ok() {
         // Only Python code run from an I/O thread could get here; blocking that thread would deadlock it.
         return Err(internal_error(
@@ -252,6 +290,17 @@ where
     }
     logs::refresh_level(py);
     let mut future = Box::pin(AssertUnwindSafe(future).catch_unwind());
+    if blocking_first {
+        if let Poll::Ready(outcome) = py.detach(|| driver.poll_blocking(&mut future)) {
+            drop(future);
+            let interruption = INTERRUPTION.with(|slot| slot.borrow_mut().take());
+            logs::drain(py)?;
+            if let Some(interrupted) = interruption {
+                return Err(interrupted);
+            }
+            return caught(py, outcome);
+        }
+    }
     loop {
         let polled = py.detach(|| {
             driver.block_on(async { tokio::time::timeout(SIGNAL_TICK, &mut future).await })
@@ -260,13 +309,7 @@ where
         // while they are emitted ends the wait like one seen by `check_signals` (dropping the future cancels it).
         logs::drain(py)?;
         match polled {
-            Ok(Ok(result)) => return result.map_err(|err| to_pyerr(py, err)),
-            Ok(Err(payload)) => {
-                return Err(internal_error(&format!(
-                    "the request panicked: {}",
-                    panic_message(payload.as_ref())
-                )))
-            }
+            Ok(outcome) => return caught(py, outcome),
             Err(_tick) => {
                 if let Err(interrupted) = py.check_signals() {
                     // The request is dropped here; its connection closes once the runtime runs again.
@@ -279,6 +322,20 @@ where
     }
 }
 
+/// The result of a call whose panic was caught: a panic becomes an `InferenceKeyError`.
+fn caught<T>(
+    py: Python<'_>,
+    outcome: std::thread::Result<inferencekey_core::Result<T>>,
+) -> PyResult<T> {
+    match outcome {
+        Ok(result) => result.map_err(|err| to_pyerr(py, err)),
+        Err(payload) => Err(internal_error(&format!(
+            "the request panicked: {}",
+            panic_message(payload.as_ref())
+        ))),
+    }
+}
+
 /// A finished call's value, converted into Python when the receiving thread holds the interpreter.
 type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
@@ -288,6 +345,8 @@ pub type ToPy<T> = for<'py> fn(Python<'py>, T) -> PyResult<Bound<'py, PyAny>>;
 /// One core call, prepared from converted arguments.
 pub struct Call {
     future: Pin<Box<dyn Future<Output = inferencekey_core::Result<Convert>> + Send>>,
+    /// One unary request: a blocking wait may run it on the direct path.
+    unary: bool,
 }
 
 impl Call {
@@ -303,6 +362,21 @@ impl Call {
         });
         Self {
             future: Box::pin(future),
+            unary: false,
+        }
+    }
+
+    /// The call of `future`, one unary request (nothing else waited for, no other request made), whose value
+    /// `to_py` converts: a sync wait runs its request on the calling thread, without a runtime, where the core's
+    /// direct path applies.
+    pub fn unary<F, T>(future: F, to_py: ToPy<T>) -> Self
+    where
+        F: Future<Output = inferencekey_core::Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        Self {
+            unary: true,
+            ..Self::new(future, to_py)
         }
     }
 
@@ -313,7 +387,7 @@ impl Call {
 
     /// Run the call on this thread, driving `driver`, and return its Python result.
     pub fn wait_on(self, py: Python<'_>, driver: &Driver) -> PyResult<Py<PyAny>> {
-        let convert = wait_on(py, driver, self.future)?;
+        let convert = wait_with(py, driver, self.future, self.unary)?;
         convert(py)
     }
 

@@ -281,13 +281,14 @@ impl Endpoint {
         what: &str,
         decode: impl FnOnce(Value, Bytes) -> Result<T>,
     ) -> Result<T> {
-        let transport = &self.inner.transport;
-        let response = transport.send(&self.post(url, body, false)).await?;
-        transport
-            .read_body(response, |bytes| {
-                decode(answer_json(&bytes, what, &self.inner.slug)?, bytes)
-            })
-            .await
+        let (bytes, request_id) = self
+            .inner
+            .transport
+            .fetch(&self.post(url, body, false))
+            .await?;
+        answer_json(&bytes, what, &self.inner.slug)
+            .and_then(|raw| decode(raw, bytes))
+            .map_err(|err| err.with_request_id(request_id.as_deref()))
     }
 
     pub(super) fn model_of(&self, body: &Value) -> String {

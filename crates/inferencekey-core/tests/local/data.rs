@@ -415,3 +415,134 @@ async fn a_200_that_is_neither_sse_nor_json_is_an_error() {
         err.message
     );
 }
+
+/// Poll `future` once in a blocking scope, outside any runtime's wait: a unary request on the direct path is done
+/// in that one poll; `None` if it was not.
+fn poll_blocking<F: std::future::Future>(
+    future: F,
+    interrupted: fn() -> bool,
+) -> Option<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    inferencekey_core::direct::blocking_scope(interrupted, || {
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(value) => Some(value),
+            Poll::Pending => None,
+        }
+    })
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_direct_path_sends_what_the_pool_sends_and_fails_as_it_does() {
+    let local = Local::start();
+    let data = local.data_with(
+        options()
+            .with_default_headers(&[("x-team".to_owned(), "search".to_owned())])
+            .unwrap(),
+    );
+    local.workload("direct", "vllm").await;
+    let endpoint = data.endpoint("direct", None).unwrap();
+    let request = prompt("hello");
+    local.clear_journal().await;
+
+    // The same answer, from the same request: every header the pool sends, with the same values.
+    let pooled = endpoint.chat(&request).await.unwrap();
+    let direct = poll_blocking(endpoint.chat(&request), || false)
+        .expect("a unary call in a blocking scope ends in one poll")
+        .unwrap();
+    assert_eq!(direct.text, pooled.text);
+    assert_eq!(direct.raw["choices"], pooled.raw["choices"]);
+    let entries = local.journal().await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["headers"], entries[1]["headers"]);
+    assert_eq!(entries[0]["body"], entries[1]["body"]);
+    assert_eq!(entries[1]["headers"]["x-team"], "search");
+    let embedder = local
+        .typed_workload("direct-embed", "vllm", "embedding")
+        .await;
+    let embedded = poll_blocking(
+        embedder.embed(vec!["a".into(), "b".into()], EmbeddingFormat::default()),
+        || false,
+    )
+    .expect("ends in one poll")
+    .unwrap();
+    assert_eq!(embedded.vectors.len(), 2);
+
+    // A 429 with Retry-After is retried, a 502 is not (POST); the error carries the status and the request id.
+    local.clear_journal().await;
+    local
+        .fault(json!({"route": "chat", "count": 1, "fault": {"type": "status", "status": 429, "retry_after": 0}}))
+        .await;
+    let retried = poll_blocking(endpoint.chat(&request), || false).unwrap();
+    assert_eq!(retried.unwrap().text, pooled.text);
+    local
+        .fault(json!({"route": "chat", "count": 1, "fault": {"type": "status", "status": 502}}))
+        .await;
+    let failed = poll_blocking(endpoint.chat(&request), || false).unwrap();
+    let failed = failed.unwrap_err();
+    assert_eq!(failed.status, Some(502));
+    assert!(failed.request_id.is_some(), "{failed:?}");
+    assert_eq!(local.journal().await.len(), 3);
+
+    // A reset before the answer is a connection error, not retried for a POST; the next call opens a new connection.
+    local
+        .fault(json!({"route": "chat", "count": 1, "fault": {"type": "reset"}}))
+        .await;
+    let reset = poll_blocking(endpoint.chat(&request), || false).unwrap();
+    assert_eq!(reset.unwrap_err().kind, ErrorKind::Connection);
+    assert_eq!(
+        poll_blocking(endpoint.chat(&request), || false)
+            .unwrap()
+            .unwrap()
+            .text,
+        pooled.text
+    );
+
+    // A stalled answer ends when the scope says to stop, within a tick, and with the connection dropped.
+    local
+        .fault(json!({"route": "chat", "count": 1, "fault": {"type": "stall", "at": "headers", "ms": ENDLESS_MS}}))
+        .await;
+    let started = std::time::Instant::now();
+    let interrupted = poll_blocking(endpoint.chat(&request), || true).unwrap();
+    assert_eq!(interrupted.unwrap_err().kind, ErrorKind::Connection);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        poll_blocking(endpoint.chat(&request), || false)
+            .unwrap()
+            .unwrap()
+            .text,
+        pooled.text
+    );
+
+    // Nothing listening: the pool's wording.
+    let gone = Local::start();
+    let url = gone.url().to_owned();
+    drop(gone);
+    let dead = inferencekey_core::DataClient::new(
+        Some(&url),
+        Some(local.project()),
+        Some(local.api_key()),
+        options(),
+    )
+    .unwrap()
+    .endpoint("direct", None)
+    .unwrap();
+    let refused = poll_blocking(dead.chat(&request), || false)
+        .unwrap()
+        .unwrap_err();
+    let pooled_refusal = dead.chat(&request).await.unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::Connection);
+    assert_eq!(refused.kind, pooled_refusal.kind);
+    assert!(
+        refused
+            .message
+            .starts_with(&format!("could not connect to {}", &url[7..])),
+        "{} / {}",
+        refused.message,
+        pooled_refusal.message
+    );
+}

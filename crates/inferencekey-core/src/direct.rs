@@ -1,0 +1,731 @@
+//! Blocking HTTP/1.1 for the unary requests a caller's thread waits on (the binding's sync API), over plain
+//! keep-alive sockets of a pool shared by all threads: a request is one `write` and, usually, one `read`, made by the
+//! waiting thread itself, with no runtime, reactor or task in between. Used only where it is the same request the
+//! async pool would send: `http://` with no proxy, inside a [`blocking_scope`]. Everything else (TLS, proxies,
+//! streams, the async API) goes through the reqwest pool.
+//!
+//! A blocked write or read wakes every [`INTERRUPT_TICK`] (the sockets' send and receive timeouts) to ask the
+//! scope's `interrupted` whether to stop (Ctrl+C); stopping drops the connection, which closes it. The read timeout
+//! is the longest silence of one write or read, as on the async path.
+
+use std::cell::Cell;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// How often a blocked connect, write, read or retry wait asks whether the caller was interrupted.
+pub const INTERRUPT_TICK: Duration = Duration::from_millis(100);
+
+/// Most idle connections kept per client.
+const MAX_IDLE: usize = 32;
+
+/// Most response headers read (the platform sends about ten).
+const MAX_HEADERS: usize = 64;
+
+/// Read size while the length of what comes is unknown.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    static SCOPE: Cell<Option<fn() -> bool>> = const { Cell::new(None) };
+}
+
+/// Run `f` with blocking requests allowed on this thread: a unary request made in it (polled inside `f`) runs to
+/// its end on this thread when the direct path applies. `interrupted` is asked every [`INTERRUPT_TICK`] of waiting
+/// (and after a system call a signal interrupted); when it answers true, the request ends with an error and its
+/// connection is closed (the caller knows why it stopped).
+pub fn blocking_scope<R>(interrupted: fn() -> bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<fn() -> bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SCOPE.with(|scope| scope.set(self.0));
+        }
+    }
+    let _restore = Restore(SCOPE.with(|scope| scope.replace(Some(interrupted))));
+    f()
+}
+
+/// The interrupt check of the scope this thread is in, if any.
+pub(crate) fn scope() -> Option<fn() -> bool> {
+    SCOPE.with(Cell::get)
+}
+
+/// Why one exchange failed.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// No connection could be made (nothing was sent).
+    Connect(io::Error),
+    /// The connection was not made within the connect timeout (nothing was sent).
+    ConnectTimeout,
+    /// The connection failed while sending (`sending`) or reading.
+    Io { error: io::Error, sending: bool },
+    /// No data for the read timeout while sending or reading.
+    Idle { sending: bool },
+    /// The answer is not HTTP/1.1 the client can read.
+    Malformed(String),
+    /// The scope's `interrupted` said to stop.
+    Interrupted,
+}
+
+/// A complete answer: its status, the headers the SDK reads, and the whole body.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) request_id: Option<String>,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: Bytes,
+}
+
+/// An idle keep-alive connection and when it went idle.
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// The direct connections of one client to its `http://` origin.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    /// `host[:port]` as in the base URL: the `Host` header.
+    authority: String,
+    /// `host:port` to resolve and connect to.
+    connect_to: String,
+    /// The length of `http://authority`, which every request URL of the client starts with.
+    origin_len: usize,
+    user_agent: String,
+    idle_limit: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Direct {
+    /// The direct path to `base_url`, where it applies: plain `http://` with no proxy, on a platform where an idle
+    /// connection can be checked without blocking.
+    pub(crate) fn for_base(
+        base_url: &str,
+        proxied: bool,
+        user_agent: &str,
+        idle_limit: Duration,
+    ) -> Option<Self> {
+        if proxied || !cfg!(unix) {
+            return None;
+        }
+        let rest = base_url.strip_prefix("http://")?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        if authority.is_empty() || authority.contains('@') {
+            return None;
+        }
+        // `[v6]:port`, `[v6]`, `host:port`, `host`.
+        let has_port = match authority.rfind(']') {
+            Some(end) => authority[end..].contains(':'),
+            None => authority.contains(':'),
+        };
+        let connect_to = if has_port {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Some(Self {
+            authority: authority.to_owned(),
+            connect_to,
+            origin_len: "http://".len() + authority.len(),
+            user_agent: user_agent.to_owned(),
+            idle_limit,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The `Host` header value.
+    pub(crate) fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The `User-Agent` sent when the headers name none.
+    pub(crate) fn user_agent(&self) -> &str {
+        &self.user_agent
+    }
+
+    /// The request target (path and query) of `url`, one of this client's URLs.
+    pub(crate) fn target<'u>(&self, url: &'u str) -> &'u str {
+        match url.get(self.origin_len..) {
+            Some("") | None => "/",
+            Some(target) => target,
+        }
+    }
+
+    /// Send `head` and `body` and read the whole answer, on an idle connection or a new one.
+    pub(crate) fn exchange(
+        &self,
+        head: &[u8],
+        body: &[u8],
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        interrupted: fn() -> bool,
+    ) -> Result<Answer, Fail> {
+        let clock = Clock {
+            interrupted,
+            silence: read_timeout,
+        };
+        if let Some(mut stream) = self.take_idle() {
+            match send(&mut stream, head, body, &clock) {
+                Ok(()) => return self.finish(stream, &clock),
+                // The server closed it while it was idle, after the check: the request did not leave, so it goes
+                // on a new connection.
+                Err(Fail::Io { error, .. }) if closed_before_sending(&error) => {}
+                Err(fail) => return Err(fail),
+            }
+        }
+        let mut stream = self.connect(connect_timeout, &clock)?;
+        send(&mut stream, head, body, &clock)?;
+        self.finish(stream, &clock)
+    }
+
+    /// Read the answer on `stream`, and keep the connection for the next request when it can be reused.
+    fn finish(&self, mut stream: TcpStream, clock: &Clock) -> Result<Answer, Fail> {
+        let (answer, reusable) = read_answer(&mut stream, clock)?;
+        if reusable {
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < MAX_IDLE {
+                    idle.push(Idle {
+                        stream,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The most recently used idle connection that is still open, closing the stale ones met on the way.
+    fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(Idle { stream, since }) = idle.pop() {
+            if since.elapsed() < self.idle_limit && open_and_quiet(&stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// A new connection, each resolved address tried in turn within the connect timeout.
+    fn connect(&self, timeout: Duration, clock: &Clock) -> Result<TcpStream, Fail> {
+        let started = Instant::now();
+        let addresses: Vec<SocketAddr> = self
+            .connect_to
+            .to_socket_addrs()
+            .map_err(Fail::Connect)?
+            .collect();
+        let mut last = None;
+        for address in addresses {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Fail::ConnectTimeout);
+            }
+            match connect_one(address, left, clock) {
+                Ok(stream) => return Ok(stream),
+                Err(Fail::Connect(error)) => last = Some(error),
+                Err(fail) => return Err(fail),
+            }
+        }
+        Err(Fail::Connect(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the host name resolved to no address",
+            )
+        })))
+    }
+}
+
+/// The waits of one exchange: whom to ask about interruption, and the longest silence allowed.
+struct Clock {
+    interrupted: fn() -> bool,
+    silence: Duration,
+}
+
+impl Clock {
+    /// After a wait that timed out or was interrupted by a signal: whether to go on waiting.
+    fn keep_waiting(&self, quiet_since: Instant, sending: bool) -> Result<(), Fail> {
+        if (self.interrupted)() {
+            return Err(Fail::Interrupted);
+        }
+        if quiet_since.elapsed() >= self.silence {
+            return Err(Fail::Idle { sending });
+        }
+        Ok(())
+    }
+}
+
+/// Sleep `delay` (a retry's backoff), asking `interrupted` every tick; false when interrupted.
+pub(crate) fn sleep(delay: Duration, interrupted: fn() -> bool) -> bool {
+    let until = Instant::now() + delay;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(INTERRUPT_TICK));
+        if interrupted() {
+            return false;
+        }
+    }
+}
+
+/// Whether a failed send means the server had closed the connection before any of the request reached it.
+fn closed_before_sending(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Whether an idle connection is still open with nothing unread: a closed one reads its end at once, and one with
+/// bytes the server sent unasked cannot carry a request.
+#[cfg(unix)]
+fn open_and_quiet(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    match socket2::SockRef::from(stream)
+        .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    {
+        Ok(_) => false,
+        Err(err) => err.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
+#[cfg(not(unix))]
+fn open_and_quiet(_stream: &TcpStream) -> bool {
+    false
+}
+
+/// Connect to `address` within `timeout`, asking about interruption every tick; the stream is then blocking, with
+/// no delay, its send and receive timeouts one tick.
+fn connect_one(address: SocketAddr, timeout: Duration, clock: &Clock) -> Result<TcpStream, Fail> {
+    use mio::{Events, Interest, Poll, Token};
+    let started = Instant::now();
+    let mut stream = mio::net::TcpStream::connect(address).map_err(Fail::Connect)?;
+    let mut poll = Poll::new().map_err(Fail::Connect)?;
+    poll.registry()
+        .register(&mut stream, Token(0), Interest::WRITABLE)
+        .map_err(Fail::Connect)?;
+    let mut events = Events::with_capacity(1);
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(Fail::ConnectTimeout);
+        }
+        match poll.poll(&mut events, Some(left.min(INTERRUPT_TICK))) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Fail::Connect(err)),
+        }
+        if !events.is_empty() {
+            if let Some(err) = stream.take_error().map_err(Fail::Connect)? {
+                return Err(Fail::Connect(err));
+            }
+            match stream.peer_addr() {
+                Ok(_) => break,
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
+                Err(err) => return Err(Fail::Connect(err)),
+            }
+        }
+        if (clock.interrupted)() {
+            return Err(Fail::Interrupted);
+        }
+    }
+    drop(poll.registry().deregister(&mut stream));
+    let stream = TcpStream::from(stream);
+    let setup = |stream: &TcpStream| -> io::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(INTERRUPT_TICK))?;
+        stream.set_write_timeout(Some(INTERRUPT_TICK))
+    };
+    setup(&stream).map_err(Fail::Connect)?;
+    Ok(stream)
+}
+
+/// Whether a failed read or write only timed out (the tick) or was interrupted by a signal.
+fn waited(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Write `head` then `body`: one write when they fit together in a small buffer.
+fn send(stream: &mut TcpStream, head: &[u8], body: &[u8], clock: &Clock) -> Result<(), Fail> {
+    if head.len() + body.len() <= READ_CHUNK {
+        let mut both = Vec::with_capacity(head.len() + body.len());
+        both.extend_from_slice(head);
+        both.extend_from_slice(body);
+        return write_all(stream, &both, clock);
+    }
+    write_all(stream, head, clock)?;
+    write_all(stream, body, clock)
+}
+
+fn write_all(stream: &mut TcpStream, mut bytes: &[u8], clock: &Clock) -> Result<(), Fail> {
+    let mut quiet_since = Instant::now();
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => {
+                return Err(Fail::Io {
+                    error: io::ErrorKind::WriteZero.into(),
+                    sending: true,
+                })
+            }
+            Ok(n) => {
+                bytes = &bytes[n..];
+                quiet_since = Instant::now();
+            }
+            Err(error) if waited(&error) => clock.keep_waiting(quiet_since, true)?,
+            Err(error) => {
+                return Err(Fail::Io {
+                    error,
+                    sending: true,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What was read of an answer so far, and the connection it comes from.
+struct Incoming<'s> {
+    stream: &'s mut TcpStream,
+    /// Read bytes, then room (zeroed once) for the next reads.
+    buffer: Vec<u8>,
+    /// How much of `buffer` holds read bytes.
+    filled: usize,
+    clock: &'s Clock,
+}
+
+impl Incoming<'_> {
+    /// The bytes read so far.
+    fn data(&self) -> &[u8] {
+        &self.buffer[..self.filled]
+    }
+
+    /// Read more, with room for at least `want` bytes; false at the end of the stream.
+    fn fill(&mut self, want: usize) -> Result<bool, Fail> {
+        let room = want.max(READ_CHUNK / 4);
+        if self.buffer.len() - self.filled < room {
+            self.buffer.resize(self.filled + room, 0);
+        }
+        let quiet_since = Instant::now();
+        loop {
+            match self.stream.read(&mut self.buffer[self.filled..]) {
+                Ok(n) => {
+                    self.filled += n;
+                    return Ok(n > 0);
+                }
+                Err(error) if waited(&error) => self.clock.keep_waiting(quiet_since, false)?,
+                Err(error) => {
+                    return Err(Fail::Io {
+                        error,
+                        sending: false,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Read until at least `len` bytes have been read.
+    fn fill_to(&mut self, len: usize) -> Result<(), Fail> {
+        while self.filled < len {
+            if !self.fill(len - self.filled)? {
+                return Err(truncated());
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes read, as one buffer.
+    fn into_bytes(mut self) -> Bytes {
+        self.buffer.truncate(self.filled);
+        Bytes::from(self.buffer)
+    }
+}
+
+fn truncated() -> Fail {
+    Fail::Io {
+        error: io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection closed before the whole answer arrived",
+        ),
+        sending: false,
+    }
+}
+
+/// The framing of an answer's body.
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// The head of an answer: status, framing, and whether the connection stays open after it.
+struct Head {
+    status: u16,
+    framing: Framing,
+    keep_alive: bool,
+    request_id: Option<String>,
+    retry_after: Option<String>,
+    len: usize,
+}
+
+/// Parse the head at the start of `bytes`; `None` while incomplete.
+fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Fail> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(err) => {
+            return Err(Fail::Malformed(format!(
+                "invalid HTTP response head: {err}"
+            )))
+        }
+    };
+    let status = response.code.unwrap_or(0);
+    let mut head = Head {
+        status,
+        framing: Framing::UntilClose,
+        keep_alive: response.version == Some(1),
+        request_id: None,
+        retry_after: None,
+        len,
+    };
+    let mut length = None;
+    let mut chunked = false;
+    for header in response.headers.iter() {
+        let value = std::str::from_utf8(header.value).map(str::trim);
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let parsed = value.ok().and_then(|v| v.parse::<usize>().ok());
+            match (parsed, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(seen)) if n == seen => {}
+                _ => return Err(Fail::Malformed("invalid content-length".to_owned())),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.is_ok_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+            });
+            if !chunked {
+                return Err(Fail::Malformed(
+                    "a transfer-encoding other than chunked".to_owned(),
+                ));
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            if let Ok(value) = value {
+                for option in value.split(',') {
+                    let option = option.trim();
+                    if option.eq_ignore_ascii_case("close") {
+                        head.keep_alive = false;
+                    } else if option.eq_ignore_ascii_case("keep-alive") {
+                        head.keep_alive = true;
+                    }
+                }
+            }
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            head.request_id = value.ok().map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            head.retry_after = value.ok().map(str::to_owned);
+        }
+    }
+    head.framing = if matches!(status, 204 | 304) {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(length) = length {
+        Framing::Length(length)
+    } else {
+        head.keep_alive = false;
+        Framing::UntilClose
+    };
+    Ok(Some(head))
+}
+
+/// Read one whole answer (skipping interim 1xx heads); with it, whether the connection can carry another request.
+fn read_answer(stream: &mut TcpStream, clock: &Clock) -> Result<(Answer, bool), Fail> {
+    let mut incoming = Incoming {
+        stream,
+        buffer: Vec::new(),
+        filled: 0,
+        clock,
+    };
+    let head = loop {
+        if let Some(head) = parse_head(incoming.data())? {
+            if (100..200).contains(&head.status) {
+                incoming.buffer.drain(..head.len);
+                incoming.filled -= head.len;
+                continue;
+            }
+            break head;
+        }
+        if !incoming.fill(READ_CHUNK / 4)? {
+            return Err(if incoming.filled == 0 {
+                Fail::Io {
+                    error: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection closed before an answer",
+                    ),
+                    sending: false,
+                }
+            } else {
+                truncated()
+            });
+        }
+    };
+    let start = head.len;
+    let (body, reusable) = match head.framing {
+        Framing::Length(length) => {
+            let end = start + length;
+            incoming.fill_to(end)?;
+            // Bytes past the body were never asked for: the connection is not reused.
+            let exact = incoming.filled == end;
+            let body = incoming.into_bytes().slice(start..end);
+            (body, head.keep_alive && exact)
+        }
+        Framing::Chunked => {
+            let (body, exact) = read_chunked(&mut incoming, start)?;
+            (body, head.keep_alive && exact)
+        }
+        Framing::UntilClose => {
+            while incoming.fill(READ_CHUNK)? {}
+            (incoming.into_bytes().slice(start..), false)
+        }
+    };
+    Ok((
+        Answer {
+            status: head.status,
+            request_id: head.request_id,
+            retry_after: head.retry_after,
+            body,
+        },
+        reusable,
+    ))
+}
+
+/// Decode a chunked body starting at `at` in the buffer; with it, whether nothing followed it.
+fn read_chunked(incoming: &mut Incoming<'_>, mut at: usize) -> Result<(Bytes, bool), Fail> {
+    let mut body = Vec::new();
+    loop {
+        let size_end = line_end(incoming, at)?;
+        let line = &incoming.data()[at..size_end];
+        let size_text = line.split(|&b| b == b';').next().unwrap_or(line);
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .ok_or_else(|| Fail::Malformed("invalid chunk size".to_owned()))?;
+        at = size_end + 2;
+        if size == 0 {
+            // Trailers, if any, up to the empty line.
+            loop {
+                let end = line_end(incoming, at)?;
+                let empty = end == at;
+                at = end + 2;
+                if empty {
+                    return Ok((Bytes::from(body), incoming.filled == at));
+                }
+            }
+        }
+        incoming.fill_to(at + size + 2)?;
+        body.extend_from_slice(&incoming.data()[at..at + size]);
+        if &incoming.data()[at + size..at + size + 2] != b"\r\n" {
+            return Err(Fail::Malformed("a chunk not followed by CRLF".to_owned()));
+        }
+        at += size + 2;
+    }
+}
+
+/// The position of the next CRLF at or after `from`, reading more as needed.
+fn line_end(incoming: &mut Incoming<'_>, from: usize) -> Result<usize, Fail> {
+    let mut searched = from;
+    loop {
+        if let Some(pos) = incoming.data()[searched..]
+            .windows(2)
+            .position(|pair| pair == b"\r\n")
+        {
+            return Ok(searched + pos);
+        }
+        searched = incoming.filled.saturating_sub(1).max(from);
+        if incoming.filled - from > 64 * 1024 {
+            return Err(Fail::Malformed("a chunk line too long".to_owned()));
+        }
+        if !incoming.fill(READ_CHUNK)? {
+            return Err(truncated());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        match parse_head(text.as_bytes()) {
+            Ok(Some(head)) => head,
+            _ => unreachable!("a complete head: {text:?}"),
+        }
+    }
+
+    #[test]
+    fn heads_give_status_framing_and_reuse() {
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-request-id: req_1\r\n\r\n");
+        assert_eq!(h.status, 200);
+        assert!(matches!(h.framing, Framing::Length(12)));
+        assert!(h.keep_alive);
+        assert_eq!(h.request_id.as_deref(), Some("req_1"));
+        let h = head(
+            "HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(h.retry_after.as_deref(), Some("2"));
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert!(matches!(h.framing, Framing::Chunked));
+        let h = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert!(matches!(h.framing, Framing::UntilClose));
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n");
+        assert!(!h.keep_alive);
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-le"),
+            Ok(None)
+        ));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"),
+            Err(Fail::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_head(b"garbage\r\n\r\n"),
+            Err(Fail::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_target_is_the_url_after_the_origin() {
+        let Some(direct) = Direct::for_base("http://127.0.0.1:8080", false, "ua", INTERRUPT_TICK)
+        else {
+            return; // Not a platform with the direct path.
+        };
+        assert_eq!(direct.authority(), "127.0.0.1:8080");
+        assert_eq!(direct.target("http://127.0.0.1:8080/v1/x?y=1"), "/v1/x?y=1");
+        assert_eq!(direct.target("http://127.0.0.1:8080"), "/");
+        let plain = Direct::for_base("http://example.com/base", false, "ua", INTERRUPT_TICK);
+        assert_eq!(
+            plain.map(|d| d.connect_to),
+            Some("example.com:80".to_owned())
+        );
+        let v6 = Direct::for_base("http://[::1]", false, "ua", INTERRUPT_TICK);
+        assert_eq!(v6.map(|d| d.connect_to), Some("[::1]:80".to_owned()));
+        assert!(Direct::for_base("https://h", false, "ua", INTERRUPT_TICK).is_none());
+        assert!(Direct::for_base("http://h", true, "ua", INTERRUPT_TICK).is_none());
+        assert!(Direct::for_base("http://u:p@h", false, "ua", INTERRUPT_TICK).is_none());
+    }
+}
