@@ -3,14 +3,17 @@ by hand. Each sends the same chat request as the SDK and reads only the completi
 delta text (streams), with `orjson` for the JSON.
 
 - `RawSocket`: about 60 lines of Python on one keep-alive socket: the request bytes built once, `sendall`, `recv`,
-  the status line checked, `content-length` or chunked framing parsed by hand. Sync only: the floor of what a
-  Python client can spend per request.
+  the status line checked, `content-length` or chunked framing parsed by hand: the floor of what a Python client
+  can spend per request.
+- `AsyncRawSocket`: the same request and parsing with the I/O through the running asyncio loop (`sock_sendall`,
+  `sock_recv` on one nonblocking socket, so one request in flight): the floor of what an asyncio client can spend.
 - `pyreqwest` (a generic Rust-backed HTTP client, reqwest inside) + `orjson`, sync and async.
 - `aiohttp` + `orjson`, async.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from typing import Any
@@ -140,6 +143,50 @@ class RawSocket:
                 if text and not first:
                     first = time.perf_counter() - started
         return first
+
+
+class AsyncRawSocket:
+    """`RawSocket`'s unary request through the running loop: one connection, one request in flight."""
+
+    def __init__(self, target: Target) -> None:
+        self.address = RawSocket(target).address
+        self.unary_request = RawSocket(target).unary_request
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    async def chat(self) -> str:
+        loop = asyncio.get_running_loop()
+        if self.sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, self.address)
+            self.sock = sock
+        await loop.sock_sendall(self.sock, self.unary_request)
+        buffer = b""
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            buffer += await self._recv(loop)
+        lines = buffer[:end].split(b"\r\n")
+        if not lines[0].startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected answer: {lines[0]!r}")
+        headers = dict(line.lower().split(b": ", 1) for line in lines[1:])
+        length = int(headers[b"content-length"])
+        while len(buffer) < end + 4 + length:
+            buffer += await self._recv(loop)
+        text: str = orjson.loads(buffer[end + 4 : end + 4 + length])["choices"][0]["message"]["content"]
+        return text
+
+    async def _recv(self, loop: asyncio.AbstractEventLoop) -> bytes:
+        assert self.sock is not None
+        more = await loop.sock_recv(self.sock, 262144)
+        if not more:
+            self.close()
+            raise ConnectionError("the platform closed the connection")
+        return more
 
 
 class SyncReqwest:

@@ -300,6 +300,7 @@ LABELS = {
     "embed_many 429": "inferencekey `Endpoint.embed_many`, 20% 429s",
     "raw": "raw keep-alive socket + orjson (Python, by hand)",
     "raw unary": "raw socket, one unary request (the yardstick)",
+    "raw asyncio": "raw socket through the asyncio loop + orjson (Python, by hand)",
     "pyreqwest": "pyreqwest + orjson",
     "aiohttp": "aiohttp + orjson",
 }
@@ -652,6 +653,7 @@ class PerRequest:
             return lean.AsyncReqwest(target), lean.AsyncAiohttp(target)
 
         self.areqwest, self.aiohttp = self.loop.run_until_complete(make())
+        self.araw = lean.AsyncRawSocket(target)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.aio.close())
@@ -660,6 +662,7 @@ class PerRequest:
         self.loop.close()
         self.ik.close()
         self.raw.close()
+        self.araw.close()
         self.reqwest.close()
 
     def check_same_data(self) -> None:
@@ -670,6 +673,7 @@ class PerRequest:
             "pyreqwest": self.reqwest.chat(),
             "pyreqwest async": self.loop.run_until_complete(self.areqwest.chat()),
             "aiohttp": self.loop.run_until_complete(self.aiohttp.chat()),
+            "raw asyncio": self.loop.run_until_complete(self.araw.chat()),
         }
         assert set(texts.values()) == {text}, (text, texts)
         tokens = self.sizes.stream_tokens
@@ -725,6 +729,8 @@ class PerRequest:
                     "pyreqwest": self._async(self.areqwest.chat, n, in_flight, check),
                     "aiohttp": self._async(self.aiohttp.chat, n, in_flight, check),
                 }
+                if in_flight == 1:
+                    legs["raw asyncio"] = self._async(self.araw.chat, n, 1, check)
                 command = {"op": "chat", "requests": in_flight * max(1, n // in_flight), "concurrency": in_flight}
                 legs["rust"] = lambda: self.floor.sample(command)
                 return legs
@@ -858,6 +864,15 @@ def targets_per_request(s: dict[str, Scenario]) -> list[Check]:
     ratio = cpu("stream26_async") / cpu("stream26_sync")
     measured = f"{ratio:.2f}x ({micros(cpu('stream26_async'))} vs {micros(cpu('stream26_sync'))})"
     out.append(Check("an async stream of 26 chunks", "<= 1.5x the same stream in sync", measured, ratio <= 1.5))
+    # The floors the two tightest bars sit against, measured in the same run.
+    ratio = cpu("request_async_1", "raw asyncio") / cpu("request_sync", "raw")
+    measured = f"{ratio:.2f}x ({micros(cpu('request_async_1', 'raw asyncio'))} vs {micros(cpu('request_sync', 'raw'))})"
+    floor = "the raw socket through asyncio vs the raw sync socket (reported)"
+    out.append(Check("the asyncio floor", floor, measured, True))
+    ratio = cpu("stream26_sync", "raw") / cpu("stream26_sync", "raw unary")
+    measured = f"{ratio:.2f}x ({micros(cpu('stream26_sync', 'raw'))} vs {micros(cpu('stream26_sync', 'raw unary'))})"
+    floor = "the raw socket's own 26-chunk stream vs its unary request (reported)"
+    out.append(Check("the stream floor", floor, measured, True))
     first = s["first_chunk"].legs
     added = first["inferencekey"].extra["median"] - first["raw"].extra["median"]
     added_async = first["inferencekey async"].extra["median"] - first["raw"].extra["median"]

@@ -17,18 +17,22 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-# Each event loop's waker, and the process that made it (a forked child makes its own: the socket is shared).
-_WAKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, LoopWaker | None]] = (
-    weakref.WeakKeyDictionary()
-)
+# Each event loop's waker. A forked child forgets them all: the sockets are shared with the parent.
+_WAKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWaker | None] = weakref.WeakKeyDictionary()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_WAKERS.clear)
 
 
 def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
     """The loop's waker, made and watched on first use; None where the loop cannot watch a descriptor."""
-    known = _WAKERS.get(loop)
-    pid = os.getpid()
-    if known is not None and known[0] == pid:
-        return known[1]
+    try:
+        return _WAKERS[loop]
+    except KeyError:
+        pass
+    except TypeError:
+        # A loop that cannot be weakly referenced cannot keep a waker here: the resolver thread serves it.
+        return None
     waker: LoopWaker | None
     try:
         waker = LoopWaker()
@@ -37,7 +41,7 @@ def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
         # Windows' proactor loop (and the waker itself off Unix): the resolver thread wakes it instead.
         waker = None
     try:
-        _WAKERS[loop] = (pid, waker)
+        _WAKERS[loop] = waker
     except TypeError:
         # A loop that cannot be weakly referenced cannot keep its waker here: the resolver thread serves it.
         if waker is not None:

@@ -89,27 +89,27 @@ pub(crate) fn overrides(
     .map_err(|err| to_pyerr(py, err))
 }
 
-/// A core client and the pid that built it: its connection pool belongs to that process's runtime,
+/// A core client and the process generation that built it: its connection pool belongs to that process's runtime,
 /// so a forked child rebuilds it (from the same arguments) on first use.
 pub(crate) struct PerProcess<T> {
-    slot: Mutex<(u32, T)>,
+    slot: Mutex<(u64, T)>,
 }
 
 impl<T: Clone> PerProcess<T> {
     pub(crate) fn new(value: T) -> Self {
         Self {
-            slot: Mutex::new((std::process::id(), value)),
+            slot: Mutex::new((crate::fork::generation(), value)),
         }
     }
 
     pub(crate) fn get(&self, rebuild: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
-        let pid = std::process::id();
+        let generation = crate::fork::generation();
         let mut slot = self
             .slot
             .lock()
             .map_err(|_| internal_error("a client lock was poisoned"))?;
-        if slot.0 != pid {
-            *slot = (pid, rebuild()?);
+        if slot.0 != generation {
+            *slot = (generation, rebuild()?);
         }
         Ok(slot.1.clone())
     }
@@ -119,7 +119,7 @@ impl<T: Clone> PerProcess<T> {
             .slot
             .lock()
             .map_err(|_| internal_error("a client lock was poisoned"))?;
-        *slot = (std::process::id(), value);
+        *slot = (crate::fork::generation(), value);
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ mod batch;
 mod clients;
 mod data;
 mod errors;
+mod fork;
 mod json;
 mod local;
 mod logs;
@@ -46,6 +47,7 @@ fn canonical_slug(raw: &str) -> String {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork::register();
     // Rust `log` records of our crates reach Python's `logging` under the `inferencekey` logger (e.g.
     // `inferencekey.inferencekey_core.control`), queued so that no I/O thread waits for the interpreter.
     logs::install(runtime::wake_resolver);

@@ -41,17 +41,17 @@ const SIGNAL_TICK: Duration = Duration::from_millis(100);
 /// Most outcomes the resolver hands to one event loop in one callback.
 const RESOLVE_BATCH: usize = 1024;
 
-/// The runtime and the pid that built it: tokio does not survive `fork()`, so a child builds its own.
-static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+/// The runtime and the process generation that built it: tokio does not survive `fork()`, so a child builds its own.
+static RUNTIME: Mutex<Option<(u64, Arc<Runtime>)>> = Mutex::new(None);
 
 /// The runtime of this process, built on first use (and again in a forked child).
 pub fn runtime() -> PyResult<Arc<Runtime>> {
-    let pid = std::process::id();
+    let generation = crate::fork::generation();
     let mut slot = RUNTIME
         .lock()
         .map_err(|_| internal_error("the runtime lock was poisoned"))?;
     if let Some((owner, rt)) = slot.as_ref() {
-        if *owner == pid {
+        if *owner == generation {
             return Ok(Arc::clone(rt));
         }
     }
@@ -71,7 +71,7 @@ pub fn runtime() -> PyResult<Arc<Runtime>> {
         .build()
         .map_err(|err| internal_error(&format!("cannot start the I/O runtime: {err}")))?;
     let rt = Arc::new(rt);
-    *slot = Some((pid, Arc::clone(&rt)));
+    *slot = Some((generation, Arc::clone(&rt)));
     Ok(rt)
 }
 
@@ -123,11 +123,11 @@ fn interrupted() -> bool {
 const SPARE_DRIVERS: usize = 64;
 
 /// Drivers given back by threads that exited, and the process they belong to (a forked child keeps none).
-static SPARE: Mutex<Option<(u32, Vec<Arc<Driver>>)>> = Mutex::new(None);
+static SPARE: Mutex<Option<(u64, Vec<Arc<Driver>>)>> = Mutex::new(None);
 
 /// A thread's driver, given back when the thread exits.
 struct ThreadDriver {
-    pid: u32,
+    generation: u64,
     driver: Option<Arc<Driver>>,
 }
 
@@ -136,7 +136,7 @@ impl Drop for ThreadDriver {
         let Some(driver) = self.driver.take() else {
             return;
         };
-        if self.pid != std::process::id() {
+        if self.generation != crate::fork::generation() {
             // A forked child's copy of its parent's driver: its sockets and its epoll instance are the parent's.
             std::mem::forget(driver);
             return;
@@ -147,7 +147,7 @@ impl Drop for ThreadDriver {
         }
         if let Ok(mut spare) = SPARE.lock() {
             if let Some((owner, drivers)) = spare.as_mut() {
-                if *owner == self.pid && drivers.len() < SPARE_DRIVERS {
+                if *owner == self.generation && drivers.len() < SPARE_DRIVERS {
                     drivers.push(driver);
                     return;
                 }
@@ -165,13 +165,16 @@ thread_local! {
 }
 
 /// A spare driver of this process, or a new one.
-fn take_driver(pid: u32) -> PyResult<Arc<Driver>> {
+fn take_driver(generation: u64) -> PyResult<Arc<Driver>> {
     if let Ok(mut spare) = SPARE.lock() {
-        if spare.as_ref().is_some_and(|(owner, _)| *owner != pid) {
+        if spare
+            .as_ref()
+            .is_some_and(|(owner, _)| *owner != generation)
+        {
             // The parent's, in a forked child: not ours to run or to drop.
             std::mem::forget(spare.take());
         }
-        let (_, drivers) = spare.get_or_insert_with(|| (pid, Vec::new()));
+        let (_, drivers) = spare.get_or_insert_with(|| (generation, Vec::new()));
         if let Some(driver) = drivers.pop() {
             return Ok(driver);
         }
@@ -192,12 +195,12 @@ pub fn thread_driver() -> PyResult<Arc<Driver>> {
     if let Some(driver) = existing_thread_driver() {
         return Ok(driver);
     }
-    let pid = std::process::id();
-    let driver = take_driver(pid)?;
+    let generation = crate::fork::generation();
+    let driver = take_driver(generation)?;
     // A stale one (the parent's, in a forked child) is forgotten by its own drop.
     THREAD_DRIVER.with(|slot| {
         *slot.borrow_mut() = Some(ThreadDriver {
-            pid,
+            generation,
             driver: Some(Arc::clone(&driver)),
         });
     });
@@ -206,12 +209,12 @@ pub fn thread_driver() -> PyResult<Arc<Driver>> {
 
 /// This thread's driver if it has one (in this process).
 pub fn existing_thread_driver() -> Option<Arc<Driver>> {
-    let pid = std::process::id();
+    let generation = crate::fork::generation();
     THREAD_DRIVER.with(|slot| match slot.borrow().as_ref() {
         Some(ThreadDriver {
-            pid: owner,
+            generation: owner,
             driver: Some(driver),
-        }) if *owner == pid => Some(Arc::clone(driver)),
+        }) if *owner == generation => Some(Arc::clone(driver)),
         _ => None,
     })
 }
@@ -242,7 +245,7 @@ pub fn settle_idle() {
     }
     let spares: Vec<Arc<Driver>> = match SPARE.lock() {
         Ok(spare) => match spare.as_ref() {
-            Some((owner, drivers)) if *owner == std::process::id() => drivers.clone(),
+            Some((owner, drivers)) if *owner == crate::fork::generation() => drivers.clone(),
             _ => Vec::new(),
         },
         Err(_) => Vec::new(),
@@ -532,16 +535,16 @@ impl Drop for Resolving {
     }
 }
 
-/// The resolver's queue and the pid that started it (a forked child starts its own).
-static RESOLVER: Mutex<Option<(u32, Sender<Message>)>> = Mutex::new(None);
+/// The resolver's queue and the process generation that started it (a forked child starts its own).
+static RESOLVER: Mutex<Option<(u64, Sender<Message>)>> = Mutex::new(None);
 
 /// The queue of the resolver thread, started on first use; None if the thread cannot be started. Touches no
 /// Python object, so any thread may call it.
 fn resolver_queue() -> Option<Sender<Message>> {
-    let pid = std::process::id();
+    let generation = crate::fork::generation();
     let mut slot = RESOLVER.lock().ok()?;
     if let Some((owner, sender)) = slot.as_ref() {
-        if *owner == pid {
+        if *owner == generation {
             return Some(sender.clone());
         }
     }
@@ -550,7 +553,7 @@ fn resolver_queue() -> Option<Sender<Message>> {
         .name("inferencekey-resolve".to_owned())
         .spawn(move || resolve_forever(&receiver))
         .ok()?;
-    *slot = Some((pid, sender.clone()));
+    *slot = Some((generation, sender.clone()));
     Some(sender)
 }
 
