@@ -1,8 +1,12 @@
-//! Blocking HTTP/1.1 for the unary requests a caller's thread waits on (the binding's sync API), over plain
-//! keep-alive sockets of a pool shared by all threads: a request is one `write` and, usually, one `read`, made by the
-//! waiting thread itself, with no runtime, reactor or task in between. Used only where it is the same request the
-//! async pool would send: `http://` with no proxy, inside a [`blocking_scope`]. Everything else (TLS, proxies,
-//! streams, the async API) goes through the reqwest pool.
+//! Blocking HTTP/1.1 for the requests a caller's thread waits on (the binding's sync API: unary calls, and the
+//! streams it opens and reads), over plain keep-alive sockets of a pool shared by all threads: a request is one
+//! `write` and, usually, one `read`, made by the waiting thread itself, with no runtime, reactor or task in between.
+//! Used only where it is the same request the async pool would send: `http://` with no proxy, inside a
+//! [`blocking_scope`]. Everything else (TLS, proxies, the async API) goes through the reqwest pool.
+//!
+//! A response is opened (`Direct::open`: the request sent, the answer's head read) and its `Body` then read whole
+//! or piece by piece (a stream, as its reader asks for more); a body read to its end gives its connection back to the
+//! pool.
 //!
 //! A blocked write or read wakes every [`INTERRUPT_TICK`] (the sockets' send and receive timeouts) to ask the
 //! scope's `interrupted` whether to stop (Ctrl+C); stopping drops the connection, which closes it. The read timeout
@@ -11,7 +15,7 @@
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +31,9 @@ const MAX_HEADERS: usize = 64;
 
 /// Read size while the length of what comes is unknown.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 64 * 1024;
 
 thread_local! {
     static SCOPE: Cell<Option<fn() -> bool>> = const { Cell::new(None) };
@@ -52,6 +59,15 @@ pub(crate) fn scope() -> Option<fn() -> bool> {
     SCOPE.with(Cell::get)
 }
 
+/// The interrupt check of the scope this thread is in, or one that never interrupts (outside a scope, a read on the
+/// direct path still ends, at the latest after the read timeout).
+pub(crate) fn scope_or_none() -> fn() -> bool {
+    fn never() -> bool {
+        false
+    }
+    scope().unwrap_or(never)
+}
+
 /// Why one exchange failed.
 #[derive(Debug)]
 pub(crate) enum Fail {
@@ -69,18 +85,9 @@ pub(crate) enum Fail {
     Interrupted,
 }
 
-/// A complete answer: its status, the headers the SDK reads, and the whole body.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) status: u16,
-    pub(crate) request_id: Option<String>,
-    pub(crate) retry_after: Option<String>,
-    pub(crate) body: Bytes,
-}
-
 /// An idle keep-alive connection and when it went idle.
 #[derive(Debug)]
-struct Idle {
+pub(crate) struct Idle {
     stream: TcpStream,
     since: Instant,
 }
@@ -96,7 +103,7 @@ pub(crate) struct Direct {
     origin_len: usize,
     user_agent: String,
     idle_limit: Duration,
-    idle: Mutex<Vec<Idle>>,
+    idle: Arc<Mutex<Vec<Idle>>>,
 }
 
 impl Direct {
@@ -132,7 +139,7 @@ impl Direct {
             origin_len: "http://".len() + authority.len(),
             user_agent: user_agent.to_owned(),
             idle_limit,
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -154,22 +161,23 @@ impl Direct {
         }
     }
 
-    /// Send `head` and `body` and read the whole answer, on an idle connection or a new one.
-    pub(crate) fn exchange(
+    /// Send `head` and `body` and read the answer's head, on an idle connection or a new one; its body is then
+    /// read from the returned [`Response`].
+    pub(crate) fn open(
         &self,
         head: &[u8],
         body: &[u8],
         connect_timeout: Duration,
         read_timeout: Duration,
         interrupted: fn() -> bool,
-    ) -> Result<Answer, Fail> {
+    ) -> Result<Response, Fail> {
         let clock = Clock {
             interrupted,
             silence: read_timeout,
         };
         if let Some(mut stream) = self.take_idle() {
             match send(&mut stream, head, body, &clock) {
-                Ok(()) => return self.finish(stream, &clock),
+                Ok(()) => return self.read_head(stream, &clock),
                 // The server closed it while it was idle, after the check: the request did not leave, so it goes
                 // on a new connection.
                 Err(Fail::Io { error, .. }) if closed_before_sending(&error) => {}
@@ -178,23 +186,56 @@ impl Direct {
         }
         let mut stream = self.connect(connect_timeout, &clock)?;
         send(&mut stream, head, body, &clock)?;
-        self.finish(stream, &clock)
+        self.read_head(stream, &clock)
     }
 
-    /// Read the answer on `stream`, and keep the connection for the next request when it can be reused.
-    fn finish(&self, mut stream: TcpStream, clock: &Clock) -> Result<Answer, Fail> {
-        let (answer, reusable) = read_answer(&mut stream, clock)?;
-        if reusable {
-            if let Ok(mut idle) = self.idle.lock() {
-                if idle.len() < MAX_IDLE {
-                    idle.push(Idle {
-                        stream,
-                        since: Instant::now(),
-                    });
+    /// Read the head of the answer on `stream` (skipping interim 1xx heads).
+    fn read_head(&self, stream: TcpStream, clock: &Clock) -> Result<Response, Fail> {
+        let mut body = Body {
+            stream: Some(stream),
+            buffer: Vec::new(),
+            at: 0,
+            filled: 0,
+            stage: Stage::Done,
+            keep_alive: false,
+            silence: clock.silence,
+            idle: Arc::clone(&self.idle),
+        };
+        let head = loop {
+            if let Some(head) = parse_head(body.unread())? {
+                body.at += head.len;
+                if (100..200).contains(&head.status) {
+                    continue;
                 }
+                break head;
             }
-        }
-        Ok(answer)
+            if body.fill(READ_CHUNK / 4, Wait::Block(clock))? == Filled::End {
+                return Err(if body.filled == 0 {
+                    Fail::Io {
+                        error: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the connection closed before an answer",
+                        ),
+                        sending: false,
+                    }
+                } else {
+                    truncated()
+                });
+            }
+        };
+        body.keep_alive = head.keep_alive;
+        body.stage = match head.framing {
+            Framing::Length(left) => Stage::Length { left },
+            Framing::Chunked => Stage::ChunkSize,
+            Framing::UntilClose => Stage::UntilClose,
+        };
+        Ok(Response {
+            status: head.status,
+            request_id: head.request_id,
+            retry_after: head.retry_after,
+            content_type: head.content_type,
+            body,
+        })
     }
 
     /// The most recently used idle connection that is still open, closing the stale ones met on the way.
@@ -238,7 +279,7 @@ impl Direct {
 }
 
 /// The waits of one exchange: whom to ask about interruption, and the longest silence allowed.
-struct Clock {
+pub(crate) struct Clock {
     interrupted: fn() -> bool,
     silence: Duration,
 }
@@ -283,20 +324,25 @@ fn closed_before_sending(error: &io::Error) -> bool {
 
 /// Whether an idle connection is still open with nothing unread: a closed one reads its end at once, and one with
 /// bytes the server sent unasked cannot carry a request.
-#[cfg(unix)]
 fn open_and_quiet(stream: &TcpStream) -> bool {
+    !readable_now(stream)
+}
+
+/// Whether a read would return at once (bytes, the end, or an error), checked without reading.
+#[cfg(unix)]
+fn readable_now(stream: &TcpStream) -> bool {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
     match socket2::SockRef::from(stream)
         .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     {
-        Ok(_) => false,
-        Err(err) => err.kind() == io::ErrorKind::WouldBlock,
+        Ok(_) => true,
+        Err(err) => err.kind() != io::ErrorKind::WouldBlock,
     }
 }
 
 #[cfg(not(unix))]
-fn open_and_quiet(_stream: &TcpStream) -> bool {
-    false
+fn readable_now(_stream: &TcpStream) -> bool {
+    true
 }
 
 /// Connect to `address` within `timeout`, asking about interruption every tick; the stream is then blocking, with
@@ -392,36 +438,133 @@ fn write_all(stream: &mut TcpStream, mut bytes: &[u8], clock: &Clock) -> Result<
     Ok(())
 }
 
-/// What was read of an answer so far, and the connection it comes from.
-struct Incoming<'s> {
-    stream: &'s mut TcpStream,
-    /// Read bytes, then room (zeroed once) for the next reads.
-    buffer: Vec<u8>,
-    /// How much of `buffer` holds read bytes.
-    filled: usize,
-    clock: &'s Clock,
+/// An answer whose head was read: its status, the headers the SDK reads, and its body, still to be read.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) request_id: Option<String>,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) body: Body,
 }
 
-impl Incoming<'_> {
-    /// The bytes read so far.
-    fn data(&self) -> &[u8] {
-        &self.buffer[..self.filled]
+/// Where the reading of a body stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// `left` bytes of a body of known length to come.
+    Length { left: usize },
+    /// A chunk's size line next.
+    ChunkSize,
+    /// `left` bytes of the current chunk to come.
+    ChunkData { left: usize },
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// The trailers after the last chunk, up to the empty line.
+    Trailers,
+    /// Everything until the server closes the connection.
+    UntilClose,
+    /// The whole body was read.
+    Done,
+}
+
+/// How long a read may wait for the network.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait<'c> {
+    /// As long as the read timeout allows, asking about interruption every tick.
+    Block(&'c Clock),
+    /// Not at all, but what the network already delivered is read.
+    Arrived,
+    /// Not at all: only what was read already.
+    Buffered,
+}
+
+/// What one read gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Filled {
+    More,
+    End,
+    /// Nothing yet, and the caller would not wait.
+    Later,
+}
+
+/// The next piece of a body.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece<'b> {
+    Data(&'b [u8]),
+    /// The body is complete; its connection went back to the pool when it can carry another request.
+    End,
+    /// Nothing more without waiting.
+    Later,
+}
+
+/// The body of an answer, read from its connection piece by piece; once it is complete, the connection goes back
+/// to its pool when it can carry another request. Dropped before that, it closes the connection.
+#[derive(Debug)]
+pub(crate) struct Body {
+    stream: Option<TcpStream>,
+    /// Read bytes (`at..filled` not yet consumed), then room for the next reads.
+    buffer: Vec<u8>,
+    at: usize,
+    filled: usize,
+    stage: Stage,
+    keep_alive: bool,
+    /// The read timeout: the longest silence of one read.
+    silence: Duration,
+    idle: Arc<Mutex<Vec<Idle>>>,
+}
+
+impl Body {
+    fn unread(&self) -> &[u8] {
+        &self.buffer[self.at..self.filled]
     }
 
-    /// Read more, with room for at least `want` bytes; false at the end of the stream.
-    fn fill(&mut self, want: usize) -> Result<bool, Fail> {
+    /// The clock of one blocking read of this body.
+    pub(crate) fn clock(&self, interrupted: fn() -> bool) -> Clock {
+        Clock {
+            interrupted,
+            silence: self.silence,
+        }
+    }
+
+    /// Read more from the connection, with room for at least `want` bytes.
+    fn fill(&mut self, want: usize, wait: Wait<'_>) -> Result<Filled, Fail> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Filled::End);
+        };
+        let clock = match wait {
+            Wait::Buffered => return Ok(Filled::Later),
+            Wait::Arrived if !readable_now(stream) => return Ok(Filled::Later),
+            Wait::Arrived => None,
+            Wait::Block(clock) => Some(clock),
+        };
+        if self.at == self.filled && self.at > 0 {
+            self.at = 0;
+            self.filled = 0;
+        }
         let room = want.max(READ_CHUNK / 4);
         if self.buffer.len() - self.filled < room {
-            self.buffer.resize(self.filled + room, 0);
+            if self.at >= READ_CHUNK {
+                // Consumed bytes go: a long body reads through a buffer of bounded size.
+                self.buffer.copy_within(self.at..self.filled, 0);
+                self.filled -= self.at;
+                self.at = 0;
+            }
+            if self.buffer.len() - self.filled < room {
+                self.buffer.resize(self.filled + room, 0);
+            }
         }
         let quiet_since = Instant::now();
         loop {
-            match self.stream.read(&mut self.buffer[self.filled..]) {
+            match stream.read(&mut self.buffer[self.filled..]) {
+                Ok(0) => return Ok(Filled::End),
                 Ok(n) => {
                     self.filled += n;
-                    return Ok(n > 0);
+                    return Ok(Filled::More);
                 }
-                Err(error) if waited(&error) => self.clock.keep_waiting(quiet_since, false)?,
+                Err(error) if waited(&error) => match clock {
+                    Some(clock) => clock.keep_waiting(quiet_since, false)?,
+                    None => return Ok(Filled::Later),
+                },
                 Err(error) => {
                     return Err(Fail::Io {
                         error,
@@ -432,20 +575,164 @@ impl Incoming<'_> {
         }
     }
 
-    /// Read until at least `len` bytes have been read.
-    fn fill_to(&mut self, len: usize) -> Result<(), Fail> {
-        while self.filled < len {
-            if !self.fill(len - self.filled)? {
-                return Err(truncated());
-            }
+    /// Read more of a body that is not complete: its end now means it was cut short.
+    fn more(&mut self, want: usize, wait: Wait<'_>) -> Result<bool, Fail> {
+        match self.fill(want, wait)? {
+            Filled::More => Ok(true),
+            Filled::End => Err(truncated()),
+            Filled::Later => Ok(false),
         }
-        Ok(())
     }
 
-    /// The bytes read, as one buffer.
-    fn into_bytes(mut self) -> Bytes {
-        self.buffer.truncate(self.filled);
-        Bytes::from(self.buffer)
+    /// The position of the next CRLF in the unread bytes, if read yet.
+    fn line_end(&self) -> Result<Option<usize>, Fail> {
+        match self.unread().windows(2).position(|pair| pair == b"\r\n") {
+            Some(pos) => Ok(Some(self.at + pos)),
+            None if self.filled - self.at > MAX_LINE => {
+                Err(Fail::Malformed("a chunk line too long".to_owned()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The body is complete: its connection goes back to the pool when nothing follows it and it stays open.
+    fn complete(&mut self) {
+        self.stage = Stage::Done;
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if !self.keep_alive || self.at != self.filled {
+            // Bytes past the body were never asked for: the connection is not reused.
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(Idle {
+                    stream,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    /// The next piece of the body, waiting for it as `wait` allows.
+    pub(crate) fn piece(&mut self, wait: Wait<'_>) -> Result<Piece<'_>, Fail> {
+        loop {
+            match self.stage {
+                Stage::Done => return Ok(Piece::End),
+                Stage::Length { left: 0 } => {
+                    self.complete();
+                    return Ok(Piece::End);
+                }
+                Stage::ChunkData { left: 0 } => self.stage = Stage::ChunkEnd,
+                Stage::Length { left } | Stage::ChunkData { left } => {
+                    if self.at == self.filled && !self.more(left.min(READ_CHUNK), wait)? {
+                        return Ok(Piece::Later);
+                    }
+                    let start = self.at;
+                    let taken = left.min(self.filled - start);
+                    self.at += taken;
+                    let left = left - taken;
+                    self.stage = match self.stage {
+                        Stage::Length { .. } => Stage::Length { left },
+                        _ => Stage::ChunkData { left },
+                    };
+                    return Ok(Piece::Data(&self.buffer[start..start + taken]));
+                }
+                Stage::UntilClose => {
+                    if self.at == self.filled {
+                        match self.fill(READ_CHUNK, wait)? {
+                            Filled::More => {}
+                            Filled::End => {
+                                self.stage = Stage::Done;
+                                self.stream = None;
+                                return Ok(Piece::End);
+                            }
+                            Filled::Later => return Ok(Piece::Later),
+                        }
+                    }
+                    let start = self.at;
+                    self.at = self.filled;
+                    return Ok(Piece::Data(&self.buffer[start..self.filled]));
+                }
+                Stage::ChunkSize => {
+                    let Some(end) = self.line_end()? else {
+                        if !self.more(READ_CHUNK / 4, wait)? {
+                            return Ok(Piece::Later);
+                        }
+                        continue;
+                    };
+                    let line = &self.buffer[self.at..end];
+                    let size_text = line.split(|&b| b == b';').next().unwrap_or(line);
+                    let size = std::str::from_utf8(size_text)
+                        .ok()
+                        .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+                        .ok_or_else(|| Fail::Malformed("invalid chunk size".to_owned()))?;
+                    self.at = end + 2;
+                    self.stage = if size == 0 {
+                        Stage::Trailers
+                    } else {
+                        Stage::ChunkData { left: size }
+                    };
+                }
+                Stage::ChunkEnd => {
+                    if self.filled - self.at < 2 {
+                        if !self.more(2, wait)? {
+                            return Ok(Piece::Later);
+                        }
+                        continue;
+                    }
+                    if &self.buffer[self.at..self.at + 2] != b"\r\n" {
+                        return Err(Fail::Malformed("a chunk not followed by CRLF".to_owned()));
+                    }
+                    self.at += 2;
+                    self.stage = Stage::ChunkSize;
+                }
+                Stage::Trailers => {
+                    let Some(end) = self.line_end()? else {
+                        if !self.more(READ_CHUNK / 4, wait)? {
+                            return Ok(Piece::Later);
+                        }
+                        continue;
+                    };
+                    let empty = end == self.at;
+                    self.at = end + 2;
+                    if empty {
+                        self.complete();
+                        return Ok(Piece::End);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole body, waiting for it (a body of known length is read into one buffer and kept as it is).
+    pub(crate) fn read_all(mut self, clock: &Clock) -> Result<Bytes, Fail> {
+        if let Stage::Length { left } = self.stage {
+            let (start, end) = (self.at, self.at + left);
+            while self.filled < end {
+                if !self.more(end - self.filled, Wait::Block(clock))? {
+                    return Err(truncated());
+                }
+            }
+            self.at = end;
+            self.complete();
+            return Ok(Bytes::from(std::mem::take(&mut self.buffer)).slice(start..end));
+        }
+        let mut all = Vec::new();
+        loop {
+            match self.piece(Wait::Block(clock))? {
+                Piece::Data(bytes) => all.extend_from_slice(bytes),
+                Piece::End => return Ok(Bytes::from(all)),
+                Piece::Later => return Err(truncated()),
+            }
+        }
+    }
+
+    /// Finish the body with what the network already delivered, so that its connection can be reused; a body that
+    /// needs more is dropped with its connection. For a stream whose answer is complete (its last event read).
+    pub(crate) fn finish_now(mut self) {
+        while let Ok(Piece::Data(_)) = self.piece(Wait::Arrived) {}
     }
 }
 
@@ -473,6 +760,7 @@ struct Head {
     keep_alive: bool,
     request_id: Option<String>,
     retry_after: Option<String>,
+    content_type: Option<String>,
     len: usize,
 }
 
@@ -496,6 +784,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Fail> {
         keep_alive: response.version == Some(1),
         request_id: None,
         retry_after: None,
+        content_type: None,
         len,
     };
     let mut length = None;
@@ -536,6 +825,8 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Fail> {
             head.request_id = value.ok().map(str::to_owned);
         } else if name.eq_ignore_ascii_case("retry-after") {
             head.retry_after = value.ok().map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = value.ok().map(str::to_owned);
         }
     }
     head.framing = if matches!(status, 204 | 304) {
@@ -549,119 +840,6 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Fail> {
         Framing::UntilClose
     };
     Ok(Some(head))
-}
-
-/// Read one whole answer (skipping interim 1xx heads); with it, whether the connection can carry another request.
-fn read_answer(stream: &mut TcpStream, clock: &Clock) -> Result<(Answer, bool), Fail> {
-    let mut incoming = Incoming {
-        stream,
-        buffer: Vec::new(),
-        filled: 0,
-        clock,
-    };
-    let head = loop {
-        if let Some(head) = parse_head(incoming.data())? {
-            if (100..200).contains(&head.status) {
-                incoming.buffer.drain(..head.len);
-                incoming.filled -= head.len;
-                continue;
-            }
-            break head;
-        }
-        if !incoming.fill(READ_CHUNK / 4)? {
-            return Err(if incoming.filled == 0 {
-                Fail::Io {
-                    error: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the connection closed before an answer",
-                    ),
-                    sending: false,
-                }
-            } else {
-                truncated()
-            });
-        }
-    };
-    let start = head.len;
-    let (body, reusable) = match head.framing {
-        Framing::Length(length) => {
-            let end = start + length;
-            incoming.fill_to(end)?;
-            // Bytes past the body were never asked for: the connection is not reused.
-            let exact = incoming.filled == end;
-            let body = incoming.into_bytes().slice(start..end);
-            (body, head.keep_alive && exact)
-        }
-        Framing::Chunked => {
-            let (body, exact) = read_chunked(&mut incoming, start)?;
-            (body, head.keep_alive && exact)
-        }
-        Framing::UntilClose => {
-            while incoming.fill(READ_CHUNK)? {}
-            (incoming.into_bytes().slice(start..), false)
-        }
-    };
-    Ok((
-        Answer {
-            status: head.status,
-            request_id: head.request_id,
-            retry_after: head.retry_after,
-            body,
-        },
-        reusable,
-    ))
-}
-
-/// Decode a chunked body starting at `at` in the buffer; with it, whether nothing followed it.
-fn read_chunked(incoming: &mut Incoming<'_>, mut at: usize) -> Result<(Bytes, bool), Fail> {
-    let mut body = Vec::new();
-    loop {
-        let size_end = line_end(incoming, at)?;
-        let line = &incoming.data()[at..size_end];
-        let size_text = line.split(|&b| b == b';').next().unwrap_or(line);
-        let size = std::str::from_utf8(size_text)
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .ok_or_else(|| Fail::Malformed("invalid chunk size".to_owned()))?;
-        at = size_end + 2;
-        if size == 0 {
-            // Trailers, if any, up to the empty line.
-            loop {
-                let end = line_end(incoming, at)?;
-                let empty = end == at;
-                at = end + 2;
-                if empty {
-                    return Ok((Bytes::from(body), incoming.filled == at));
-                }
-            }
-        }
-        incoming.fill_to(at + size + 2)?;
-        body.extend_from_slice(&incoming.data()[at..at + size]);
-        if &incoming.data()[at + size..at + size + 2] != b"\r\n" {
-            return Err(Fail::Malformed("a chunk not followed by CRLF".to_owned()));
-        }
-        at += size + 2;
-    }
-}
-
-/// The position of the next CRLF at or after `from`, reading more as needed.
-fn line_end(incoming: &mut Incoming<'_>, from: usize) -> Result<usize, Fail> {
-    let mut searched = from;
-    loop {
-        if let Some(pos) = incoming.data()[searched..]
-            .windows(2)
-            .position(|pair| pair == b"\r\n")
-        {
-            return Ok(searched + pos);
-        }
-        searched = incoming.filled.saturating_sub(1).max(from);
-        if incoming.filled - from > 64 * 1024 {
-            return Err(Fail::Malformed("a chunk line too long".to_owned()));
-        }
-        if !incoming.fill(READ_CHUNK)? {
-            return Err(truncated());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use reqwest::header::{
 };
 
 use crate::config::{host_of, TransportOptions};
-use crate::direct::{Direct, Fail};
+use crate::direct::{self, Direct, Fail};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::Verify;
 use crate::token::Secret;
@@ -663,48 +663,95 @@ impl Transport {
         request: &Request<'_>,
         interrupted: fn() -> bool,
     ) -> Result<(Bytes, Option<String>)> {
+        let response = self.open_direct(direct, request, interrupted)?;
+        let clock = response.body.clock(interrupted);
+        match response.body.read_all(&clock) {
+            Ok(body) => Ok((body, response.request_id)),
+            Err(fail) => Err(self
+                .direct_failure(fail, "reading the response from")
+                .error
+                .with_request_id(response.request_id.as_deref())),
+        }
+    }
+
+    /// Send `request` on the direct path when this thread may block on it (inside a blocking scope, with a direct
+    /// path): the first 2xx answer, its body unread, retries included. `None` where the pool must send it.
+    pub(crate) fn open_blocking(&self, request: &Request<'_>) -> Option<Result<direct::Response>> {
+        let direct = self.pools.direct.as_ref()?;
+        let interrupted = crate::direct::scope()?;
+        Some(self.open_direct(direct, request, interrupted))
+    }
+
+    /// `send` on the direct path, on this thread: the first 2xx answer, its body unread.
+    fn open_direct(
+        &self,
+        direct: &Direct,
+        request: &Request<'_>,
+        interrupted: fn() -> bool,
+    ) -> Result<direct::Response> {
         let head = self.direct_head(direct, request);
         let body = request.body.as_deref().unwrap_or_default();
         let mut retries_done = 0;
         loop {
             let started = Instant::now();
-            let failed = match direct.exchange(
+            let failed = match direct.open(
                 &head,
                 body,
                 self.connect_timeout,
                 self.read_timeout,
                 interrupted,
             ) {
-                Ok(answer) => {
+                Ok(response) => {
                     log::debug!(
                         "{:?} {} -> {} in {} ms",
                         request.method,
                         request.url,
-                        answer.status,
+                        response.status,
                         started.elapsed().as_millis()
                     );
-                    if (200..300).contains(&answer.status) {
-                        return Ok((answer.body, answer.request_id));
+                    if (200..300).contains(&response.status) {
+                        return Ok(response);
                     }
-                    let retry_after = answer.retry_after.as_deref().and_then(parse_retry_after);
-                    let mut error =
-                        Error::from_response(answer.status, answer.request_id, &answer.body);
-                    error.retry_after = retry_after.map(|wait| wait.as_secs_f64());
-                    AttemptError {
-                        error,
-                        failure: Failure::Status {
-                            status: answer.status,
-                            retry_after,
-                        },
-                    }
+                    self.direct_status_error(response, interrupted)
                 }
-                Err(fail) => self.direct_failure(fail),
+                Err(fail) => self.direct_failure(fail, "reading the response from"),
             };
             let delay = self.next_retry(request, failed, retries_done)?;
             if !crate::direct::sleep(delay, interrupted) {
                 return Err(interrupted_error());
             }
             retries_done += 1;
+        }
+    }
+
+    /// The error of an answer that is not 2xx, its body read for the message (as much as arrives in the read
+    /// timeout), and whether to retry it.
+    fn direct_status_error(
+        &self,
+        response: direct::Response,
+        interrupted: fn() -> bool,
+    ) -> AttemptError {
+        let status = response.status;
+        let clock = response.body.clock(interrupted);
+        let body = match response.body.read_all(&clock) {
+            Ok(body) => body,
+            Err(Fail::Interrupted) => {
+                return AttemptError {
+                    error: interrupted_error(),
+                    failure: Failure::Permanent,
+                }
+            }
+            Err(_) => Bytes::new(),
+        };
+        let retry_after = response.retry_after.as_deref().and_then(parse_retry_after);
+        let mut error = Error::from_response(status, response.request_id, &body);
+        error.retry_after = retry_after.map(|wait| wait.as_secs_f64());
+        AttemptError {
+            error,
+            failure: Failure::Status {
+                status,
+                retry_after,
+            },
         }
     }
 
@@ -751,14 +798,15 @@ impl Transport {
         head
     }
 
-    /// The error of a failed direct exchange, worded as the pool's, and what kind of failure it was.
-    fn direct_failure(&self, fail: Fail) -> AttemptError {
+    /// The error of a failed direct exchange, worded as the pool's (`reading`: what a failed read was doing,
+    /// "reading the response from" or "reading the stream from"), and what kind of failure it was.
+    pub(crate) fn direct_failure(&self, fail: Fail, reading: &str) -> AttemptError {
         let host = self.host();
         let doing = |sending: bool| {
             if sending {
                 "sending the request to"
             } else {
-                "reading the response from"
+                reading
             }
         };
         let (error, failure) = match fail {
@@ -790,7 +838,7 @@ impl Transport {
             Fail::Malformed(what) => (
                 Error::new(
                     ErrorKind::Connection,
-                    format!("connection failed while reading the response from {host}: {what}"),
+                    format!("connection failed while {reading} {host}: {what}"),
                 ),
                 Failure::Transport,
             ),

@@ -355,7 +355,7 @@ impl Endpoint {
     ) -> PyResult<Pending> {
         let request = chat_request(py, prompt, messages, temperature, max_tokens, options, true)?;
         let endpoint = self.for_call(py, call)?;
-        Ok(Pending::from(Call::new(
+        Ok(Pending::from(Call::unary(
             async move { endpoint.chat_stream(&request).await },
             |py, stream| Ok(Bound::new(py, OpenStream::from(stream))?.into_any()),
         )))

@@ -190,7 +190,7 @@ fn take_driver(generation: u64) -> PyResult<Arc<Driver>> {
 }
 
 /// This thread's driver, taken on first use (and again in a forked child), on which its blocking calls run.
-/// Another thread may drive it too (`wait_on`), which tokio allows: one thread at a time runs its tasks.
+/// Another thread may drive it too (`wait_with`), which tokio allows: one thread at a time runs its tasks.
 pub fn thread_driver() -> PyResult<Arc<Driver>> {
     if let Some(driver) = existing_thread_driver() {
         return Ok(driver);
@@ -264,21 +264,24 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "no message".to_owned())
 }
 
-/// Drive `future` to its end on this thread, on `rt` (the runtime whose tasks the future waits for: its own
+/// `wait_with` for a future that may read on the core's direct path (a unary request, a direct stream's next
+/// batch): it is first polled once with blocking allowed, so such a read runs to its end on this thread.
+pub fn wait_direct<F, T>(py: Python<'_>, driver: &Driver, future: F) -> PyResult<T>
+where
+    F: Future<Output = inferencekey_core::Result<T>> + Send,
+    T: Send,
+{
+    wait_with(py, driver, future, true)
+}
+
+/// Drive `future` to its end on this thread, on `driver` (the runtime whose tasks the future waits for: its own
 /// thread's, or the thread's that opened a stream), without holding the interpreter lock.
 ///
 /// Every `SIGNAL_TICK` it re-attaches to run Python's signal handlers; when one raises (KeyboardInterrupt), the
 /// future is dropped, which cancels the request and closes its connection, and the exception propagates. A
 /// panic inside the future becomes an `InferenceKeyError`, never a `PanicException`.
-pub fn wait_on<F, T>(py: Python<'_>, driver: &Driver, future: F) -> PyResult<T>
-where
-    F: Future<Output = inferencekey_core::Result<T>> + Send,
-    T: Send,
-{
-    wait_with(py, driver, future, false)
-}
-
-/// `wait_on`; with `blocking_first`, the future is first polled once with blocking requests allowed (a unary
+///
+/// With `blocking_first`, the future is first polled once with blocking requests allowed (a unary
 /// call: its request, on the direct path, runs to its end in that poll, on this thread, with no runtime involved).
 fn wait_with<F, T>(py: Python<'_>, driver: &Driver, future: F, blocking_first: bool) -> PyResult<T>
 where

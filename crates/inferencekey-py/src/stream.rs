@@ -12,7 +12,7 @@ use inferencekey_core as core;
 use crate::errors::{internal_error, to_pyerr};
 use crate::results;
 use crate::runtime::{
-    existing_thread_driver, settle, thread_driver, wait_on, Call, Driver, Pending,
+    existing_thread_driver, settle, thread_driver, wait_direct, Call, Driver, Pending,
 };
 
 /// Most chunks handed over per crossing of the I/O boundary: enough to amortise it, small enough to stay
@@ -183,7 +183,8 @@ impl ChatStream {
                 Some(home) => Arc::clone(home),
                 None => thread_driver()?,
             };
-            let batch = wait_on(py, &home, async move {
+            // A stream on the core's direct path reads its batch right here, on this thread.
+            let batch = wait_direct(py, &home, async move {
                 let batch = stream.next_batch(STREAM_BATCH).await;
                 Ok((stream, batch))
             });
@@ -270,7 +271,8 @@ impl ChatStream {
             (state.stream.lend()?, state.reply.clone())
         };
         let state = Arc::clone(&self.state);
-        Ok(Pending::from(Call::new(
+        // Unary: a sync wait reads the rest of a direct stream on its own thread.
+        Ok(Pending::from(Call::unary(
             async move {
                 let Some(mut stream) = stream else {
                     return done.ok_or_else(|| core::no_final_result(core::Unfinished::Closed));

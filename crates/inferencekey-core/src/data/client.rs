@@ -322,54 +322,96 @@ impl Endpoint {
     }
 
     /// A streamed chat completion. The request is made here, so HTTP errors are returned by this call; the
-    /// body is then read and decoded by a background task.
+    /// body is then read and decoded by a background task, or inside a blocking scope with a direct path, by the
+    /// thread that reads the stream.
     pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
         let body = self.chat_body(request, true)?;
         let transport = &self.inner.transport;
-        let response = transport
-            .send(&self.post(&self.inner.chat_url, body, true))
-            .await?;
-        let mime = response
+        let request = self.post(&self.inner.chat_url, body, true);
+        if let Some(opened) = transport.open_blocking(&request) {
+            let response = opened?;
+            let request_id = response.request_id.clone();
+            let kind = self.stream_kind(response.content_type.as_deref(), request_id.as_deref())?;
+            return match kind {
+                StreamKind::Events => Ok(ChatStream::direct(response, self.inner.clone())),
+                StreamKind::Whole => {
+                    let clock = response.body.clock(crate::direct::scope_or_none());
+                    response
+                        .body
+                        .read_all(&clock)
+                        .map_err(|fail| {
+                            transport
+                                .direct_failure(fail, "reading the response from")
+                                .error
+                        })
+                        .and_then(|bytes| self.whole_stream(bytes))
+                        .map_err(|err| err.with_request_id(request_id.as_deref()))
+                }
+            };
+        }
+        let response = transport.send(&request).await?;
+        let content_type = response
             .headers()
             .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-        match mime.as_deref() {
-            None | Some("text/event-stream") => Ok(ChatStream::spawn(response, self.inner.clone())),
-            Some(mime) if mime == "application/json" || mime.ends_with("+json") => {
-                // An engine that ignored `stream: true`: its whole answer is one chunk.
+            .and_then(|v| v.to_str().ok());
+        let request_id = crate::transport::request_id(&response);
+        match self.stream_kind(content_type, request_id.as_deref())? {
+            StreamKind::Events => Ok(ChatStream::spawn(response, self.inner.clone())),
+            StreamKind::Whole => {
                 transport
-                    .read_body(response, |bytes| {
-                        let raw = answer_json(&bytes, "chat completion", &self.inner.slug)?;
-                        let parts = completion_parts(&raw)?;
-                        let model = self.model_of(&raw);
-                        Ok(ChatStream::ready(ChatChunk {
-                            text: parts.text,
-                            finish_reason: parts.finish_reason,
-                            extras: ChunkExtras::boxed(
-                                parts.usage,
-                                (!parts.tool_calls.is_empty()).then(|| {
-                                    parts.tool_calls.into_iter().map(ToolCallDelta::whole).collect()
-                                }),
-                                Some(model),
-                            ),
-                            data: bytes,
-                        }))
-                    })
+                    .read_body(response, |bytes| self.whole_stream(bytes))
                     .await
+            }
+        }
+    }
+
+    /// What a stream request was answered with, from its content type.
+    fn stream_kind(
+        &self,
+        content_type: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<StreamKind> {
+        let mime = content_type.map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+        match mime.as_deref() {
+            None | Some("text/event-stream") => Ok(StreamKind::Events),
+            Some(mime) if mime == "application/json" || mime.ends_with("+json") => {
+                Ok(StreamKind::Whole)
             }
             Some(other) => Err(Error::api(format!(
                 "workload {:?} answered a stream request with content-type {other:?}, not an event stream",
                 self.inner.slug
             ))
-            .with_request_id(crate::transport::request_id(&response).as_deref())),
+            .with_request_id(request_id)),
         }
+    }
+
+    /// The stream of an engine that ignored `stream: true`: its whole answer is one chunk.
+    fn whole_stream(&self, bytes: Bytes) -> Result<ChatStream> {
+        let raw = answer_json(&bytes, "chat completion", &self.inner.slug)?;
+        let parts = completion_parts(&raw)?;
+        let model = self.model_of(&raw);
+        Ok(ChatStream::ready(ChatChunk {
+            text: parts.text,
+            finish_reason: parts.finish_reason,
+            extras: ChunkExtras::boxed(
+                parts.usage,
+                (!parts.tool_calls.is_empty()).then(|| {
+                    parts
+                        .tool_calls
+                        .into_iter()
+                        .map(ToolCallDelta::whole)
+                        .collect()
+                }),
+                Some(model),
+            ),
+            data: bytes,
+        }))
     }
 
     /// Embeddings for `input`, one vector per item in input order.
@@ -477,4 +519,12 @@ impl Endpoint {
         })
         .await
     }
+}
+
+/// How a stream request was answered.
+enum StreamKind {
+    /// An event stream.
+    Events,
+    /// One JSON answer (the engine ignored `stream: true`).
+    Whole,
 }

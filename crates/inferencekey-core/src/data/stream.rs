@@ -133,12 +133,25 @@ pub struct ChatStream {
     pub(super) reply: StreamedReply,
     /// The model a reply names when no chunk named one (the workload slug).
     pub(super) fallback_model: String,
+    /// The body on a direct connection, read by the thread that reads the stream (no task, no queue).
+    pub(super) direct: Option<Box<DirectSource>>,
+}
+
+/// A stream body read on the direct path, by the reader's own thread, and its decoding state.
+pub(super) struct DirectSource {
+    body: crate::direct::Body,
+    decoder: SseDecoder,
+    done: bool,
+    finished: bool,
+    model_seen: bool,
+    request_id: Option<String>,
+    endpoint: Arc<EndpointInner>,
 }
 
 impl fmt::Debug for ChatStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChatStream")
-            .field("open", &self.receiver.is_some())
+            .field("open", &(self.receiver.is_some() || self.direct.is_some()))
             .field("buffered", &self.buffered.len())
             .finish()
     }
@@ -156,6 +169,28 @@ impl ChatStream {
             task: Some(task),
             reply: StreamedReply::default(),
             fallback_model,
+            direct: None,
+        }
+    }
+
+    /// The stream of a response on the direct path: its body is read when the reader asks for a batch.
+    pub(super) fn direct(response: crate::direct::Response, endpoint: Arc<EndpointInner>) -> Self {
+        Self {
+            receiver: None,
+            buffered: VecDeque::new(),
+            failed: None,
+            task: None,
+            reply: StreamedReply::default(),
+            fallback_model: endpoint.slug.clone(),
+            direct: Some(Box::new(DirectSource {
+                body: response.body,
+                decoder: SseDecoder::new(),
+                done: false,
+                finished: false,
+                model_seen: false,
+                request_id: response.request_id,
+                endpoint,
+            })),
         }
     }
 
@@ -167,12 +202,17 @@ impl ChatStream {
             task: None,
             reply: StreamedReply::default(),
             fallback_model: String::new(),
+            direct: None,
         }
     }
 
     /// Wait for at least one chunk, then take every chunk already decoded (at most `max`). An empty batch
     /// means the stream finished; a stream failure is returned after the chunks that preceded it.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<ChatChunk>> {
+        if self.direct.is_some() {
+            // Read right here, on this thread (which waits for it): a direct stream has no task to wait for.
+            return self.read_direct(max, crate::direct::scope_or_none());
+        }
         let max = max.max(1);
         let from_buffer = self.buffered.len().min(max);
         let mut out: Vec<ChatChunk> = self.buffered.drain(..from_buffer).collect();
@@ -234,7 +274,8 @@ impl ChatStream {
     /// when only the network can answer (then `next_batch` waits).
     pub fn ready_batch(&mut self, max: usize) -> Option<Result<Vec<ChatChunk>>> {
         self.take_ready();
-        if self.buffered.is_empty() && self.failed.is_none() && self.receiver.is_some() {
+        let open = self.receiver.is_some() || self.direct.is_some();
+        if self.buffered.is_empty() && self.failed.is_none() && open {
             return None;
         }
         let out: Vec<ChatChunk> = self
@@ -242,6 +283,87 @@ impl ChatStream {
             .drain(..self.buffered.len().min(max.max(1)))
             .collect();
         Some(self.hand_out(out))
+    }
+
+    /// `next_batch` of a direct stream: wait for the network until at least one chunk is decoded (or the end, or
+    /// a failure), then decode what else was already read, without waiting.
+    fn read_direct(&mut self, max: usize, interrupted: fn() -> bool) -> Result<Vec<ChatChunk>> {
+        let max = max.max(1);
+        let from_buffer = self.buffered.len().min(max);
+        let mut out: Vec<ChatChunk> = self.buffered.drain(..from_buffer).collect();
+        if !out.is_empty() || self.failed.is_some() {
+            return self.hand_out(out);
+        }
+        let Some(mut source) = self.direct.take() else {
+            return self.hand_out(out);
+        };
+        let source_ref = &mut *source;
+        let endpoint = Arc::clone(&source_ref.endpoint);
+        let mut state = DecodeState {
+            slug: &endpoint.slug,
+            done: source_ref.done,
+            finished: source_ref.finished,
+            model_seen: source_ref.model_seen,
+            error: None,
+        };
+        let clock = source_ref.body.clock(interrupted);
+        let mut batch = Vec::new();
+        let mut ended = false;
+        loop {
+            let wait = if batch.is_empty() {
+                crate::direct::Wait::Block(&clock)
+            } else {
+                crate::direct::Wait::Buffered
+            };
+            match source_ref.body.piece(wait) {
+                Ok(crate::direct::Piece::Data(bytes)) => {
+                    state.feed(&mut source_ref.decoder, bytes, &mut batch);
+                }
+                Ok(crate::direct::Piece::Later) => break,
+                Ok(crate::direct::Piece::End) => {
+                    source_ref
+                        .decoder
+                        .finish_with(|event| state.on_event(event, &mut batch));
+                    if !state.done && !state.finished && state.error.is_none() {
+                        state.error = Some(Error::api(format!(
+                            "stream ended before completion (workload {:?} sent no [DONE] and no finish_reason)",
+                            endpoint.slug
+                        )));
+                    }
+                    ended = true;
+                }
+                Err(fail) => {
+                    // After `[DONE]` or a finish_reason the answer is complete; a broken connection then loses
+                    // nothing.
+                    if !state.done && !state.finished && state.error.is_none() {
+                        state.error = Some(
+                            endpoint
+                                .transport
+                                .direct_failure(fail, "reading the stream from")
+                                .error,
+                        );
+                    }
+                    ended = true;
+                }
+            }
+            if ended || state.done || state.error.is_some() {
+                break;
+            }
+        }
+        source_ref.done = state.done;
+        source_ref.finished = state.finished;
+        source_ref.model_seen = state.model_seen;
+        if let Some(err) = state.error.take() {
+            self.failed = Some(err.with_request_id(source_ref.request_id.as_deref()));
+        } else if state.done && !ended {
+            // The answer is complete: what is left of the body (its end, normally already here) is read now, so
+            // the connection can carry the next request; a body that needs waiting for is closed instead.
+            source.body.finish_now();
+        } else if !ended {
+            self.direct = Some(source);
+        }
+        self.accept(StreamMessage::Chunks(batch), &mut out, max);
+        self.hand_out(out)
     }
 
     pub(super) fn accept(&mut self, message: StreamMessage, out: &mut Vec<ChatChunk>, max: usize) {
@@ -284,6 +406,7 @@ impl ChatStream {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        self.direct = None;
         self.receiver = None;
         self.buffered.clear();
     }

@@ -827,6 +827,7 @@ fn channel_stream() -> (mpsc::Sender<StreamMessage>, ChatStream) {
         task: None,
         reply: StreamedReply::default(),
         fallback_model: "w".into(),
+        direct: None,
     };
     (sender, stream)
 }

@@ -546,3 +546,124 @@ async fn the_direct_path_sends_what_the_pool_sends_and_fails_as_it_does() {
         pooled_refusal.message
     );
 }
+
+/// Every batch of `stream` read as a sync reader reads it: each in one poll of a blocking scope.
+fn collect_blocking(
+    stream: &mut ChatStream,
+    interrupted: fn() -> bool,
+) -> (Vec<ChatChunk>, Option<inferencekey_core::Error>) {
+    let mut chunks = Vec::new();
+    loop {
+        let batch = poll_blocking(stream.next_batch(64), interrupted)
+            .expect("a direct stream's batch is read in one poll");
+        match batch {
+            Ok(batch) if batch.is_empty() => return (chunks, None),
+            Ok(batch) => chunks.extend(batch),
+            Err(err) => return (chunks, Some(err)),
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_direct_stream_reads_what_the_pool_reads_and_fails_as_it_does() {
+    let local = Local::start();
+    let request = prompt("a streamed answer of a few words");
+    for backend in BACKENDS {
+        let endpoint = local.workload(&format!("direct-{backend}"), backend).await;
+        let (pooled, err) = stream_chunks(&endpoint, &request).await;
+        assert!(err.is_none(), "{err:?}");
+        local.clear_journal().await;
+        let opened = poll_blocking(endpoint.chat_stream(&request), || false)
+            .expect("a stream opens in one poll of a blocking scope");
+        let mut stream = opened.unwrap();
+        let (direct, err) = collect_blocking(&mut stream, || false);
+        assert!(err.is_none(), "{backend}: {err:?}");
+        assert_eq!(text(&direct), text(&pooled), "{backend}");
+        assert_eq!(direct.len(), pooled.len(), "{backend}");
+        // Each chunk the same, its raw event included (but for the id each response draws).
+        let parts = |chunks: &[ChatChunk]| {
+            chunks
+                .iter()
+                .map(|c| {
+                    let mut raw: Value = serde_json::from_slice(&c.data).unwrap();
+                    raw.as_object_mut().map(|o| o.remove("id"));
+                    (c.text.clone(), c.finish_reason.clone(), raw)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(parts(&direct), parts(&pooled), "{backend}");
+        let reply = poll_blocking(stream.final_result(), || false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.text, text(&pooled));
+        assert_eq!(local.journal().await.len(), 1);
+    }
+    let endpoint = local.workload("direct-faults", "vllm").await;
+
+    // Cut after three events: the three chunks, then the error, with the request id.
+    local
+        .fault(json!({"route": "chat_stream", "count": 1, "fault": {"type": "truncate", "after_events": 3}}))
+        .await;
+    let mut stream = poll_blocking(endpoint.chat_stream(&request), || false)
+        .unwrap()
+        .unwrap();
+    let (chunks, err) = collect_blocking(&mut stream, || false);
+    assert_eq!(chunks.len(), 3);
+    let err = err.expect("a truncated stream fails");
+    assert!(err.request_id.is_some(), "{err:?}");
+    assert!(
+        err.message.starts_with("stream ended before completion")
+            || err.message.contains("reading the stream from"),
+        "{}",
+        err.message
+    );
+
+    // A 429 at open is retried; an engine that answers with one JSON body gives one chunk.
+    local
+        .fault(json!({"route": "chat_stream", "count": 1, "fault": {"type": "status", "status": 429, "retry_after": 0}}))
+        .await;
+    let mut stream = poll_blocking(endpoint.chat_stream(&request), || false)
+        .unwrap()
+        .unwrap();
+    assert!(collect_blocking(&mut stream, || false).1.is_none());
+    local
+        .fault(json!({"route": "chat_stream", "count": 1, "fault": {"type": "non_sse"}}))
+        .await;
+    let mut stream = poll_blocking(endpoint.chat_stream(&request), || false)
+        .unwrap()
+        .unwrap();
+    let (chunks, err) = collect_blocking(&mut stream, || false);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(chunks.len(), 1);
+
+    // Stalled mid-stream: the read ends when the scope says to stop, within a tick.
+    local
+        .fault(json!({"route": "chat_stream", "count": 1, "fault": {"type": "stall", "at": "mid_stream", "ms": ENDLESS_MS}}))
+        .await;
+    let mut stream = poll_blocking(endpoint.chat_stream(&request), || false)
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (_, err) = collect_blocking(&mut stream, || true);
+    assert!(err.is_some());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Framings that split events, lines and UTF-8 across reads decode as they do on the pool.
+    let plain = text(&stream_chunks(&endpoint, &request).await.0);
+    for fault in [
+        json!({"type": "drip", "bytes_per_write": 3, "interval_ms": 0}),
+        json!({"type": "framing", "split_utf8": true}),
+        json!({"type": "framing", "huge_frame_bytes": 1_048_576}),
+    ] {
+        local
+            .fault(json!({"route": "chat_stream", "count": 1, "fault": fault}))
+            .await;
+        let mut stream = poll_blocking(endpoint.chat_stream(&request), || false)
+            .unwrap()
+            .unwrap();
+        let (chunks, err) = collect_blocking(&mut stream, || false);
+        assert!(err.is_none(), "{fault}: {err:?}");
+        assert_eq!(text(&chunks), plain, "{fault}");
+    }
+}
