@@ -710,11 +710,7 @@ impl Body {
     pub(crate) fn read_all(mut self, clock: &Clock) -> Result<Bytes, Fail> {
         if let Stage::Length { left } = self.stage {
             let (start, end) = (self.at, self.at + left);
-            while self.filled < end {
-                if !self.more(end - self.filled, Wait::Block(clock))? {
-                    return Err(truncated());
-                }
-            }
+            self.read_to(end, clock)?;
             self.at = end;
             self.complete();
             return Ok(Bytes::from(std::mem::take(&mut self.buffer)).slice(start..end));
@@ -727,6 +723,39 @@ impl Body {
                 Piece::Later => return Err(truncated()),
             }
         }
+    }
+
+    /// Read until `end` bytes are in the buffer, straight into its spare capacity: a large body (an embeddings
+    /// answer of a megabyte) is read into memory that was never zeroed first.
+    fn read_to(&mut self, end: usize, clock: &Clock) -> Result<(), Fail> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(truncated());
+        };
+        self.buffer.truncate(self.filled);
+        self.buffer.reserve_exact(end.saturating_sub(self.filled));
+        let mut quiet_since = Instant::now();
+        while self.buffer.len() < end {
+            let before = self.buffer.len();
+            let want = u64::try_from(end - before).unwrap_or(u64::MAX);
+            let read = (&mut *stream).take(want).read_to_end(&mut self.buffer);
+            self.filled = self.buffer.len();
+            if self.filled > before {
+                quiet_since = Instant::now();
+            }
+            match read {
+                // The limit reached, or the end of the stream before it.
+                Ok(_) if self.filled < end => return Err(truncated()),
+                Ok(_) => {}
+                Err(error) if waited(&error) => clock.keep_waiting(quiet_since, false)?,
+                Err(error) => {
+                    return Err(Fail::Io {
+                        error,
+                        sending: false,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Finish the body with what the network already delivered, so that its connection can be reused; a body that

@@ -368,9 +368,10 @@ impl Vectors {
         let size = self.vectors.iter().map(|v| v.len() * 4).sum();
         PyByteArray::new_with(py, size, |buffer| {
             let mut at = 0;
-            for value in self.vectors.iter().flatten() {
-                buffer[at..at + 4].copy_from_slice(&value.to_ne_bytes());
-                at += 4;
+            for vector in &self.vectors {
+                let bytes: &[u8] = bytemuck::cast_slice(vector);
+                buffer[at..at + bytes.len()].copy_from_slice(bytes);
+                at += bytes.len();
             }
             Ok(())
         })

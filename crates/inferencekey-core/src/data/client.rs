@@ -441,22 +441,19 @@ impl Endpoint {
             Some(Value::Object(extra)) => encode(&merged(&body, extra)?)?,
             _ => encode(&body)?,
         };
-        let expected = input.len();
-        self.post_json(
-            &self.inner.embeddings_url,
-            body,
-            "embeddings",
-            |raw, body| {
-                Ok(Embeddings {
-                    vectors: decode_embeddings(&raw, expected)?,
-                    model: self.model_of(&raw),
-                    usage: Usage::of(&raw),
-                    raw,
-                    body,
-                })
-            },
-        )
-        .await
+        let (bytes, request_id) = self
+            .inner
+            .transport
+            .fetch(&self.post(&self.inner.embeddings_url, body, false))
+            .await?;
+        let parts = embed_parts(&bytes, input.len(), &self.inner.slug)
+            .map_err(|err| err.with_request_id(request_id.as_deref()))?;
+        Ok(Embeddings {
+            vectors: parts.vectors,
+            model: parts.model.unwrap_or_else(|| self.inner.slug.clone()),
+            usage: parts.usage,
+            body: bytes,
+        })
     }
 
     /// One embeddings request for `input` in base64, without the transport's retries: the batch job decides
@@ -487,8 +484,8 @@ impl Endpoint {
             let (error, failure) = transport.read_error(&err, "reading the response from");
             (tag(error), Some(failure))
         })?;
-        answer_json(&bytes, "embeddings", &self.inner.slug)
-            .and_then(|raw| decode_embeddings(&raw, input.len()))
+        embed_parts(&bytes, input.len(), &self.inner.slug)
+            .map(|parts| parts.vectors)
             .map_err(|err| (tag(err), None))
     }
 

@@ -1,19 +1,13 @@
 //! What the data plane receives: chat completions and chunks, embeddings (floats or base64), rerank results, and
 //! in-band errors, decoded tolerantly across engine dialects.
 
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine as _;
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::error::{is_inband_error, Error, Result};
 use crate::event::ToolCallDelta;
-
-/// Standard base64, padding optional (engines differ).
-pub(super) const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// A non-streamed chat completion.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,10 +93,15 @@ pub struct Embeddings {
     pub model: String,
     /// The body's `usage`, when it has one (`completion_tokens` 0).
     pub usage: Option<Usage>,
-    /// The response body.
-    pub raw: Value,
-    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    /// The response body as received (`raw()` parses it).
     pub body: Bytes,
+}
+
+impl Embeddings {
+    /// The response body as JSON (parsed on each call: a large answer is never kept as a tree).
+    pub fn raw(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
 }
 
 /// One reranked document.
@@ -158,7 +157,12 @@ impl Usage {
 
     /// The `usage` object of a body, if it has one.
     pub(crate) fn of(body: &Value) -> Option<Self> {
-        let usage = body.get("usage")?.as_object()?;
+        Self::of_object(body.get("usage")?)
+    }
+
+    /// Usage from a `usage` value, when it is an object with counts.
+    fn of_object(usage: &Value) -> Option<Self> {
+        let usage = usage.as_object()?;
         let count = |key: &str| usage.get(key).and_then(Value::as_u64);
         Self::from_counts(
             count("prompt_tokens"),
@@ -274,35 +278,126 @@ pub(super) fn workload_error(body: Value, slug: &str) -> Error {
     Error::reported(&format!("workload {slug:?}"), body)
 }
 
-/// Vectors from an embeddings body: each `embedding` a number array or base64 little-endian f32, by `index`.
-pub(super) fn decode_embeddings(body: &Value, expected: usize) -> Result<Vec<Vec<f32>>> {
-    let malformed = |why: &str| Error::api(format!("malformed response: embeddings {why}"));
-    let items = body
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| malformed("without a data list"))?;
+/// An embeddings answer decoded: the vectors in input order, the body's `model` and its usage.
+pub(super) struct EmbedParts {
+    pub(super) vectors: Vec<Vec<f32>>,
+    pub(super) model: Option<String>,
+    pub(super) usage: Option<Usage>,
+}
+
+/// Decode an embeddings answer. The common answer (a `data` list of base64 or number vectors) is read in one pass
+/// over the body, each base64 vector decoded straight from it (never copied into a string, never a JSON tree); any
+/// other (an error in a 200, a duplicate key, an odd field) takes the general path, `answer_json` and
+/// `decode_embeddings`, so the outcome and the error are those of the general path.
+pub(super) fn embed_parts(bytes: &[u8], expected: usize, slug: &str) -> Result<EmbedParts> {
+    if let Ok(answer) = serde_json::from_slice::<EmbedAnswer<'_>>(bytes) {
+        if answer.error.is_none() && answer.object.as_deref() != Some("error") {
+            if let Some(data) = answer.data {
+                let items = data.into_iter().map(|item| (item.index, item.embedding));
+                return Ok(EmbedParts {
+                    vectors: ordered_vectors(items, expected)?,
+                    model: answer.model.map(Cow::into_owned),
+                    usage: answer.usage.as_ref().and_then(Usage::of_object),
+                });
+            }
+        }
+    }
+    let raw = answer_json(bytes, "embeddings", slug)?;
+    Ok(EmbedParts {
+        vectors: decode_embeddings(&raw, expected)?,
+        model: raw.get("model").and_then(Value::as_str).map(str::to_owned),
+        usage: Usage::of(&raw),
+    })
+}
+
+/// The fields of an embeddings answer the SDK reads, borrowed from the body.
+#[derive(serde::Deserialize)]
+struct EmbedAnswer<'a> {
+    data: Option<Vec<EmbedItem<'a>>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<Value>,
+    /// Present and not null: an error in a 200 body.
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct EmbedItem<'a> {
+    /// Present, it must be an integer (a `null` takes the general path, which refuses it).
+    #[serde(default, deserialize_with = "present_u64")]
+    index: Option<u64>,
+    #[serde(borrow)]
+    embedding: Option<RawVector<'a>>,
+}
+
+fn present_u64<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    <u64 as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// One `embedding` as sent: base64 text, borrowed from the body, or numbers.
+enum RawVector<'a> {
+    Base64(&'a str),
+    Numbers(Vec<f32>),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawVector<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = RawVector<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("base64 text or a list of numbers")
+            }
+
+            // Only text borrowed as it is in the body (base64 needs no escapes); anything else takes the general
+            // path.
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(RawVector::Base64(text))
+            }
+
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> std::result::Result<Self::Value, S::Error> {
+                let mut numbers = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(number) = seq.next_element::<f64>()? {
+                    numbers.push(number as f32);
+                }
+                Ok(RawVector::Numbers(numbers))
+            }
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+/// The vectors of `(index, embedding)` items in index order (an item without an index at its position), checked
+/// against the number of inputs.
+fn ordered_vectors<'a>(
+    items: impl ExactSizeIterator<Item = (Option<u64>, Option<RawVector<'a>>)>,
+    expected: usize,
+) -> Result<Vec<Vec<f32>>> {
     let mut indexed = Vec::with_capacity(items.len());
-    for (position, item) in items.iter().enumerate() {
-        let index = match item.get("index") {
-            Some(index) => index
-                .as_u64()
-                .ok_or_else(|| malformed("item with a non-integer index"))?,
-            None => position as u64,
+    for (position, (index, vector)) in items.enumerate() {
+        let vector = match vector {
+            Some(RawVector::Numbers(numbers)) => numbers,
+            Some(RawVector::Base64(encoded)) => decode_base64_f32(encoded)
+                .ok_or_else(|| malformed_embeddings("vector that is not base64 float32"))?,
+            None => return Err(malformed_embeddings("item without an embedding")),
         };
-        let vector = match item.get("embedding") {
-            Some(Value::Array(numbers)) => numbers
-                .iter()
-                .map(|n| n.as_f64().map(|x| x as f32))
-                .collect::<Option<Vec<f32>>>()
-                .ok_or_else(|| malformed("vector holding a non-number"))?,
-            Some(Value::String(encoded)) => decode_base64_f32(encoded)
-                .ok_or_else(|| malformed("vector that is not base64 float32"))?,
-            _ => return Err(malformed("item without an embedding")),
-        };
-        indexed.push((index, vector));
+        indexed.push((index.unwrap_or(position as u64), vector));
     }
     if indexed.len() != expected {
-        return Err(malformed(&format!(
+        return Err(malformed_embeddings(&format!(
             "count {} for {expected} inputs",
             indexed.len()
         )));
@@ -311,17 +406,70 @@ pub(super) fn decode_embeddings(body: &Value, expected: usize) -> Result<Vec<Vec
     Ok(indexed.into_iter().map(|(_, vector)| vector).collect())
 }
 
+fn malformed_embeddings(why: &str) -> Error {
+    Error::api(format!("malformed response: embeddings {why}"))
+}
+
+/// Vectors from an embeddings body: each `embedding` a number array or base64 little-endian f32, by `index`.
+pub(super) fn decode_embeddings(body: &Value, expected: usize) -> Result<Vec<Vec<f32>>> {
+    let items = body
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed_embeddings("without a data list"))?;
+    let mut raw = Vec::with_capacity(items.len());
+    for item in items {
+        let index = match item.get("index") {
+            Some(index) => Some(
+                index
+                    .as_u64()
+                    .ok_or_else(|| malformed_embeddings("item with a non-integer index"))?,
+            ),
+            None => None,
+        };
+        let vector = match item.get("embedding") {
+            Some(Value::Array(numbers)) => Some(RawVector::Numbers(
+                numbers
+                    .iter()
+                    .map(|n| n.as_f64().map(|x| x as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .ok_or_else(|| malformed_embeddings("vector holding a non-number"))?,
+            )),
+            Some(Value::String(encoded)) => Some(RawVector::Base64(encoded)),
+            _ => None,
+        };
+        raw.push((index, vector));
+    }
+    ordered_vectors(raw.into_iter(), expected)
+}
+
+/// A vector from base64 of little-endian float32 (padding optional), decoded straight into the floats.
 pub(super) fn decode_base64_f32(encoded: &str) -> Option<Vec<f32>> {
-    let bytes = BASE64.decode(encoded.trim()).ok()?;
-    if bytes.len() % 4 != 0 {
+    let text = encoded.trim().as_bytes();
+    let unpadded = text
+        .strip_suffix(b"==")
+        .or_else(|| text.strip_suffix(b"="))
+        .unwrap_or(text);
+    let engine = base64_simd::STANDARD_NO_PAD;
+    let len = engine.decoded_length(unpadded).ok()?;
+    if len % 4 != 0 {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    )
+    let mut floats = vec![0f32; len / 4];
+    let decoded = engine
+        .decode(
+            unpadded,
+            base64_simd::Out::from_slice(bytemuck::cast_slice_mut::<f32, u8>(&mut floats)),
+        )
+        .ok()?
+        .len();
+    if decoded != len {
+        return None;
+    }
+    #[cfg(target_endian = "big")]
+    for value in &mut floats {
+        *value = f32::from_le_bytes(value.to_ne_bytes());
+    }
+    Some(floats)
 }
 
 pub(super) fn decode_rerank(body: &Value) -> Result<Vec<RerankResult>> {

@@ -770,8 +770,25 @@ fn embeddings_floats_and_base64_by_index() {
         decode_embeddings(&json!({"data": [{"embedding": unpadded}]}), 1).unwrap(),
         vec![vec![1.5]]
     );
+    // Long vectors (the SIMD decoder's blocks and its tail), padded or not, with each length modulo 3 of bytes.
+    for len in [1usize, 2, 3, 5, 1024, 1027] {
+        let vector: Vec<f32> = (0..len).map(|i| i as f32 * 0.37 - 11.5).collect();
+        let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for engine in [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+        ] {
+            let encoded = engine.encode(&bytes);
+            assert_eq!(
+                decode_embeddings(&json!({"data": [{"embedding": encoded}]}), 1).unwrap(),
+                vec![vector.clone()],
+                "{len}"
+            );
+        }
+    }
     for bad in [
         json!({"data": [{"embedding": "AAA"}]}),
+        json!({"data": [{"embedding": "AAAA==="}]}),
         json!({"data": [{"embedding": "not base64!"}]}),
         json!({"data": [{"embedding": ["x"]}]}),
         json!({"data": [{"index": "0", "embedding": [1]}]}),
@@ -984,4 +1001,58 @@ data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arg
         .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
         .collect();
     assert_eq!(got, [("b", "g", "{}"), ("a", "f", "[]")]);
+}
+
+#[test]
+fn the_one_pass_embeddings_decoder_agrees_with_the_general_path() {
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode([1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
+    // Base64 with an escaped slash (legal JSON, not borrowable) must still decode, through the general path.
+    let escaped = base64::engine::general_purpose::STANDARD
+        .encode(f32::from_bits(0x3fff_fffc).to_le_bytes())
+        .replace('/', "\\/");
+    let bodies = [
+        json!({"data": [{"index": 1, "embedding": b64}, {"index": 0, "embedding": [0.25, 1]}], "model": "e",
+               "usage": {"prompt_tokens": 3, "total_tokens": 3}}),
+        json!({"data": [{"embedding": [1, 2]}, {"embedding": b64}]}),
+        json!({"data": [{"index": null, "embedding": [1]}, {"embedding": [2]}]}),
+        json!({"data": [{"embedding": [1]}, {"embedding": "AAA"}]}),
+        json!({"data": [{"embedding": [1]}, {}]}),
+        json!({"data": [{"embedding": [1]}, {"embedding": ["x"]}]}),
+        json!({"data": [{"embedding": [1]}, {"embedding": [2]}], "error": {"message": "overloaded"}}),
+        json!({"data": [{"embedding": [1]}, {"embedding": [2]}], "object": "error", "message": "no"}),
+        json!({"data": [{"embedding": [1]}, {"embedding": [2]}], "model": 7}),
+        json!({"data": [{"embedding": [1]}]}),
+        json!({"nodata": true}),
+    ];
+    let mut texts: Vec<String> = bodies.iter().map(Value::to_string).collect();
+    texts.push(format!(
+        r#"{{"data": [{{"embedding": "{escaped}"}}, {{"embedding": [1]}}]}}"#
+    ));
+    texts.push(
+        r#"{"data": [{"embedding": [1]}, {"embedding": [2]}], "model": "a", "model": "b"}"#
+            .to_owned(),
+    );
+    texts.push("not json".to_owned());
+    for text in texts {
+        let general = answer_json(text.as_bytes(), "embeddings", "w").and_then(|raw| {
+            Ok((
+                decode_embeddings(&raw, 2)?,
+                raw.get("model").and_then(Value::as_str).map(str::to_owned),
+                Usage::of(&raw),
+            ))
+        });
+        let fast = embed_parts(text.as_bytes(), 2, "w").map(|p| (p.vectors, p.model, p.usage));
+        match (general, fast) {
+            (Ok(general), Ok(fast)) => assert_eq!(general, fast, "{text}"),
+            (Err(general), Err(fast)) => {
+                assert_eq!(
+                    (general.kind, general.message),
+                    (fast.kind, fast.message),
+                    "{text}"
+                );
+            }
+            (general, fast) => panic!("{text}: {general:?} / {fast:?}"),
+        }
+    }
 }
