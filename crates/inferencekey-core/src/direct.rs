@@ -32,6 +32,9 @@ const MAX_HEADERS: usize = 64;
 /// Read size while the length of what comes is unknown.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Room for one read of a body read piece by piece (a stream): a fast stream's events arrive many to a read.
+const PIECE_READ: usize = 64 * 1024;
+
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -626,7 +629,7 @@ impl Body {
                 }
                 Stage::ChunkData { left: 0 } => self.stage = Stage::ChunkEnd,
                 Stage::Length { left } | Stage::ChunkData { left } => {
-                    if self.at == self.filled && !self.more(left.min(READ_CHUNK), wait)? {
+                    if self.at == self.filled && !self.more(PIECE_READ, wait)? {
                         return Ok(Piece::Later);
                     }
                     let start = self.at;
@@ -641,7 +644,7 @@ impl Body {
                 }
                 Stage::UntilClose => {
                     if self.at == self.filled {
-                        match self.fill(READ_CHUNK, wait)? {
+                        match self.fill(PIECE_READ, wait)? {
                             Filled::More => {}
                             Filled::End => {
                                 self.stage = Stage::Done;
@@ -657,7 +660,7 @@ impl Body {
                 }
                 Stage::ChunkSize => {
                     let Some(end) = self.line_end()? else {
-                        if !self.more(READ_CHUNK / 4, wait)? {
+                        if !self.more(PIECE_READ, wait)? {
                             return Ok(Piece::Later);
                         }
                         continue;
@@ -677,7 +680,7 @@ impl Body {
                 }
                 Stage::ChunkEnd => {
                     if self.filled - self.at < 2 {
-                        if !self.more(2, wait)? {
+                        if !self.more(PIECE_READ, wait)? {
                             return Ok(Piece::Later);
                         }
                         continue;
@@ -690,7 +693,7 @@ impl Body {
                 }
                 Stage::Trailers => {
                     let Some(end) = self.line_end()? else {
-                        if !self.more(READ_CHUNK / 4, wait)? {
+                        if !self.more(PIECE_READ, wait)? {
                             return Ok(Piece::Later);
                         }
                         continue;
