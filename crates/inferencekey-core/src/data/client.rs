@@ -301,24 +301,21 @@ impl Endpoint {
     /// A non-streamed chat completion.
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatCompletion> {
         let body = self.chat_body(request, false)?;
-        self.post_json(
-            &self.inner.chat_url,
-            body,
-            "chat completion",
-            |raw, body| {
-                let parts = completion_parts(&raw)?;
-                Ok(ChatCompletion {
-                    text: parts.text,
-                    model: self.model_of(&raw),
-                    finish_reason: parts.finish_reason,
-                    usage: parts.usage,
-                    tool_calls: parts.tool_calls,
-                    raw,
-                    body,
-                })
-            },
-        )
-        .await
+        let (bytes, request_id) = self
+            .inner
+            .transport
+            .fetch(&self.post(&self.inner.chat_url, body, false))
+            .await?;
+        let (parts, model) = chat_parts(&bytes, &self.inner.slug)
+            .map_err(|err| err.with_request_id(request_id.as_deref()))?;
+        Ok(ChatCompletion {
+            text: parts.text,
+            model: model.unwrap_or_else(|| self.inner.slug.clone()),
+            finish_reason: parts.finish_reason,
+            usage: parts.usage,
+            tool_calls: parts.tool_calls,
+            body: bytes,
+        })
     }
 
     /// A streamed chat completion. The request is made here, so HTTP errors are returned by this call; the

@@ -22,10 +22,15 @@ pub struct ChatCompletion {
     pub usage: Option<Usage>,
     /// `choices[0].message.tool_calls`, in order (empty when the reply calls none).
     pub tool_calls: Vec<ToolCall>,
-    /// The response body.
-    pub raw: Value,
-    /// The response body as received, for a binding that materialises `raw` only when it is read.
+    /// The response body as received (`raw()` parses it).
     pub body: Bytes,
+}
+
+impl ChatCompletion {
+    /// The response body as JSON (parsed on each call: the answer is never kept as a tree).
+    pub fn raw(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
 }
 
 /// One streamed event.
@@ -257,6 +262,62 @@ pub(super) fn completion_parts(body: &Value) -> Result<CompletionParts> {
         usage: Usage::of(body),
         tool_calls: tool_calls_of(message),
     })
+}
+
+/// Decode a chat completion: its parts and its body's `model`. The common answer (a first choice whose `message`
+/// has plain text content and no tool calls) is read in one pass, without a JSON tree; any other (tool calls, content
+/// parts, an error in a 200, a duplicate key, an odd field) takes the general path, `answer_json` and
+/// `completion_parts`, so the outcome and the error are those of the general path.
+pub(super) fn chat_parts(bytes: &[u8], slug: &str) -> Result<(CompletionParts, Option<String>)> {
+    if let Ok(answer) = serde_json::from_slice::<ChatAnswer<'_>>(bytes) {
+        let plain = answer.error.is_none() && answer.object.as_deref() != Some("error");
+        if let (true, Some(choice)) = (plain, answer.choices.and_then(|c| c.into_iter().next())) {
+            if let Some(message) = choice.message.filter(|m| m.tool_calls.is_none()) {
+                let parts = CompletionParts {
+                    text: message.content.map(Cow::into_owned).unwrap_or_default(),
+                    finish_reason: choice.finish_reason.map(Cow::into_owned),
+                    usage: answer.usage.as_ref().and_then(Usage::of_object),
+                    tool_calls: Vec::new(),
+                };
+                return Ok((parts, answer.model.map(Cow::into_owned)));
+            }
+        }
+    }
+    let raw = answer_json(bytes, "chat completion", slug)?;
+    let parts = completion_parts(&raw)?;
+    let model = raw.get("model").and_then(Value::as_str).map(str::to_owned);
+    Ok((parts, model))
+}
+
+/// The fields of a chat completion the SDK reads, borrowed from the body where they need no unescaping.
+#[derive(serde::Deserialize)]
+struct ChatAnswer<'a> {
+    #[serde(borrow)]
+    choices: Option<Vec<ChatChoice<'a>>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<Value>,
+    /// Present and not null: an error in a 200 body.
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatChoice<'a> {
+    #[serde(borrow)]
+    message: Option<ChatMessage<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatMessage<'a> {
+    /// Plain text (content parts take the general path); null or absent is "".
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    /// Present and not null: tool calls, which the general path reads.
+    tool_calls: Option<serde::de::IgnoredAny>,
 }
 
 /// A 2xx JSON answer, parsed; an in-band error in it is returned as the error it reports.

@@ -1056,3 +1056,52 @@ fn the_one_pass_embeddings_decoder_agrees_with_the_general_path() {
         }
     }
 }
+
+#[test]
+fn the_one_pass_chat_decoder_agrees_with_the_general_path() {
+    let message = |m: Value| json!({"choices": [{"index": 0, "message": m, "finish_reason": "stop"}], "model": "m"});
+    let bodies = [
+        message(json!({"role": "assistant", "content": "hello"})),
+        message(json!({"role": "assistant", "content": "tab\there \"quoted\" \u{e9}"})),
+        message(json!({"role": "assistant", "content": null})),
+        message(json!({"role": "assistant"})),
+        message(json!({"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]})),
+        message(
+            json!({"content": "", "tool_calls": [{"id": "c1", "type": "function",
+            "function": {"name": "f", "arguments": "{\"x\":1}"}}]}),
+        ),
+        message(json!({"content": "x", "tool_calls": null})),
+        message(json!("not an object")),
+        message(Value::Null),
+        json!({"choices": [{"delta": {"content": "d"}, "finish_reason": null}]}),
+        json!({"choices": [{"message": {"content": "x"}, "finish_reason": 3}]}),
+        json!({"choices": [], "model": "m"}),
+        json!({"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}),
+        json!({"choices": [{"message": {"content": "x"}}], "usage": "lots"}),
+        json!({"choices": [{"message": {"content": "x"}}], "error": {"message": "overloaded"}}),
+        json!({"choices": [{"message": {"content": "x"}}], "error": null}),
+        json!({"object": "error", "message": "no"}),
+        json!({"model": 7, "choices": [{"message": {"content": "x"}}]}),
+        json!({"nochoices": true}),
+    ];
+    let mut texts: Vec<String> = bodies.iter().map(Value::to_string).collect();
+    texts.push(r#"{"choices": [{"message": {"content": "a", "content": "b"}}]}"#.to_owned());
+    texts.push("not json".to_owned());
+    for text in texts {
+        let general = answer_json(text.as_bytes(), "chat completion", "w").and_then(|raw| {
+            let model = raw.get("model").and_then(Value::as_str).map(str::to_owned);
+            Ok((completion_parts(&raw)?, model))
+        });
+        match (general, chat_parts(text.as_bytes(), "w")) {
+            (Ok(general), Ok(fast)) => assert_eq!(general, fast, "{text}"),
+            (Err(general), Err(fast)) => {
+                assert_eq!(
+                    (general.kind, general.message),
+                    (fast.kind, fast.message),
+                    "{text}"
+                );
+            }
+            (general, fast) => panic!("{text}: {general:?} / {fast:?}"),
+        }
+    }
+}

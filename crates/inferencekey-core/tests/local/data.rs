@@ -54,7 +54,7 @@ async fn chat_in_every_dialect_matches_its_stream() {
         assert!(completion.finish_reason.is_some(), "{backend}");
         assert!(!completion.model.is_empty());
         assert_eq!(
-            completion.raw["choices"][0]["message"]["content"],
+            completion.raw()["choices"][0]["message"]["content"],
             json!(completion.text)
         );
 
@@ -455,7 +455,7 @@ async fn the_direct_path_sends_what_the_pool_sends_and_fails_as_it_does() {
         .expect("a unary call in a blocking scope ends in one poll")
         .unwrap();
     assert_eq!(direct.text, pooled.text);
-    assert_eq!(direct.raw["choices"], pooled.raw["choices"]);
+    assert_eq!(direct.raw()["choices"], pooled.raw()["choices"]);
     let entries = local.journal().await;
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["headers"], entries[1]["headers"]);
