@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use serde::de::IgnoredAny;
+
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -269,14 +271,21 @@ pub(super) fn completion_parts(body: &Value) -> Result<CompletionParts> {
 /// parts, an error in a 200, a duplicate key, an odd field) takes the general path, `answer_json` and
 /// `completion_parts`, so the outcome and the error are those of the general path.
 pub(super) fn chat_parts(bytes: &[u8], slug: &str) -> Result<(CompletionParts, Option<String>)> {
-    if let Ok(answer) = serde_json::from_slice::<ChatAnswer<'_>>(bytes) {
-        let plain = answer.error.is_none() && answer.object.as_deref() != Some("error");
-        if let (true, Some(choice)) = (plain, answer.choices.and_then(|c| c.into_iter().next())) {
+    if let Ok(answer) =
+        serde_json::from_slice::<OnePass<'_, Vec<ChatChoice<'_>>, IgnoredAny>>(bytes)
+    {
+        let usage = answer.usage();
+        if let Some(choice) = answer
+            .plain()
+            .then_some(answer.choices)
+            .flatten()
+            .and_then(|c| c.into_iter().next())
+        {
             if let Some(message) = choice.message.filter(|m| m.tool_calls.is_none()) {
                 let parts = CompletionParts {
                     text: message.content.map(Cow::into_owned).unwrap_or_default(),
                     finish_reason: choice.finish_reason.map(Cow::into_owned),
-                    usage: answer.usage.as_ref().and_then(Usage::of_object),
+                    usage,
                     tool_calls: Vec::new(),
                 };
                 return Ok((parts, answer.model.map(Cow::into_owned)));
@@ -289,18 +298,31 @@ pub(super) fn chat_parts(bytes: &[u8], slug: &str) -> Result<(CompletionParts, O
     Ok((parts, model))
 }
 
-/// The fields of a chat completion the SDK reads, borrowed from the body where they need no unescaping.
+/// The fields of a 2xx answer the one-pass decoders read, borrowed from the body where they need no unescaping:
+/// the payload (`choices` of a chat completion, `data` of embeddings; the other is ignored as any unknown field is),
+/// and what every answer may carry.
 #[derive(serde::Deserialize)]
-struct ChatAnswer<'a> {
-    #[serde(borrow)]
-    choices: Option<Vec<ChatChoice<'a>>>,
+struct OnePass<'a, C, D> {
+    choices: Option<C>,
+    data: Option<D>,
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
     usage: Option<Value>,
     /// Present and not null: an error in a 200 body.
-    error: Option<serde::de::IgnoredAny>,
+    error: Option<IgnoredAny>,
     #[serde(borrow)]
     object: Option<Cow<'a, str>>,
+}
+
+impl<C, D> OnePass<'_, C, D> {
+    /// Not an error in a 200 (which the general path reports).
+    fn plain(&self) -> bool {
+        self.error.is_none() && self.object.as_deref() != Some("error")
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage.as_ref().and_then(Usage::of_object)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -317,7 +339,7 @@ struct ChatMessage<'a> {
     #[serde(borrow)]
     content: Option<Cow<'a, str>>,
     /// Present and not null: tool calls, which the general path reads.
-    tool_calls: Option<serde::de::IgnoredAny>,
+    tool_calls: Option<IgnoredAny>,
 }
 
 /// A 2xx JSON answer, parsed; an in-band error in it is returned as the error it reports.
@@ -351,16 +373,16 @@ pub(super) struct EmbedParts {
 /// other (an error in a 200, a duplicate key, an odd field) takes the general path, `answer_json` and
 /// `decode_embeddings`, so the outcome and the error are those of the general path.
 pub(super) fn embed_parts(bytes: &[u8], expected: usize, slug: &str) -> Result<EmbedParts> {
-    if let Ok(answer) = serde_json::from_slice::<EmbedAnswer<'_>>(bytes) {
-        if answer.error.is_none() && answer.object.as_deref() != Some("error") {
-            if let Some(data) = answer.data {
-                let items = data.into_iter().map(|item| (item.index, item.embedding));
-                return Ok(EmbedParts {
-                    vectors: ordered_vectors(items, expected)?,
-                    model: answer.model.map(Cow::into_owned),
-                    usage: answer.usage.as_ref().and_then(Usage::of_object),
-                });
-            }
+    if let Ok(answer) = serde_json::from_slice::<OnePass<'_, IgnoredAny, Vec<EmbedItem<'_>>>>(bytes)
+    {
+        let usage = answer.usage();
+        if let Some(data) = answer.plain().then_some(answer.data).flatten() {
+            let items = data.into_iter().map(|item| (item.index, item.embedding));
+            return Ok(EmbedParts {
+                vectors: ordered_vectors(items, expected)?,
+                model: answer.model.map(Cow::into_owned),
+                usage,
+            });
         }
     }
     let raw = answer_json(bytes, "embeddings", slug)?;
@@ -369,19 +391,6 @@ pub(super) fn embed_parts(bytes: &[u8], expected: usize, slug: &str) -> Result<E
         model: raw.get("model").and_then(Value::as_str).map(str::to_owned),
         usage: Usage::of(&raw),
     })
-}
-
-/// The fields of an embeddings answer the SDK reads, borrowed from the body.
-#[derive(serde::Deserialize)]
-struct EmbedAnswer<'a> {
-    data: Option<Vec<EmbedItem<'a>>>,
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    usage: Option<Value>,
-    /// Present and not null: an error in a 200 body.
-    error: Option<serde::de::IgnoredAny>,
-    #[serde(borrow)]
-    object: Option<Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize)]

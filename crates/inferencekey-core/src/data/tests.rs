@@ -1043,17 +1043,26 @@ fn the_one_pass_embeddings_decoder_agrees_with_the_general_path() {
             ))
         });
         let fast = embed_parts(text.as_bytes(), 2, "w").map(|p| (p.vectors, p.model, p.usage));
-        match (general, fast) {
-            (Ok(general), Ok(fast)) => assert_eq!(general, fast, "{text}"),
-            (Err(general), Err(fast)) => {
-                assert_eq!(
-                    (general.kind, general.message),
-                    (fast.kind, fast.message),
-                    "{text}"
-                );
-            }
-            (general, fast) => panic!("{text}: {general:?} / {fast:?}"),
+        assert_same_outcome(&text, general, fast);
+    }
+}
+
+/// The general and the one-pass decoding of `text` end alike: the same value, or the same error.
+fn assert_same_outcome<T: PartialEq + std::fmt::Debug>(
+    text: &str,
+    general: crate::error::Result<T>,
+    fast: crate::error::Result<T>,
+) {
+    match (general, fast) {
+        (Ok(general), Ok(fast)) => assert_eq!(general, fast, "{text}"),
+        (Err(general), Err(fast)) => {
+            assert_eq!(
+                (general.kind, general.message),
+                (fast.kind, fast.message),
+                "{text}"
+            );
         }
+        (general, fast) => panic!("{text}: {general:?} / {fast:?}"),
     }
 }
 
@@ -1092,16 +1101,6 @@ fn the_one_pass_chat_decoder_agrees_with_the_general_path() {
             let model = raw.get("model").and_then(Value::as_str).map(str::to_owned);
             Ok((completion_parts(&raw)?, model))
         });
-        match (general, chat_parts(text.as_bytes(), "w")) {
-            (Ok(general), Ok(fast)) => assert_eq!(general, fast, "{text}"),
-            (Err(general), Err(fast)) => {
-                assert_eq!(
-                    (general.kind, general.message),
-                    (fast.kind, fast.message),
-                    "{text}"
-                );
-            }
-            (general, fast) => panic!("{text}: {general:?} / {fast:?}"),
-        }
+        assert_same_outcome(&text, general, chat_parts(text.as_bytes(), "w"));
     }
 }

@@ -494,13 +494,13 @@ async fn the_direct_path_sends_what_the_pool_sends_and_fails_as_it_does() {
         .await;
     let reset = poll_blocking(endpoint.chat(&request), || false).unwrap();
     assert_eq!(reset.unwrap_err().kind, ErrorKind::Connection);
-    assert_eq!(
+    let answered = || {
         poll_blocking(endpoint.chat(&request), || false)
-            .unwrap()
-            .unwrap()
-            .text,
-        pooled.text
-    );
+            .expect("ends in one poll")
+            .expect("answers")
+            .text
+    };
+    assert_eq!(answered(), pooled.text);
 
     // A stalled answer ends when the scope says to stop, within a tick, and with the connection dropped.
     local
@@ -510,13 +510,7 @@ async fn the_direct_path_sends_what_the_pool_sends_and_fails_as_it_does() {
     let interrupted = poll_blocking(endpoint.chat(&request), || true).unwrap();
     assert_eq!(interrupted.unwrap_err().kind, ErrorKind::Connection);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(
-        poll_blocking(endpoint.chat(&request), || false)
-            .unwrap()
-            .unwrap()
-            .text,
-        pooled.text
-    );
+    assert_eq!(answered(), pooled.text);
 
     // Nothing listening: the pool's wording.
     let gone = Local::start();
