@@ -471,6 +471,21 @@ async fn the_direct_path_sends_what_the_pool_sends_and_fails_as_it_does() {
     .expect("ends in one poll")
     .unwrap();
     assert_eq!(embedded.vectors.len(), 2);
+    // A body of many reads (256 x 1024 floats in base64, 1.4 MB) is read whole into one buffer: the same vectors.
+    local
+        .settings("direct-embed", json!({"embedding_dim": 1024}))
+        .await;
+    let texts: Vec<String> = (0..256).map(|i| format!("text {i}")).collect();
+    let large_pooled = embedder
+        .embed(texts.clone(), EmbeddingFormat::default())
+        .await
+        .unwrap();
+    let large_direct = poll_blocking(embedder.embed(texts, EmbeddingFormat::default()), || false)
+        .expect("ends in one poll")
+        .unwrap();
+    assert_eq!(large_direct.body.len(), large_pooled.body.len());
+    assert!(large_direct.body.len() > 1_000_000);
+    assert_eq!(large_direct.vectors, large_pooled.vectors);
 
     // A 429 with Retry-After is retried, a 502 is not (POST); the error carries the status and the request id.
     local.clear_journal().await;
