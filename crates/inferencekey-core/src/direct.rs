@@ -164,12 +164,11 @@ impl Direct {
         }
     }
 
-    /// Send `head` and `body` and read the answer's head, on an idle connection or a new one; its body is then
-    /// read from the returned [`Response`].
+    /// Send `request` (its head and body, in one buffer: one write) and read the answer's head, on an idle
+    /// connection or a new one; its body is then read from the returned [`Response`].
     pub(crate) fn open(
         &self,
-        head: &[u8],
-        body: &[u8],
+        request: &[u8],
         connect_timeout: Duration,
         read_timeout: Duration,
         interrupted: fn() -> bool,
@@ -179,7 +178,7 @@ impl Direct {
             silence: read_timeout,
         };
         if let Some(mut stream) = self.take_idle() {
-            match send(&mut stream, head, body, &clock) {
+            match write_all(&mut stream, request, &clock) {
                 Ok(()) => return self.read_head(stream, &clock),
                 // The server closed it while it was idle, after the check: the request did not leave, so it goes
                 // on a new connection.
@@ -188,7 +187,7 @@ impl Direct {
             }
         }
         let mut stream = self.connect(connect_timeout, &clock)?;
-        send(&mut stream, head, body, &clock)?;
+        write_all(&mut stream, request, &clock)?;
         self.read_head(stream, &clock)
     }
 
@@ -227,11 +226,7 @@ impl Direct {
             }
         };
         body.keep_alive = head.keep_alive;
-        body.stage = match head.framing {
-            Framing::Length(left) => Stage::Length { left },
-            Framing::Chunked => Stage::ChunkSize,
-            Framing::UntilClose => Stage::UntilClose,
-        };
+        body.stage = head.stage;
         Ok(Response {
             status: head.status,
             request_id: head.request_id,
@@ -401,18 +396,6 @@ fn waited(error: &io::Error) -> bool {
         error.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
     )
-}
-
-/// Write `head` then `body`: one write when they fit together in a small buffer.
-fn send(stream: &mut TcpStream, head: &[u8], body: &[u8], clock: &Clock) -> Result<(), Fail> {
-    if head.len() + body.len() <= READ_CHUNK {
-        let mut both = Vec::with_capacity(head.len() + body.len());
-        both.extend_from_slice(head);
-        both.extend_from_slice(body);
-        return write_all(stream, &both, clock);
-    }
-    write_all(stream, head, clock)?;
-    write_all(stream, body, clock)
 }
 
 fn write_all(stream: &mut TcpStream, mut bytes: &[u8], clock: &Clock) -> Result<(), Fail> {
@@ -778,17 +761,11 @@ fn truncated() -> Fail {
     }
 }
 
-/// The framing of an answer's body.
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-/// The head of an answer: status, framing, and whether the connection stays open after it.
+/// The head of an answer: status, where its body's reading starts (its framing), and whether the connection stays
+/// open after it.
 struct Head {
     status: u16,
-    framing: Framing,
+    stage: Stage,
     keep_alive: bool,
     request_id: Option<String>,
     retry_after: Option<String>,
@@ -812,7 +789,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Fail> {
     let status = response.code.unwrap_or(0);
     let mut head = Head {
         status,
-        framing: Framing::UntilClose,
+        stage: Stage::UntilClose,
         keep_alive: response.version == Some(1),
         request_id: None,
         retry_after: None,
@@ -861,15 +838,15 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Fail> {
             head.content_type = value.ok().map(str::to_owned);
         }
     }
-    head.framing = if matches!(status, 204 | 304) {
-        Framing::Length(0)
+    head.stage = if matches!(status, 204 | 304) {
+        Stage::Length { left: 0 }
     } else if chunked {
-        Framing::Chunked
-    } else if let Some(length) = length {
-        Framing::Length(length)
+        Stage::ChunkSize
+    } else if let Some(left) = length {
+        Stage::Length { left }
     } else {
         head.keep_alive = false;
-        Framing::UntilClose
+        Stage::UntilClose
     };
     Ok(Some(head))
 }
@@ -889,7 +866,7 @@ mod tests {
     fn heads_give_status_framing_and_reuse() {
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-request-id: req_1\r\n\r\n");
         assert_eq!(h.status, 200);
-        assert!(matches!(h.framing, Framing::Length(12)));
+        assert_eq!(h.stage, Stage::Length { left: 12 });
         assert!(h.keep_alive);
         assert_eq!(h.request_id.as_deref(), Some("req_1"));
         let h = head(
@@ -898,9 +875,9 @@ mod tests {
         assert_eq!(h.retry_after.as_deref(), Some("2"));
         assert!(!h.keep_alive);
         let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
-        assert!(matches!(h.framing, Framing::Chunked));
+        assert_eq!(h.stage, Stage::ChunkSize);
         let h = head("HTTP/1.1 200 OK\r\n\r\n");
-        assert!(matches!(h.framing, Framing::UntilClose));
+        assert_eq!(h.stage, Stage::UntilClose);
         assert!(!h.keep_alive);
         let h = head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n");
         assert!(!h.keep_alive);

@@ -640,10 +640,8 @@ impl Transport {
     /// answer carries the request id. Inside a blocking scope (a caller's thread waiting on this one request) with
     /// a direct path, the request runs to its end right here, on that thread; otherwise through the pool.
     pub(crate) async fn fetch(&self, request: &Request<'_>) -> Result<(Bytes, Option<String>)> {
-        if let (Some(direct), Some(interrupted)) =
-            (self.pools.direct.as_ref(), crate::direct::scope())
-        {
-            return self.fetch_direct(direct, request, interrupted);
+        if let Some(opened) = self.open_blocking(request) {
+            return self.read_whole(opened?);
         }
         let response = self.send(request).await?;
         let request_id = request_id(&response);
@@ -656,15 +654,10 @@ impl Transport {
         }
     }
 
-    /// `fetch` on the direct path, on this thread.
-    fn fetch_direct(
-        &self,
-        direct: &Direct,
-        request: &Request<'_>,
-        interrupted: fn() -> bool,
-    ) -> Result<(Bytes, Option<String>)> {
-        let response = self.open_direct(direct, request, interrupted)?;
-        let clock = response.body.clock(interrupted);
+    /// The whole body of an answer opened on the direct path, read on this thread (asking the scope, if any, about
+    /// interruption), and its `x-request-id`; a failure carries the request id.
+    pub(crate) fn read_whole(&self, response: direct::Response) -> Result<(Bytes, Option<String>)> {
+        let clock = response.body.clock(crate::direct::scope_or_none());
         match response.body.read_all(&clock) {
             Ok(body) => Ok((body, response.request_id)),
             Err(fail) => Err(self
@@ -689,14 +682,12 @@ impl Transport {
         request: &Request<'_>,
         interrupted: fn() -> bool,
     ) -> Result<direct::Response> {
-        let head = self.direct_head(direct, request);
-        let body = request.body.as_deref().unwrap_or_default();
+        let message = self.direct_message(direct, request);
         let mut retries_done = 0;
         loop {
             let started = Instant::now();
             let failed = match direct.open(
-                &head,
-                body,
+                &message,
                 self.connect_timeout,
                 self.read_timeout,
                 interrupted,
@@ -755,19 +746,21 @@ impl Transport {
         }
     }
 
-    /// The request line and headers of `request` on the direct path: the headers the pool would send (the
-    /// client's and the call's, the credential, the body's type and length, `Host`, `User-Agent`, `Accept`).
-    fn direct_head(&self, direct: &Direct, request: &Request<'_>) -> Vec<u8> {
-        let mut head = Vec::with_capacity(384);
-        head.extend_from_slice(request.method.as_str().as_bytes());
-        head.push(b' ');
-        head.extend_from_slice(direct.target(request.url).as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\n");
+    /// The bytes of `request` on the direct path, built once for all its attempts: the request line, the headers the
+    /// pool would send (the client's and the call's, the credential, the body's type and length, `Host`,
+    /// `User-Agent`, `Accept`), and the body.
+    fn direct_message(&self, direct: &Direct, request: &Request<'_>) -> Vec<u8> {
+        let body = request.body.as_deref().unwrap_or_default();
+        let mut message = Vec::with_capacity(384 + body.len());
+        message.extend_from_slice(request.method.as_str().as_bytes());
+        message.push(b' ');
+        message.extend_from_slice(direct.target(request.url).as_bytes());
+        message.extend_from_slice(b" HTTP/1.1\r\n");
         let mut line = |name: &[u8], value: &[u8]| {
-            head.extend_from_slice(name);
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value);
-            head.extend_from_slice(b"\r\n");
+            message.extend_from_slice(name);
+            message.extend_from_slice(b": ");
+            message.extend_from_slice(value);
+            message.extend_from_slice(b"\r\n");
         };
         let headers = &*self.headers;
         if !headers.contains_key(HOST) {
@@ -791,11 +784,12 @@ impl Transport {
         if !headers.contains_key(USER_AGENT) {
             line(b"user-agent", direct.user_agent().as_bytes());
         }
-        if let Some(body) = &request.body {
+        if request.body.is_some() {
             line(b"content-length", body.len().to_string().as_bytes());
         }
-        head.extend_from_slice(b"\r\n");
-        head
+        message.extend_from_slice(b"\r\n");
+        message.extend_from_slice(body);
+        message
     }
 
     /// The error of a failed direct exchange, worded as the pool's (`reading`: what a failed read was doing,

@@ -272,23 +272,20 @@ impl Endpoint {
         }
     }
 
-    /// POST `body` and decode the JSON answer with `decode`; every failure after the 2xx answer (malformed
-    /// JSON, an in-band error, a body `decode` refuses) carries the answer's `x-request-id`.
-    pub(super) async fn post_json<T>(
+    /// POST `body` and decode the 2xx answer with `decode`; every failure after the 2xx answer (malformed JSON, an
+    /// in-band error, a body `decode` refuses) carries the answer's `x-request-id`.
+    pub(super) async fn post_decoded<T>(
         &self,
         url: &str,
         body: Bytes,
-        what: &str,
-        decode: impl FnOnce(Value, Bytes) -> Result<T>,
+        decode: impl FnOnce(Bytes) -> Result<T>,
     ) -> Result<T> {
         let (bytes, request_id) = self
             .inner
             .transport
             .fetch(&self.post(url, body, false))
             .await?;
-        answer_json(&bytes, what, &self.inner.slug)
-            .and_then(|raw| decode(raw, bytes))
-            .map_err(|err| err.with_request_id(request_id.as_deref()))
+        decode(bytes).map_err(|err| err.with_request_id(request_id.as_deref()))
     }
 
     pub(super) fn model_of(&self, body: &Value) -> String {
@@ -301,21 +298,18 @@ impl Endpoint {
     /// A non-streamed chat completion.
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatCompletion> {
         let body = self.chat_body(request, false)?;
-        let (bytes, request_id) = self
-            .inner
-            .transport
-            .fetch(&self.post(&self.inner.chat_url, body, false))
-            .await?;
-        let (parts, model) = chat_parts(&bytes, &self.inner.slug)
-            .map_err(|err| err.with_request_id(request_id.as_deref()))?;
-        Ok(ChatCompletion {
-            text: parts.text,
-            model: model.unwrap_or_else(|| self.inner.slug.clone()),
-            finish_reason: parts.finish_reason,
-            usage: parts.usage,
-            tool_calls: parts.tool_calls,
-            body: bytes,
+        self.post_decoded(&self.inner.chat_url, body, |bytes| {
+            let (parts, model) = chat_parts(&bytes, &self.inner.slug)?;
+            Ok(ChatCompletion {
+                text: parts.text,
+                model: model.unwrap_or_else(|| self.inner.slug.clone()),
+                finish_reason: parts.finish_reason,
+                usage: parts.usage,
+                tool_calls: parts.tool_calls,
+                body: bytes,
+            })
         })
+        .await
     }
 
     /// A streamed chat completion. The request is made here, so HTTP errors are returned by this call; the
@@ -332,16 +326,8 @@ impl Endpoint {
             return match kind {
                 StreamKind::Events => Ok(ChatStream::direct(response, self.inner.clone())),
                 StreamKind::Whole => {
-                    let clock = response.body.clock(crate::direct::scope_or_none());
-                    response
-                        .body
-                        .read_all(&clock)
-                        .map_err(|fail| {
-                            transport
-                                .direct_failure(fail, "reading the response from")
-                                .error
-                        })
-                        .and_then(|bytes| self.whole_stream(bytes))
+                    let (bytes, request_id) = transport.read_whole(response)?;
+                    self.whole_stream(bytes)
                         .map_err(|err| err.with_request_id(request_id.as_deref()))
                 }
             };
@@ -390,9 +376,8 @@ impl Endpoint {
 
     /// The stream of an engine that ignored `stream: true`: its whole answer is one chunk.
     fn whole_stream(&self, bytes: Bytes) -> Result<ChatStream> {
-        let raw = answer_json(&bytes, "chat completion", &self.inner.slug)?;
-        let parts = completion_parts(&raw)?;
-        let model = self.model_of(&raw);
+        let (parts, model) = chat_parts(&bytes, &self.inner.slug)?;
+        let model = model.unwrap_or_else(|| self.inner.slug.clone());
         Ok(ChatStream::ready(ChatChunk {
             text: parts.text,
             finish_reason: parts.finish_reason,
@@ -438,19 +423,16 @@ impl Endpoint {
             Some(Value::Object(extra)) => encode(&merged(&body, extra)?)?,
             _ => encode(&body)?,
         };
-        let (bytes, request_id) = self
-            .inner
-            .transport
-            .fetch(&self.post(&self.inner.embeddings_url, body, false))
-            .await?;
-        let parts = embed_parts(&bytes, input.len(), &self.inner.slug)
-            .map_err(|err| err.with_request_id(request_id.as_deref()))?;
-        Ok(Embeddings {
-            vectors: parts.vectors,
-            model: parts.model.unwrap_or_else(|| self.inner.slug.clone()),
-            usage: parts.usage,
-            body: bytes,
+        self.post_decoded(&self.inner.embeddings_url, body, |bytes| {
+            let parts = embed_parts(&bytes, input.len(), &self.inner.slug)?;
+            Ok(Embeddings {
+                vectors: parts.vectors,
+                model: parts.model.unwrap_or_else(|| self.inner.slug.clone()),
+                usage: parts.usage,
+                body: bytes,
+            })
         })
+        .await
     }
 
     /// One embeddings request for `input` in base64, without the transport's retries: the batch job decides
@@ -503,12 +485,13 @@ impl Endpoint {
             documents: &documents,
             top_n,
         })?;
-        self.post_json(&self.inner.rerank_url, body, "rerank", |raw, body| {
+        self.post_decoded(&self.inner.rerank_url, body, |bytes| {
+            let raw = answer_json(&bytes, "rerank", &self.inner.slug)?;
             Ok(Rerank {
                 results: decode_rerank(&raw)?,
                 model: self.model_of(&raw),
                 raw,
-                body,
+                body: bytes,
             })
         })
         .await
