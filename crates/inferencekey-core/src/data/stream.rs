@@ -209,13 +209,12 @@ impl ChatStream {
     /// Wait for at least one chunk, then take every chunk already decoded (at most `max`). An empty batch
     /// means the stream finished; a stream failure is returned after the chunks that preceded it.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<ChatChunk>> {
+        let max = max.max(1);
+        let mut out = self.take_buffered(max);
         if self.direct.is_some() {
             // Read right here, on this thread (which waits for it): a direct stream has no task to wait for.
-            return self.read_direct(max, crate::direct::scope_or_none());
+            return self.read_direct(out, max, crate::direct::scope_or_none());
         }
-        let max = max.max(1);
-        let from_buffer = self.buffered.len().min(max);
-        let mut out: Vec<ChatChunk> = self.buffered.drain(..from_buffer).collect();
         if out.is_empty() && self.failed.is_none() {
             if let Some(receiver) = self.receiver.as_mut() {
                 match receiver.recv().await {
@@ -236,6 +235,12 @@ impl ChatStream {
             }
         }
         self.hand_out(out)
+    }
+
+    /// The first `max` chunks decoded but not yet handed out.
+    fn take_buffered(&mut self, max: usize) -> Vec<ChatChunk> {
+        let from_buffer = self.buffered.len().min(max);
+        self.buffered.drain(..from_buffer).collect()
     }
 
     /// Hand `out` to the reader (assembled into the reply), or when it is empty, the failure or the end.
@@ -278,35 +283,33 @@ impl ChatStream {
         if self.buffered.is_empty() && self.failed.is_none() && open {
             return None;
         }
-        let out: Vec<ChatChunk> = self
-            .buffered
-            .drain(..self.buffered.len().min(max.max(1)))
-            .collect();
+        let out = self.take_buffered(max.max(1));
         Some(self.hand_out(out))
     }
 
     /// `next_batch` of a direct stream: wait for the network until at least one chunk is decoded (or the end, or
     /// a failure), then decode what else was already read, without waiting.
-    fn read_direct(&mut self, max: usize, interrupted: fn() -> bool) -> Result<Vec<ChatChunk>> {
-        let max = max.max(1);
-        let from_buffer = self.buffered.len().min(max);
-        let mut out: Vec<ChatChunk> = self.buffered.drain(..from_buffer).collect();
+    fn read_direct(
+        &mut self,
+        mut out: Vec<ChatChunk>,
+        max: usize,
+        interrupted: fn() -> bool,
+    ) -> Result<Vec<ChatChunk>> {
         if !out.is_empty() || self.failed.is_some() {
             return self.hand_out(out);
         }
         let Some(mut source) = self.direct.take() else {
             return self.hand_out(out);
         };
-        let source_ref = &mut *source;
-        let endpoint = Arc::clone(&source_ref.endpoint);
+        let endpoint = Arc::clone(&source.endpoint);
         let mut state = DecodeState {
             slug: &endpoint.slug,
-            done: source_ref.done,
-            finished: source_ref.finished,
-            model_seen: source_ref.model_seen,
+            done: source.done,
+            finished: source.finished,
+            model_seen: source.model_seen,
             error: None,
         };
-        let clock = source_ref.body.clock(interrupted);
+        let clock = source.body.clock(interrupted);
         let mut batch = Vec::new();
         let mut ended = false;
         loop {
@@ -315,34 +318,22 @@ impl ChatStream {
             } else {
                 crate::direct::Wait::Buffered
             };
-            match source_ref.body.piece(wait) {
+            match source.body.piece(wait) {
                 Ok(crate::direct::Piece::Data(bytes)) => {
-                    state.feed(&mut source_ref.decoder, bytes, &mut batch);
+                    state.feed(&mut source.decoder, bytes, &mut batch);
                 }
                 Ok(crate::direct::Piece::Later) => break,
                 Ok(crate::direct::Piece::End) => {
-                    source_ref
-                        .decoder
-                        .finish_with(|event| state.on_event(event, &mut batch));
-                    if !state.done && !state.finished && state.error.is_none() {
-                        state.error = Some(Error::api(format!(
-                            "stream ended before completion (workload {:?} sent no [DONE] and no finish_reason)",
-                            endpoint.slug
-                        )));
-                    }
+                    state.body_ended(&mut source.decoder, &mut batch);
                     ended = true;
                 }
                 Err(fail) => {
-                    // After `[DONE]` or a finish_reason the answer is complete; a broken connection then loses
-                    // nothing.
-                    if !state.done && !state.finished && state.error.is_none() {
-                        state.error = Some(
-                            endpoint
-                                .transport
-                                .direct_failure(fail, "reading the stream from")
-                                .error,
-                        );
-                    }
+                    state.connection_failed(|| {
+                        endpoint
+                            .transport
+                            .direct_failure(fail, "reading the stream from")
+                            .error
+                    });
                     ended = true;
                 }
             }
@@ -350,11 +341,11 @@ impl ChatStream {
                 break;
             }
         }
-        source_ref.done = state.done;
-        source_ref.finished = state.finished;
-        source_ref.model_seen = state.model_seen;
+        source.done = state.done;
+        source.finished = state.finished;
+        source.model_seen = state.model_seen;
         if let Some(err) = state.error.take() {
-            self.failed = Some(err.with_request_id(source_ref.request_id.as_deref()));
+            self.failed = Some(err.with_request_id(source.request_id.as_deref()));
         } else if state.done && !ended {
             // The answer is complete: what is left of the body (its end, normally already here) is read now, so
             // the connection can carry the next request; a body that needs waiting for is closed instead.
@@ -433,6 +424,32 @@ pub(super) struct DecodeState<'a> {
 }
 
 impl DecodeState<'_> {
+    /// Whether nothing more can change the stream's outcome: its answer is complete (`[DONE]` or a finish_reason),
+    /// or it already failed.
+    fn settled(&self) -> bool {
+        self.done || self.finished || self.error.is_some()
+    }
+
+    /// The body ended: what the decoder still holds is decoded, and an end before the answer was complete is the
+    /// stream's error.
+    fn body_ended(&mut self, decoder: &mut SseDecoder, batch: &mut Vec<ChatChunk>) {
+        decoder.finish_with(|event| self.on_event(event, batch));
+        if !self.settled() {
+            self.error = Some(Error::api(format!(
+                "stream ended before completion (workload {:?} sent no [DONE] and no finish_reason)",
+                self.slug
+            )));
+        }
+    }
+
+    /// The connection failed: the stream's error, unless the answer was already complete (a broken connection then
+    /// loses nothing).
+    fn connection_failed(&mut self, error: impl FnOnce() -> Error) {
+        if !self.settled() {
+            self.error = Some(error());
+        }
+    }
+
     /// One network read through the decoder: its events into `batch`, and an event past the size cap as the
     /// stream's error.
     pub(super) fn feed(
@@ -546,25 +563,16 @@ pub(super) async fn pump(
                 false
             }
             Ok(None) => {
-                decoder.finish_with(|event| state.on_event(event, &mut batch));
-                if !state.done && !state.finished && state.error.is_none() {
-                    state.error = Some(Error::api(format!(
-                        "stream ended before completion (workload {:?} sent no [DONE] and no finish_reason)",
-                        endpoint.slug
-                    )));
-                }
+                state.body_ended(&mut decoder, &mut batch);
                 true
             }
             Err(err) => {
-                // After `[DONE]` or a finish_reason the answer is complete; a broken connection then loses nothing.
-                if !state.done && !state.finished && state.error.is_none() {
-                    state.error = Some(
-                        endpoint
-                            .transport
-                            .read_error(&err, "reading the stream from")
-                            .0,
-                    );
-                }
+                state.connection_failed(|| {
+                    endpoint
+                        .transport
+                        .read_error(&err, "reading the stream from")
+                        .0
+                });
                 true
             }
         };
