@@ -610,6 +610,19 @@ async fn a_direct_stream_reads_what_the_pool_reads_and_fails_as_it_does() {
     }
     let endpoint = local.workload("direct-faults", "vllm").await;
 
+    // The stream request is the pool's, header for header (`accept: text/event-stream` among them), body for body.
+    local.clear_journal().await;
+    stream_chunks(&endpoint, &request).await;
+    let mut stream = poll_blocking(endpoint.chat_stream(&request), || false)
+        .unwrap()
+        .unwrap();
+    collect_blocking(&mut stream, || false);
+    let entries = local.journal().await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["headers"], entries[1]["headers"]);
+    assert_eq!(entries[0]["body"], entries[1]["body"]);
+    assert_eq!(entries[1]["headers"]["accept"], "text/event-stream");
+
     // Cut after three events: the three chunks, then the error, with the request id.
     local
         .fault(json!({"route": "chat_stream", "count": 1, "fault": {"type": "truncate", "after_events": 3}}))
