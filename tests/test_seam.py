@@ -34,6 +34,7 @@ from inferencekey import (
     ToolCall,
     Usage,
     WorkloadSpec,
+    _aio,
     _core,
 )
 from inferencekey.local import LocalPlatform
@@ -206,7 +207,10 @@ def test_async_streams_hand_out_text_chunks(platform: LocalPlatform, deploy: Dep
 def test_io_threads_never_wait_for_the_interpreter(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
     # Four async requests are answered 503 + Retry-After: 0 once, which the native runtime retries on its own (and
     # logs). Meanwhile this thread holds the interpreter lock in one long C call. If an I/O thread needed the lock
-    # (to log, to hand over a result), the retries would wait for the hold to end; they must not.
+    # (to log, to hand over a result), the retries would wait for the hold to end; they must not. The requests go
+    # through the runtime as on a loop that cannot watch sockets (Windows' proactor): on a loop that can, they run
+    # on the loop's own thread (tests/test_async_loop.py), which, like any asyncio client, goes on only when the
+    # loop runs.
     deploy()
     admin.fault("chat", {"type": "status", "status": 503, "retry_after": 0}, count=4)
     logging.getLogger("inferencekey").setLevel(logging.DEBUG)
@@ -219,6 +223,7 @@ def test_io_threads_never_wait_for_the_interpreter(platform: LocalPlatform, depl
             base_url=platform.url, project=platform.project, api_key=platform.api_key, max_retries=4
         ) as data:
             ep = data.endpoint("support-bot")
+            _aio._WAKERS[asyncio.get_running_loop()] = None  # the runtime's path, woken by the resolver thread
             tasks = [asyncio.create_task(ep.generate_text(prompt=PROMPT, max_tokens=4)) for _ in range(4)]
             await asyncio.sleep(0)  # each task starts its native call and awaits it
             started = time.perf_counter()

@@ -1,6 +1,9 @@
-"""The asyncio side of a native call: ``run`` starts a ``Pending`` call on the native I/O runtime and awaits the
-future it resolves. The native side settles it on this loop's thread, converting the result there: woken through
-the loop's own ``LoopWaker`` socket where the loop can watch one, else through ``call_soon_threadsafe``.
+"""The asyncio side of a native call: ``run`` starts a ``Pending`` call and awaits the future it resolves.
+
+A request whose answer is read whole (chat, embeddings, rerank) runs on the loop's own thread where it can: it goes
+as far as the network allows, and the loop watches its socket to go on, with no other thread involved. Any other call
+runs on the native I/O runtime, and is settled on this loop's thread, converting the result there: woken through the
+loop's own ``LoopWaker`` socket where the loop can watch one, else through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -51,12 +54,20 @@ def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
 
 
 async def run(pending: Pending[_T]) -> _T:
-    """Run ``pending`` on the native runtime and await its result.
+    """Run ``pending`` and await its result.
 
-    Cancelling the await cancels the future, which aborts the native task (closing its connection).
+    Cancelling the await cancels the call: a request on the loop's thread is dropped, a task on the native runtime
+    aborted, and either way its connection is closed.
     """
     # asyncio is loaded by whoever awaits this, so `import inferencekey` does not pay for it (~50 ms).
     loop = sys.modules["asyncio"].get_running_loop()
     future: asyncio.Future[_T] = loop.create_future()
-    pending.start(future, _waker(loop))
-    return await future
+    call = pending.start(future, _waker(loop))
+    if call is None:
+        return await future
+    try:
+        return await future
+    except BaseException:
+        # Cancelled (or settled with an error): a request still running is dropped, which closes its connection.
+        call.close()
+        raise

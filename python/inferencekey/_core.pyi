@@ -24,6 +24,7 @@ __all__ = [
     "Endpoint",
     "Ensured",
     "LocalPlatform",
+    "LoopCall",
     "LoopWaker",
     "ManagementClient",
     "OpenStream",
@@ -89,9 +90,20 @@ class Pending(Generic[_T]):
     """A prepared native call; each runs at most once."""
     def wait(self) -> _T:
         """Run the call on this thread (the interpreter released) and return its result."""
-    def start(self, future: Future[_T], waker: LoopWaker | None = None) -> None:
-        """Run the call on the I/O runtime and resolve `future` on its loop (woken through `waker`, that loop's,
-        when given); cancelling `future` aborts it."""
+    def start(self, future: Future[_T], waker: LoopWaker | None = None) -> LoopCall | None:
+        """Run the call and resolve `future` with its result. A request whose answer is read whole runs on the
+        loop's thread when `waker` (that loop's) is given, and its `LoopCall` is returned, to close if the await ends
+        otherwise; anything else runs on the I/O runtime and resolves `future` on its loop (woken through `waker`
+        when given), and cancelling `future` aborts it."""
+
+@final
+class LoopCall:
+    """A request run on its event loop's thread: the loop calls it when what the request waits for has come."""
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        """Poll the request again (the loop's reader, writer or timer callback, called with no argument); a failure
+        settles its future."""
+    def close(self) -> None:
+        """Stop the request (its await was cancelled or failed), closing its connection."""
 
 @final
 class LoopWaker:

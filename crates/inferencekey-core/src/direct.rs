@@ -38,8 +38,50 @@ const PIECE_READ: usize = 64 * 1024;
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
+/// How the direct requests of a scope wait for the network.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Mode {
+    /// The thread blocks in each connect, write and read, asking `interrupted` every tick.
+    Block(fn() -> bool),
+    /// Nothing blocks: a wait suspends the request (its future returns pending) with the [`Want`] its caller's
+    /// event loop waits for before polling it again.
+    Loop,
+}
+
 thread_local! {
-    static SCOPE: Cell<Option<fn() -> bool>> = const { Cell::new(None) };
+    static SCOPE: Cell<Option<Mode>> = const { Cell::new(None) };
+    static WANT: Cell<Option<Want>> = const { Cell::new(None) };
+}
+
+/// What a request polled in a [`loop_scope`] waits for when its poll returns pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// `fd` readable (or writable, with `write`), or the time `until`, whichever comes first: then poll again.
+    Socket {
+        /// The socket's descriptor.
+        fd: i64,
+        /// Whether the wait is for room to write rather than for bytes to read.
+        write: bool,
+        /// When the wait ends anyway (a timeout the request checks when polled again).
+        until: Instant,
+    },
+    /// The time `until` (a retry's backoff): then poll again.
+    Time {
+        /// When to poll again.
+        until: Instant,
+    },
+    /// This request is not served on this thread (it needs the connection pool): poll it on the I/O runtime from
+    /// now on, where it goes on as if never suspended.
+    Runtime,
+}
+
+/// Restores a thread's previous scope when dropped.
+struct Restore(Option<Mode>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        SCOPE.with(|scope| scope.set(self.0));
+    }
 }
 
 /// Run `f` with blocking requests allowed on this thread: a unary request made in it (polled inside `f`) runs to
@@ -47,28 +89,91 @@ thread_local! {
 /// (and after a system call a signal interrupted); when it answers true, the request ends with an error and its
 /// connection is closed (the caller knows why it stopped).
 pub fn blocking_scope<R>(interrupted: fn() -> bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<fn() -> bool>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            SCOPE.with(|scope| scope.set(self.0));
-        }
-    }
-    let _restore = Restore(SCOPE.with(|scope| scope.replace(Some(interrupted))));
+    let _restore = Restore(SCOPE.with(|scope| scope.replace(Some(Mode::Block(interrupted)))));
     f()
 }
 
-/// The interrupt check of the scope this thread is in, if any.
-pub(crate) fn scope() -> Option<fn() -> bool> {
+/// Run `f` (one poll of a request's future) with requests served without blocking on this thread (an event loop's):
+/// a request on the direct path goes as far as the network allows and is suspended at its first wait. Returns what
+/// `f` returned and, when the poll was suspended, what the request waits for. A future suspended here holds no
+/// waker: its caller polls it again (in a loop scope) once what it waits for comes, or, for [`Want::Runtime`],
+/// hands it to the I/O runtime.
+pub fn loop_scope<R>(f: impl FnOnce() -> R) -> (R, Option<Want>) {
+    let _restore = Restore(SCOPE.with(|scope| scope.replace(Some(Mode::Loop))));
+    WANT.with(|want| want.set(None));
+    let out = f();
+    (out, WANT.with(Cell::take))
+}
+
+/// The mode of the scope this thread is in, if any.
+pub(crate) fn mode() -> Option<Mode> {
     SCOPE.with(Cell::get)
 }
 
-/// The interrupt check of the scope this thread is in, or one that never interrupts (outside a scope, a read on the
-/// direct path still ends, at the latest after the read timeout).
-pub(crate) fn scope_or_none() -> fn() -> bool {
+/// The interrupt check of the blocking scope this thread is in, or one that never interrupts (outside a blocking
+/// scope, a read on the direct path still ends, at the latest after the read timeout).
+pub(crate) fn interrupt_check() -> fn() -> bool {
     fn never() -> bool {
         false
     }
-    scope().unwrap_or(never)
+    match mode() {
+        Some(Mode::Block(interrupted)) => interrupted,
+        _ => never,
+    }
+}
+
+/// Suspends a request once with what it waits for (in a loop scope), then lets it go on when polled again.
+struct Suspend(Option<Want>);
+
+impl std::future::Future for Suspend {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.0.take() {
+            Some(want) => {
+                WANT.with(|slot| slot.set(Some(want)));
+                std::task::Poll::Pending
+            }
+            None => std::task::Poll::Ready(()),
+        }
+    }
+}
+
+/// In a loop scope, hand the request to the I/O runtime (it needs the connection pool); elsewhere, nothing.
+pub(crate) async fn off_loop() {
+    if matches!(mode(), Some(Mode::Loop)) {
+        Suspend(Some(Want::Runtime)).await;
+    }
+}
+
+/// A direct operation in a blocking mode, which never suspends: it ends in its first poll.
+pub(crate) fn at_once<T>(
+    op: impl std::future::Future<Output = Result<T, Fail>>,
+) -> Result<T, Fail> {
+    use futures_util::FutureExt as _;
+    op.now_or_never().unwrap_or_else(|| {
+        Err(Fail::Malformed(
+            "a read that may not wait was suspended".to_owned(),
+        ))
+    })
+}
+
+/// The descriptor an event loop watches for `stream`.
+fn descriptor(stream: &TcpStream) -> i64 {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd as _;
+        i64::from(stream.as_raw_fd())
+    }
+    #[cfg(not(unix))]
+    {
+        // The direct path is Unix only (`Direct::for_base`).
+        let _ = stream;
+        -1
+    }
 }
 
 /// Why one exchange failed.
@@ -93,6 +198,8 @@ pub(crate) enum Fail {
 pub(crate) struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// Whether the socket is in non-blocking mode (last used by a loop scope).
+    nonblocking: bool,
 }
 
 /// The direct connections of one client to its `http://` origin.
@@ -107,6 +214,9 @@ pub(crate) struct Direct {
     user_agent: String,
     idle_limit: Duration,
     idle: Arc<Mutex<Vec<Idle>>>,
+    /// Whether the host is an IP address or `localhost`, which resolve without asking the network: only then may
+    /// an event loop's thread connect (it must never wait for a name server).
+    resolves_locally: bool,
 }
 
 impl Direct {
@@ -131,6 +241,12 @@ impl Direct {
             Some(end) => authority[end..].contains(':'),
             None => authority.contains(':'),
         };
+        let host = match authority.rfind(']') {
+            Some(end) => authority.get(1..end).unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or(authority),
+        };
+        let resolves_locally =
+            host.parse::<std::net::IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost");
         let connect_to = if has_port {
             authority.to_owned()
         } else {
@@ -143,7 +259,17 @@ impl Direct {
             user_agent: user_agent.to_owned(),
             idle_limit,
             idle: Arc::new(Mutex::new(Vec::new())),
+            resolves_locally,
         })
+    }
+
+    /// Whether a request in `mode` may go on this path (an event loop's thread connects only where no name server
+    /// is asked).
+    pub(crate) fn serves(&self, mode: Mode) -> bool {
+        match mode {
+            Mode::Block(_) => true,
+            Mode::Loop => self.resolves_locally,
+        }
     }
 
     /// The `Host` header value.
@@ -165,34 +291,34 @@ impl Direct {
     }
 
     /// Send `request` (its head and body, in one buffer: one write) and read the answer's head, on an idle
-    /// connection or a new one; its body is then read from the returned [`Response`].
-    pub(crate) fn open(
+    /// connection or a new one, waiting as `mode` says; its body is then read from the returned [`Response`].
+    pub(crate) async fn open(
         &self,
         request: &[u8],
         connect_timeout: Duration,
         read_timeout: Duration,
-        interrupted: fn() -> bool,
+        mode: Mode,
     ) -> Result<Response, Fail> {
         let clock = Clock {
-            interrupted,
+            mode,
             silence: read_timeout,
         };
-        if let Some(mut stream) = self.take_idle() {
-            match write_all(&mut stream, request, &clock) {
-                Ok(()) => return self.read_head(stream, &clock),
+        if let Some(mut stream) = self.take_idle(mode) {
+            match write_all(&mut stream, request, &clock).await {
+                Ok(()) => return self.read_head(stream, &clock).await,
                 // The server closed it while it was idle, after the check: the request did not leave, so it goes
                 // on a new connection.
                 Err(Fail::Io { error, .. }) if closed_before_sending(&error) => {}
                 Err(fail) => return Err(fail),
             }
         }
-        let mut stream = self.connect(connect_timeout, &clock)?;
-        write_all(&mut stream, request, &clock)?;
-        self.read_head(stream, &clock)
+        let mut stream = self.connect(connect_timeout, &clock).await?;
+        write_all(&mut stream, request, &clock).await?;
+        self.read_head(stream, &clock).await
     }
 
     /// Read the head of the answer on `stream` (skipping interim 1xx heads).
-    fn read_head(&self, stream: TcpStream, clock: &Clock) -> Result<Response, Fail> {
+    async fn read_head(&self, stream: TcpStream, clock: &Clock) -> Result<Response, Fail> {
         let mut body = Body {
             stream: Some(stream),
             buffer: Vec::new(),
@@ -201,6 +327,7 @@ impl Direct {
             stage: Stage::Done,
             keep_alive: false,
             silence: clock.silence,
+            nonblocking: clock.nonblocking(),
             idle: Arc::clone(&self.idle),
         };
         let head = loop {
@@ -211,7 +338,7 @@ impl Direct {
                 }
                 break head;
             }
-            if body.fill(READ_CHUNK / 4, Wait::Block(clock))? == Filled::End {
+            if body.fill(READ_CHUNK / 4, Wait::Block(clock)).await? == Filled::End {
                 return Err(if body.filled == 0 {
                     Fail::Io {
                         error: io::Error::new(
@@ -236,19 +363,28 @@ impl Direct {
         })
     }
 
-    /// The most recently used idle connection that is still open, closing the stale ones met on the way.
-    fn take_idle(&self) -> Option<TcpStream> {
+    /// The most recently used idle connection that is still open, closing the stale ones met on the way, in the
+    /// blocking mode `mode` needs.
+    fn take_idle(&self, mode: Mode) -> Option<TcpStream> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(Idle { stream, since }) = idle.pop() {
+        while let Some(Idle {
+            stream,
+            since,
+            nonblocking,
+        }) = idle.pop()
+        {
             if since.elapsed() < self.idle_limit && open_and_quiet(&stream) {
-                return Some(stream);
+                let wanted = matches!(mode, Mode::Loop);
+                if nonblocking == wanted || stream.set_nonblocking(wanted).is_ok() {
+                    return Some(stream);
+                }
             }
         }
         None
     }
 
     /// A new connection, each resolved address tried in turn within the connect timeout.
-    fn connect(&self, timeout: Duration, clock: &Clock) -> Result<TcpStream, Fail> {
+    async fn connect(&self, timeout: Duration, clock: &Clock) -> Result<TcpStream, Fail> {
         let started = Instant::now();
         let addresses: Vec<SocketAddr> = self
             .connect_to
@@ -261,7 +397,7 @@ impl Direct {
             if left.is_zero() {
                 return Err(Fail::ConnectTimeout);
             }
-            match connect_one(address, left, clock) {
+            match connect_one(address, left, clock).await {
                 Ok(stream) => return Ok(stream),
                 Err(Fail::Connect(error)) => last = Some(error),
                 Err(fail) => return Err(fail),
@@ -276,36 +412,69 @@ impl Direct {
     }
 }
 
-/// The waits of one exchange: whom to ask about interruption, and the longest silence allowed.
+/// The waits of one exchange: how to wait, and the longest silence allowed.
 pub(crate) struct Clock {
-    interrupted: fn() -> bool,
+    mode: Mode,
     silence: Duration,
 }
 
 impl Clock {
-    /// After a wait that timed out or was interrupted by a signal: whether to go on waiting.
-    fn keep_waiting(&self, quiet_since: Instant, sending: bool) -> Result<(), Fail> {
-        if (self.interrupted)() {
-            return Err(Fail::Interrupted);
-        }
-        if quiet_since.elapsed() >= self.silence {
-            return Err(Fail::Idle { sending });
+    /// Whether the exchange's sockets are non-blocking (a loop scope's).
+    fn nonblocking(&self) -> bool {
+        matches!(self.mode, Mode::Loop)
+    }
+
+    /// After a write or read on `stream` found nothing to do (blocking: it timed out a tick, or a signal
+    /// interrupted it; non-blocking: it would have blocked): whether to go on, having waited as the mode says.
+    async fn wait(
+        &self,
+        stream: &TcpStream,
+        quiet_since: Instant,
+        sending: bool,
+    ) -> Result<(), Fail> {
+        let until = quiet_since + self.silence;
+        match self.mode {
+            Mode::Block(interrupted) => {
+                if interrupted() {
+                    return Err(Fail::Interrupted);
+                }
+                if Instant::now() >= until {
+                    return Err(Fail::Idle { sending });
+                }
+            }
+            Mode::Loop => {
+                if Instant::now() >= until {
+                    return Err(Fail::Idle { sending });
+                }
+                Suspend(Some(Want::Socket {
+                    fd: descriptor(stream),
+                    write: sending,
+                    until,
+                }))
+                .await;
+            }
         }
         Ok(())
     }
 }
 
-/// Sleep `delay` (a retry's backoff), asking `interrupted` every tick; false when interrupted.
-pub(crate) fn sleep(delay: Duration, interrupted: fn() -> bool) -> bool {
+/// Wait `delay` (a retry's backoff) as `mode` says (blocking: asking `interrupted` every tick); false when
+/// interrupted.
+pub(crate) async fn sleep(delay: Duration, mode: Mode) -> bool {
     let until = Instant::now() + delay;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return true;
         }
-        std::thread::sleep(left.min(INTERRUPT_TICK));
-        if interrupted() {
-            return false;
+        match mode {
+            Mode::Block(interrupted) => {
+                std::thread::sleep(left.min(INTERRUPT_TICK));
+                if interrupted() {
+                    return false;
+                }
+            }
+            Mode::Loop => Suspend(Some(Want::Time { until })).await,
         }
     }
 }
@@ -343,51 +512,90 @@ fn readable_now(_stream: &TcpStream) -> bool {
     true
 }
 
-/// Connect to `address` within `timeout`, asking about interruption every tick; the stream is then blocking, with
-/// no delay, its send and receive timeouts one tick.
-fn connect_one(address: SocketAddr, timeout: Duration, clock: &Clock) -> Result<TcpStream, Fail> {
+/// Connect to `address` within `timeout`, waiting as the clock's mode says (blocking: asking about interruption
+/// every tick); the stream then has no delay, send and receive timeouts of one tick, and the blocking mode of the
+/// clock.
+async fn connect_one(
+    address: SocketAddr,
+    timeout: Duration,
+    clock: &Clock,
+) -> Result<TcpStream, Fail> {
     use mio::{Events, Interest, Poll, Token};
     let started = Instant::now();
     let mut stream = mio::net::TcpStream::connect(address).map_err(Fail::Connect)?;
-    let mut poll = Poll::new().map_err(Fail::Connect)?;
-    poll.registry()
-        .register(&mut stream, Token(0), Interest::WRITABLE)
-        .map_err(Fail::Connect)?;
-    let mut events = Events::with_capacity(1);
+    // A blocking wait polls the socket with its own poller; a loop's wait is its event loop's.
+    let mut poller = match clock.mode {
+        Mode::Block(interrupted) => {
+            let poll = Poll::new().map_err(Fail::Connect)?;
+            poll.registry()
+                .register(&mut stream, Token(0), Interest::WRITABLE)
+                .map_err(Fail::Connect)?;
+            Some((poll, Events::with_capacity(1), interrupted))
+        }
+        Mode::Loop => None,
+    };
     loop {
+        if let Some(err) = stream.take_error().map_err(Fail::Connect)? {
+            return Err(Fail::Connect(err));
+        }
+        match stream.peer_addr() {
+            Ok(_) => break,
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
+            Err(err) => return Err(Fail::Connect(err)),
+        }
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
             return Err(Fail::ConnectTimeout);
         }
-        match poll.poll(&mut events, Some(left.min(INTERRUPT_TICK))) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(Fail::Connect(err)),
-        }
-        if !events.is_empty() {
-            if let Some(err) = stream.take_error().map_err(Fail::Connect)? {
-                return Err(Fail::Connect(err));
+        match poller.as_mut() {
+            Some((poll, events, interrupted)) => {
+                match poll.poll(events, Some(left.min(INTERRUPT_TICK))) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(Fail::Connect(err)),
+                }
+                if interrupted() {
+                    return Err(Fail::Interrupted);
+                }
             }
-            match stream.peer_addr() {
-                Ok(_) => break,
-                Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
-                Err(err) => return Err(Fail::Connect(err)),
+            None => {
+                Suspend(Some(Want::Socket {
+                    fd: connecting_descriptor(&stream),
+                    write: true,
+                    until: started + timeout,
+                }))
+                .await;
             }
-        }
-        if (clock.interrupted)() {
-            return Err(Fail::Interrupted);
         }
     }
-    drop(poll.registry().deregister(&mut stream));
+    if let Some((poll, _, _)) = poller.as_ref() {
+        drop(poll.registry().deregister(&mut stream));
+    }
+    drop(poller);
     let stream = TcpStream::from(stream);
+    let nonblocking = clock.nonblocking();
     let setup = |stream: &TcpStream| -> io::Result<()> {
-        stream.set_nonblocking(false)?;
+        stream.set_nonblocking(nonblocking)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(INTERRUPT_TICK))?;
         stream.set_write_timeout(Some(INTERRUPT_TICK))
     };
     setup(&stream).map_err(Fail::Connect)?;
     Ok(stream)
+}
+
+/// The descriptor of a connection being made.
+fn connecting_descriptor(stream: &mio::net::TcpStream) -> i64 {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd as _;
+        i64::from(stream.as_raw_fd())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = stream;
+        -1
+    }
 }
 
 /// Whether a failed read or write only timed out (the tick) or was interrupted by a signal.
@@ -398,7 +606,7 @@ fn waited(error: &io::Error) -> bool {
     )
 }
 
-fn write_all(stream: &mut TcpStream, mut bytes: &[u8], clock: &Clock) -> Result<(), Fail> {
+async fn write_all(stream: &mut TcpStream, mut bytes: &[u8], clock: &Clock) -> Result<(), Fail> {
     let mut quiet_since = Instant::now();
     while !bytes.is_empty() {
         match stream.write(bytes) {
@@ -412,7 +620,7 @@ fn write_all(stream: &mut TcpStream, mut bytes: &[u8], clock: &Clock) -> Result<
                 bytes = &bytes[n..];
                 quiet_since = Instant::now();
             }
-            Err(error) if waited(&error) => clock.keep_waiting(quiet_since, true)?,
+            Err(error) if waited(&error) => clock.wait(stream, quiet_since, true).await?,
             Err(error) => {
                 return Err(Fail::Io {
                     error,
@@ -496,6 +704,8 @@ pub(crate) struct Body {
     keep_alive: bool,
     /// The read timeout: the longest silence of one read.
     silence: Duration,
+    /// Whether the socket is non-blocking (read in a loop scope).
+    nonblocking: bool,
     idle: Arc<Mutex<Vec<Idle>>>,
 }
 
@@ -504,16 +714,36 @@ impl Body {
         &self.buffer[self.at..self.filled]
     }
 
-    /// The clock of one blocking read of this body.
+    /// The clock of reads of this body that block, asking `interrupted` every tick (in the mode the body was
+    /// opened in: a body opened in a loop scope never blocks).
     pub(crate) fn clock(&self, interrupted: fn() -> bool) -> Clock {
         Clock {
-            interrupted,
+            mode: if self.nonblocking {
+                Mode::Loop
+            } else {
+                Mode::Block(interrupted)
+            },
             silence: self.silence,
         }
     }
 
+    /// Put the socket in the blocking mode of the scope reading it now, `mode`: a stream opened on an event loop's
+    /// thread and read by a waiting thread blocks there, and one opened by a waiting thread and read on a loop does
+    /// not. A socket whose mode cannot be set is closed (the body then ends as cut short).
+    pub(crate) fn suit(&mut self, mode: Option<Mode>) {
+        let nonblocking = matches!(mode, Some(Mode::Loop));
+        if nonblocking == self.nonblocking {
+            return;
+        }
+        match self.stream.as_ref().map(|s| s.set_nonblocking(nonblocking)) {
+            Some(Ok(())) => self.nonblocking = nonblocking,
+            Some(Err(_)) => self.stream = None,
+            None => {}
+        }
+    }
+
     /// Read more from the connection, with room for at least `want` bytes.
-    fn fill(&mut self, want: usize, wait: Wait<'_>) -> Result<Filled, Fail> {
+    async fn fill(&mut self, want: usize, wait: Wait<'_>) -> Result<Filled, Fail> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(Filled::End);
         };
@@ -548,7 +778,7 @@ impl Body {
                     return Ok(Filled::More);
                 }
                 Err(error) if waited(&error) => match clock {
-                    Some(clock) => clock.keep_waiting(quiet_since, false)?,
+                    Some(clock) => clock.wait(stream, quiet_since, false).await?,
                     None => return Ok(Filled::Later),
                 },
                 Err(error) => {
@@ -562,8 +792,8 @@ impl Body {
     }
 
     /// Read more of a body that is not complete: its end now means it was cut short.
-    fn more(&mut self, want: usize, wait: Wait<'_>) -> Result<bool, Fail> {
-        match self.fill(want, wait)? {
+    async fn more(&mut self, want: usize, wait: Wait<'_>) -> Result<bool, Fail> {
+        match self.fill(want, wait).await? {
             Filled::More => Ok(true),
             Filled::End => Err(truncated()),
             Filled::Later => Ok(false),
@@ -596,13 +826,14 @@ impl Body {
                 idle.push(Idle {
                     stream,
                     since: Instant::now(),
+                    nonblocking: self.nonblocking,
                 });
             }
         }
     }
 
     /// The next piece of the body, waiting for it as `wait` allows.
-    pub(crate) fn piece(&mut self, wait: Wait<'_>) -> Result<Piece<'_>, Fail> {
+    pub(crate) async fn piece(&mut self, wait: Wait<'_>) -> Result<Piece<'_>, Fail> {
         loop {
             match self.stage {
                 Stage::Done => return Ok(Piece::End),
@@ -612,7 +843,7 @@ impl Body {
                 }
                 Stage::ChunkData { left: 0 } => self.stage = Stage::ChunkEnd,
                 Stage::Length { left } | Stage::ChunkData { left } => {
-                    if self.at == self.filled && !self.more(PIECE_READ, wait)? {
+                    if self.at == self.filled && !self.more(PIECE_READ, wait).await? {
                         return Ok(Piece::Later);
                     }
                     let start = self.at;
@@ -627,7 +858,7 @@ impl Body {
                 }
                 Stage::UntilClose => {
                     if self.at == self.filled {
-                        match self.fill(PIECE_READ, wait)? {
+                        match self.fill(PIECE_READ, wait).await? {
                             Filled::More => {}
                             Filled::End => {
                                 self.stage = Stage::Done;
@@ -643,7 +874,7 @@ impl Body {
                 }
                 Stage::ChunkSize => {
                     let Some(end) = self.line_end()? else {
-                        if !self.more(PIECE_READ, wait)? {
+                        if !self.more(PIECE_READ, wait).await? {
                             return Ok(Piece::Later);
                         }
                         continue;
@@ -663,7 +894,7 @@ impl Body {
                 }
                 Stage::ChunkEnd => {
                     if self.filled - self.at < 2 {
-                        if !self.more(PIECE_READ, wait)? {
+                        if !self.more(PIECE_READ, wait).await? {
                             return Ok(Piece::Later);
                         }
                         continue;
@@ -676,7 +907,7 @@ impl Body {
                 }
                 Stage::Trailers => {
                     let Some(end) = self.line_end()? else {
-                        if !self.more(PIECE_READ, wait)? {
+                        if !self.more(PIECE_READ, wait).await? {
                             return Ok(Piece::Later);
                         }
                         continue;
@@ -693,17 +924,17 @@ impl Body {
     }
 
     /// The whole body, waiting for it (a body of known length is read into one buffer and kept as it is).
-    pub(crate) fn read_all(mut self, clock: &Clock) -> Result<Bytes, Fail> {
+    pub(crate) async fn read_all(mut self, clock: &Clock) -> Result<Bytes, Fail> {
         if let Stage::Length { left } = self.stage {
             let (start, end) = (self.at, self.at + left);
-            self.read_to(end, clock)?;
+            self.read_to(end, clock).await?;
             self.at = end;
             self.complete();
             return Ok(Bytes::from(std::mem::take(&mut self.buffer)).slice(start..end));
         }
         let mut all = Vec::new();
         loop {
-            match self.piece(Wait::Block(clock))? {
+            match self.piece(Wait::Block(clock)).await? {
                 Piece::Data(bytes) => all.extend_from_slice(bytes),
                 Piece::End => return Ok(Bytes::from(all)),
                 Piece::Later => return Err(truncated()),
@@ -713,7 +944,7 @@ impl Body {
 
     /// Read until `end` bytes are in the buffer, straight into its spare capacity: a large body (an embeddings
     /// answer of a megabyte) is read into memory that was never zeroed first.
-    fn read_to(&mut self, end: usize, clock: &Clock) -> Result<(), Fail> {
+    async fn read_to(&mut self, end: usize, clock: &Clock) -> Result<(), Fail> {
         let Some(stream) = self.stream.as_mut() else {
             return Err(truncated());
         };
@@ -732,7 +963,7 @@ impl Body {
                 // The limit reached, or the end of the stream before it.
                 Ok(_) if self.filled < end => return Err(truncated()),
                 Ok(_) => {}
-                Err(error) if waited(&error) => clock.keep_waiting(quiet_since, false)?,
+                Err(error) if waited(&error) => clock.wait(stream, quiet_since, false).await?,
                 Err(error) => {
                     return Err(Fail::Io {
                         error,
@@ -747,7 +978,7 @@ impl Body {
     /// Finish the body with what the network already delivered, so that its connection can be reused; a body that
     /// needs more is dropped with its connection. For a stream whose answer is complete (its last event read).
     pub(crate) fn finish_now(mut self) {
-        while let Ok(Piece::Data(_)) = self.piece(Wait::Arrived) {}
+        while let Ok(Piece::Data(_)) = at_once(self.piece(Wait::Arrived)) {}
     }
 }
 

@@ -637,11 +637,12 @@ impl Transport {
     }
 
     /// The whole 2xx body of `request` and its `x-request-id`, retries included; every failure after the 2xx
-    /// answer carries the request id. Inside a blocking scope (a caller's thread waiting on this one request) with
-    /// a direct path, the request runs to its end right here, on that thread; otherwise through the pool.
+    /// answer carries the request id. Inside a blocking scope (a caller's thread waiting on this one request) or a
+    /// loop scope (an event loop's thread) with a direct path, the request runs right here, on that thread;
+    /// otherwise through the pool.
     pub(crate) async fn fetch(&self, request: &Request<'_>) -> Result<(Bytes, Option<String>)> {
-        if let Some(opened) = self.open_blocking(request) {
-            return self.read_whole(opened?);
+        if let Some(opened) = self.open_here(request).await {
+            return self.read_whole(opened?).await;
         }
         let response = self.send(request).await?;
         let request_id = request_id(&response);
@@ -654,11 +655,14 @@ impl Transport {
         }
     }
 
-    /// The whole body of an answer opened on the direct path, read on this thread (asking the scope, if any, about
-    /// interruption), and its `x-request-id`; a failure carries the request id.
-    pub(crate) fn read_whole(&self, response: direct::Response) -> Result<(Bytes, Option<String>)> {
-        let clock = response.body.clock(crate::direct::scope_or_none());
-        match response.body.read_all(&clock) {
+    /// The whole body of an answer opened on the direct path, read on this thread (asking the blocking scope, if
+    /// any, about interruption), and its `x-request-id`; a failure carries the request id.
+    pub(crate) async fn read_whole(
+        &self,
+        response: direct::Response,
+    ) -> Result<(Bytes, Option<String>)> {
+        let clock = response.body.clock(crate::direct::interrupt_check());
+        match response.body.read_all(&clock).await {
             Ok(body) => Ok((body, response.request_id)),
             Err(fail) => Err(self
                 .direct_failure(fail, "reading the response from")
@@ -667,31 +671,37 @@ impl Transport {
         }
     }
 
-    /// Send `request` on the direct path when this thread may block on it (inside a blocking scope, with a direct
-    /// path): the first 2xx answer, its body unread, retries included. `None` where the pool must send it.
-    pub(crate) fn open_blocking(&self, request: &Request<'_>) -> Option<Result<direct::Response>> {
-        let direct = self.pools.direct.as_ref()?;
-        let interrupted = crate::direct::scope()?;
-        Some(self.open_direct(direct, request, interrupted))
+    /// Send `request` on the direct path when this thread serves it (inside a blocking or loop scope, with a
+    /// direct path for it): the first 2xx answer, its body unread, retries included. `None` where the pool must
+    /// send it.
+    pub(crate) async fn open_here(
+        &self,
+        request: &Request<'_>,
+    ) -> Option<Result<direct::Response>> {
+        let mode = crate::direct::mode()?;
+        let direct = self
+            .pools
+            .direct
+            .as_ref()
+            .filter(|direct| direct.serves(mode))?;
+        Some(self.open_direct(direct, request, mode).await)
     }
 
     /// `send` on the direct path, on this thread: the first 2xx answer, its body unread.
-    fn open_direct(
+    async fn open_direct(
         &self,
         direct: &Direct,
         request: &Request<'_>,
-        interrupted: fn() -> bool,
+        mode: direct::Mode,
     ) -> Result<direct::Response> {
         let message = self.direct_message(direct, request);
         let mut retries_done = 0;
         loop {
             let started = Instant::now();
-            let failed = match direct.open(
-                &message,
-                self.connect_timeout,
-                self.read_timeout,
-                interrupted,
-            ) {
+            let failed = match direct
+                .open(&message, self.connect_timeout, self.read_timeout, mode)
+                .await
+            {
                 Ok(response) => {
                     log::debug!(
                         "{:?} {} -> {} in {} ms",
@@ -703,12 +713,12 @@ impl Transport {
                     if (200..300).contains(&response.status) {
                         return Ok(response);
                     }
-                    self.direct_status_error(response, interrupted)
+                    self.direct_status_error(response).await
                 }
                 Err(fail) => self.direct_failure(fail, "reading the response from"),
             };
             let delay = self.next_retry(request, failed, retries_done)?;
-            if !crate::direct::sleep(delay, interrupted) {
+            if !crate::direct::sleep(delay, mode).await {
                 return Err(interrupted_error());
             }
             retries_done += 1;
@@ -717,14 +727,10 @@ impl Transport {
 
     /// The error of an answer that is not 2xx, its body read for the message (as much as arrives in the read
     /// timeout), and whether to retry it.
-    fn direct_status_error(
-        &self,
-        response: direct::Response,
-        interrupted: fn() -> bool,
-    ) -> AttemptError {
+    async fn direct_status_error(&self, response: direct::Response) -> AttemptError {
         let status = response.status;
-        let clock = response.body.clock(interrupted);
-        let body = match response.body.read_all(&clock) {
+        let clock = response.body.clock(crate::direct::interrupt_check());
+        let body = match response.body.read_all(&clock).await {
             Ok(body) => body,
             Err(Fail::Interrupted) => {
                 return AttemptError {
@@ -846,6 +852,8 @@ impl Transport {
         &self,
         request: &Request<'_>,
     ) -> std::result::Result<reqwest::Response, AttemptError> {
+        // The pool's requests run on the I/O runtime, never on an event loop's thread.
+        crate::direct::off_loop().await;
         let started = Instant::now();
         let client = self.pools.client().map_err(|error| AttemptError {
             error,

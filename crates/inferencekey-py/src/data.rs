@@ -333,10 +333,13 @@ impl Endpoint {
             false,
         )?;
         let endpoint = self.for_call(py, call)?;
-        Ok(Pending::from(Call::unary(
-            async move { endpoint.chat(&request).await },
-            results::text_result,
-        )))
+        Ok(Pending::from(
+            Call::unary(
+                async move { endpoint.chat(&request).await },
+                results::text_result,
+            )
+            .on_loop(true),
+        ))
     }
 
     /// A streamed chat completion; resolves to an `OpenStream` once the response has begun. `options` as for
@@ -355,10 +358,13 @@ impl Endpoint {
     ) -> PyResult<Pending> {
         let request = chat_request(py, prompt, messages, temperature, max_tokens, options, true)?;
         let endpoint = self.for_call(py, call)?;
-        Ok(Pending::from(Call::unary(
-            async move { endpoint.chat_stream(&request).await },
-            |py, stream| Ok(Bound::new(py, OpenStream::from(stream))?.into_any()),
-        )))
+        Ok(Pending::from(
+            Call::unary(
+                async move { endpoint.chat_stream(&request).await },
+                |py, stream| Ok(Bound::new(py, OpenStream::from(stream))?.into_any()),
+            )
+            .on_loop(true),
+        ))
     }
 
     /// Embeddings of `input` (a string or a list of strings); resolves to an `EmbedResult`.
@@ -379,14 +385,17 @@ impl Endpoint {
         let options = core::EmbedOptions::from_user(dimensions, extra_body)
             .map_err(|err| to_pyerr(py, err))?;
         let endpoint = self.core(py)?;
-        Ok(Pending::from(Call::unary(
-            async move {
-                endpoint
-                    .embed_with(texts, core::EmbeddingFormat::default(), &options)
-                    .await
-            },
-            results::embed_result,
-        )))
+        Ok(Pending::from(
+            Call::unary(
+                async move {
+                    endpoint
+                        .embed_with(texts, core::EmbeddingFormat::default(), &options)
+                        .await
+                },
+                results::embed_result,
+            )
+            .on_loop(true),
+        ))
     }
 
     /// A batch embedding job on this endpoint (`batch_size` inputs per request, at most `max_concurrency` in flight),
@@ -429,9 +438,12 @@ impl Endpoint {
             .transpose()
             .map_err(|err| to_pyerr(py, err))?;
         let endpoint = self.core(py)?;
-        Ok(Pending::from(Call::unary(
-            async move { endpoint.rerank(&query, documents, top_n).await },
-            results::rerank_result,
-        )))
+        Ok(Pending::from(
+            Call::unary(
+                async move { endpoint.rerank(&query, documents, top_n).await },
+                results::rerank_result,
+            )
+            .on_loop(true),
+        ))
     }
 }

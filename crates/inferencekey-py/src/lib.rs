@@ -75,6 +75,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime::_panicking_call, m)?)?;
     m.add_class::<runtime::Pending>()?;
     m.add_class::<runtime::LoopWaker>()?;
+    m.add_class::<runtime::LoopCall>()?;
     m.add_class::<results::RawJson>()?;
     m.add_class::<results::Vectors>()?;
     m.add_class::<management::ManagementClient>()?;

@@ -27,6 +27,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
+use inferencekey_core::direct::Want;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use tokio::runtime::Runtime;
@@ -348,11 +349,16 @@ type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 /// Turns the value of a core call into its Python object.
 pub type ToPy<T> = for<'py> fn(Python<'py>, T) -> PyResult<Bound<'py, PyAny>>;
 
+/// The core future of a call, its value still to convert.
+type CallFuture = Pin<Box<dyn Future<Output = inferencekey_core::Result<Convert>> + Send>>;
+
 /// One core call, prepared from converted arguments.
 pub struct Call {
-    future: Pin<Box<dyn Future<Output = inferencekey_core::Result<Convert>> + Send>>,
+    future: CallFuture,
     /// One unary request: a blocking wait may run it on the direct path.
     unary: bool,
+    /// One request whose answer is read whole: an event loop's thread may run it on the direct path.
+    on_loop: bool,
 }
 
 impl Call {
@@ -369,6 +375,7 @@ impl Call {
         Self {
             future: Box::pin(future),
             unary: false,
+            on_loop: false,
         }
     }
 
@@ -386,6 +393,15 @@ impl Call {
         }
     }
 
+    /// This call, allowed (`allowed`) to run on its event loop's thread: it waits for nothing but the core's direct
+    /// path, which suspends it there, or it hands itself to the I/O runtime (a request the pool sends).
+    pub fn on_loop(self, allowed: bool) -> Self {
+        Self {
+            on_loop: allowed,
+            ..self
+        }
+    }
+
     /// Run the call on this thread and return its Python result.
     pub fn wait(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.wait_on(py, &*thread_driver()?)
@@ -397,10 +413,35 @@ impl Call {
         convert(py)
     }
 
-    /// Run the call on the I/O runtime; its outcome resolves the asyncio `future` on that future's loop, through
-    /// `waker` (that loop's) when given, else through the resolver thread.
-    pub fn start(self, future: &Bound<'_, PyAny>, waker: Option<&LoopWaker>) -> PyResult<()> {
-        logs::refresh_level(future.py());
+    /// Run the call for the asyncio `future`. A request that may run on the event loop's thread (`waker` given:
+    /// a loop that watches descriptors) starts there, and its `LoopCall` is returned, to be closed if the await is
+    /// cancelled; any other call runs on the I/O runtime, and its outcome resolves `future` through `waker`, else
+    /// through the resolver thread (cancelling `future` aborts it).
+    pub fn start(
+        self,
+        future: &Bound<'_, PyAny>,
+        waker: Option<&LoopWaker>,
+    ) -> PyResult<Option<Py<LoopCall>>> {
+        let py = future.py();
+        logs::refresh_level(py);
+        if let (true, Some(waker)) = (self.on_loop, waker) {
+            let call = Bound::new(
+                py,
+                LoopCall {
+                    future: future.clone().unbind(),
+                    event_loop: future.call_method0("get_loop")?.unbind(),
+                    queue: Arc::clone(&waker.queue),
+                    state: Mutex::new(LoopState {
+                        call: Some(self.future),
+                        watching: None,
+                        timer: None,
+                        spawned: None,
+                    }),
+                },
+            )?;
+            LoopCall::step(&call)?;
+            return Ok(Some(call.unbind()));
+        }
         let route = match waker {
             Some(waker) => Route::Loop(Arc::clone(&waker.queue)),
             None => Route::Resolver {
@@ -408,31 +449,191 @@ impl Call {
                 resolver: resolver()?,
             },
         };
-        let completion = Completion {
-            future: future.clone().unbind(),
-            outcome: None,
-        };
-        let call = self.future;
-        let task = runtime()?.spawn(async move {
-            // Dropped with the task, however it ends: a panic or an abort still resolves the future.
-            let mut guard = Resolving {
-                completion: Some(completion),
-                route: Some(route),
-            };
-            let outcome = match AssertUnwindSafe(call).catch_unwind().await {
-                Ok(result) => Outcome::Done(result),
-                Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
-            };
-            guard.finish(outcome);
-        });
+        let task = spawn(self.future, future.clone().unbind(), route)?;
         let abort = AbortOnCancel {
-            handle: task.abort_handle(),
+            handle: task.clone(),
         };
         if let Err(err) = future.call_method1("add_done_callback", (abort,)) {
             task.abort();
             return Err(err);
         }
+        Ok(None)
+    }
+}
+
+/// Run `call` on the I/O runtime; its outcome (whatever ends the task) resolves `future` through `route`.
+fn spawn(call: CallFuture, future: Py<PyAny>, route: Route) -> PyResult<AbortHandle> {
+    let completion = Completion {
+        future,
+        outcome: None,
+    };
+    let task = runtime()?.spawn(async move {
+        // Dropped with the task, however it ends: a panic or an abort still resolves the future.
+        let mut guard = Resolving {
+            completion: Some(completion),
+            route: Some(route),
+        };
+        let outcome = match AssertUnwindSafe(call).catch_unwind().await {
+            Ok(result) => Outcome::Done(result),
+            Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+        };
+        guard.finish(outcome);
+    });
+    Ok(task.abort_handle())
+}
+
+/// Where a call run on its event loop's thread stands.
+struct LoopState {
+    /// The call, while it is suspended between polls.
+    call: Option<CallFuture>,
+    /// The descriptor registered with the loop, and whether for writing.
+    watching: Option<(i64, bool)>,
+    /// The loop's timer for the end of the wait.
+    timer: Option<Py<PyAny>>,
+    /// The task, once the call was handed to the I/O runtime.
+    spawned: Option<AbortHandle>,
+}
+
+/// A request run on its event loop's thread, with nothing blocking: each poll goes as far as the network allows,
+/// then the loop watches the socket the request waits for (and a timer for its timeout) and calls this object
+/// (`__call__`) to poll again. No other thread is involved. A request the direct path does not serve (TLS, a
+/// proxy) is handed to the I/O runtime at its first poll, and settles through the loop's `LoopWaker` queue.
+#[pyclass(module = "inferencekey._core", frozen)]
+pub struct LoopCall {
+    future: Py<PyAny>,
+    event_loop: Py<PyAny>,
+    queue: Arc<LoopQueue>,
+    state: Mutex<LoopState>,
+}
+
+impl LoopCall {
+    fn state(&self) -> PyResult<std::sync::MutexGuard<'_, LoopState>> {
+        self.state
+            .lock()
+            .map_err(|_| internal_error("a loop call's lock was poisoned"))
+    }
+
+    /// Stop watching: the socket's registration and the timer go.
+    fn unwatch(&self, py: Python<'_>, state: &mut LoopState) -> PyResult<()> {
+        let event_loop = self.event_loop.bind(py);
+        let removed = match state.watching.take() {
+            Some((fd, false)) => event_loop.call_method1("remove_reader", (fd,)).map(drop),
+            Some((fd, true)) => event_loop.call_method1("remove_writer", (fd,)).map(drop),
+            None => Ok(()),
+        };
+        if let Some(timer) = state.timer.take() {
+            timer.bind(py).call_method0("cancel")?;
+        }
+        removed
+    }
+
+    /// Poll the call once on this thread (the interpreter released), and settle it, watch what it waits for, or
+    /// hand it to the runtime.
+    fn step(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut call = {
+            let mut state = this.state()?;
+            this.unwatch(py, &mut state)?;
+            match state.call.take() {
+                Some(call) => call,
+                // Closed, or handed to the runtime.
+                None => return Ok(()),
+            }
+        };
+        let (polled, want) = py.detach(|| {
+            inferencekey_core::direct::loop_scope(|| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    call.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                }))
+            })
+        });
+        let outcome = match polled {
+            Ok(Poll::Ready(result)) => Outcome::Done(result),
+            Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+            Ok(Poll::Pending) => return this.suspend(slf, call, want),
+        };
+        // The call ends here: its connection is back in the pool, or closed.
+        drop(call);
+        Completion {
+            future: this.future.clone_ref(py),
+            outcome: Some(outcome),
+        }
+        .settle(py)?;
+        logs::drain(py)
+    }
+
+    /// Keep the suspended `call` until what it waits for comes (the loop calls this object then), or hand it to
+    /// the runtime.
+    fn suspend(&self, slf: &Bound<'_, Self>, call: CallFuture, want: Option<Want>) -> PyResult<()> {
+        let py = slf.py();
+        let (watch, until) = match want {
+            Some(Want::Socket { fd, write, until }) => (Some((fd, write)), until),
+            Some(Want::Time { until }) => (None, until),
+            // The pool's request (or a wait of the runtime's kind): it goes on there.
+            Some(Want::Runtime) | None => {
+                let task = spawn(
+                    call,
+                    self.future.clone_ref(py),
+                    Route::Loop(Arc::clone(&self.queue)),
+                )?;
+                self.state()?.spawned = Some(task);
+                return Ok(());
+            }
+        };
+        let event_loop = self.event_loop.bind(py);
+        let mut state = self.state()?;
+        state.call = Some(call);
+        if let Some((fd, write)) = watch {
+            let method = if write { "add_writer" } else { "add_reader" };
+            event_loop.call_method1(method, (fd, slf))?;
+            state.watching = Some((fd, write));
+        }
+        let delay = until
+            .saturating_duration_since(std::time::Instant::now())
+            .as_secs_f64();
+        state.timer = Some(
+            event_loop
+                .call_method1("call_later", (delay, slf))?
+                .unbind(),
+        );
         Ok(())
+    }
+}
+
+#[pymethods]
+impl LoopCall {
+    /// Poll the request again (what it waited for came); a failure settles its future.
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let Err(err) = Self::step(slf) else {
+            return Ok(());
+        };
+        let py = slf.py();
+        let this = slf.get();
+        // Nothing polls it any more: the request is dropped (closing its connection) and the await fails.
+        if let Ok(mut state) = this.state() {
+            let _ = this.unwatch(py, &mut state);
+            state.call = None;
+        }
+        let future = this.future.bind(py);
+        if !future.call_method0("done")?.is_truthy()? {
+            future.call_method1("set_exception", (err.into_value(py),))?;
+        }
+        Ok(())
+    }
+
+    /// Stop the request (its await was cancelled or failed): its connection is closed, and the runtime's task, if
+    /// it was handed there, aborted.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let mut state = self.state()?;
+        let unwatched = self.unwatch(py, &mut state);
+        let call = state.call.take();
+        if let Some(task) = state.spawned.take() {
+            task.abort();
+        }
+        drop(state);
+        drop(call);
+        unwatched
     }
 }
 
@@ -843,14 +1044,15 @@ impl Pending {
         self.take()?.wait(py)
     }
 
-    /// Run the call on the I/O runtime and resolve `future` (from `loop.create_future()`) with its result,
+    /// Run the call and resolve `future` (from `loop.create_future()`) with its result: a request on the loop's
+    /// thread (returning its `LoopCall`, to close if the await ends otherwise), anything else on the I/O runtime,
     /// through `waker` (the `LoopWaker` of the future's loop) when given.
     #[pyo3(signature = (future, waker=None))]
     fn start(
         &self,
         future: &Bound<'_, PyAny>,
         waker: Option<PyRef<'_, LoopWaker>>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<Py<LoopCall>>> {
         self.take()?.start(future, waker.as_deref())
     }
 }

@@ -235,19 +235,24 @@ impl ChatStream {
             None
         };
         let state = Arc::clone(&self.state);
-        Ok(Pending::from(Call::new(
-            async move {
-                let Some(mut stream) = stream else {
-                    return Ok(buffered);
-                };
-                let batch = stream.next_batch(STREAM_BATCH).await;
-                if let Ok(mut state) = state.lock() {
-                    state.returned(stream, &batch);
-                }
-                batch.map(VecDeque::from)
-            },
-            |py, chunks| Ok(Bound::new(py, ChunkBatch::from(chunks))?.into_any()),
-        )))
+        // A direct stream's batch is read on the awaiting loop's thread; one a task reads is awaited on the runtime.
+        let direct = stream.as_ref().is_some_and(core::ChatStream::is_direct);
+        Ok(Pending::from(
+            Call::new(
+                async move {
+                    let Some(mut stream) = stream else {
+                        return Ok(buffered);
+                    };
+                    let batch = stream.next_batch(STREAM_BATCH).await;
+                    if let Ok(mut state) = state.lock() {
+                        state.returned(stream, &batch);
+                    }
+                    batch.map(VecDeque::from)
+                },
+                |py, chunks| Ok(Bound::new(py, ChunkBatch::from(chunks))?.into_any()),
+            )
+            .on_loop(direct),
+        ))
     }
 
     /// Read the rest of the stream and resolve to the whole reply as a `TextResult` (text, model, finish reason,
@@ -271,24 +276,28 @@ impl ChatStream {
             (state.stream.lend()?, state.reply.clone())
         };
         let state = Arc::clone(&self.state);
-        // Unary: a sync wait reads the rest of a direct stream on its own thread.
-        Ok(Pending::from(Call::unary(
-            async move {
-                let Some(mut stream) = stream else {
-                    return done.ok_or_else(|| core::no_final_result(core::Unfinished::Closed));
-                };
-                let reply = stream.final_result().await;
-                if let Ok(mut state) = state.lock() {
-                    state.stream.give_back(None);
-                    match &reply {
-                        Ok(reply) => state.reply = Some(reply.clone()),
-                        Err(_) => state.failed = true,
+        let direct = stream.as_ref().is_some_and(core::ChatStream::is_direct);
+        // Unary: a sync wait reads the rest of a direct stream on its own thread, an async one on its loop's.
+        Ok(Pending::from(
+            Call::unary(
+                async move {
+                    let Some(mut stream) = stream else {
+                        return done.ok_or_else(|| core::no_final_result(core::Unfinished::Closed));
+                    };
+                    let reply = stream.final_result().await;
+                    if let Ok(mut state) = state.lock() {
+                        state.stream.give_back(None);
+                        match &reply {
+                            Ok(reply) => state.reply = Some(reply.clone()),
+                            Err(_) => state.failed = true,
+                        }
                     }
-                }
-                reply
-            },
-            results::streamed_text_result,
-        )))
+                    reply
+                },
+                results::streamed_text_result,
+            )
+            .on_loop(direct),
+        ))
     }
 
     /// Close the stream and its connection; iteration ends. Idempotent.

@@ -313,20 +313,20 @@ impl Endpoint {
     }
 
     /// A streamed chat completion. The request is made here, so HTTP errors are returned by this call; the
-    /// body is then read and decoded by a background task, or inside a blocking scope with a direct path, by the
-    /// thread that reads the stream.
+    /// body is then read and decoded by a background task, or, opened inside a blocking or loop scope with a direct
+    /// path, by whoever asks the stream for its next batch (the waiting thread, or the event loop's).
     pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
         let body = self.chat_body(request, true)?;
         let transport = &self.inner.transport;
         let request = self.post(&self.inner.chat_url, body, true);
-        if let Some(opened) = transport.open_blocking(&request) {
+        if let Some(opened) = transport.open_here(&request).await {
             let response = opened?;
             let request_id = response.request_id.clone();
             let kind = self.stream_kind(response.content_type.as_deref(), request_id.as_deref())?;
             return match kind {
                 StreamKind::Events => Ok(ChatStream::direct(response, self.inner.clone())),
                 StreamKind::Whole => {
-                    let (bytes, request_id) = transport.read_whole(response)?;
+                    let (bytes, request_id) = transport.read_whole(response).await?;
                     self.whole_stream(bytes)
                         .map_err(|err| err.with_request_id(request_id.as_deref()))
                 }

@@ -213,7 +213,7 @@ impl ChatStream {
         let mut out = self.take_buffered(max);
         if self.direct.is_some() {
             // Read right here, on this thread (which waits for it): a direct stream has no task to wait for.
-            return self.read_direct(out, max, crate::direct::scope_or_none());
+            return self.read_direct(out, max).await;
         }
         if out.is_empty() && self.failed.is_none() {
             if let Some(receiver) = self.receiver.as_mut() {
@@ -287,14 +287,15 @@ impl ChatStream {
         Some(self.hand_out(out))
     }
 
+    /// Whether the stream's body is read on the direct path, by whoever asks for a batch (no task reads it).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// `next_batch` of a direct stream: wait for the network until at least one chunk is decoded (or the end, or
-    /// a failure), then decode what else was already read, without waiting.
-    fn read_direct(
-        &mut self,
-        mut out: Vec<ChatChunk>,
-        max: usize,
-        interrupted: fn() -> bool,
-    ) -> Result<Vec<ChatChunk>> {
+    /// a failure), then decode what else was already read, without waiting. The wait blocks in a blocking scope
+    /// (asking it about interruption) and suspends in a loop scope; elsewhere it blocks.
+    async fn read_direct(&mut self, mut out: Vec<ChatChunk>, max: usize) -> Result<Vec<ChatChunk>> {
         if !out.is_empty() || self.failed.is_some() {
             return self.hand_out(out);
         }
@@ -309,7 +310,8 @@ impl ChatStream {
             model_seen: source.model_seen,
             error: None,
         };
-        let clock = source.body.clock(interrupted);
+        source.body.suit(crate::direct::mode());
+        let clock = source.body.clock(crate::direct::interrupt_check());
         let mut batch = Vec::new();
         let mut ended = false;
         loop {
@@ -318,7 +320,7 @@ impl ChatStream {
             } else {
                 crate::direct::Wait::Buffered
             };
-            match source.body.piece(wait) {
+            match source.body.piece(wait).await {
                 Ok(crate::direct::Piece::Data(bytes)) => {
                     state.feed(&mut source.decoder, bytes, &mut batch);
                 }

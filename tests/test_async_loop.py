@@ -1,0 +1,283 @@
+# Async requests (chat, embeddings, rerank, and streams with their batches) run on the event loop's own thread over a
+# plain http:// base URL: no I/O thread is started, the loop watches the socket, and every guarantee of the runtime
+# path holds there too: timeouts, retries with their backoff, cancellation closing the connection, loops in many
+# threads sharing one client, large answers read across many wake-ups, and streams read as the sync ones are.
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import (
+    ENDLESS_MS,
+    HANG_GUARD,
+    PROMPT,
+    STREAM_BACKENDS,
+    Admin,
+    Deploy,
+    child_env,
+    run_python,
+    unused_port,
+)
+from test_threads import connections_to
+
+from inferencekey import (
+    ApiConnectionError,
+    ApiTimeoutError,
+    AsyncDataClient,
+    DataClient,
+    RateLimitError,
+    TextResult,
+)
+from inferencekey.local import LocalPlatform
+
+
+def adata(platform: LocalPlatform, **options: Any) -> AsyncDataClient:
+    return AsyncDataClient(base_url=platform.url, project=platform.project, api_key=platform.api_key, **options)
+
+
+NO_IO_THREAD = """
+import asyncio, os
+from inferencekey import AsyncDataClient
+
+def threads():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/comm") as f:
+            names.append(f.read().strip())
+    return sorted(names)
+
+async def main():
+    async with AsyncDataClient.from_env() as data:
+        endpoint = data.endpoint("support-bot")
+        texts = await asyncio.gather(*(endpoint.generate_text(prompt="hi", max_tokens=4) for _ in range(8)))
+        vectors = await data.endpoint("embedder").embed(input=["a", "b", "c"])
+        ranked = await data.endpoint("ranker").rerank(query="q", documents=["x", "y"])
+        async with await endpoint.generate_text_stream(prompt="hi", max_tokens=4) as stream:
+            streamed = "".join([chunk.text async for chunk in stream])
+        stream = await endpoint.generate_text_stream(prompt="hi", max_tokens=4)
+        final = await stream.final_result()
+        return [t.text for t in texts] + [streamed, final.text], len(vectors.embeddings), len(ranked.results)
+
+texts, vectors, ranked = asyncio.run(main())
+assert len(set(texts)) == 1 and texts[0], texts
+print(vectors, ranked)
+print(threads())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread names from /proc")
+def test_requests_run_on_the_loops_thread_with_no_io_thread(platform: LocalPlatform, deploy: Deploy) -> None:
+    deploy(slug="embedder", task_type="embedding")
+    deploy(slug="ranker", task_type="reranker")
+    deploy()
+    proc = run_python(NO_IO_THREAD, child_env(platform))
+    assert proc.returncode == 0, proc.stderr
+    counts, names = proc.stdout.splitlines()
+    assert counts == "3 2"
+    # The native I/O runtime (and the resolver) never started: each request ran on the loop's thread.
+    assert not [name for name in eval(names) if name.startswith("inferencekey")], names
+
+
+def test_a_stalled_request_times_out_with_the_sync_error(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
+    deploy()
+    admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS}, count=2)
+    with (
+        DataClient(
+            base_url=platform.url, project=platform.project, api_key=platform.api_key, timeout=0.3, max_retries=0
+        ) as sync_data,
+        pytest.raises(ApiTimeoutError) as sync_info,
+    ):
+        sync_data.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)
+
+    async def main() -> ApiTimeoutError:
+        async with adata(platform, timeout=0.3, max_retries=0) as data:
+            started = time.monotonic()
+            with pytest.raises(ApiTimeoutError) as info:
+                await data.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)
+            assert 0.25 < time.monotonic() - started < HANG_GUARD
+            return info.value
+
+    assert str(run(main())) == str(sync_info.value)
+
+
+def test_cancelling_a_stalled_request_closes_its_connection(
+    platform: LocalPlatform, deploy: Deploy, admin: Admin
+) -> None:
+    deploy()
+    admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS}, count=1)
+    before = {c.laddr.port for c in connections_to(platform)}
+
+    async def main() -> TextResult:
+        async with adata(platform) as data:
+            endpoint = data.endpoint("support-bot")
+            request = asyncio.create_task(endpoint.generate_text(prompt=PROMPT, max_tokens=4))
+            while not [c for c in connections_to(platform) if c.laddr.port not in before]:
+                await asyncio.sleep(0.01)
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            # The stalled request's connection was closed by the cancellation itself, not left to the client's close.
+            assert not [c for c in connections_to(platform) if c.laddr.port not in before]
+            return await endpoint.generate_text(prompt=PROMPT, max_tokens=4)
+
+    assert run(main()).text
+
+
+def test_the_retry_backoff_waits_on_the_loop(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
+    deploy()
+    busy = {"type": "status", "status": 429, "body": {"error": {"code": "busy", "message": "slow down"}}}
+    admin.fault("chat", {**busy, "retry_after": 1}, count=1)
+
+    async def main() -> tuple[TextResult, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        counting = asyncio.create_task(ticker())
+        async with adata(platform) as data:
+            result = await data.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)
+        counting.cancel()
+        return result, ticks
+
+    started = time.monotonic()
+    result, ticks = run(main())
+    assert result.text
+    assert time.monotonic() - started >= 0.9
+    # The loop ran other tasks through the backoff: it was not blocked by a sleep.
+    assert ticks >= 20, ticks
+    assert [e["status"] for e in admin.requests("POST", "/chat/completions")] == [429, 200]
+
+    admin.fault("chat", busy)
+
+    async def refused() -> None:
+        async with adata(platform, max_retries=1) as data:
+            await data.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)
+
+    with pytest.raises(RateLimitError) as info:
+        run(refused())
+    assert info.value.status_code == 429
+
+
+def test_connection_refused_is_the_sync_error(platform: LocalPlatform) -> None:
+    url = f"http://127.0.0.1:{unused_port()}"
+    sync_data = DataClient(base_url=url, project="p", api_key=platform.api_key, max_retries=0)
+    with sync_data, pytest.raises(ApiConnectionError) as sync_info:
+        sync_data.endpoint("e").generate_text(prompt=PROMPT)
+
+    async def main() -> None:
+        async with AsyncDataClient(base_url=url, project="p", api_key=platform.api_key, max_retries=0) as data:
+            await data.endpoint("e").generate_text(prompt=PROMPT)
+
+    with pytest.raises(ApiConnectionError) as info:
+        run(main())
+    assert str(info.value) == str(sync_info.value)
+
+
+def test_loops_in_many_threads_share_one_client(platform: LocalPlatform, deploy: Deploy) -> None:
+    endpoint = deploy()
+    expected = endpoint.generate_text(prompt=PROMPT, max_tokens=6).text
+    client = adata(platform)
+    results: list[list[str]] = []
+    before = {c.laddr.port for c in connections_to(platform)}
+
+    async def calls() -> list[str]:
+        endpoint = client.endpoint("support-bot")
+        texts: list[str] = []
+        for _ in range(10):
+            batch = await asyncio.gather(*(endpoint.generate_text(prompt=PROMPT, max_tokens=6) for _ in range(4)))
+            texts.extend(result.text for result in batch)
+        return texts
+
+    threads = [threading.Thread(target=lambda: results.append(asyncio.run(calls()))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=HANG_GUARD)
+    assert [text for texts in results for text in texts] == [expected] * 160
+    # At most 16 requests were ever in flight at once: connections are reused from one request to the next.
+    opened = {c.laddr.port for c in connections_to(platform)} - before
+    assert len(opened) <= 16, opened
+    run(client.close())
+
+
+def test_a_large_answer_is_read_across_many_wakeups(platform: LocalPlatform, deploy: Deploy) -> None:
+    endpoint = deploy(slug="embedder", task_type="embedding", embedding_dim=1024)
+    texts = [f"text {i}" for i in range(256)]
+    expected = endpoint.embed(input=texts).embeddings
+
+    async def main() -> list[list[float]]:
+        async with adata(platform) as data:
+            return (await data.endpoint("embedder").embed(input=texts)).embeddings
+
+    # About 1.4 MB of JSON: many reads, each after the loop saw the socket readable.
+    assert run(main()) == expected
+
+
+@pytest.mark.parametrize("backend", STREAM_BACKENDS)
+def test_streams_read_on_the_loop_equal_the_sync_ones(
+    platform: LocalPlatform, deploy: Deploy, data: DataClient, backend: str
+) -> None:
+    deploy(backend=backend)
+    endpoint = data.endpoint("support-bot")
+    with endpoint.generate_text_stream(prompt=PROMPT, max_tokens=40) as stream:
+        expected = [(c.text, c.finish_reason) for c in stream]
+        expected_final = stream.final_result()
+
+    async def main() -> tuple[list[tuple[str, str | None]], TextResult, TextResult]:
+        async with adata(platform) as client:
+            endpoint = client.endpoint("support-bot")
+            async with await endpoint.generate_text_stream(prompt=PROMPT, max_tokens=40) as stream:
+                chunks = [(c.text, c.finish_reason) async for c in stream]
+                final = await stream.final_result()
+            # Half read, then the rest in one await.
+            stream = await endpoint.generate_text_stream(prompt=PROMPT, max_tokens=40)
+            await stream.__anext__()
+            return chunks, final, await stream.final_result()
+
+    chunks, final, rest = run(main())
+    assert chunks == expected
+    for result in (final, rest):
+        assert (result.text, result.finish_reason, result.usage) == (
+            expected_final.text,
+            expected_final.finish_reason,
+            expected_final.usage,
+        )
+
+
+def test_a_slow_stream_reads_as_its_events_come(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
+    deploy(itl_ms=20)
+
+    async def main() -> tuple[int, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        counting = asyncio.create_task(ticker())
+        async with adata(platform) as client:
+            stream = await client.endpoint("support-bot").generate_text_stream(prompt=PROMPT, max_tokens=30)
+            chunks = [chunk async for chunk in stream]
+        counting.cancel()
+        return len(chunks), ticks
+
+    chunks, ticks = run(main())
+    assert chunks >= 20
+    # Half a second of events: the loop ran its other task all along.
+    assert ticks >= 20, ticks
+    assert [e["outcome"] for e in admin.requests("POST", "/chat/completions")] == ["ok"]
+
+
+def run(coro: Any) -> Any:
+    """Run one coroutine on a fresh event loop."""
+    return asyncio.run(coro)
