@@ -749,7 +749,10 @@ impl Body {
         };
         let clock = match wait {
             Wait::Buffered => return Ok(Filled::Later),
-            Wait::Arrived if !readable_now(stream) => return Ok(Filled::Later),
+            // A non-blocking socket says so itself, in the read.
+            Wait::Arrived if !self.nonblocking && !readable_now(stream) => {
+                return Ok(Filled::Later)
+            }
             Wait::Arrived => None,
             Wait::Block(clock) => Some(clock),
         };

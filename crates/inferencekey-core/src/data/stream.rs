@@ -213,7 +213,10 @@ impl ChatStream {
         let mut out = self.take_buffered(max);
         if self.direct.is_some() {
             // Read right here, on this thread (which waits for it): a direct stream has no task to wait for.
-            return self.read_direct(out, max).await;
+            return match self.read_direct(out, max, true).await {
+                Some(batch) => batch,
+                None => Err(Error::api("a direct stream's read gave nothing")),
+            };
         }
         if out.is_empty() && self.failed.is_none() {
             if let Some(receiver) = self.receiver.as_mut() {
@@ -278,6 +281,13 @@ impl ChatStream {
     /// The next batch when it needs no wait: chunks already decoded, the end already seen, or the failure; None
     /// when only the network can answer (then `next_batch` waits).
     pub fn ready_batch(&mut self, max: usize) -> Option<Result<Vec<ChatChunk>>> {
+        if self.direct.is_some() && self.buffered.is_empty() && self.failed.is_none() {
+            // What the network already delivered is read and decoded now, with no wait to arrange.
+            let read = self.read_direct(Vec::new(), max.max(1), false);
+            return crate::direct::at_once(async { Ok(read.await) })
+                .ok()
+                .flatten();
+        }
         self.take_ready();
         let open = self.receiver.is_some() || self.direct.is_some();
         if self.buffered.is_empty() && self.failed.is_none() && open {
@@ -292,15 +302,21 @@ impl ChatStream {
         self.direct.is_some()
     }
 
-    /// `next_batch` of a direct stream: wait for the network until at least one chunk is decoded (or the end, or
-    /// a failure), then decode what else was already read, without waiting. The wait blocks in a blocking scope
+    /// `next_batch` of a direct stream: with `wait`, wait for the network until at least one chunk is decoded (or
+    /// the end, or a failure), then decode what else was already read, without waiting; without, read only what the
+    /// network already delivered, and give None when that decodes to nothing. The wait blocks in a blocking scope
     /// (asking it about interruption) and suspends in a loop scope; elsewhere it blocks.
-    async fn read_direct(&mut self, mut out: Vec<ChatChunk>, max: usize) -> Result<Vec<ChatChunk>> {
+    async fn read_direct(
+        &mut self,
+        mut out: Vec<ChatChunk>,
+        max: usize,
+        wait: bool,
+    ) -> Option<Result<Vec<ChatChunk>>> {
         if !out.is_empty() || self.failed.is_some() {
-            return self.hand_out(out);
+            return Some(self.hand_out(out));
         }
         let Some(mut source) = self.direct.take() else {
-            return self.hand_out(out);
+            return Some(self.hand_out(out));
         };
         let endpoint = Arc::clone(&source.endpoint);
         let mut state = DecodeState {
@@ -310,19 +326,29 @@ impl ChatStream {
             model_seen: source.model_seen,
             error: None,
         };
-        source.body.suit(crate::direct::mode());
+        if wait {
+            source.body.suit(crate::direct::mode());
+        }
         let clock = source.body.clock(crate::direct::interrupt_check());
         let mut batch = Vec::new();
         let mut ended = false;
         loop {
-            let wait = if batch.is_empty() {
-                crate::direct::Wait::Block(&clock)
-            } else {
-                crate::direct::Wait::Buffered
+            let reading = match (batch.is_empty(), wait) {
+                (true, true) => crate::direct::Wait::Block(&clock),
+                (true, false) => crate::direct::Wait::Arrived,
+                (false, _) => crate::direct::Wait::Buffered,
             };
-            match source.body.piece(wait).await {
+            match source.body.piece(reading).await {
                 Ok(crate::direct::Piece::Data(bytes)) => {
                     state.feed(&mut source.decoder, bytes, &mut batch);
+                }
+                Ok(crate::direct::Piece::Later) if !wait && batch.is_empty() && !state.done => {
+                    // Nothing decoded without waiting: the stream stands as it was, its decoding state included.
+                    source.done = state.done;
+                    source.finished = state.finished;
+                    source.model_seen = state.model_seen;
+                    self.direct = Some(source);
+                    return None;
                 }
                 Ok(crate::direct::Piece::Later) => break,
                 Ok(crate::direct::Piece::End) => {
@@ -356,7 +382,7 @@ impl ChatStream {
             self.direct = Some(source);
         }
         self.accept(StreamMessage::Chunks(batch), &mut out, max);
-        self.hand_out(out)
+        Some(self.hand_out(out))
     }
 
     pub(super) fn accept(&mut self, message: StreamMessage, out: &mut Vec<ChatChunk>, max: usize) {
