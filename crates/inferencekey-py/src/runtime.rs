@@ -7,7 +7,12 @@
 //!   request crosses no thread (the core keeps one connection pool per such thread). It wakes every `SIGNAL_TICK`
 //!   to run Python's signal handlers, so Ctrl+C drops the future, which cancels the request and closes its
 //!   connection.
-//! - `start(future, waker)` spawns the call on the I/O runtime. When it ends, the I/O thread queues the outcome
+//! - `start(future, waker)` of a call allowed on the loop (`Call::on_loop`), given the `waker` of a loop that
+//!   watches descriptors, runs it on the loop's thread as a `LoopCall`: polled in the core's loop scope, where the
+//!   direct path suspends instead of blocking, naming the socket and deadline it waits for, which the loop then
+//!   watches (`add_reader`/`add_writer`, `call_later`) to poll it again. No other thread is involved; a request the
+//!   direct path does not serve hands itself to the I/O runtime at its first poll, and settles as below.
+//! - Any other call, `start(future, waker)` spawns on the I/O runtime. When it ends, the I/O thread queues the outcome
 //!   and goes on: it never waits for the interpreter lock. With a `LoopWaker` (one per event loop, where the loop
 //!   can watch a file descriptor), the outcome goes on that loop's queue and one byte on its socket wakes the loop,
 //!   whose reader callback converts the outcomes and sets them on their futures: no other thread is involved.
