@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import sys
 import threading
 import time
@@ -219,6 +221,57 @@ def test_a_large_answer_is_read_across_many_wakeups(platform: LocalPlatform, dep
 
     # About 1.4 MB of JSON: many reads, each after the loop saw the socket readable.
     assert run(main()) == expected
+
+
+def test_a_loop_closed_with_a_request_waiting_closes_its_connection(
+    platform: LocalPlatform, deploy: Deploy, admin: Admin
+) -> None:
+    deploy()
+    admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS}, count=1)
+    before = {c.laddr.port for c in connections_to(platform)}
+    client = adata(platform)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(client.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4))
+    loop.run_until_complete(asyncio.sleep(0.2))
+    assert [c for c in connections_to(platform) if c.laddr.port not in before]
+    # The loop goes away with the request still waiting in it (no cancellation): what the loop held of it is released,
+    # and the request with it, closing its connection.
+    loop.close()
+    del task, loop
+    gc.collect()
+    deadline = time.monotonic() + HANG_GUARD
+    while [c for c in connections_to(platform) if c.laddr.port not in before] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [c for c in connections_to(platform) if c.laddr.port not in before]
+    # The client still serves other loops.
+    assert run(client.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)).text
+    run(client.close())
+
+
+FORKED = """
+import asyncio, os
+from inferencekey import AsyncDataClient
+
+async def chat(data):
+    return (await data.endpoint("support-bot").generate_text(prompt="hi", max_tokens=4)).text
+
+data = AsyncDataClient.from_env()
+parent = asyncio.run(chat(data))
+pid = os.fork()
+if pid == 0:
+    # The child: the same client, a loop of its own, connections of its own.
+    os._exit(0 if asyncio.run(chat(data)) == parent else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), asyncio.run(chat(data)) == parent)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_an_async_client_works_in_a_forked_child(platform: LocalPlatform, deploy: Deploy) -> None:
+    deploy()
+    proc = run_python(FORKED, child_env(platform))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "True"]
 
 
 @pytest.mark.parametrize("backend", STREAM_BACKENDS)

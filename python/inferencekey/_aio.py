@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-# Each event loop's waker. A forked child forgets them all: the sockets are shared with the parent.
-_WAKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWaker | None] = weakref.WeakKeyDictionary()
+# Each event loop's waker, held weakly: only the loop's reader holds it, so a closed loop releases it (and the requests
+# still waiting in it). A forked child forgets them all: the sockets are shared with the parent.
+_WAKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[LoopWaker] | None] = (
+    weakref.WeakKeyDictionary()
+)
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WAKERS.clear)
@@ -30,12 +33,19 @@ if hasattr(os, "register_at_fork"):
 def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
     """The loop's waker, made and watched on first use; None where the loop cannot watch a descriptor."""
     try:
-        return _WAKERS[loop]
+        known = _WAKERS[loop]
     except KeyError:
         pass
     except TypeError:
         # A loop that cannot be weakly referenced cannot keep a waker here: the resolver thread serves it.
         return None
+    else:
+        if known is None:
+            return None
+        alive = known()
+        if alive is not None:
+            return alive
+        # Released: the loop's reader was removed (the loop is running, so it was not closed). A new one serves it.
     waker: LoopWaker | None
     try:
         waker = LoopWaker()
@@ -44,7 +54,7 @@ def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
         # Windows' proactor loop (and the waker itself off Unix): the resolver thread wakes it instead.
         waker = None
     try:
-        _WAKERS[loop] = waker
+        _WAKERS[loop] = None if waker is None else weakref.ref(waker)
     except TypeError:
         # A loop that cannot be weakly referenced cannot keep its waker here: the resolver thread serves it.
         if waker is not None:

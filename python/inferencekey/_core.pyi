@@ -98,22 +98,22 @@ class Pending(Generic[_T]):
 
 @final
 class LoopCall:
-    """A request run on its event loop's thread: the loop calls it when what the request waits for has come."""
-    def __call__(self, *args: object, **kwargs: object) -> None:
-        """Poll the request again (the loop's reader, writer or timer callback, called with no argument); a failure
-        settles its future."""
+    """A request run on its event loop's thread, polled again by its loop's `LoopWaker` when what it waits for
+    has come."""
     def close(self) -> None:
         """Stop the request (its await was cancelled or failed), closing its connection."""
 
 @final
 class LoopWaker:
     """The wake-up of one asyncio event loop: the loop watches `fileno()` and calls `drain()` when it is readable,
-    which settles the futures whose calls finished. Raises NotImplementedError off Unix."""
+    which settles the futures whose calls finished on the I/O runtime and polls the requests on the loop's thread
+    whose socket is ready. Raises NotImplementedError off Unix."""
     def __new__(cls) -> Self: ...
     def fileno(self) -> int:
         """The descriptor the loop watches for reading."""
     def drain(self) -> None:
-        """Settle every outcome queued for this loop (the loop's reader callback)."""
+        """Settle every outcome queued for this loop and poll every request whose socket is ready (the loop's reader
+        callback)."""
 
 @final
 class RawJson:

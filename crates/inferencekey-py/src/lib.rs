@@ -21,6 +21,7 @@ mod batch;
 mod clients;
 mod data;
 mod errors;
+mod event_loop;
 mod fork;
 mod json;
 mod local;
@@ -74,8 +75,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(results::result_fields, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_panicking_call, m)?)?;
     m.add_class::<runtime::Pending>()?;
-    m.add_class::<runtime::LoopWaker>()?;
-    m.add_class::<runtime::LoopCall>()?;
+    m.add_class::<event_loop::LoopWaker>()?;
+    m.add_class::<event_loop::LoopCall>()?;
     m.add_class::<results::RawJson>()?;
     m.add_class::<results::Vectors>()?;
     m.add_class::<management::ManagementClient>()?;

@@ -32,13 +32,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use inferencekey_core::direct::Want;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
 use crate::errors::{internal_error, to_pyerr};
+use crate::event_loop::{LoopCall, LoopQueue, LoopWaker};
 use crate::logs;
 
 /// How often a waiting call wakes to let Python run signal handlers (Ctrl+C).
@@ -262,7 +262,7 @@ pub fn settle_idle() {
 }
 
 /// The text of a panic payload.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -355,7 +355,8 @@ type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 pub type ToPy<T> = for<'py> fn(Python<'py>, T) -> PyResult<Bound<'py, PyAny>>;
 
 /// The core future of a call, its value still to convert.
-type CallFuture = Pin<Box<dyn Future<Output = inferencekey_core::Result<Convert>> + Send>>;
+pub(crate) type CallFuture =
+    Pin<Box<dyn Future<Output = inferencekey_core::Result<Convert>> + Send>>;
 
 /// One core call, prepared from converted arguments.
 pub struct Call {
@@ -430,22 +431,7 @@ impl Call {
         let py = future.py();
         logs::refresh_level(py);
         if let (true, Some(waker)) = (self.on_loop, waker) {
-            let call = Bound::new(
-                py,
-                LoopCall {
-                    future: future.clone().unbind(),
-                    event_loop: future.call_method0("get_loop")?.unbind(),
-                    queue: Arc::clone(&waker.queue),
-                    state: Mutex::new(LoopState {
-                        call: Some(self.future),
-                        watching: None,
-                        timer: None,
-                        spawned: None,
-                    }),
-                },
-            )?;
-            LoopCall::step(&call)?;
-            return Ok(Some(call.unbind()));
+            return LoopCall::begin(self.future, future, waker).map(Some);
         }
         let route = match waker {
             Some(waker) => Route::Loop(Arc::clone(&waker.queue)),
@@ -467,7 +453,7 @@ impl Call {
 }
 
 /// Run `call` on the I/O runtime; its outcome (whatever ends the task) resolves `future` through `route`.
-fn spawn(call: CallFuture, future: Py<PyAny>, route: Route) -> PyResult<AbortHandle> {
+pub(crate) fn spawn(call: CallFuture, future: Py<PyAny>, route: Route) -> PyResult<AbortHandle> {
     let completion = Completion {
         future,
         outcome: None,
@@ -487,163 +473,8 @@ fn spawn(call: CallFuture, future: Py<PyAny>, route: Route) -> PyResult<AbortHan
     Ok(task.abort_handle())
 }
 
-/// Where a call run on its event loop's thread stands.
-struct LoopState {
-    /// The call, while it is suspended between polls.
-    call: Option<CallFuture>,
-    /// The descriptor registered with the loop, and whether for writing.
-    watching: Option<(i64, bool)>,
-    /// The loop's timer for the end of the wait.
-    timer: Option<Py<PyAny>>,
-    /// The task, once the call was handed to the I/O runtime.
-    spawned: Option<AbortHandle>,
-}
-
-/// A request run on its event loop's thread, with nothing blocking: each poll goes as far as the network allows,
-/// then the loop watches the socket the request waits for (and a timer for its timeout) and calls this object
-/// (`__call__`) to poll again. No other thread is involved. A request the direct path does not serve (TLS, a
-/// proxy) is handed to the I/O runtime at its first poll, and settles through the loop's `LoopWaker` queue.
-#[pyclass(module = "inferencekey._core", frozen)]
-pub struct LoopCall {
-    future: Py<PyAny>,
-    event_loop: Py<PyAny>,
-    queue: Arc<LoopQueue>,
-    state: Mutex<LoopState>,
-}
-
-impl LoopCall {
-    fn state(&self) -> PyResult<std::sync::MutexGuard<'_, LoopState>> {
-        self.state
-            .lock()
-            .map_err(|_| internal_error("a loop call's lock was poisoned"))
-    }
-
-    /// Stop watching: the socket's registration and the timer go.
-    fn unwatch(&self, py: Python<'_>, state: &mut LoopState) -> PyResult<()> {
-        let event_loop = self.event_loop.bind(py);
-        let removed = match state.watching.take() {
-            Some((fd, false)) => event_loop.call_method1("remove_reader", (fd,)).map(drop),
-            Some((fd, true)) => event_loop.call_method1("remove_writer", (fd,)).map(drop),
-            None => Ok(()),
-        };
-        if let Some(timer) = state.timer.take() {
-            timer.bind(py).call_method0("cancel")?;
-        }
-        removed
-    }
-
-    /// Poll the call once on this thread (the interpreter released), and settle it, watch what it waits for, or
-    /// hand it to the runtime.
-    fn step(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let mut call = {
-            let mut state = this.state()?;
-            this.unwatch(py, &mut state)?;
-            match state.call.take() {
-                Some(call) => call,
-                // Closed, or handed to the runtime.
-                None => return Ok(()),
-            }
-        };
-        let (polled, want) = py.detach(|| {
-            inferencekey_core::direct::loop_scope(|| {
-                std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    call.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-                }))
-            })
-        });
-        let outcome = match polled {
-            Ok(Poll::Ready(result)) => Outcome::Done(result),
-            Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
-            Ok(Poll::Pending) => return this.suspend(slf, call, want),
-        };
-        // The call ends here: its connection is back in the pool, or closed.
-        drop(call);
-        Completion {
-            future: this.future.clone_ref(py),
-            outcome: Some(outcome),
-        }
-        .settle(py)?;
-        logs::drain(py)
-    }
-
-    /// Keep the suspended `call` until what it waits for comes (the loop calls this object then), or hand it to
-    /// the runtime.
-    fn suspend(&self, slf: &Bound<'_, Self>, call: CallFuture, want: Option<Want>) -> PyResult<()> {
-        let py = slf.py();
-        let (watch, until) = match want {
-            Some(Want::Socket { fd, write, until }) => (Some((fd, write)), until),
-            Some(Want::Time { until }) => (None, until),
-            // The pool's request (or a wait of the runtime's kind): it goes on there.
-            Some(Want::Runtime) | None => {
-                let task = spawn(
-                    call,
-                    self.future.clone_ref(py),
-                    Route::Loop(Arc::clone(&self.queue)),
-                )?;
-                self.state()?.spawned = Some(task);
-                return Ok(());
-            }
-        };
-        let event_loop = self.event_loop.bind(py);
-        let mut state = self.state()?;
-        state.call = Some(call);
-        if let Some((fd, write)) = watch {
-            let method = if write { "add_writer" } else { "add_reader" };
-            event_loop.call_method1(method, (fd, slf))?;
-            state.watching = Some((fd, write));
-        }
-        let delay = until
-            .saturating_duration_since(std::time::Instant::now())
-            .as_secs_f64();
-        state.timer = Some(
-            event_loop
-                .call_method1("call_later", (delay, slf))?
-                .unbind(),
-        );
-        Ok(())
-    }
-}
-
-#[pymethods]
-impl LoopCall {
-    /// Poll the request again (what it waited for came); a failure settles its future.
-    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let Err(err) = Self::step(slf) else {
-            return Ok(());
-        };
-        let py = slf.py();
-        let this = slf.get();
-        // Nothing polls it any more: the request is dropped (closing its connection) and the await fails.
-        if let Ok(mut state) = this.state() {
-            let _ = this.unwatch(py, &mut state);
-            state.call = None;
-        }
-        let future = this.future.bind(py);
-        if !future.call_method0("done")?.is_truthy()? {
-            future.call_method1("set_exception", (err.into_value(py),))?;
-        }
-        Ok(())
-    }
-
-    /// Stop the request (its await was cancelled or failed): its connection is closed, and the runtime's task, if
-    /// it was handed there, aborted.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let mut state = self.state()?;
-        let unwatched = self.unwatch(py, &mut state);
-        let call = state.call.take();
-        if let Some(task) = state.spawned.take() {
-            task.abort();
-        }
-        drop(state);
-        drop(call);
-        unwatched
-    }
-}
-
 /// How a spawned call ended.
-enum Outcome {
+pub(crate) enum Outcome {
     Done(inferencekey_core::Result<Convert>),
     Panicked(String),
     Dropped,
@@ -666,14 +497,22 @@ impl Outcome {
 }
 
 /// An outcome on its way to the future it settles.
-struct Completion {
+pub(crate) struct Completion {
     future: Py<PyAny>,
     outcome: Option<Outcome>,
 }
 
 impl Completion {
+    /// `outcome`, on its way to `future`.
+    pub(crate) fn new(future: Py<PyAny>, outcome: Outcome) -> Self {
+        Self {
+            future,
+            outcome: Some(outcome),
+        }
+    }
+
     /// Set the outcome on the future (on its loop's thread), unless the future was cancelled.
-    fn settle(self, py: Python<'_>) -> PyResult<()> {
+    pub(crate) fn settle(self, py: Python<'_>) -> PyResult<()> {
         let future = self.future.bind(py);
         if future.call_method0("cancelled")?.is_truthy()? {
             return Ok(());
@@ -687,7 +526,7 @@ impl Completion {
 }
 
 /// Settle every completion, even when one fails (its loop then sees the first failure).
-fn settle_all(py: Python<'_>, completions: Vec<Completion>) -> PyResult<()> {
+pub(crate) fn settle_all(py: Python<'_>, completions: Vec<Completion>) -> PyResult<()> {
     let mut first_failure = None;
     for completion in completions {
         if let Err(err) = completion.settle(py) {
@@ -698,13 +537,13 @@ fn settle_all(py: Python<'_>, completions: Vec<Completion>) -> PyResult<()> {
 }
 
 /// What the resolver thread is handed: an outcome to deliver to a loop, or log records to emit.
-enum Message {
+pub(crate) enum Message {
     Completed(Py<PyAny>, Completion),
     Logged,
 }
 
 /// How a finished call reaches its loop.
-enum Route {
+pub(crate) enum Route {
     /// The loop's own queue and wake-up socket.
     Loop(Arc<LoopQueue>),
     /// The resolver thread, which schedules the settling on `event_loop`.
@@ -894,109 +733,6 @@ impl Settle {
         settle_all(py, completions)?;
         // The awaiting tasks resume after this callback, so the records of their calls still come first. A Ctrl+C
         // that lands while they are emitted propagates: the loop is being interrupted.
-        logs::drain(py)
-    }
-}
-
-/// The outcomes finished for one event loop, and the socket pair that wakes it.
-pub struct LoopQueue {
-    pending: Mutex<Vec<Completion>>,
-    #[cfg(unix)]
-    wake: std::os::unix::net::UnixStream,
-    #[cfg(unix)]
-    watched: std::os::unix::net::UnixStream,
-}
-
-impl LoopQueue {
-    /// Queue a finished call (on an I/O thread); the first outcome of an empty queue wakes the loop with one
-    /// byte. The loop's reader reads the bytes before it takes the queue, so no outcome is ever left unseen.
-    fn push(&self, completion: Completion) {
-        let Ok(mut pending) = self.pending.lock() else {
-            return;
-        };
-        let was_empty = pending.is_empty();
-        pending.push(completion);
-        drop(pending);
-        if was_empty {
-            #[cfg(unix)]
-            {
-                use std::io::Write as _;
-                // Non-blocking: a full socket already holds bytes the loop has yet to read.
-                let _ = (&self.wake).write(&[1]);
-            }
-        }
-    }
-}
-
-/// The wake-up of one asyncio event loop: the loop watches `fileno()` (`loop.add_reader(fileno, drain)`) and
-/// `drain()` settles the outcomes the I/O threads queued for it. Unix only: elsewhere the constructor raises
-/// `NotImplementedError` and calls go through the resolver thread.
-#[pyclass(module = "inferencekey._core", frozen)]
-pub struct LoopWaker {
-    queue: Arc<LoopQueue>,
-}
-
-#[pymethods]
-impl LoopWaker {
-    #[new]
-    fn new() -> PyResult<Self> {
-        #[cfg(unix)]
-        {
-            let (wake, watched) = std::os::unix::net::UnixStream::pair()
-                .and_then(|(wake, watched)| {
-                    wake.set_nonblocking(true)?;
-                    watched.set_nonblocking(true)?;
-                    Ok((wake, watched))
-                })
-                .map_err(|err| {
-                    internal_error(&format!("cannot make a loop's wake-up socket: {err}"))
-                })?;
-            Ok(Self {
-                queue: Arc::new(LoopQueue {
-                    pending: Mutex::new(Vec::new()),
-                    wake,
-                    watched,
-                }),
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Err(pyo3::exceptions::PyNotImplementedError::new_err(
-                "loop wake-up sockets are Unix only",
-            ))
-        }
-    }
-
-    /// The descriptor the loop watches for reading.
-    fn fileno(&self) -> i64 {
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd as _;
-            i64::from(self.queue.watched.as_raw_fd())
-        }
-        #[cfg(not(unix))]
-        {
-            -1
-        }
-    }
-
-    /// Settle every outcome queued for this loop (its reader callback, on the loop's thread).
-    fn drain(&self, py: Python<'_>) -> PyResult<()> {
-        #[cfg(unix)]
-        {
-            use std::io::Read as _;
-            let mut bytes = [0_u8; 256];
-            while matches!((&self.queue.watched).read(&mut bytes), Ok(n) if n > 0) {}
-        }
-        let completions = std::mem::take(
-            &mut *self
-                .queue
-                .pending
-                .lock()
-                .map_err(|_| internal_error("a loop queue lock was poisoned"))?,
-        );
-        settle_all(py, completions)?;
-        // The records of these calls come before the awaiting tasks resume (as with `Settle`).
         logs::drain(py)
     }
 }
