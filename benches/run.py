@@ -301,6 +301,8 @@ LABELS = {
     "raw": "raw keep-alive socket + orjson (Python, by hand)",
     "raw unary": "raw socket, one unary request (the yardstick)",
     "raw asyncio": "raw socket through the asyncio loop + orjson (Python, by hand)",
+    "inferencekey uvloop": "inferencekey on uvloop",
+    "raw uvloop": "raw socket through uvloop + orjson (Python, by hand)",
     "pyreqwest": "pyreqwest + orjson",
     "aiohttp": "aiohttp + orjson",
 }
@@ -654,15 +656,27 @@ class PerRequest:
 
         self.areqwest, self.aiohttp = self.loop.run_until_complete(make())
         self.araw = lean.AsyncRawSocket(target)
+        # The same SDK client and a raw socket of its own on uvloop, where it installs (not on Windows).
+        self.uvloop: asyncio.AbstractEventLoop | None = None
+        try:
+            import uvloop
+
+            self.uvloop = uvloop.new_event_loop()
+        except ImportError:
+            log("uvloop is not installed: no legs on it")
+        self.uvraw = lean.AsyncRawSocket(target)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.aio.close())
         self.loop.run_until_complete(self.areqwest.close())
         self.loop.run_until_complete(self.aiohttp.close())
         self.loop.close()
+        if self.uvloop is not None:
+            self.uvloop.close()
         self.ik.close()
         self.raw.close()
         self.araw.close()
+        self.uvraw.close()
         self.reqwest.close()
 
     def check_same_data(self) -> None:
@@ -675,6 +689,9 @@ class PerRequest:
             "aiohttp": self.loop.run_until_complete(self.aiohttp.chat()),
             "raw asyncio": self.loop.run_until_complete(self.araw.chat()),
         }
+        if self.uvloop is not None:
+            texts["inferencekey uvloop"] = self.uvloop.run_until_complete(self.aio.chat_ik())
+            texts["raw uvloop"] = self.uvloop.run_until_complete(self.uvraw.chat())
         assert set(texts.values()) == {text}, (text, texts)
         tokens = self.sizes.stream_tokens
         chars = len("".join(self.ik.chunks_ik(tokens)))
@@ -691,8 +708,17 @@ class PerRequest:
         return {len(t) for t in out} == {self.chat_chars}
         log("every lean client received the same completion and chunks as the SDK")
 
-    def _async(self, fn: Callable[[], Awaitable[Any]], n: int, in_flight: int, check: Callable[[Any], bool]) -> Leg:
+    def _async(
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        n: int,
+        in_flight: int,
+        check: Callable[[Any], bool],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Leg:
+        """A leg of `n` awaits of `fn`, `in_flight` at a time, on `loop` (the standard asyncio loop by default)."""
         per = max(1, n // in_flight)
+        on = loop or self.loop
 
         async def worker() -> list[Any]:
             return [await fn() for _ in range(per)]
@@ -701,7 +727,7 @@ class PerRequest:
             shares = await asyncio.gather(*(worker() for _ in range(in_flight)))
             return [out for share in shares for out in share]
 
-        return lambda: timed(lambda: self.loop.run_until_complete(run()), per * in_flight, check)
+        return lambda: timed(lambda: on.run_until_complete(run()), per * in_flight, check)
 
     def unary(self) -> list[Scenario]:
         size, chars = self.sizes, self.chat_chars
@@ -731,6 +757,9 @@ class PerRequest:
                 }
                 if in_flight == 1:
                     legs["raw asyncio"] = self._async(self.araw.chat, n, 1, check)
+                    if self.uvloop is not None:
+                        legs["inferencekey uvloop"] = self._async(self.aio.chat_ik, n, 1, check, self.uvloop)
+                        legs["raw uvloop"] = self._async(self.uvraw.chat, n, 1, check, self.uvloop)
                 command = {"op": "chat", "requests": in_flight * max(1, n // in_flight), "concurrency": in_flight}
                 legs["rust"] = lambda: self.floor.sample(command)
                 return legs
@@ -770,11 +799,14 @@ class PerRequest:
 
         def async_legs(scale: float) -> dict[str, Leg]:
             n = scaled(size.streams, scale)
-            return {
+            legs = {
                 "inferencekey": self._async(lambda: self.aio.stream_ik(tokens), n, 1, check),
                 "pyreqwest": self._async(lambda: self.areqwest.stream(tokens), n, 1, check),
                 "aiohttp": self._async(lambda: self.aiohttp.stream(tokens), n, 1, check),
             }
+            if self.uvloop is not None:
+                legs["inferencekey uvloop"] = self._async(lambda: self.aio.stream_ik(tokens), n, 1, check, self.uvloop)
+            return legs
 
         out = []
         title = f"per stream: {size.streams:,} streams of {tokens} chunks, sync, one after another"
@@ -869,6 +901,16 @@ def targets_per_request(s: dict[str, Scenario]) -> list[Check]:
     measured = f"{ratio:.2f}x ({micros(cpu('request_async_1', 'raw asyncio'))} vs {micros(cpu('request_sync', 'raw'))})"
     floor = "the raw socket through asyncio vs the raw sync socket (reported)"
     out.append(Check("the asyncio floor", floor, measured, True))
+    if "inferencekey uvloop" in s["request_async_1"].legs:
+        ratio = cpu("request_async_1", "inferencekey uvloop") / cpu("request_sync", "raw")
+        raw_uv = cpu("request_async_1", "raw uvloop") / cpu("request_sync", "raw")
+        ours, base = micros(cpu("request_async_1", "inferencekey uvloop")), micros(cpu("request_sync", "raw"))
+        measured = f"{ratio:.2f}x ({ours} vs {base}; the raw socket through uvloop {raw_uv:.2f}x)"
+        out.append(Check("async unary on uvloop", "vs the raw sync socket (reported)", measured, True))
+        ratio = cpu("stream26_async", "inferencekey uvloop") / cpu("stream26_sync")
+        ours, base = micros(cpu("stream26_async", "inferencekey uvloop")), micros(cpu("stream26_sync"))
+        measured = f"{ratio:.2f}x ({ours} vs {base})"
+        out.append(Check("an async stream on uvloop", "vs the same stream in sync (reported)", measured, True))
     ratio = cpu("stream26_sync", "raw") / cpu("stream26_sync", "raw unary")
     measured = f"{ratio:.2f}x ({micros(cpu('stream26_sync', 'raw'))} vs {micros(cpu('stream26_sync', 'raw unary'))})"
     floor = "the raw socket's own 26-chunk stream vs its unary request (reported)"

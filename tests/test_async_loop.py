@@ -10,7 +10,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from conftest import (
@@ -36,9 +37,29 @@ from inferencekey import (
 )
 from inferencekey.local import LocalPlatform
 
+_T = TypeVar("_T")
+
 
 def adata(platform: LocalPlatform, **options: Any) -> AsyncDataClient:
     return AsyncDataClient(base_url=platform.url, project=platform.project, api_key=platform.api_key, **options)
+
+
+async def ticking(work: Coroutine[Any, Any, _T], every: float) -> tuple[_T, int]:
+    """Await `work` while another task ticks every `every` seconds: its result, and how many ticks the loop ran
+    meanwhile (a loop blocked in `work` runs none)."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(every)
+            ticks += 1
+
+    counting = asyncio.create_task(ticker())
+    try:
+        return await work, ticks
+    finally:
+        counting.cancel()
 
 
 NO_IO_THREAD = """
@@ -134,23 +155,12 @@ def test_the_retry_backoff_waits_on_the_loop(platform: LocalPlatform, deploy: De
     busy = {"type": "status", "status": 429, "body": {"error": {"code": "busy", "message": "slow down"}}}
     admin.fault("chat", {**busy, "retry_after": 1}, count=1)
 
-    async def main() -> tuple[TextResult, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        counting = asyncio.create_task(ticker())
+    async def main() -> TextResult:
         async with adata(platform) as data:
-            result = await data.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)
-        counting.cancel()
-        return result, ticks
+            return await data.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)
 
     started = time.monotonic()
-    result, ticks = run(main())
+    result, ticks = run(ticking(main(), every=0.01))
     assert result.text
     assert time.monotonic() - started >= 0.9
     # The loop ran other tasks through the backoff: it was not blocked by a sleep.
@@ -308,23 +318,12 @@ def test_streams_read_on_the_loop_equal_the_sync_ones(
 def test_a_slow_stream_reads_as_its_events_come(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
     deploy(itl_ms=20)
 
-    async def main() -> tuple[int, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        counting = asyncio.create_task(ticker())
+    async def main() -> int:
         async with adata(platform) as client:
             stream = await client.endpoint("support-bot").generate_text_stream(prompt=PROMPT, max_tokens=30)
-            chunks = [chunk async for chunk in stream]
-        counting.cancel()
-        return len(chunks), ticks
+            return len([chunk async for chunk in stream])
 
-    chunks, ticks = run(main())
+    chunks, ticks = run(ticking(main(), every=0.005))
     assert chunks >= 20
     # Half a second of events: the loop ran its other task all along.
     assert ticks >= 20, ticks
