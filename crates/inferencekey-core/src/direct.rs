@@ -727,6 +727,11 @@ impl Body {
         }
     }
 
+    /// Whether the socket is non-blocking (opened or last read in a loop scope).
+    pub(crate) fn nonblocking(&self) -> bool {
+        self.nonblocking
+    }
+
     /// Put the socket in the blocking mode of the scope reading it now, `mode`: a stream opened on an event loop's
     /// thread and read by a waiting thread blocks there, and one opened by a waiting thread and read on a loop does
     /// not. A socket whose mode cannot be set is closed (the body then ends as cut short).

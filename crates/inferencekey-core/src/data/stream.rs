@@ -330,12 +330,19 @@ impl ChatStream {
             source.body.suit(crate::direct::mode());
         }
         let clock = source.body.clock(crate::direct::interrupt_check());
+        // Without waiting, a non-blocking socket (a loop's) is read for what arrived, which costs one read; a
+        // blocking one would cost a check first, and its reader waits next anyway, so only its buffer is decoded.
+        let at_hand = if source.body.nonblocking() {
+            crate::direct::Wait::Arrived
+        } else {
+            crate::direct::Wait::Buffered
+        };
         let mut batch = Vec::new();
         let mut ended = false;
         loop {
             let reading = match (batch.is_empty(), wait) {
                 (true, true) => crate::direct::Wait::Block(&clock),
-                (true, false) => crate::direct::Wait::Arrived,
+                (true, false) => at_hand,
                 (false, _) => crate::direct::Wait::Buffered,
             };
             match source.body.piece(reading).await {

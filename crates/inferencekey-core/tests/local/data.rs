@@ -689,3 +689,153 @@ async fn a_direct_stream_reads_what_the_pool_reads_and_fails_as_it_does() {
         assert_eq!(text(&chunks), plain, "{fault}");
     }
 }
+
+/// Drive `future` as an event loop would: each poll in a loop scope, then a wait (on a poller of its own) for what
+/// the suspended request names, until it is done; its output and every wait it asked for.
+#[cfg(unix)]
+fn drive_on_loop<F: std::future::Future>(
+    future: F,
+) -> (F::Output, Vec<inferencekey_core::direct::Want>) {
+    use inferencekey_core::direct::{loop_scope, Want};
+    use std::task::{Context, Poll, Waker};
+    use std::time::Instant;
+    let mut future = std::pin::pin!(future);
+    let mut poller = mio::Poll::new().unwrap();
+    let mut events = mio::Events::with_capacity(4);
+    let mut waits = Vec::new();
+    loop {
+        let (polled, want) = loop_scope(|| {
+            future
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+        });
+        if let Poll::Ready(output) = polled {
+            return (output, waits);
+        }
+        let want = want.expect("a suspended request says what it waits for");
+        waits.push(want);
+        match want {
+            Want::Socket { fd, write, until } => {
+                let fd = i32::try_from(fd).unwrap();
+                let interest = if write {
+                    mio::Interest::WRITABLE
+                } else {
+                    mio::Interest::READABLE
+                };
+                let mut source = mio::unix::SourceFd(&fd);
+                poller
+                    .registry()
+                    .register(&mut source, mio::Token(0), interest)
+                    .unwrap();
+                let left = until.saturating_duration_since(Instant::now());
+                poller.poll(&mut events, Some(left)).unwrap();
+                poller.registry().deregister(&mut source).unwrap();
+            }
+            Want::Time { until } => {
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            }
+            Want::Runtime => panic!("a request on the direct path was handed to the runtime"),
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_request_in_a_loop_scope_suspends_at_its_waits_and_ends_as_the_blocking_one() {
+    use inferencekey_core::direct::Want;
+    let local = Local::start();
+    let endpoint = local.workload("looped", "vllm").await;
+    let request = prompt("hello");
+    local.clear_journal().await;
+    let blocking = poll_blocking(endpoint.chat(&request), || false)
+        .expect("ends in one poll")
+        .unwrap();
+
+    // The same answer from the same request, the thread never blocked.
+    let (looped, _) = drive_on_loop(endpoint.chat(&request));
+    assert_eq!(looped.unwrap().text, blocking.text);
+    let entries = local.journal().await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["headers"], entries[1]["headers"]);
+    assert_eq!(entries[0]["body"], entries[1]["body"]);
+    // An answer that is late is waited for as its socket.
+    local
+        .fault(json!({"route": "chat", "count": 1, "fault": {"type": "stall", "at": "headers", "ms": 50}}))
+        .await;
+    let (late, waits) = drive_on_loop(endpoint.chat(&request));
+    assert_eq!(late.unwrap().text, blocking.text);
+    assert!(!waits.is_empty());
+    assert!(
+        waits.iter().all(|want| matches!(want, Want::Socket { .. })),
+        "{waits:?}"
+    );
+
+    // A stream opened in a loop scope is read there, batch by batch, to the same reply.
+    let (stream, _) = drive_on_loop(endpoint.chat_stream(&request));
+    let mut stream = stream.unwrap();
+    assert!(stream.is_direct());
+    let (reply, _) = drive_on_loop(stream.final_result());
+    assert_eq!(reply.unwrap().text, blocking.text);
+
+    // A large answer (256 x 1024 floats, 1.4 MB) is read whole.
+    let embedder = local
+        .typed_workload("looped-embed", "vllm", "embedding")
+        .await;
+    local
+        .settings("looped-embed", json!({"embedding_dim": 1024}))
+        .await;
+    let texts: Vec<String> = (0..256).map(|i| format!("text {i}")).collect();
+    let expected = poll_blocking(
+        embedder.embed(texts.clone(), EmbeddingFormat::default()),
+        || false,
+    )
+    .expect("ends in one poll")
+    .unwrap();
+    let (vectors, _) = drive_on_loop(embedder.embed(texts, EmbeddingFormat::default()));
+    assert_eq!(vectors.unwrap().vectors, expected.vectors);
+
+    // A retry's backoff is a wait for a time, not a sleep.
+    local
+        .fault(json!({"route": "chat", "count": 1, "fault": {"type": "status", "status": 429, "retry_after": 1}}))
+        .await;
+    let (retried, waits) = drive_on_loop(endpoint.chat(&request));
+    assert_eq!(retried.unwrap().text, blocking.text);
+    assert!(
+        waits.iter().any(|want| matches!(want, Want::Time { .. })),
+        "{waits:?}"
+    );
+
+    // A stalled answer ends at the read timeout, as a timeout.
+    let quick = local
+        .data_with(TransportOptions {
+            read_timeout: Duration::from_millis(300),
+            max_retries: 0,
+            ..options()
+        })
+        .endpoint("looped", None)
+        .unwrap();
+    local
+        .fault(json!({"route": "chat", "count": 1, "fault": {"type": "stall", "at": "headers", "ms": ENDLESS_MS}}))
+        .await;
+    let (stalled, _) = drive_on_loop(quick.chat(&request));
+    assert_eq!(stalled.unwrap_err().kind, ErrorKind::Timeout);
+
+    // Through a proxy the request is the pool's: it asks for the runtime at its first poll, having sent nothing.
+    let proxied = local
+        .data_with(TransportOptions {
+            proxy: Some("http://127.0.0.1:9".to_owned()),
+            ..options()
+        })
+        .endpoint("looped", None)
+        .unwrap();
+    let (polled, want) = inferencekey_core::direct::loop_scope(|| {
+        use std::future::Future as _;
+        let mut future = std::pin::pin!(proxied.chat(&request));
+        future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            .is_pending()
+    });
+    assert!(polled);
+    assert_eq!(want, Some(Want::Runtime));
+}
