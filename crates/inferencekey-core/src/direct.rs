@@ -87,10 +87,19 @@ impl Drop for Restore {
 /// Run `f` with blocking requests allowed on this thread: a unary request made in it (polled inside `f`) runs to
 /// its end on this thread when the direct path applies. `interrupted` is asked every [`INTERRUPT_TICK`] of waiting
 /// (and after a system call a signal interrupted); when it answers true, the request ends with an error and its
-/// connection is closed (the caller knows why it stopped).
-pub fn blocking_scope<R>(interrupted: fn() -> bool, f: impl FnOnce() -> R) -> R {
-    let _restore = Restore(SCOPE.with(|scope| scope.replace(Some(Mode::Block(interrupted)))));
-    f()
+/// connection is closed (the caller knows why it stopped). A request the pool must send, polled here outside any
+/// runtime, suspends at once with [`Want::Runtime`], which is returned: the caller then goes on polling it inside
+/// a runtime (one it need not build for requests on the direct path).
+pub fn blocking_scope<R>(interrupted: fn() -> bool, f: impl FnOnce() -> R) -> (R, Option<Want>) {
+    scoped(Mode::Block(interrupted), f)
+}
+
+/// Run `f` in a scope of `mode`; what a request suspended in it waits for.
+fn scoped<R>(mode: Mode, f: impl FnOnce() -> R) -> (R, Option<Want>) {
+    let _restore = Restore(SCOPE.with(|scope| scope.replace(Some(mode))));
+    WANT.with(|want| want.set(None));
+    let out = f();
+    (out, WANT.with(Cell::take))
 }
 
 /// Run `f` (one poll of a request's future) with requests served without blocking on this thread (an event loop's):
@@ -99,10 +108,7 @@ pub fn blocking_scope<R>(interrupted: fn() -> bool, f: impl FnOnce() -> R) -> R 
 /// waker: its caller polls it again (in a loop scope) once what it waits for comes, or, for [`Want::Runtime`],
 /// hands it to the I/O runtime.
 pub fn loop_scope<R>(f: impl FnOnce() -> R) -> (R, Option<Want>) {
-    let _restore = Restore(SCOPE.with(|scope| scope.replace(Some(Mode::Loop))));
-    WANT.with(|want| want.set(None));
-    let out = f();
-    (out, WANT.with(Cell::take))
+    scoped(Mode::Loop, f)
 }
 
 /// The mode of the scope this thread is in, if any.
@@ -142,9 +148,15 @@ impl std::future::Future for Suspend {
     }
 }
 
-/// In a loop scope, hand the request to the I/O runtime (it needs the connection pool); elsewhere, nothing.
-pub(crate) async fn off_loop() {
-    if matches!(mode(), Some(Mode::Loop)) {
+/// A request the pool sends needs a runtime: in a loop scope, or in a blocking scope polled outside any runtime,
+/// it suspends once asking for one ([`Want::Runtime`]) and goes on when polled again there; elsewhere, nothing.
+pub(crate) async fn to_pool() {
+    let needs_runtime = match mode() {
+        Some(Mode::Loop) => true,
+        Some(Mode::Block(_)) => tokio::runtime::Handle::try_current().is_err(),
+        None => false,
+    };
+    if needs_runtime {
         Suspend(Some(Want::Runtime)).await;
     }
 }

@@ -852,8 +852,8 @@ impl Transport {
         &self,
         request: &Request<'_>,
     ) -> std::result::Result<reqwest::Response, AttemptError> {
-        // The pool's requests run on the I/O runtime, never on an event loop's thread.
-        crate::direct::off_loop().await;
+        // The pool's requests run on a runtime, never on an event loop's thread.
+        crate::direct::to_pool().await;
         let started = Instant::now();
         let client = self.pools.client().map_err(|error| AttemptError {
             error,

@@ -2,11 +2,13 @@
 //! conversion of its value), returned to Python as a `Pending`; the sync API runs it with `wait()`, the async API
 //! with `start(future)`. The two differ only in how they wait:
 //!
-//! - `wait()` drives the future on the calling thread with the interpreter released, on that thread's own
-//!   current-thread runtime: the thread itself polls the socket, runs the connection's task and the call, so a
-//!   request crosses no thread (the core keeps one connection pool per such thread). It wakes every `SIGNAL_TICK`
-//!   to run Python's signal handlers, so Ctrl+C drops the future, which cancels the request and closes its
-//!   connection.
+//! - `wait()` of a unary call first polls it once in the core's blocking scope, outside any runtime: on the direct
+//!   path the request runs to its end in that poll, on this thread, and no runtime is ever built for it. Otherwise
+//!   (and for every other call) `wait()` drives the future on the calling thread with the interpreter released, on
+//!   that thread's own current-thread runtime: the thread itself polls the socket, runs the connection's task and
+//!   the call, so a request crosses no thread (the core keeps one connection pool per such thread). It wakes every
+//!   `SIGNAL_TICK` to run Python's signal handlers, so Ctrl+C drops the future, which cancels the request and
+//!   closes its connection.
 //! - `start(future, waker)` of a call allowed on the loop (`Call::on_loop`), given the `waker` of a loop that
 //!   watches descriptors, runs it on the loop's thread as a `LoopCall`: polled in the core's loop scope, where the
 //!   direct path suspends instead of blocking, naming the socket and deadline it waits for, which the loop then
@@ -96,16 +98,16 @@ impl Driver {
         let _entered = self.context.enter();
         self.runtime.block_on(future)
     }
+}
 
-    /// Poll `future` once on this thread, in this runtime's and this context's scope, with blocking requests
-    /// allowed: a unary request on the core's direct path runs to its end in this poll.
-    fn poll_blocking<F: Future + Unpin>(&self, future: &mut F) -> Poll<F::Output> {
-        let _runtime = self.runtime.enter();
-        let _context = self.context.enter();
-        inferencekey_core::direct::blocking_scope(interrupted, || {
-            Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
-        })
-    }
+/// The runtime a blocking wait drives, if the call needs one.
+#[derive(Clone, Copy)]
+pub enum Home<'a> {
+    /// This one: the runtime whose tasks the future waits for (the one of the thread that opened a stream).
+    Of(&'a Driver),
+    /// This thread's, taken (built, the first time) only when the call needs a runtime: a call on the core's direct
+    /// path never does.
+    ThisThread,
 }
 
 thread_local! {
@@ -272,24 +274,25 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// `wait_with` for a future that may read on the core's direct path (a unary request, a direct stream's next
 /// batch): it is first polled once with blocking allowed, so such a read runs to its end on this thread.
-pub fn wait_direct<F, T>(py: Python<'_>, driver: &Driver, future: F) -> PyResult<T>
+pub fn wait_direct<F, T>(py: Python<'_>, home: Home<'_>, future: F) -> PyResult<T>
 where
     F: Future<Output = inferencekey_core::Result<T>> + Send,
     T: Send,
 {
-    wait_with(py, driver, future, true)
+    wait_with(py, home, future, true)
 }
 
-/// Drive `future` to its end on this thread, on `driver` (the runtime whose tasks the future waits for: its own
-/// thread's, or the thread's that opened a stream), without holding the interpreter lock.
+/// Drive `future` to its end on this thread, on the runtime of `home` (the runtime whose tasks the future waits
+/// for: its own thread's, or the thread's that opened a stream), without holding the interpreter lock.
 ///
 /// Every `SIGNAL_TICK` it re-attaches to run Python's signal handlers; when one raises (KeyboardInterrupt), the
 /// future is dropped, which cancels the request and closes its connection, and the exception propagates. A
 /// panic inside the future becomes an `InferenceKeyError`, never a `PanicException`.
 ///
-/// With `blocking_first`, the future is first polled once with blocking requests allowed (a unary
-/// call: its request, on the direct path, runs to its end in that poll, on this thread, with no runtime involved).
-fn wait_with<F, T>(py: Python<'_>, driver: &Driver, future: F, blocking_first: bool) -> PyResult<T>
+/// With `blocking_first`, the future is first polled once with blocking requests allowed and outside any runtime (a
+/// unary call: its request, on the direct path, runs to its end in that poll, on this thread, with no runtime
+/// involved or built); a request the pool sends asks for the runtime in that poll and goes on there.
+fn wait_with<F, T>(py: Python<'_>, home: Home<'_>, future: F, blocking_first: bool) -> PyResult<T>
 where
     F: Future<Output = inferencekey_core::Result<T>> + Send,
     T: Send,
@@ -303,7 +306,14 @@ where
     logs::refresh_level(py);
     let mut future = Box::pin(AssertUnwindSafe(future).catch_unwind());
     if blocking_first {
-        if let Poll::Ready(outcome) = py.detach(|| driver.poll_blocking(&mut future)) {
+        let (polled, _wants_runtime) = py.detach(|| {
+            inferencekey_core::direct::blocking_scope(interrupted, || {
+                future
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            })
+        });
+        if let Poll::Ready(outcome) = polled {
             drop(future);
             let interruption = INTERRUPTION.with(|slot| slot.borrow_mut().take());
             logs::drain(py)?;
@@ -312,7 +322,16 @@ where
             }
             return caught(py, outcome);
         }
+        // The pool's request (it asked for a runtime), or a wait only a runtime ends: it goes on below.
     }
+    let owned;
+    let driver = match home {
+        Home::Of(driver) => driver,
+        Home::ThisThread => {
+            owned = thread_driver()?;
+            &*owned
+        }
+    };
     loop {
         let polled = py.detach(|| {
             driver.block_on(async { tokio::time::timeout(SIGNAL_TICK, &mut future).await })
@@ -410,12 +429,16 @@ impl Call {
 
     /// Run the call on this thread and return its Python result.
     pub fn wait(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.wait_on(py, &*thread_driver()?)
+        self.wait_at(py, Home::ThisThread)
     }
 
     /// Run the call on this thread, driving `driver`, and return its Python result.
     pub fn wait_on(self, py: Python<'_>, driver: &Driver) -> PyResult<Py<PyAny>> {
-        let convert = wait_with(py, driver, self.future, self.unary)?;
+        self.wait_at(py, Home::Of(driver))
+    }
+
+    fn wait_at(self, py: Python<'_>, home: Home<'_>) -> PyResult<Py<PyAny>> {
+        let convert = wait_with(py, home, self.future, self.unary)?;
         convert(py)
     }
 

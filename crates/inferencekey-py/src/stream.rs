@@ -11,9 +11,7 @@ use inferencekey_core as core;
 
 use crate::errors::{internal_error, to_pyerr};
 use crate::results;
-use crate::runtime::{
-    existing_thread_driver, settle, thread_driver, wait_direct, Call, Driver, Pending,
-};
+use crate::runtime::{existing_thread_driver, settle, wait_direct, Call, Driver, Home, Pending};
 
 /// Most chunks handed over per crossing of the I/O boundary: enough to amortise it, small enough to stay
 /// interactive.
@@ -179,12 +177,9 @@ impl ChatStream {
                     .extend(batch.map_err(|err| to_pyerr(py, err))?);
                 continue;
             }
-            let home = match &self.home {
-                Some(home) => Arc::clone(home),
-                None => thread_driver()?,
-            };
-            // A stream on the core's direct path reads its batch right here, on this thread.
-            let batch = wait_direct(py, &home, async move {
+            let home = self.home.as_deref().map_or(Home::ThisThread, Home::Of);
+            // A stream on the core's direct path reads its batch right here, on this thread (with no runtime).
+            let batch = wait_direct(py, home, async move {
                 let batch = stream.next_batch(STREAM_BATCH).await;
                 Ok((stream, batch))
             });

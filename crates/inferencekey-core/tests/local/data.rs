@@ -433,6 +433,7 @@ fn poll_blocking<F: std::future::Future>(
             Poll::Pending => None,
         }
     })
+    .0
 }
 
 #[cfg(unix)]
