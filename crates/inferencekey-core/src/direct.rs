@@ -23,8 +23,9 @@ use bytes::Bytes;
 /// How often a blocked connect, write, read or retry wait asks whether the caller was interrupted.
 pub const INTERRUPT_TICK: Duration = Duration::from_millis(100);
 
-/// Most idle connections kept per client.
-const MAX_IDLE: usize = 32;
+/// Most idle connections kept per client: as many as a burst of concurrent requests opened (a thousand streams at
+/// once on one event loop), so the next burst finds them warm, as the pool does; each closes after its idle limit.
+const MAX_IDLE: usize = 1024;
 
 /// Most response headers read (the platform sends about ten).
 const MAX_HEADERS: usize = 64;

@@ -102,6 +102,25 @@ impl Drop for LocalPlatform {
     }
 }
 
+/// Most connections waiting to be accepted, as real engines' servers allow (uvicorn's 2,048, Go's and llama.cpp's
+/// the system's `somaxconn`, 4,096 by default): a client that opens a thousand streams at once is accepted, not
+/// left to retry its handshakes a second later (tokio's `bind` allows 1,024).
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with the engines' backlog (the kernel caps it at `somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted platform can take its port back at once.
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// The server thread: lock the state directory, build a runtime, bind, report, serve until
 /// stopped, shut down, unlock.
 fn run(config: Config, ready: mpsc::Sender<Started>) {
@@ -132,9 +151,7 @@ fn run(config: Config, ready: mpsc::Sender<Started>) {
     };
     let setup = runtime.block_on(async {
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| LocalError::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| LocalError::Bind { addr, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| LocalError::Bind { addr, source })?;
