@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -127,24 +127,30 @@ def test_a_stalled_request_times_out_with_the_sync_error(platform: LocalPlatform
     assert str(run(main())) == str(sync_info.value)
 
 
-def test_cancelling_a_stalled_request_closes_its_connection(
-    platform: LocalPlatform, deploy: Deploy, admin: Admin
-) -> None:
+def stall_the_next_chat(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> Callable[[], list[Any]]:
+    """Deploy the chat workload with its next answer stalled; the connections to the platform opened from now on."""
     deploy()
     admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS}, count=1)
     before = {c.laddr.port for c in connections_to(platform)}
+    return lambda: [c for c in connections_to(platform) if c.laddr.port not in before]
+
+
+def test_cancelling_a_stalled_request_closes_its_connection(
+    platform: LocalPlatform, deploy: Deploy, admin: Admin
+) -> None:
+    opened = stall_the_next_chat(platform, deploy, admin)
 
     async def main() -> TextResult:
         async with adata(platform) as data:
             endpoint = data.endpoint("support-bot")
             request = asyncio.create_task(endpoint.generate_text(prompt=PROMPT, max_tokens=4))
-            while not [c for c in connections_to(platform) if c.laddr.port not in before]:
+            while not opened():
                 await asyncio.sleep(0.01)
             request.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await request
             # The stalled request's connection was closed by the cancellation itself, not left to the client's close.
-            assert not [c for c in connections_to(platform) if c.laddr.port not in before]
+            assert not opened()
             return await endpoint.generate_text(prompt=PROMPT, max_tokens=4)
 
     assert run(main()).text
@@ -236,23 +242,21 @@ def test_a_large_answer_is_read_across_many_wakeups(platform: LocalPlatform, dep
 def test_a_loop_closed_with_a_request_waiting_closes_its_connection(
     platform: LocalPlatform, deploy: Deploy, admin: Admin
 ) -> None:
-    deploy()
-    admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS}, count=1)
-    before = {c.laddr.port for c in connections_to(platform)}
+    opened = stall_the_next_chat(platform, deploy, admin)
     client = adata(platform)
     loop = asyncio.new_event_loop()
     task = loop.create_task(client.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4))
     loop.run_until_complete(asyncio.sleep(0.2))
-    assert [c for c in connections_to(platform) if c.laddr.port not in before]
+    assert opened()
     # The loop goes away with the request still waiting in it (no cancellation): what the loop held of it is released,
     # and the request with it, closing its connection.
     loop.close()
     del task, loop
     gc.collect()
     deadline = time.monotonic() + HANG_GUARD
-    while [c for c in connections_to(platform) if c.laddr.port not in before] and time.monotonic() < deadline:
+    while opened() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not [c for c in connections_to(platform) if c.laddr.port not in before]
+    assert not opened()
     # The client still serves other loops.
     assert run(client.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4)).text
     run(client.close())
