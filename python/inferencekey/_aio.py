@@ -1,9 +1,9 @@
 """The asyncio side of a native call: ``run`` starts a ``Pending`` call and awaits the future it resolves.
 
-A request whose answer is read whole (chat, embeddings, rerank) runs on the loop's own thread where it can: it goes
-as far as the network allows, and the loop watches its socket to go on, with no other thread involved. Any other call
-runs on the native I/O runtime, and is settled on this loop's thread, converting the result there: woken through the
-loop's own ``LoopWaker`` socket where the loop can watch one, else through ``call_soon_threadsafe``.
+A request (chat, embeddings, rerank, a stream's open and its batches) runs on the loop's own thread where it can: it
+goes as far as the network allows, and waits in the loop's poller to go on, with no other thread involved. Any other
+call runs on the native I/O runtime, and is settled on this loop's thread, converting the result there: woken through
+the loop's own ``LoopWaker`` socket where the loop can watch one, else through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations

@@ -49,6 +49,13 @@ pub(crate) enum Mode {
     Loop,
 }
 
+impl Mode {
+    /// Whether sockets read in this mode are non-blocking (a loop scope's).
+    fn nonblocking(self) -> bool {
+        matches!(self, Mode::Loop)
+    }
+}
+
 thread_local! {
     static SCOPE: Cell<Option<Mode>> = const { Cell::new(None) };
     static WANT: Cell<Option<Want>> = const { Cell::new(None) };
@@ -162,31 +169,16 @@ pub(crate) async fn to_pool() {
     }
 }
 
-/// A direct operation in a blocking mode, which never suspends: it ends in its first poll.
-pub(crate) fn at_once<T>(
-    op: impl std::future::Future<Output = Result<T, Fail>>,
-) -> Result<T, Fail> {
-    use futures_util::FutureExt as _;
-    op.now_or_never().unwrap_or_else(|| {
-        Err(Fail::Malformed(
-            "a read that may not wait was suspended".to_owned(),
-        ))
-    })
+/// The descriptor an event loop watches for `socket` (a connection, or one being made).
+#[cfg(unix)]
+fn descriptor(socket: &impl std::os::fd::AsRawFd) -> i64 {
+    i64::from(socket.as_raw_fd())
 }
 
-/// The descriptor an event loop watches for `stream`.
-fn descriptor(stream: &TcpStream) -> i64 {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd as _;
-        i64::from(stream.as_raw_fd())
-    }
-    #[cfg(not(unix))]
-    {
-        // The direct path is Unix only (`Direct::for_base`).
-        let _ = stream;
-        -1
-    }
+/// The direct path is Unix only (`Direct::for_base`): no loop ever watches a descriptor elsewhere.
+#[cfg(not(unix))]
+fn descriptor<S>(_socket: &S) -> i64 {
+    -1
 }
 
 /// Why one exchange failed.
@@ -387,7 +379,7 @@ impl Direct {
         }) = idle.pop()
         {
             if since.elapsed() < self.idle_limit && open_and_quiet(&stream) {
-                let wanted = matches!(mode, Mode::Loop);
+                let wanted = mode.nonblocking();
                 if nonblocking == wanted || stream.set_nonblocking(wanted).is_ok() {
                     return Some(stream);
                 }
@@ -434,7 +426,7 @@ pub(crate) struct Clock {
 impl Clock {
     /// Whether the exchange's sockets are non-blocking (a loop scope's).
     fn nonblocking(&self) -> bool {
-        matches!(self.mode, Mode::Loop)
+        self.mode.nonblocking()
     }
 
     /// After a write or read on `stream` found nothing to do (blocking: it timed out a tick, or a signal
@@ -573,7 +565,7 @@ async fn connect_one(
             }
             None => {
                 Suspend(Some(Want::Socket {
-                    fd: connecting_descriptor(&stream),
+                    fd: descriptor(&stream),
                     write: true,
                     until: started + timeout,
                 }))
@@ -595,20 +587,6 @@ async fn connect_one(
     };
     setup(&stream).map_err(Fail::Connect)?;
     Ok(stream)
-}
-
-/// The descriptor of a connection being made.
-fn connecting_descriptor(stream: &mio::net::TcpStream) -> i64 {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd as _;
-        i64::from(stream.as_raw_fd())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = stream;
-        -1
-    }
 }
 
 /// Whether a failed read or write only timed out (the tick) or was interrupted by a signal.
@@ -749,7 +727,7 @@ impl Body {
     /// thread and read by a waiting thread blocks there, and one opened by a waiting thread and read on a loop does
     /// not. A socket whose mode cannot be set is closed (the body then ends as cut short).
     pub(crate) fn suit(&mut self, mode: Option<Mode>) {
-        let nonblocking = matches!(mode, Some(Mode::Loop));
+        let nonblocking = mode.is_some_and(Mode::nonblocking);
         if nonblocking == self.nonblocking {
             return;
         }
@@ -999,7 +977,9 @@ impl Body {
     /// Finish the body with what the network already delivered, so that its connection can be reused; a body that
     /// needs more is dropped with its connection. For a stream whose answer is complete (its last event read).
     pub(crate) fn finish_now(mut self) {
-        while let Ok(Piece::Data(_)) = at_once(self.piece(Wait::Arrived)) {}
+        use futures_util::FutureExt as _;
+        // A read that may not wait ends in its first poll.
+        while let Some(Ok(Piece::Data(_))) = self.piece(Wait::Arrived).now_or_never() {}
     }
 }
 

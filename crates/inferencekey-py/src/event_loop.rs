@@ -96,13 +96,13 @@ impl LoopQueue {
 /// A request waiting on the loop: the call, and the socket registered for it (none for a plain deadline).
 struct Waiter {
     call: Py<LoopCall>,
-    fd: Option<i64>,
+    fd: Option<i32>,
 }
 
 /// The poller and deadlines of one loop's requests. Tokens are never reused, so a deadline left in the heap after
 /// its request went on (the heap is pruned, not searched) matches no waiter.
 struct Reactor {
-    poll: Option<mio::Poll>,
+    poll: mio::Poll,
     events: mio::Events,
     next: usize,
     waiting: HashMap<usize, Waiter>,
@@ -115,9 +115,8 @@ struct Reactor {
 const WAKE: mio::Token = mio::Token(0);
 
 impl Reactor {
-    /// A reactor on `poll` (which watches the wake-up socket as `WAKE`); without a poller (off Unix), nothing can
-    /// wait on it.
-    fn new(poll: Option<mio::Poll>) -> Self {
+    /// A reactor on `poll` (which watches the wake-up socket as `WAKE`).
+    fn new(poll: mio::Poll) -> Self {
         Self {
             poll,
             events: mio::Events::with_capacity(READY_BATCH),
@@ -136,6 +135,9 @@ impl Reactor {
         write: bool,
         until: Instant,
     ) -> PyResult<usize> {
+        let fd = fd
+            .map(|fd| i32::try_from(fd).map_err(|_| internal_error("a descriptor out of range")))
+            .transpose()?;
         let token = self.next;
         self.next += 1;
         if let Some(fd) = fd {
@@ -154,24 +156,20 @@ impl Reactor {
     }
 
     #[cfg(unix)]
-    fn register(&self, fd: i64, write: bool, token: usize) -> PyResult<()> {
-        let poll = self
-            .poll
-            .as_ref()
-            .ok_or_else(|| internal_error("this event loop has no poller"))?;
-        let fd = i32::try_from(fd).map_err(|_| internal_error("a descriptor out of range"))?;
+    fn register(&self, fd: i32, write: bool, token: usize) -> PyResult<()> {
         let interest = if write {
             mio::Interest::WRITABLE
         } else {
             mio::Interest::READABLE
         };
-        poll.registry()
+        self.poll
+            .registry()
             .register(&mut mio::unix::SourceFd(&fd), mio::Token(token), interest)
             .map_err(|err| internal_error(&format!("cannot watch a connection: {err}")))
     }
 
     #[cfg(not(unix))]
-    fn register(&self, _fd: i64, _write: bool, _token: usize) -> PyResult<()> {
+    fn register(&self, _fd: i32, _write: bool, _token: usize) -> PyResult<()> {
         Err(internal_error("sockets are watched on Unix only"))
     }
 
@@ -179,21 +177,23 @@ impl Reactor {
     fn forget(&mut self, token: usize) -> Option<Py<LoopCall>> {
         let waiter = self.waiting.remove(&token)?;
         #[cfg(unix)]
-        if let (Some(fd), Some(poll)) = (waiter.fd, self.poll.as_ref()) {
-            if let Ok(fd) = i32::try_from(fd) {
-                // The socket is still open: a request forgets its wait before anything can close it.
-                let _ = poll.registry().deregister(&mut mio::unix::SourceFd(&fd));
-            }
+        if let Some(fd) = waiter.fd {
+            // The socket is still open: a request forgets its wait before anything can close it.
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&fd));
         }
         Some(waiter.call)
     }
 
     /// The requests whose socket is ready, no longer waiting.
     fn ready(&mut self) -> Vec<Py<LoopCall>> {
-        let Some(poll) = self.poll.as_mut() else {
-            return Vec::new();
-        };
-        if poll.poll(&mut self.events, Some(Duration::ZERO)).is_err() {
+        if self
+            .poll
+            .poll(&mut self.events, Some(Duration::ZERO))
+            .is_err()
+        {
             return Vec::new();
         }
         let tokens: Vec<usize> = self
@@ -339,14 +339,7 @@ impl LoopCall {
         let py = slf.py();
         let this = slf.get();
         // Nothing polls it any more: the request is dropped (closing its connection) and the await fails.
-        let dropped = match this.state.lock() {
-            Ok(mut state) => {
-                this.unwatch(&mut state);
-                state.call.take()
-            }
-            Err(_) => None,
-        };
-        drop(dropped);
+        let _ = this.close();
         let future = this.future.bind(py);
         if !future.call_method0("done")?.is_truthy()? {
             future.call_method1("set_exception", (err.into_value(py),))?;
@@ -473,7 +466,7 @@ impl LoopWaker {
                     pending: Mutex::new(Vec::new()),
                     wake,
                     watched,
-                    reactor: Mutex::new(Reactor::new(Some(poll))),
+                    reactor: Mutex::new(Reactor::new(poll)),
                 }),
                 fileno,
             })

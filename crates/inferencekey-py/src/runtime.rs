@@ -11,8 +11,8 @@
 //!   closes its connection.
 //! - `start(future, waker)` of a call allowed on the loop (`Call::on_loop`), given the `waker` of a loop that
 //!   watches descriptors, runs it on the loop's thread as a `LoopCall`: polled in the core's loop scope, where the
-//!   direct path suspends instead of blocking, naming the socket and deadline it waits for, which the loop then
-//!   watches (`add_reader`/`add_writer`, `call_later`) to poll it again. No other thread is involved; a request the
+//!   direct path suspends instead of blocking, naming the socket and deadline it waits for, which wait in the
+//!   loop's poller (`event_loop`) until it is polled again. No other thread is involved; a request the
 //!   direct path does not serve hands itself to the I/O runtime at its first poll, and settles as below.
 //! - Any other call, `start(future, waker)` spawns on the I/O runtime. When it ends, the I/O thread queues the outcome
 //!   and goes on: it never waits for the interpreter lock. With a `LoopWaker` (one per event loop, where the loop
@@ -382,7 +382,8 @@ pub struct Call {
     future: CallFuture,
     /// One unary request: a blocking wait may run it on the direct path.
     unary: bool,
-    /// One request whose answer is read whole: an event loop's thread may run it on the direct path.
+    /// A call that waits for nothing but the direct path (a request, a direct stream's batches): an event loop's
+    /// thread may run it.
     on_loop: bool,
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -213,10 +214,7 @@ impl ChatStream {
         let mut out = self.take_buffered(max);
         if self.direct.is_some() {
             // Read right here, on this thread (which waits for it): a direct stream has no task to wait for.
-            return match self.read_direct(out, max, true).await {
-                Some(batch) => batch,
-                None => Err(Error::api("a direct stream's read gave nothing")),
-            };
+            return self.read_direct(out, max, true).await;
         }
         if out.is_empty() && self.failed.is_none() {
             if let Some(receiver) = self.receiver.as_mut() {
@@ -282,11 +280,16 @@ impl ChatStream {
     /// when only the network can answer (then `next_batch` waits).
     pub fn ready_batch(&mut self, max: usize) -> Option<Result<Vec<ChatChunk>>> {
         if self.direct.is_some() && self.buffered.is_empty() && self.failed.is_none() {
-            // What the network already delivered is read and decoded now, with no wait to arrange.
-            let read = self.read_direct(Vec::new(), max.max(1), false);
-            return crate::direct::at_once(async { Ok(read.await) })
-                .ok()
-                .flatten();
+            // What the network already delivered is read and decoded now, with no wait to arrange (a read that may
+            // not wait ends in its first poll). Nothing decoded, the stream still open: only the network can answer.
+            let batch = self
+                .read_direct(Vec::new(), max.max(1), false)
+                .now_or_never()?;
+            let still_open = self.direct.is_some();
+            return match batch {
+                Ok(chunks) if chunks.is_empty() && still_open => None,
+                batch => Some(batch),
+            };
         }
         self.take_ready();
         let open = self.receiver.is_some() || self.direct.is_some();
@@ -304,19 +307,19 @@ impl ChatStream {
 
     /// `next_batch` of a direct stream: with `wait`, wait for the network until at least one chunk is decoded (or
     /// the end, or a failure), then decode what else was already read, without waiting; without, read only what the
-    /// network already delivered, and give None when that decodes to nothing. The wait blocks in a blocking scope
-    /// (asking it about interruption) and suspends in a loop scope; elsewhere it blocks.
+    /// network already delivered (an empty batch then, with the stream still open, means nothing yet). The wait
+    /// blocks in a blocking scope (asking it about interruption) and suspends in a loop scope; elsewhere it blocks.
     async fn read_direct(
         &mut self,
         mut out: Vec<ChatChunk>,
         max: usize,
         wait: bool,
-    ) -> Option<Result<Vec<ChatChunk>>> {
+    ) -> Result<Vec<ChatChunk>> {
         if !out.is_empty() || self.failed.is_some() {
-            return Some(self.hand_out(out));
+            return self.hand_out(out);
         }
         let Some(mut source) = self.direct.take() else {
-            return Some(self.hand_out(out));
+            return self.hand_out(out);
         };
         let endpoint = Arc::clone(&source.endpoint);
         let mut state = DecodeState {
@@ -348,14 +351,6 @@ impl ChatStream {
             match source.body.piece(reading).await {
                 Ok(crate::direct::Piece::Data(bytes)) => {
                     state.feed(&mut source.decoder, bytes, &mut batch);
-                }
-                Ok(crate::direct::Piece::Later) if !wait && batch.is_empty() && !state.done => {
-                    // Nothing decoded without waiting: the stream stands as it was, its decoding state included.
-                    source.done = state.done;
-                    source.finished = state.finished;
-                    source.model_seen = state.model_seen;
-                    self.direct = Some(source);
-                    return None;
                 }
                 Ok(crate::direct::Piece::Later) => break,
                 Ok(crate::direct::Piece::End) => {
@@ -389,7 +384,7 @@ impl ChatStream {
             self.direct = Some(source);
         }
         self.accept(StreamMessage::Chunks(batch), &mut out, max);
-        Some(self.hand_out(out))
+        self.hand_out(out)
     }
 
     pub(super) fn accept(&mut self, message: StreamMessage, out: &mut Vec<ChatChunk>, max: usize) {
