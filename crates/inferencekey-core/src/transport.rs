@@ -975,9 +975,7 @@ impl Transport {
             // after the handshake, its alert lost: say what that can mean when no certificate was given.
             let hint = if self.base_url.starts_with("https://")
                 && !self.client_cert
-                && ["connection closed", "broken pipe", "canceled"]
-                    .iter()
-                    .any(|sign| detail.contains(sign))
+                && closed_by_the_server(&detail)
             {
                 " (if the server requires a client certificate, pass it with cert=\"client.pem\")"
             } else {
@@ -992,6 +990,23 @@ impl Transport {
             )
         }
     }
+}
+
+/// Whether a transport failure's text says the server closed the connection under the client. hyper names the
+/// same event by when it noticed it: before the request went out (`channel closed`, `canceled`), while writing it
+/// (`broken pipe`, `connection reset`), or while waiting for the answer (`connection closed`).
+fn closed_by_the_server(detail: &str) -> bool {
+    // OS errors are capitalised ("Broken pipe"), hyper's are not.
+    let detail = detail.to_lowercase();
+    [
+        "connection closed",
+        "channel closed",
+        "broken pipe",
+        "connection reset",
+        "canceled",
+    ]
+    .iter()
+    .any(|sign| detail.contains(sign))
 }
 
 /// The error of a request its blocking scope interrupted (the caller reports its own reason).
@@ -1035,6 +1050,22 @@ fn error_chain(err: &reqwest::Error) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn every_way_hyper_reports_a_closed_connection_counts_as_closed() {
+        for detail in [
+            "client error (SendRequest): channel closed",
+            "client error (SendRequest): connection closed before message completed",
+            "client error (SendRequest): operation was canceled: connection closed",
+            "error writing a body to connection: Broken pipe (os error 32)",
+            "Connection reset by peer (os error 104)",
+        ] {
+            assert!(closed_by_the_server(detail), "{detail}");
+        }
+        assert!(!closed_by_the_server(
+            "client error (Connect): tcp connect error: Connection refused"
+        ));
+    }
 
     fn status(status: u16, retry_after: Option<u64>) -> Failure {
         Failure::Status {
