@@ -994,7 +994,8 @@ impl Transport {
 
 /// Whether a transport failure's text says the server closed the connection under the client. hyper names the
 /// same event by when it noticed it: before the request went out (`channel closed`, `canceled`), while writing it
-/// (`broken pipe`, `connection reset`), or while waiting for the answer (`connection closed`).
+/// (`broken pipe`, `connection reset`), or while waiting for the answer (`connection closed`, or rustls's missing
+/// `close_notify`).
 fn closed_by_the_server(detail: &str) -> bool {
     // OS errors are capitalised ("Broken pipe"), hyper's are not.
     let detail = detail.to_lowercase();
@@ -1004,6 +1005,9 @@ fn closed_by_the_server(detail: &str) -> bool {
         "broken pipe",
         "connection reset",
         "canceled",
+        // rustls, when the socket ends without the TLS close.
+        "close_notify",
+        "unexpected eof",
     ]
     .iter()
     .any(|sign| detail.contains(sign))
@@ -1059,6 +1063,7 @@ mod tests {
             "client error (SendRequest): operation was canceled: connection closed",
             "error writing a body to connection: Broken pipe (os error 32)",
             "Connection reset by peer (os error 104)",
+            "peer closed connection without sending TLS close_notify",
         ] {
             assert!(closed_by_the_server(detail), "{detail}");
         }
