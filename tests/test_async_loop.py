@@ -1,7 +1,9 @@
 # Async requests (chat, embeddings, rerank, and streams with their batches) run on the event loop's own thread over a
 # plain http:// base URL: no I/O thread is started, the loop watches the socket, and every guarantee of the runtime
 # path holds there too: timeouts, retries with their backoff, cancellation closing the connection, loops in many
-# threads sharing one client, large answers read across many wake-ups, and streams read as the sync ones are.
+# threads sharing one client, large answers read across many wake-ups, and streams read as the sync ones are. Every
+# test runs on asyncio's own loop and on uvloop (what uvicorn runs web servers on where it is installed): the SDK's
+# poller is one descriptor either loop watches.
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -38,6 +40,63 @@ from inferencekey import (
 from inferencekey.local import LocalPlatform
 
 _T = TypeVar("_T")
+
+# The loops every test runs on. uvloop is a test dependency wherever it builds (not on Windows), so a missing one
+# fails here rather than skipping half the module.
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+if sys.platform != "win32":
+    import uvloop
+
+    LOOPS["uvloop"] = uvloop.new_event_loop
+
+new_loop = asyncio.new_event_loop
+
+
+@pytest.fixture(autouse=True, params=sorted(LOOPS))
+def loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test's loops (through `run` and `new_loop`, in child processes through LOOP_PRELUDE) on one kind."""
+    global new_loop
+    new_loop = LOOPS[request.param]
+    try:
+        yield request.param
+    finally:
+        new_loop = asyncio.new_event_loop
+
+
+def run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run one coroutine on a fresh loop of the test's kind, closed after as `asyncio.run` closes its own."""
+    loop = new_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def test_each_kind_runs_on_its_own_loop(loop_kind: str) -> None:
+    async def running() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run(running()).split(".")[0] == loop_kind
+
+
+def loop_prelude(kind: str) -> str:
+    """The lines a child script starts with: `run(coro)` on a fresh loop of `kind` (`asyncio` or `uvloop`)."""
+    return f"""
+import asyncio
+import {kind}
+
+def run(coro):
+    loop = {kind}.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+"""
 
 
 def adata(platform: LocalPlatform, **options: Any) -> AsyncDataClient:
@@ -85,7 +144,7 @@ async def main():
         final = await stream.final_result()
         return [t.text for t in texts] + [streamed, final.text], len(vectors.embeddings), len(ranked.results)
 
-texts, vectors, ranked = asyncio.run(main())
+texts, vectors, ranked = run(main())
 assert len(set(texts)) == 1 and texts[0], texts
 print(vectors, ranked)
 print(threads())
@@ -93,11 +152,13 @@ print(threads())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread names from /proc")
-def test_requests_run_on_the_loops_thread_with_no_io_thread(platform: LocalPlatform, deploy: Deploy) -> None:
+def test_requests_run_on_the_loops_thread_with_no_io_thread(
+    platform: LocalPlatform, deploy: Deploy, loop_kind: str
+) -> None:
     deploy(slug="embedder", task_type="embedding")
     deploy(slug="ranker", task_type="reranker")
     deploy()
-    proc = run_python(NO_IO_THREAD, child_env(platform))
+    proc = run_python(loop_prelude(loop_kind) + NO_IO_THREAD, child_env(platform))
     assert proc.returncode == 0, proc.stderr
     counts, names = proc.stdout.splitlines()
     assert counts == "3 2"
@@ -214,7 +275,7 @@ def test_loops_in_many_threads_share_one_client(platform: LocalPlatform, deploy:
             texts.extend(result.text for result in batch)
         return texts
 
-    threads = [threading.Thread(target=lambda: results.append(asyncio.run(calls()))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(run(calls()))) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -244,7 +305,7 @@ def test_a_loop_closed_with_a_request_waiting_closes_its_connection(
 ) -> None:
     opened = stall_the_next_chat(platform, deploy, admin)
     client = adata(platform)
-    loop = asyncio.new_event_loop()
+    loop = new_loop()
     task = loop.create_task(client.endpoint("support-bot").generate_text(prompt=PROMPT, max_tokens=4))
     loop.run_until_complete(asyncio.sleep(0.2))
     assert opened()
@@ -270,20 +331,20 @@ async def chat(data):
     return (await data.endpoint("support-bot").generate_text(prompt="hi", max_tokens=4)).text
 
 data = AsyncDataClient.from_env()
-parent = asyncio.run(chat(data))
+parent = run(chat(data))
 pid = os.fork()
 if pid == 0:
     # The child: the same client, a loop of its own, connections of its own.
-    os._exit(0 if asyncio.run(chat(data)) == parent else 1)
+    os._exit(0 if run(chat(data)) == parent else 1)
 _, status = os.waitpid(pid, 0)
-print(os.waitstatus_to_exitcode(status), asyncio.run(chat(data)) == parent)
+print(os.waitstatus_to_exitcode(status), run(chat(data)) == parent)
 """
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
-def test_an_async_client_works_in_a_forked_child(platform: LocalPlatform, deploy: Deploy) -> None:
+def test_an_async_client_works_in_a_forked_child(platform: LocalPlatform, deploy: Deploy, loop_kind: str) -> None:
     deploy()
-    proc = run_python(FORKED, child_env(platform))
+    proc = run_python(loop_prelude(loop_kind) + FORKED, child_env(platform))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0", "True"]
 
@@ -332,8 +393,3 @@ def test_a_slow_stream_reads_as_its_events_come(platform: LocalPlatform, deploy:
     # Half a second of events: the loop ran its other task all along.
     assert ticks >= 20, ticks
     assert [e["outcome"] for e in admin.requests("POST", "/chat/completions")] == ["ok"]
-
-
-def run(coro: Any) -> Any:
-    """Run one coroutine on a fresh event loop."""
-    return asyncio.run(coro)
