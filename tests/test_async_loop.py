@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -429,27 +428,26 @@ def test_ctrl_c_during_a_stalled_request_closes_its_connection(
     platform: LocalPlatform, deploy: Deploy, admin: Admin, loop_kind: str
 ) -> None:
     deploy()
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", loop_prelude(loop_kind) + INTERRUPTED_CALL],
         env=child_env(platform),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        lines = LineReader(proc.stdout.fileno())
-        # The first request answers and leaves its connection for the next one, which stalls before its answer.
-        assert lines.line(timeout=HANG_GUARD) == "True"
-        assert len(connections_to(platform, proc.pid)) == 1
-        admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
-        proc.stdin.write(b"go\n")
-        proc.stdin.flush()
-        assert lines.line(timeout=HANG_GUARD) == "interrupted"
-        assert proc.poll() is None
-        assert connections_to(platform, proc.pid) == []
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            lines = LineReader(proc.stdout.fileno())
+            # The first request answers and leaves its connection for the next one, which stalls before its answer.
+            assert lines.line(timeout=HANG_GUARD) == "True"
+            assert len(connections_to(platform, proc.pid)) == 1
+            admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            assert lines.line(timeout=HANG_GUARD) == "interrupted"
+            assert proc.poll() is None
+            assert connections_to(platform, proc.pid) == []
+        finally:
+            proc.kill()
 
 
 INTERRUPTED_STREAM = """
@@ -481,18 +479,17 @@ def test_ctrl_c_mid_stream_closes_its_connection(
     slow_endpoint(deploy)
     # The stream stalls after its first chunks: the interrupt lands while its batch waits on the loop.
     admin.fault("chat_stream", {"type": "stall", "at": "mid_stream", "ms": ENDLESS_MS})
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", loop_prelude(loop_kind) + INTERRUPTED_STREAM],
         env=child_env(platform),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        assert LineReader(proc.stdout.fileno()).line(timeout=HANG_GUARD) == "interrupted"
-        # The stream object is still referenced: the connection closed because the interrupt ended the read.
-        wait_for_disconnect(admin)
-        assert proc.poll() is None
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert LineReader(proc.stdout.fileno()).line(timeout=HANG_GUARD) == "interrupted"
+            # The stream object is still referenced: the connection closed because the interrupt ended the read.
+            wait_for_disconnect(admin)
+            assert proc.poll() is None
+        finally:
+            proc.kill()
