@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -24,13 +23,15 @@ from conftest import (
     STREAM_BACKENDS,
     Admin,
     Deploy,
-    LineReader,
     child_env,
     run_python,
     unused_port,
 )
-from test_stream import slow_endpoint, wait_for_disconnect
-from test_threads import connections_to
+from test_threads import (
+    connections_to,
+    ctrl_c_during_a_stalled_call_closes_its_connection,
+    ctrl_c_mid_stream_closes_the_connection,
+)
 
 from inferencekey import (
     ApiConnectionError,
@@ -401,26 +402,34 @@ def test_a_slow_stream_reads_as_its_events_come(platform: LocalPlatform, deploy:
     assert [e["outcome"] for e in admin.requests("POST", "/chat/completions")] == ["ok"]
 
 
-# The client outlives the interrupted program's loop, so its connection closes because of the interrupt, not because
-# the client went away; the process lives on after, making no call.
-INTERRUPTED_CALL = """
+def interrupted_program(main: str) -> str:
+    """A child script whose `async def main()` (given; it has `data`, an `AsyncDataClient`, and `ctrl_c_soon()`) is
+    run as programs run theirs; it prints "interrupted" when Ctrl+C ends it and lives on, making no call. The client
+    outlives the program's loop, so a connection closes because of the interrupt, not because the client went away."""
+    return f"""
 import os, signal, sys, threading, time
 from inferencekey import AsyncDataClient
 data = AsyncDataClient.from_env()
 
-async def main():
-    endpoint = data.endpoint("support-bot")
-    print((await endpoint.generate_text(prompt="hello", max_tokens=4)).text != "", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+def ctrl_c_soon():
     threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-    await endpoint.generate_text(prompt="hello", max_tokens=4)
-
+{main}
 try:
     run_main(main())
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 time.sleep(60)
 """
+
+
+INTERRUPTED_CALL = interrupted_program("""
+async def main():
+    endpoint = data.endpoint("support-bot")
+    print((await endpoint.generate_text(prompt="hello", max_tokens=4)).text != "", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    ctrl_c_soon()
+    await endpoint.generate_text(prompt="hello", max_tokens=4)
+""")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
@@ -428,68 +437,25 @@ def test_ctrl_c_during_a_stalled_request_closes_its_connection(
     platform: LocalPlatform, deploy: Deploy, admin: Admin, loop_kind: str
 ) -> None:
     deploy()
-    with subprocess.Popen(
-        [sys.executable, "-c", loop_prelude(loop_kind) + INTERRUPTED_CALL],
-        env=child_env(platform),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    ) as proc:
-        try:
-            assert proc.stdout is not None and proc.stdin is not None
-            lines = LineReader(proc.stdout.fileno())
-            # The first request answers and leaves its connection for the next one, which stalls before its answer.
-            assert lines.line(timeout=HANG_GUARD) == "True"
-            assert len(connections_to(platform, proc.pid)) == 1
-            admin.fault("chat", {"type": "stall", "at": "headers", "ms": ENDLESS_MS})
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-            assert lines.line(timeout=HANG_GUARD) == "interrupted"
-            assert proc.poll() is None
-            assert connections_to(platform, proc.pid) == []
-        finally:
-            proc.kill()
+    ctrl_c_during_a_stalled_call_closes_its_connection(platform, admin, loop_prelude(loop_kind) + INTERRUPTED_CALL)
 
 
-INTERRUPTED_STREAM = """
-import os, signal, threading, time
-from inferencekey import AsyncDataClient
-data = AsyncDataClient.from_env()
+INTERRUPTED_STREAM = interrupted_program("""
 streams = []
 
 async def main():
     stream = await data.endpoint("support-bot").generate_text_stream(prompt="hello", max_tokens=60)
     streams.append(stream)
     await stream.__anext__()
-    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    ctrl_c_soon()
     async for _ in stream:
         pass
-
-try:
-    run_main(main())
-except KeyboardInterrupt:
-    print("interrupted", flush=True)
-time.sleep(60)
-"""
+""")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
 def test_ctrl_c_mid_stream_closes_its_connection(
     platform: LocalPlatform, deploy: Deploy, admin: Admin, loop_kind: str
 ) -> None:
-    slow_endpoint(deploy)
-    # The stream stalls after its first chunks: the interrupt lands while its batch waits on the loop.
-    admin.fault("chat_stream", {"type": "stall", "at": "mid_stream", "ms": ENDLESS_MS})
-    with subprocess.Popen(
-        [sys.executable, "-c", loop_prelude(loop_kind) + INTERRUPTED_STREAM],
-        env=child_env(platform),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            assert LineReader(proc.stdout.fileno()).line(timeout=HANG_GUARD) == "interrupted"
-            # The stream object is still referenced: the connection closed because the interrupt ended the read.
-            wait_for_disconnect(admin)
-            assert proc.poll() is None
-        finally:
-            proc.kill()
+    # The interrupt lands while the stream's batch waits on the loop.
+    ctrl_c_mid_stream_closes_the_connection(platform, deploy, admin, loop_prelude(loop_kind) + INTERRUPTED_STREAM)

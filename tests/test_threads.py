@@ -3,10 +3,11 @@
 # its connection at once.
 from __future__ import annotations
 
-import signal
+import contextlib
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +18,20 @@ from test_stream import chat_streams, slow_endpoint, wait_for_disconnect
 
 from inferencekey import DataClient, TextStream
 from inferencekey.local import LocalPlatform
+
+
+@contextlib.contextmanager
+def child(platform: LocalPlatform, script: str, stdin: int) -> Iterator[tuple[subprocess.Popen[bytes], LineReader]]:
+    """A Python child running `script` against the platform, and a reader of its output lines; killed (its pipes
+    closed) when the block ends, however it ends."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script], env=child_env(platform), stdin=stdin, stdout=subprocess.PIPE
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            yield proc, LineReader(proc.stdout.fileno())
+        finally:
+            proc.kill()
 
 
 def connections_to(platform: LocalPlatform, pid: int | None = None) -> list[Any]:
@@ -91,27 +106,24 @@ time.sleep(60)
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
-def test_ctrl_c_mid_stream_closes_the_connection_at_once(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
+def ctrl_c_mid_stream_closes_the_connection(platform: LocalPlatform, deploy: Deploy, admin: Admin, script: str) -> None:
+    """Run `script` in a child: it opens a stream whose events stall after the first chunks, reads on, interrupts
+    itself with Ctrl+C and prints "interrupted", then sleeps holding the stream. The interrupt must close the
+    connection at once, the child living on."""
     slow_endpoint(deploy)
-    # The stream stalls after its first chunks, so the interrupt lands while the native call waits for more.
+    # The stream stalls after its first chunks, so the interrupt lands while the read waits for more.
     admin.fault("chat_stream", {"type": "stall", "at": "mid_stream", "ms": ENDLESS_MS})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_STREAM],
-        env=child_env(platform),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        assert LineReader(proc.stdout.fileno()).line(timeout=HANG_GUARD) == "interrupted"
+    with child(platform, script, stdin=subprocess.DEVNULL) as (proc, lines):
+        assert lines.line(timeout=HANG_GUARD) == "interrupted"
         # The child lives on (sleeping, making no call, its stream object still referenced): the connection closed
         # when the interrupt dropped the read.
         wait_for_disconnect(admin)
         assert proc.poll() is None
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
+def test_ctrl_c_mid_stream_closes_the_connection_at_once(platform: LocalPlatform, deploy: Deploy, admin: Admin) -> None:
+    ctrl_c_mid_stream_closes_the_connection(platform, deploy, admin, INTERRUPTED_STREAM)
 
 
 INTERRUPTED_CALL = """
@@ -129,20 +141,12 @@ time.sleep(60)
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
-def test_ctrl_c_during_a_stalled_call_closes_its_connection_at_once(
-    platform: LocalPlatform, deploy: Deploy, admin: Admin
-) -> None:
-    deploy()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_CALL],
-        env=child_env(platform),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        lines = LineReader(proc.stdout.fileno())
+def ctrl_c_during_a_stalled_call_closes_its_connection(platform: LocalPlatform, admin: Admin, script: str) -> None:
+    """Run `script` in a child: its first call answers (it prints "True"); after a line on stdin it interrupts itself
+    with Ctrl+C during a second call, which stalls before its answer, prints "interrupted" and sleeps. The interrupt
+    must close that call's connection, the child living on."""
+    with child(platform, script, stdin=subprocess.PIPE) as (proc, lines):
+        assert proc.stdin is not None
         # The first call answers, and its connection is kept for the next one, which stalls before its answer.
         assert lines.line(timeout=HANG_GUARD) == "True"
         assert len(connections_to(platform, proc.pid)) == 1
@@ -153,9 +157,14 @@ def test_ctrl_c_during_a_stalled_call_closes_its_connection_at_once(
         # The child lives on, making no call: the interrupt closed the stalled request's connection.
         assert proc.poll() is None
         assert connections_to(platform, proc.pid) == []
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to itself: POSIX only")
+def test_ctrl_c_during_a_stalled_call_closes_its_connection_at_once(
+    platform: LocalPlatform, deploy: Deploy, admin: Admin
+) -> None:
+    deploy()
+    ctrl_c_during_a_stalled_call_closes_its_connection(platform, admin, INTERRUPTED_CALL)
 
 
 def test_sync_streams_read_to_their_end_leave_their_connection_for_the_next_call(
