@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import sys
@@ -40,6 +41,7 @@ from inferencekey import (
     DataClient,
     RateLimitError,
     TextResult,
+    _aio,
 )
 from inferencekey.local import LocalPlatform
 
@@ -292,6 +294,37 @@ def test_loops_in_many_threads_share_one_client(platform: LocalPlatform, deploy:
     opened = {c.laddr.port for c in connections_to(platform)} - before
     assert len(opened) <= 16, opened
     run(client.close())
+
+
+def test_a_loop_that_cannot_watch_the_poller_is_served_by_the_io_thread(
+    platform: LocalPlatform, deploy: Deploy
+) -> None:
+    endpoint = deploy()
+    expected = endpoint.generate_text(prompt=PROMPT, max_tokens=6).text
+    with endpoint.generate_text_stream(prompt=PROMPT, max_tokens=6) as stream:
+        expected_chunks = [chunk.text for chunk in stream]
+    loop = new_loop()
+
+    def refuse(fd: int, callback: Callable[..., object], *args: object) -> None:
+        raise OSError(errno.EPERM, "this loop cannot watch that kind of descriptor")
+
+    # A loop that watches only some descriptors: its calls go through the I/O thread, as on Windows' proactor.
+    loop.add_reader = refuse  # type: ignore[method-assign]
+
+    async def main() -> tuple[str, list[str], object]:
+        async with adata(platform) as data:
+            endpoint = data.endpoint("support-bot")
+            text = (await endpoint.generate_text(prompt=PROMPT, max_tokens=6)).text
+            async with await endpoint.generate_text_stream(prompt=PROMPT, max_tokens=6) as stream:
+                chunks = [chunk.text async for chunk in stream]
+            return text, chunks, _aio._WAKERS[asyncio.get_running_loop()]
+
+    try:
+        text, chunks, waker = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert (text, chunks) == (expected, expected_chunks)
+    assert waker is None
 
 
 def test_a_large_answer_is_read_across_many_wakeups(platform: LocalPlatform, deploy: Deploy) -> None:

@@ -8,6 +8,7 @@ the loop's own ``LoopWaker`` socket where the loop can watch one, else through `
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import weakref
@@ -52,6 +53,13 @@ def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
         loop.add_reader(waker.fileno(), waker.drain)
     except NotImplementedError:
         # Windows' proactor loop (and the waker itself off Unix): the resolver thread wakes it instead.
+        waker = None
+    except Exception as exc:
+        # A loop that watches only some kinds of descriptor (or a poller that could not be made): every call of this
+        # loop goes through the I/O runtime and the resolver thread instead, as on Windows; nothing is lost.
+        logging.getLogger("inferencekey").debug(
+            "the event loop cannot watch the SDK's poller (%s); its calls run on the I/O thread", exc
+        )
         waker = None
     try:
         _WAKERS[loop] = None if waker is None else weakref.ref(waker)
