@@ -105,6 +105,7 @@ def run(coro):
 
 # A program's main coroutine, run as programs run it (Ctrl+C cancels it, then raises KeyboardInterrupt).
 run_main = {kind}.run
+new_loop = {kind}.new_event_loop
 """
 
 
@@ -325,6 +326,52 @@ def test_a_loop_that_cannot_watch_the_poller_is_served_by_the_io_thread(
         loop.close()
     assert (text, chunks) == (expected, expected_chunks)
     assert waker is None
+
+
+NO_DESCRIPTOR_LEFT = """
+import os, resource
+from inferencekey import AsyncDataClient, _aio
+
+data = AsyncDataClient.from_env()
+
+async def chat():
+    return (await data.endpoint("support-bot").generate_text(prompt="hi", max_tokens=4)).text
+
+def lowest_free_descriptor():
+    taken = {int(name) for name in os.listdir("/proc/self/fd")}
+    return min(set(range(len(taken) + 1)) - taken)
+
+# A first call through the I/O thread leaves its runtime built and a connection in its pool.
+loop = new_loop()
+_aio._WAKERS[loop] = None
+first = loop.run_until_complete(chat())
+loop.close()
+
+# The next loop's first call finds no descriptor left for a poller.
+loop = new_loop()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_descriptor(), hard))
+try:
+    starved = loop.run_until_complete(chat())
+    remembered = loop in _aio._WAKERS
+finally:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+again = loop.run_until_complete(chat())
+print(remembered, type(_aio._WAKERS[loop]()).__name__, first == starved == again)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/fd")
+def test_a_loop_with_no_descriptor_left_for_a_poller_goes_on_through_the_io_thread(
+    platform: LocalPlatform, deploy: Deploy, loop_kind: str
+) -> None:
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop makes a socket pair each time it runs: it cannot run with no descriptor left")
+    deploy()
+    proc = run_python(loop_prelude(loop_kind) + NO_DESCRIPTOR_LEFT, child_env(platform))
+    assert proc.returncode == 0, proc.stderr
+    # The starved call went through the I/O thread without settling the loop's fate; the next one got a poller.
+    assert proc.stdout.split() == ["False", "LoopWaker", "True"]
 
 
 def test_a_large_answer_is_read_across_many_wakeups(platform: LocalPlatform, deploy: Deploy) -> None:

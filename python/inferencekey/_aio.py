@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+logger = logging.getLogger("inferencekey")
+
 # Each event loop's waker, held weakly: only the loop's reader holds it, so a closed loop releases it (and the requests
 # still waiting in it). A forked child forgets them all: the sockets are shared with the parent.
 _WAKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[LoopWaker] | None] = (
@@ -50,17 +52,22 @@ def _waker(loop: asyncio.AbstractEventLoop) -> LoopWaker | None:
     waker: LoopWaker | None
     try:
         waker = LoopWaker()
-        loop.add_reader(waker.fileno(), waker.drain)
     except NotImplementedError:
-        # Windows' proactor loop (and the waker itself off Unix): the resolver thread wakes it instead.
+        # Off Unix: the resolver thread wakes this loop (and every other).
         waker = None
     except Exception as exc:
-        # A loop that watches only some kinds of descriptor (or a poller that could not be made): every call of this
-        # loop goes through the I/O runtime and the resolver thread instead, as on Windows; nothing is lost.
-        logging.getLogger("inferencekey").debug(
-            "the event loop cannot watch the SDK's poller (%s); its calls run on the I/O thread", exc
-        )
-        waker = None
+        # No poller to be made now (no descriptor left, say): this call goes through the I/O thread, the next one
+        # tries again.
+        logger.debug("no poller for the event loop (%s); this call runs on the I/O thread", exc)
+        return None
+    else:
+        try:
+            loop.add_reader(waker.fileno(), waker.drain)
+        except Exception as exc:
+            # Windows' proactor loop raises NotImplementedError; a loop that watches only some kinds of descriptor
+            # may raise anything. Every call of this loop goes through the I/O thread instead: nothing is lost.
+            logger.debug("the event loop cannot watch the SDK's poller (%s); its calls run on the I/O thread", exc)
+            waker = None
     try:
         _WAKERS[loop] = None if waker is None else weakref.ref(waker)
     except TypeError:
