@@ -78,9 +78,11 @@ class RelayProxy:
         except OSError:
             pass
         finally:
+            # Either direction ending ends both (the other pipe's read returns), and each side closes what it holds.
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
     def close(self) -> None:
         self.server.close()
