@@ -374,6 +374,25 @@ def test_a_loop_with_no_descriptor_left_for_a_poller_goes_on_through_the_io_thre
     assert proc.stdout.split() == ["False", "LoopWaker", "True"]
 
 
+def test_a_bursts_connections_are_kept_for_the_next_burst(platform: LocalPlatform, deploy: Deploy) -> None:
+    deploy()
+    client = adata(platform)
+    before = {c.laddr.port for c in connections_to(platform)}
+
+    async def burst() -> set[int]:
+        endpoint = client.endpoint("support-bot")
+        results = await asyncio.gather(*(endpoint.generate_text(prompt=PROMPT, max_tokens=4) for _ in range(200)))
+        assert all(result.text for result in results)
+        return {c.laddr.port for c in connections_to(platform)} - before
+
+    first = run(burst())
+    # Every request of the burst was in flight at once, each on a connection of its own; all of them were kept idle
+    # (far more than a small idle pool would keep), so the next burst opens none.
+    assert len(first) == 200, len(first)
+    assert run(burst()) == first
+    run(client.close())
+
+
 def test_a_large_answer_is_read_across_many_wakeups(platform: LocalPlatform, deploy: Deploy) -> None:
     endpoint = deploy(slug="embedder", task_type="embedding", embedding_dim=1024)
     texts = [f"text {i}" for i in range(256)]
